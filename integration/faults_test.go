@@ -1,0 +1,180 @@
+package integration
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/switchyard-llm/switchyard/pkg/envelope"
+	"github.com/switchyard-llm/switchyard/services/sim"
+	"github.com/switchyard-llm/switchyard/services/switchyard/app"
+)
+
+// Two executor replicas of one vendor both take work; stopping one mid-run
+// loses no request.
+func TestExecutorReplicasShareQueueAndSurviveLoss(t *testing.T) {
+	lat := &sim.Latency{BaseMS: 20, JitterMS: 10}
+	e := start(t, func(c *app.Config) {
+		c.ExecutorReplicas = 2
+		c.Scenario = &sim.Scenario{Defaults: sim.Behavior{Latency: lat}}
+	})
+	var reqs []*envelope.Request
+	for i := range 200 {
+		reqs = append(reqs, e.request(fmt.Sprintf("k%03d", i), "chat", fmt.Sprintf("replica test %d", i)))
+	}
+	col, err := e.client.Collect(e.tenant)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer col.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	for i, r := range reqs {
+		if err := e.client.Publish(ctx, r); err != nil {
+			t.Fatal(err)
+		}
+		if i == 100 {
+			// Both replicas must have taken work before one goes away.
+			waitFor(t, 20*time.Second, func() bool {
+				return e.sys.ExecutorHandled("openai", 0) > 0 && e.sys.ExecutorHandled("openai", 1) > 0
+			})
+			e.sys.StopExecutor("openai", 0)
+		}
+	}
+	if err := col.Wait(ctx, 200); err != nil {
+		t.Fatal(err)
+	}
+	for id, rs := range col.All() {
+		if len(rs) != 1 || rs[0].Status != envelope.StatusOK {
+			t.Fatalf("%s: %d replies, first %+v", id, len(rs), rs[0])
+		}
+	}
+	a, b := e.sys.ExecutorHandled("openai", 0), e.sys.ExecutorHandled("openai", 1)
+	t.Logf("replica 0 handled %d, replica 1 handled %d", a, b)
+	if a == 0 || b == 0 {
+		t.Fatalf("both replicas should take work: %d / %d", a, b)
+	}
+}
+
+// ClickHouse unreachable for 20 s mid-run, then back: no missing and no
+// duplicate rows. The outage is a real network cut between the ledger and
+// the real server (a loopback proxy that drops every connection and refuses
+// new ones), which is what a stopped server looks like to the ledger.
+func TestClickHouseOutageLosesNothing(t *testing.T) {
+	requireClickHouse(t)
+	proxy := newTCPProxy(t, clickhouseAddr())
+	e := start(t, func(c *app.Config) { c.Ledger.ClickHouseAddr = proxy.addr })
+	tenant := fmt.Sprintf("tenant = '%s'", e.tenant)
+
+	batch := func(prefix string, n int) []*envelope.Request {
+		var out []*envelope.Request
+		for i := range n {
+			out = append(out, e.request(fmt.Sprintf("%s%03d", prefix, i), "chat", fmt.Sprintf("%s %d", prefix, i)))
+		}
+		return out
+	}
+	e.submitAll(batch("a", 50), 60*time.Second)
+	if got := e.eventually("SELECT count() FROM %s.requests FINAL WHERE "+tenant, 50, 30*time.Second); got != 50 {
+		t.Fatalf("before outage: %d rows, want 50", got)
+	}
+	proxy.cut()
+	outageStart := time.Now()
+	e.submitAll(batch("b", 100), 60*time.Second) // the pipeline keeps answering
+	time.Sleep(time.Until(outageStart.Add(20 * time.Second)))
+	proxy.restore()
+	if got := e.eventually("SELECT count() FROM %s.requests FINAL WHERE "+tenant, 150, 60*time.Second); got != 150 {
+		t.Fatalf("after outage: %d request rows, want 150", got)
+	}
+	// FINAL hides duplicates; uniqExact against count proves there are none
+	// visible, and the attempts table must match as well.
+	if got := e.count("SELECT uniqExact(request_id) FROM %s.requests FINAL WHERE " + tenant); got != 150 {
+		t.Fatalf("distinct requests = %d, want 150", got)
+	}
+	if got := e.eventually("SELECT count() FROM %s.attempts FINAL WHERE "+tenant, 150, 30*time.Second); got != 150 {
+		t.Fatalf("attempt rows = %d, want 150", got)
+	}
+}
+
+func waitFor(t *testing.T, d time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("condition not met within %s", d)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// tcpProxy forwards loopback connections to a target and can cut them all.
+type tcpProxy struct {
+	t      *testing.T
+	target string
+	addr   string
+	mu     sync.Mutex
+	ln     net.Listener
+	conns  []net.Conn
+}
+
+func newTCPProxy(t *testing.T, target string) *tcpProxy {
+	p := &tcpProxy{t: t, target: target}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.addr = ln.Addr().String()
+	p.serve(ln)
+	t.Cleanup(p.cut)
+	return p
+}
+
+func (p *tcpProxy) serve(ln net.Listener) {
+	p.mu.Lock()
+	p.ln = ln
+	p.mu.Unlock()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			u, err := net.Dial("tcp", p.target)
+			if err != nil {
+				_ = c.Close()
+				continue
+			}
+			p.mu.Lock()
+			p.conns = append(p.conns, c, u)
+			p.mu.Unlock()
+			go func() { _, _ = io.Copy(u, c); _ = u.Close() }()
+			go func() { _, _ = io.Copy(c, u); _ = c.Close() }()
+		}
+	}()
+}
+
+// cut closes the listener and every open connection.
+func (p *tcpProxy) cut() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.ln != nil {
+		_ = p.ln.Close()
+		p.ln = nil
+	}
+	for _, c := range p.conns {
+		_ = c.Close()
+	}
+	p.conns = nil
+}
+
+// restore listens again on the same address.
+func (p *tcpProxy) restore() {
+	ln, err := net.Listen("tcp", p.addr)
+	if err != nil {
+		p.t.Fatalf("proxy restore: %v", err)
+	}
+	p.serve(ln)
+}

@@ -1,0 +1,114 @@
+// Package adapters builds a vendor.Adapter from a vendor name; the wire
+// protocols live in its sub-packages openai, anthropic and gemini.
+//
+// They are not under pkg/vendor: a directory named vendor at a module root
+// is Go's vendor directory, and packages below it cannot be imported.
+package adapters
+
+import (
+	"fmt"
+	"net/http"
+	"regexp"
+	"strings"
+
+	"github.com/switchyard-llm/switchyard/pkg/vendor"
+	"github.com/switchyard-llm/switchyard/pkg/adapters/anthropic"
+	"github.com/switchyard-llm/switchyard/pkg/adapters/gemini"
+	"github.com/switchyard-llm/switchyard/pkg/adapters/openai"
+)
+
+// Vendor kinds with a built-in default. Any other well-formed name is taken
+// to be an OpenAI-compatible endpoint and needs a BaseURL.
+const (
+	KindOpenAI           = "openai"
+	KindAnthropic        = "anthropic"
+	KindGemini           = "gemini"
+	KindOpenRouter       = "openrouter"
+	KindOpenAICompatible = "openai_compatible"
+)
+
+// Wire protocols.
+const (
+	ProtocolOpenAI    = "openai"
+	ProtocolAnthropic = "anthropic"
+	ProtocolGemini    = "gemini"
+)
+
+// Config is what every adapter needs.
+type Config struct {
+	BaseURL    string // empty: the vendor's public API root
+	APIKey     string
+	HTTPClient *http.Client // nil: vendor.DefaultHTTPClient
+	Headers    map[string]string
+	// Protocol forces a wire protocol (openai, anthropic, gemini) for a
+	// custom kind, e.g. an Anthropic-compatible gateway; empty: by kind.
+	Protocol string
+}
+
+var kindRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_.-]{0,62}$`)
+
+// Protocol returns the wire protocol a vendor kind speaks.
+func Protocol(kind string) string {
+	switch strings.ToLower(kind) {
+	case KindAnthropic:
+		return ProtocolAnthropic
+	case KindGemini:
+		return ProtocolGemini
+	default:
+		return ProtocolOpenAI
+	}
+}
+
+// DefaultBaseURL returns the public API root of a known kind, or "".
+func DefaultBaseURL(kind string) string {
+	switch strings.ToLower(kind) {
+	case KindOpenAI:
+		return openai.DefaultBaseURL
+	case KindOpenRouter:
+		return openai.OpenRouterBaseURL
+	case KindAnthropic:
+		return anthropic.DefaultBaseURL
+	case KindGemini:
+		return gemini.DefaultBaseURL
+	}
+	return ""
+}
+
+// Kinds lists the kinds with a built-in default base URL, plus the generic
+// openai_compatible one.
+func Kinds() []string {
+	return []string{KindOpenAI, KindAnthropic, KindGemini, KindOpenRouter, KindOpenAICompatible}
+}
+
+// New returns the adapter for kind. openai, anthropic, gemini and openrouter
+// default to the public endpoints; openai_compatible and any other name
+// (e.g. "mistral", "groq", "vllm") speak Chat Completions and need BaseURL.
+func New(kind string, cfg Config) (vendor.Adapter, error) {
+	k := strings.ToLower(strings.TrimSpace(kind))
+	if !kindRE.MatchString(k) {
+		return nil, fmt.Errorf("adapters: invalid vendor kind %q", kind)
+	}
+	base := cfg.BaseURL
+	if base == "" {
+		base = DefaultBaseURL(k)
+	}
+	if base == "" {
+		return nil, fmt.Errorf("adapters: vendor %q is OpenAI-compatible and needs a base URL", k)
+	}
+	if !strings.HasPrefix(base, "http://") && !strings.HasPrefix(base, "https://") {
+		return nil, fmt.Errorf("adapters: vendor %q base URL must be http(s)", k)
+	}
+	proto := cfg.Protocol
+	if proto == "" {
+		proto = Protocol(k)
+	}
+	switch proto {
+	case ProtocolAnthropic:
+		return anthropic.New(anthropic.Config{BaseURL: base, APIKey: cfg.APIKey, HTTPClient: cfg.HTTPClient, Headers: cfg.Headers}), nil
+	case ProtocolGemini:
+		return gemini.New(gemini.Config{BaseURL: base, APIKey: cfg.APIKey, HTTPClient: cfg.HTTPClient, Headers: cfg.Headers}), nil
+	case ProtocolOpenAI:
+		return openai.New(openai.Config{BaseURL: base, APIKey: cfg.APIKey, HTTPClient: cfg.HTTPClient, Headers: cfg.Headers}), nil
+	}
+	return nil, fmt.Errorf("adapters: unknown protocol %q", proto)
+}

@@ -1,0 +1,271 @@
+// Package anthropic is the adapter for the Anthropic Messages wire protocol.
+package anthropic
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"net/http"
+	"strings"
+
+	"github.com/switchyard-llm/switchyard/pkg/envelope"
+	"github.com/switchyard-llm/switchyard/pkg/vendor"
+)
+
+// DefaultBaseURL is Anthropic's API root; the adapter POSTs to BaseURL + "/v1/messages".
+const DefaultBaseURL = "https://api.anthropic.com"
+
+// Version is the anthropic-version header the adapter speaks.
+const Version = "2023-06-01"
+
+// DefaultMaxTokens is sent when a request names none: the API requires it.
+const DefaultMaxTokens = 1024
+
+// Config configures an Adapter.
+type Config struct {
+	BaseURL    string
+	APIKey     string // sent as x-api-key
+	HTTPClient *http.Client
+	// Headers are added to every call (e.g. anthropic-beta).
+	Headers map[string]string
+}
+
+// Adapter speaks the Messages API.
+type Adapter struct {
+	cfg     Config
+	url     string
+	headers http.Header
+}
+
+var _ vendor.Adapter = (*Adapter)(nil)
+
+// New returns an adapter for cfg.
+func New(cfg Config) *Adapter {
+	if cfg.BaseURL == "" {
+		cfg.BaseURL = DefaultBaseURL
+	}
+	h := http.Header{}
+	h.Set("anthropic-version", Version)
+	for k, v := range cfg.Headers {
+		h.Set(k, v)
+	}
+	if cfg.APIKey != "" {
+		h.Set("x-api-key", cfg.APIKey)
+	}
+	return &Adapter{cfg: cfg, url: strings.TrimRight(cfg.BaseURL, "/") + "/v1/messages", headers: h}
+}
+
+type wireMessage struct {
+	Role    string `json:"role"`
+	Content string `json:"content"`
+}
+
+type wireRequest struct {
+	Model       string        `json:"model"`
+	MaxTokens   int           `json:"max_tokens"`
+	System      string        `json:"system,omitempty"`
+	Messages    []wireMessage `json:"messages"`
+	Temperature *float64      `json:"temperature,omitempty"`
+}
+
+// JSONInstruction is appended to the system prompt when the request asks for
+// JSON: the classic Messages API has no response_format.
+const JSONInstruction = "Respond with a single JSON object and nothing else: no prose, no Markdown code fences."
+
+// SchemaInstruction introduces the schema the JSON object must satisfy.
+const SchemaInstruction = "The JSON object must conform to this JSON Schema:"
+
+// BuildBody encodes req as a Messages request body, vendor options merged in.
+// System and developer turns go to the top-level system prompt; any role
+// other than assistant is sent as user.
+func BuildBody(req *vendor.Request) ([]byte, error) {
+	w := wireRequest{Model: req.Model, MaxTokens: req.MaxTokens, Temperature: req.Temperature}
+	if w.MaxTokens <= 0 {
+		w.MaxTokens = DefaultMaxTokens
+	}
+	var system []string
+	for _, m := range req.Messages {
+		switch m.Role {
+		case "system", "developer":
+			if m.Content != "" {
+				system = append(system, m.Content)
+			}
+		case "assistant":
+			w.Messages = append(w.Messages, wireMessage{Role: "assistant", Content: m.Content})
+		default:
+			w.Messages = append(w.Messages, wireMessage{Role: "user", Content: m.Content})
+		}
+	}
+	if len(w.Messages) == 0 {
+		return nil, &vendor.Error{Class: vendor.ClassInvalidRequest, Message: "anthropic needs at least one user or assistant message"}
+	}
+	if vendor.WantsJSON(req.ResponseFormat) {
+		instr := JSONInstruction
+		if schema := vendor.SchemaOf(req.ResponseFormat); schema != nil {
+			var compact bytes.Buffer
+			if json.Compact(&compact, schema) == nil {
+				schema = compact.Bytes()
+			}
+			instr += "\n" + SchemaInstruction + "\n" + string(schema)
+		}
+		system = append(system, instr)
+	}
+	w.System = strings.Join(system, "\n\n")
+	body, err := json.Marshal(w)
+	if err != nil {
+		return nil, &vendor.Error{Class: vendor.ClassInvalidRequest, Message: "encoding request: " + err.Error()}
+	}
+	return vendor.MergeOptions(body, req.Options, "model", "messages")
+}
+
+// Complete performs one Messages call.
+func (a *Adapter) Complete(ctx context.Context, req *vendor.Request) (*vendor.Response, error) {
+	if err := vendor.CheckRequest(req); err != nil {
+		return nil, err
+	}
+	body, err := BuildBody(req)
+	if err != nil {
+		return nil, err
+	}
+	reply, err := vendor.PostJSON(ctx, a.cfg.HTTPClient, a.url, a.headers, body)
+	if err != nil {
+		return nil, a.scrub(err)
+	}
+	if reply.Status < 200 || reply.Status > 299 {
+		typ, msg := ErrorMessage(reply.Body)
+		ve := vendor.StatusError(reply.Status, reply.Header, msg, a.cfg.APIKey)
+		if typ == "overloaded_error" {
+			ve.Class, ve.Retryable = vendor.ClassOverloaded, true
+		}
+		return nil, ve
+	}
+	resp, err := DecodeResponse(reply.Body)
+	if err != nil {
+		return nil, a.scrub(err)
+	}
+	if vendor.WantsJSON(req.ResponseFormat) {
+		resp.Content = StripCodeFence(resp.Content)
+	}
+	resp.HTTPStatus = reply.Status
+	return resp, nil
+}
+
+func (a *Adapter) scrub(err error) error {
+	ve := vendor.AsError(err)
+	ve.Message = vendor.CleanMessage(ve.Message, a.cfg.APIKey)
+	return ve
+}
+
+type wireErrorBody struct {
+	Type  string `json:"type"`
+	Error *struct {
+		Type    string `json:"type"`
+		Message string `json:"message"`
+	} `json:"error"`
+}
+
+// ErrorMessage extracts the error type and a readable message from
+// {"type":"error","error":{"type","message"}}.
+func ErrorMessage(body []byte) (typ, msg string) {
+	var eb wireErrorBody
+	if err := json.Unmarshal(body, &eb); err != nil || eb.Error == nil {
+		return "", vendor.Snippet(body)
+	}
+	msg = eb.Error.Message
+	if msg == "" {
+		msg = "unknown error"
+	}
+	if eb.Error.Type != "" {
+		msg = eb.Error.Type + ": " + msg
+	}
+	return eb.Error.Type, msg
+}
+
+type wireResponse struct {
+	Type    string `json:"type"`
+	Role    string `json:"role"`
+	Content []struct {
+		Type string `json:"type"`
+		Text string `json:"text"`
+	} `json:"content"`
+	StopReason *string `json:"stop_reason"`
+	Usage      *struct {
+		InputTokens              int `json:"input_tokens"`
+		OutputTokens             int `json:"output_tokens"`
+		CacheCreationInputTokens int `json:"cache_creation_input_tokens"`
+		CacheReadInputTokens     int `json:"cache_read_input_tokens"`
+	} `json:"usage"`
+}
+
+// DecodeResponse decodes a 2xx Messages body. Usage is normalised: the
+// API's input_tokens excludes cache reads and writes, envelope.Usage's
+// InputTokens includes them.
+func DecodeResponse(body []byte) (*vendor.Response, error) {
+	var w wireResponse
+	if err := json.Unmarshal(body, &w); err != nil {
+		return nil, vendor.BadResponse(http.StatusOK, "unparseable message: "+err.Error(), "")
+	}
+	if w.Type == "error" {
+		_, msg := ErrorMessage(body)
+		return nil, vendor.BadResponse(http.StatusOK, "error in 2xx body: "+msg, "")
+	}
+	if w.Type != "message" {
+		return nil, vendor.BadResponse(http.StatusOK, "body is not a message (type "+quote(w.Type)+")", "")
+	}
+	resp := &vendor.Response{}
+	var sb strings.Builder
+	for _, c := range w.Content {
+		if c.Type == "text" {
+			sb.WriteString(c.Text)
+		}
+	}
+	resp.Content = sb.String()
+	reason := ""
+	if w.StopReason != nil {
+		reason = *w.StopReason
+	}
+	switch reason {
+	case "max_tokens", "model_context_window_exceeded":
+		resp.FinishReason = "length"
+	case "tool_use":
+		resp.FinishReason = "tool_calls"
+	case "refusal":
+		resp.FinishReason = "content_filter"
+	default: // end_turn, stop_sequence, pause_turn
+		resp.FinishReason = "stop"
+	}
+	if u := w.Usage; u != nil {
+		in := max(u.InputTokens, 0)
+		read := max(u.CacheReadInputTokens, 0)
+		write := max(u.CacheCreationInputTokens, 0)
+		resp.Usage = envelope.Usage{
+			InputTokens:      in + read + write,
+			OutputTokens:     max(u.OutputTokens, 0),
+			CachedTokens:     read,
+			CacheWriteTokens: write,
+		}
+	}
+	return resp, nil
+}
+
+func quote(s string) string {
+	if s == "" {
+		return "missing"
+	}
+	return `"` + vendor.CleanMessage(s, "") + `"`
+}
+
+// StripCodeFence removes one Markdown code fence wrapping the whole text,
+// which models add to JSON answers despite being told not to.
+func StripCodeFence(s string) string {
+	t := strings.TrimSpace(s)
+	if !strings.HasPrefix(t, "```") || !strings.HasSuffix(t, "```") || len(t) < 6 {
+		return s
+	}
+	t = strings.TrimSuffix(t, "```")
+	nl := strings.IndexByte(t, '\n')
+	if nl < 0 {
+		return s
+	}
+	return strings.TrimSpace(t[nl+1:])
+}

@@ -1,0 +1,308 @@
+// Package openai is the adapter for the OpenAI Chat Completions wire
+// protocol, also spoken by OpenRouter and other OpenAI-compatible endpoints.
+package openai
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"net/http"
+	"strings"
+
+	"github.com/switchyard-llm/switchyard/pkg/envelope"
+	"github.com/switchyard-llm/switchyard/pkg/vendor"
+)
+
+// DefaultBaseURL is OpenAI's API root.
+const DefaultBaseURL = "https://api.openai.com/v1"
+
+// OpenRouterBaseURL is OpenRouter's OpenAI-compatible API root.
+const OpenRouterBaseURL = "https://openrouter.ai/api/v1"
+
+// Config configures an Adapter.
+type Config struct {
+	// BaseURL is the API root; the adapter POSTs to BaseURL + "/chat/completions".
+	BaseURL string
+	// APIKey is sent as "Authorization: Bearer <key>" when non-empty.
+	APIKey string
+	// HTTPClient performs the call; vendor.DefaultHTTPClient when nil.
+	HTTPClient *http.Client
+	// Headers are added to every call (e.g. OpenRouter's HTTP-Referer and
+	// X-Title, or OpenAI-Organization / OpenAI-Project).
+	Headers map[string]string
+	// MaxCompletionTokens sends max_completion_tokens instead of max_tokens.
+	// Models whose name marks them as reasoning models (o1, o3, o4, gpt-5)
+	// use it regardless.
+	MaxCompletionTokens bool
+}
+
+// Adapter speaks Chat Completions.
+type Adapter struct {
+	cfg     Config
+	url     string
+	headers http.Header
+}
+
+var _ vendor.Adapter = (*Adapter)(nil)
+
+// New returns an adapter for cfg.
+func New(cfg Config) *Adapter {
+	if cfg.BaseURL == "" {
+		cfg.BaseURL = DefaultBaseURL
+	}
+	h := http.Header{}
+	for k, v := range cfg.Headers {
+		h.Set(k, v)
+	}
+	if cfg.APIKey != "" {
+		h.Set("Authorization", "Bearer "+cfg.APIKey)
+	}
+	return &Adapter{cfg: cfg, url: strings.TrimRight(cfg.BaseURL, "/") + "/chat/completions", headers: h}
+}
+
+// Wire shapes.
+
+type wireMessage struct {
+	Role    string `json:"role"`
+	Content string `json:"content"`
+}
+
+type wireRequest struct {
+	Model               string                   `json:"model"`
+	Messages            []wireMessage            `json:"messages"`
+	MaxTokens           int                      `json:"max_tokens,omitempty"`
+	MaxCompletionTokens int                      `json:"max_completion_tokens,omitempty"`
+	Temperature         *float64                 `json:"temperature,omitempty"`
+	ResponseFormat      *envelope.ResponseFormat `json:"response_format,omitempty"`
+}
+
+// BuildBody encodes req as a Chat Completions request body, vendor options
+// merged in.
+func (a *Adapter) BuildBody(req *vendor.Request) ([]byte, error) {
+	w := wireRequest{Model: req.Model, Temperature: req.Temperature}
+	w.Messages = make([]wireMessage, len(req.Messages))
+	for i, m := range req.Messages {
+		w.Messages[i] = wireMessage{Role: m.Role, Content: m.Content}
+	}
+	if req.MaxTokens > 0 {
+		if a.cfg.MaxCompletionTokens || isReasoningModel(req.Model) {
+			w.MaxCompletionTokens = req.MaxTokens
+		} else {
+			w.MaxTokens = req.MaxTokens
+		}
+	}
+	if rf := req.ResponseFormat; rf != nil && rf.Type != "" && rf.Type != "text" {
+		cp := *rf
+		if cp.JSONSchema != nil {
+			js := *cp.JSONSchema
+			if js.Name == "" {
+				js.Name = "response" // required by the API
+			}
+			cp.JSONSchema = &js
+		}
+		w.ResponseFormat = &cp
+	}
+	body, err := json.Marshal(w)
+	if err != nil {
+		return nil, &vendor.Error{Class: vendor.ClassInvalidRequest, Message: "encoding request: " + err.Error()}
+	}
+	return vendor.MergeOptions(body, req.Options, "model", "messages")
+}
+
+func isReasoningModel(model string) bool {
+	for _, p := range []string{"o1", "o3", "o4", "gpt-5"} {
+		if model == p || strings.HasPrefix(model, p+"-") {
+			return true
+		}
+	}
+	return false
+}
+
+// Complete performs one Chat Completions call.
+func (a *Adapter) Complete(ctx context.Context, req *vendor.Request) (*vendor.Response, error) {
+	if err := vendor.CheckRequest(req); err != nil {
+		return nil, err
+	}
+	body, err := a.BuildBody(req)
+	if err != nil {
+		return nil, err
+	}
+	reply, err := vendor.PostJSON(ctx, a.cfg.HTTPClient, a.url, a.headers, body)
+	if err != nil {
+		return nil, a.scrub(err)
+	}
+	if reply.Status < 200 || reply.Status > 299 {
+		return nil, vendor.StatusError(reply.Status, reply.Header, ErrorMessage(reply.Body), a.cfg.APIKey)
+	}
+	resp, err := DecodeResponse(reply.Body)
+	if err != nil {
+		return nil, a.scrub(err)
+	}
+	resp.HTTPStatus = reply.Status
+	return resp, nil
+}
+
+func (a *Adapter) scrub(err error) error {
+	ve := vendor.AsError(err)
+	ve.Message = vendor.CleanMessage(ve.Message, a.cfg.APIKey)
+	return ve
+}
+
+type wireError struct {
+	Message string          `json:"message"`
+	Type    string          `json:"type"`
+	Code    json.RawMessage `json:"code"` // string at OpenAI, number at OpenRouter
+	Param   json.RawMessage `json:"param"`
+}
+
+type wireErrorBody struct {
+	Error *wireError `json:"error"`
+}
+
+// ErrorMessage extracts a readable message from an error body:
+// {"error":{"message","type","code"}}. It falls back to a snippet of the body.
+func ErrorMessage(body []byte) string {
+	var eb wireErrorBody
+	if err := json.Unmarshal(body, &eb); err != nil || eb.Error == nil {
+		return vendor.Snippet(body)
+	}
+	return formatError(eb.Error)
+}
+
+func formatError(e *wireError) string {
+	var parts []string
+	if e.Type != "" {
+		parts = append(parts, e.Type)
+	}
+	if c := codeString(e.Code); c != "" && c != e.Type {
+		parts = append(parts, c)
+	}
+	msg := e.Message
+	if msg == "" {
+		msg = "unknown error"
+	}
+	if len(parts) > 0 {
+		return strings.Join(parts, "/") + ": " + msg
+	}
+	return msg
+}
+
+func codeString(raw json.RawMessage) string {
+	raw = bytes.TrimSpace(raw)
+	if len(raw) == 0 || bytes.Equal(raw, []byte("null")) {
+		return ""
+	}
+	var s string
+	if json.Unmarshal(raw, &s) == nil {
+		return s
+	}
+	return string(raw)
+}
+
+type wireResponse struct {
+	Object  string          `json:"object"`
+	Choices []wireChoice    `json:"choices"`
+	Usage   *wireUsage      `json:"usage"`
+	Error   json.RawMessage `json:"error"`
+}
+
+type wireChoice struct {
+	Index   int `json:"index"`
+	Message *struct {
+		Role      string          `json:"role"`
+		Content   *string         `json:"content"`
+		Refusal   *string         `json:"refusal"`
+		ToolCalls json.RawMessage `json:"tool_calls"`
+	} `json:"message"`
+	FinishReason *string         `json:"finish_reason"`
+	Error        json.RawMessage `json:"error"` // OpenRouter: a provider error inside a choice
+}
+
+type wireUsage struct {
+	PromptTokens        int `json:"prompt_tokens"`
+	CompletionTokens    int `json:"completion_tokens"`
+	PromptTokensDetails *struct {
+		CachedTokens int `json:"cached_tokens"`
+	} `json:"prompt_tokens_details"`
+}
+
+// DecodeResponse decodes a 2xx Chat Completions body. A body that is not a
+// completion (unparseable, an error object, no choices) is a retryable
+// ClassBadResponse error.
+func DecodeResponse(body []byte) (*vendor.Response, error) {
+	var w wireResponse
+	if err := json.Unmarshal(body, &w); err != nil {
+		return nil, vendor.BadResponse(http.StatusOK, "unparseable completion: "+err.Error(), "")
+	}
+	if e := bytes.TrimSpace(w.Error); len(e) > 0 && !bytes.Equal(e, []byte("null")) {
+		return nil, vendor.BadResponse(http.StatusOK, "error in 2xx body: "+ErrorMessage(body), "")
+	}
+	if len(w.Choices) == 0 {
+		return nil, vendor.BadResponse(http.StatusOK, "completion has no choices", "")
+	}
+	c := w.Choices[0]
+	if e := bytes.TrimSpace(c.Error); len(e) > 0 && !bytes.Equal(e, []byte("null")) {
+		var we wireError
+		msg := vendor.Snippet(e)
+		if json.Unmarshal(e, &we) == nil && we.Message != "" {
+			msg = formatError(&we)
+		}
+		return nil, vendor.BadResponse(http.StatusOK, "error in choice: "+msg, "")
+	}
+	if c.Message == nil {
+		return nil, vendor.BadResponse(http.StatusOK, "choice has no message", "")
+	}
+	resp := &vendor.Response{}
+	switch {
+	case c.Message.Content != nil:
+		resp.Content = *c.Message.Content
+	case c.Message.Refusal != nil:
+		resp.Content = *c.Message.Refusal
+	}
+	reason := ""
+	if c.FinishReason != nil {
+		reason = *c.FinishReason
+	}
+	resp.FinishReason = normaliseFinish(reason)
+	if c.Message.Content == nil && c.Message.Refusal != nil {
+		resp.FinishReason = "content_filter"
+	}
+	if u := w.Usage; u != nil {
+		resp.Usage = envelope.Usage{InputTokens: u.PromptTokens, OutputTokens: u.CompletionTokens}
+		if u.PromptTokensDetails != nil {
+			resp.Usage.CachedTokens = u.PromptTokensDetails.CachedTokens
+		}
+		sanitiseUsage(&resp.Usage)
+	}
+	return resp, nil
+}
+
+func sanitiseUsage(u *envelope.Usage) {
+	if u.InputTokens < 0 {
+		u.InputTokens = 0
+	}
+	if u.OutputTokens < 0 {
+		u.OutputTokens = 0
+	}
+	if u.CachedTokens < 0 {
+		u.CachedTokens = 0
+	}
+	if u.CachedTokens > u.InputTokens {
+		u.CachedTokens = u.InputTokens
+	}
+}
+
+func normaliseFinish(r string) string {
+	switch strings.ToLower(r) {
+	case "", "stop", "end_turn", "stop_sequence", "eos":
+		return "stop"
+	case "length", "max_tokens":
+		return "length"
+	case "content_filter":
+		return "content_filter"
+	case "tool_calls", "function_call", "tool_use":
+		return "tool_calls"
+	default:
+		return "stop"
+	}
+}

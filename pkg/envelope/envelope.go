@@ -1,0 +1,295 @@
+// Package envelope holds the public request and reply envelopes (contract §3
+// and §4), the internal work envelope that travels between stages, and the
+// telemetry events the ledger stores. The JSON Schemas in schemas/ describe
+// the same shapes; envelope_test.go keeps the two from drifting apart.
+package envelope
+
+import (
+	"encoding/json"
+	"strconv"
+	"time"
+)
+
+// Request is what clients publish to llm.requests.
+type Request struct {
+	ID             string                     `json:"id"`
+	Tenant         string                     `json:"tenant"`
+	User           string                     `json:"user,omitempty"`
+	EndpointTag    string                     `json:"endpoint_tag,omitempty"`
+	PromptVersion  string                     `json:"prompt_version,omitempty"`
+	Environment    string                     `json:"environment,omitempty"`
+	ReplyTo        string                     `json:"reply_to,omitempty"`
+	Route          string                     `json:"route,omitempty"`
+	Messages       []Message                  `json:"messages"`
+	MaxTokens      int                        `json:"max_tokens,omitempty"`
+	Temperature    *float64                   `json:"temperature,omitempty"`
+	ResponseFormat *ResponseFormat            `json:"response_format,omitempty"`
+	Policy         *RequestPolicy             `json:"policy,omitempty"`
+	TimeoutMS      int                        `json:"timeout_ms,omitempty"`
+	Metadata       map[string]string          `json:"metadata,omitempty"`
+	VendorOptions  map[string]json.RawMessage `json:"vendor_options,omitempty"`
+}
+
+// Message is one chat turn, OpenAI-shaped.
+type Message struct {
+	Role    string `json:"role"`
+	Content string `json:"content"`
+}
+
+// ResponseFormat asks for plain text, any JSON object, or JSON matching a schema.
+type ResponseFormat struct {
+	Type       string          `json:"type"`
+	JSONSchema *JSONSchemaSpec `json:"json_schema,omitempty"`
+}
+
+// JSONSchemaSpec is the OpenAI json_schema response format body.
+type JSONSchemaSpec struct {
+	Name   string          `json:"name,omitempty"`
+	Schema json.RawMessage `json:"schema,omitempty"`
+	Strict *bool           `json:"strict,omitempty"`
+}
+
+// RequestPolicy carries the client's routing preferences.
+type RequestPolicy struct {
+	Quality      string  `json:"quality,omitempty"`
+	Stakes       string  `json:"stakes,omitempty"`
+	MaxLatencyMS int     `json:"max_latency_ms,omitempty"`
+	MaxCostUSD   float64 `json:"max_cost_usd,omitempty"`
+	Residency    string  `json:"residency,omitempty"`
+	Cache        *bool   `json:"cache,omitempty"`
+}
+
+// Reply statuses.
+const (
+	StatusOK    = "ok"
+	StatusError = "error"
+)
+
+// Stable error codes (contract §4).
+const (
+	CodeInvalidRequest   = "invalid_request"
+	CodePayloadTooLarge  = "payload_too_large"
+	CodeUnknownRoute     = "unknown_route"
+	CodePolicyBlocked    = "policy_blocked"
+	CodeBudgetExceeded   = "budget_exceeded"
+	CodeQuotaExceeded    = "quota_exceeded"
+	CodeDeadlineExceeded = "deadline_exceeded"
+	CodeAllVendorsFailed = "all_vendors_failed"
+	CodeQualityRejected  = "quality_rejected"
+	CodeInternal         = "internal"
+)
+
+// Reply is published once per request to its reply subject.
+type Reply struct {
+	ID           string          `json:"id"`
+	Tenant       string          `json:"tenant"`
+	Status       string          `json:"status"`
+	Content      string          `json:"content,omitempty"`
+	FinishReason string          `json:"finish_reason,omitempty"`
+	Vendor       string          `json:"vendor,omitempty"`
+	Model        string          `json:"model,omitempty"`
+	Route        string          `json:"route,omitempty"`
+	Usage        Usage           `json:"usage"`
+	CostUSD      float64         `json:"cost_usd"`
+	LatencyMS    int64           `json:"latency_ms"`
+	Cached       bool            `json:"cached"`
+	Fallback     bool            `json:"fallback"`
+	Degraded     bool            `json:"degraded"`
+	Attempts     []AttemptResult `json:"attempts"`
+	Quality      *Quality        `json:"quality,omitempty"`
+	Error        *Error          `json:"error,omitempty"`
+}
+
+// Usage is normalised across vendors: InputTokens counts every prompt token,
+// cached ones included; CachedTokens is the cached (cache-read) subset and
+// CacheWriteTokens the subset written to a vendor's prompt cache.
+type Usage struct {
+	InputTokens      int `json:"input_tokens"`
+	OutputTokens     int `json:"output_tokens"`
+	CachedTokens     int `json:"cached_tokens"`
+	CacheWriteTokens int `json:"cache_write_tokens,omitempty"`
+}
+
+// Attempt outcomes.
+const (
+	OutcomeOK            = "ok"
+	OutcomeError         = "error"
+	OutcomeQualityFailed = "quality_failed"
+)
+
+// AttemptResult is one vendor attempt as reported in the reply.
+type AttemptResult struct {
+	Attempt    int     `json:"attempt"`
+	Vendor     string  `json:"vendor"`
+	Model      string  `json:"model"`
+	Outcome    string  `json:"outcome"`
+	ErrorClass string  `json:"error_class,omitempty"`
+	HTTPStatus int     `json:"http_status,omitempty"`
+	LatencyMS  int64   `json:"latency_ms"`
+	Usage      Usage   `json:"usage"`
+	CostUSD    float64 `json:"cost_usd"`
+}
+
+// Quality is the gate's verdict.
+type Quality struct {
+	Passed bool     `json:"passed"`
+	Checks []string `json:"checks"`
+	Failed []string `json:"failed,omitempty"`
+	Reason string   `json:"reason,omitempty"`
+}
+
+// Error is the error body of a failed reply.
+type Error struct {
+	Code      string `json:"code"`
+	Message   string `json:"message"`
+	Retryable bool   `json:"retryable"`
+}
+
+// DefaultReplySubject is where a reply goes when the request names none.
+func DefaultReplySubject(tenant, id string) string {
+	return "llm.replies." + tenant + "." + id
+}
+
+// ReplySubject returns the request's reply subject or the default one.
+func (r *Request) ReplySubject() string {
+	if r.ReplyTo != "" {
+		return r.ReplyTo
+	}
+	return DefaultReplySubject(r.Tenant, r.ID)
+}
+
+// Classification is what intake learned about a request.
+type Classification struct {
+	Task          string   `json:"task"`
+	Sensitive     bool     `json:"sensitive"`
+	PII           []string `json:"pii,omitempty"`
+	TokenEstimate int      `json:"token_estimate"`
+}
+
+// Target is one step of a route's chain.
+type Target struct {
+	Vendor string `json:"vendor"`
+	Model  string `json:"model"`
+}
+
+// Result is what an executor learned from one vendor call.
+type Result struct {
+	Content      string  `json:"content,omitempty"`
+	FinishReason string  `json:"finish_reason,omitempty"`
+	Usage        Usage   `json:"usage"`
+	CostUSD      float64 `json:"cost_usd"`
+	PriceKnown   bool    `json:"price_known"`
+	HTTPStatus   int     `json:"http_status,omitempty"`
+	ErrorClass   string  `json:"error_class,omitempty"`
+	ErrorMessage string  `json:"error_message,omitempty"`
+	Retryable    bool    `json:"retryable"`
+	RetryAfterMS int64   `json:"retry_after_ms,omitempty"`
+	LatencyMS    int64   `json:"latency_ms"`
+	// StartedAt is when the call began: the attempt row's timestamp, fixed
+	// here so a redelivered result produces an identical row.
+	StartedAt time.Time `json:"started_at"`
+}
+
+// OK reports whether the vendor returned an answer.
+func (r *Result) OK() bool { return r != nil && r.ErrorClass == "" }
+
+// Work is the internal envelope passed between stages. The routing state
+// travels with the message, so routers, executors and gates keep none.
+type Work struct {
+	// Key is the delivery key: the request id, or a replay-specific key. It
+	// prefixes every Nats-Msg-Id the request's messages carry downstream.
+	Key            string          `json:"key"`
+	Request        Request         `json:"request"`
+	Class          Classification  `json:"class"`
+	Route          string          `json:"route"`
+	Strategy       string          `json:"strategy"`
+	ReceivedAt     time.Time       `json:"received_at"`
+	Deadline       time.Time       `json:"deadline"`
+	Chain          []Target        `json:"chain,omitempty"`
+	Step           int             `json:"step"`
+	Attempts       []AttemptResult `json:"attempts,omitempty"`
+	Current        *Result         `json:"current,omitempty"`
+	Quality        *Quality        `json:"quality,omitempty"`
+	FallbackReason string          `json:"fallback_reason,omitempty"`
+	Escalated      bool            `json:"escalated,omitempty"`
+	TraceParent    string          `json:"traceparent,omitempty"`
+}
+
+// Target returns the chain step being attempted.
+func (w *Work) Target() Target {
+	if w.Step < 0 || w.Step >= len(w.Chain) {
+		return Target{}
+	}
+	return w.Chain[w.Step]
+}
+
+// AttemptNumber is the 1-based number of the attempt in flight.
+func (w *Work) AttemptNumber() int { return len(w.Attempts) + 1 }
+
+// AttemptID identifies an attempt deterministically, so redelivered work
+// produces the same id and the ledger stores it once.
+func AttemptID(requestID string, attempt int) string {
+	return requestID + "#" + strconv.Itoa(attempt)
+}
+
+// AttemptEvent is one row of the attempts table (llm.telemetry.attempt).
+type AttemptEvent struct {
+	RequestID     string    `json:"request_id"`
+	AttemptID     string    `json:"attempt_id"`
+	Attempt       int       `json:"attempt"`
+	TS            time.Time `json:"ts"`
+	Tenant        string    `json:"tenant"`
+	UserHash      string    `json:"user_hash"`
+	EndpointTag   string    `json:"endpoint_tag"`
+	PromptVersion string    `json:"prompt_version"`
+	Environment   string    `json:"environment"`
+	Route         string    `json:"route"`
+	Strategy      string    `json:"strategy"`
+	Vendor        string    `json:"vendor"`
+	Model         string    `json:"model"`
+	Outcome       string    `json:"outcome"`
+	ErrorClass    string    `json:"error_class"`
+	HTTPStatus    int       `json:"http_status"`
+	InputTokens   int       `json:"input_tokens"`
+	OutputTokens  int       `json:"output_tokens"`
+	CachedTokens  int       `json:"cached_tokens"`
+	CacheWrite    int       `json:"cache_write_tokens"`
+	CostUSD       float64   `json:"cost_usd"`
+	PriceKnown    bool      `json:"price_known"`
+	LatencyMS     int64     `json:"latency_ms"`
+	Hedged        bool      `json:"hedged"`
+	CacheHit      bool      `json:"cache_hit"`
+	TraceID       string    `json:"trace_id"`
+}
+
+// RequestEvent is one row of the requests table (llm.telemetry.request).
+type RequestEvent struct {
+	RequestID      string    `json:"request_id"`
+	TS             time.Time `json:"ts"`
+	FinishedAt     time.Time `json:"finished_at"`
+	Tenant         string    `json:"tenant"`
+	UserHash       string    `json:"user_hash"`
+	EndpointTag    string    `json:"endpoint_tag"`
+	PromptVersion  string    `json:"prompt_version"`
+	Environment    string    `json:"environment"`
+	Route          string    `json:"route"`
+	Strategy       string    `json:"strategy"`
+	Task           string    `json:"task"`
+	Status         string    `json:"status"`
+	ErrorCode      string    `json:"error_code"`
+	Vendor         string    `json:"vendor"`
+	Model          string    `json:"model"`
+	Attempts       int       `json:"attempts"`
+	Fallback       bool      `json:"fallback"`
+	FallbackReason string    `json:"fallback_reason"`
+	Escalated      bool      `json:"escalated"`
+	Degraded       bool      `json:"degraded"`
+	QualityPassed  bool      `json:"quality_passed"`
+	Cached         bool      `json:"cached"`
+	CostUSD        float64   `json:"cost_usd"`
+	LatencyMS      int64     `json:"latency_ms"`
+	InputTokens    int       `json:"input_tokens"`
+	OutputTokens   int       `json:"output_tokens"`
+	CachedTokens   int       `json:"cached_tokens"`
+	TraceID        string    `json:"trace_id"`
+}

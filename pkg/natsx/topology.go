@@ -1,0 +1,167 @@
+// Package natsx declares Switchyard's JetStream topology (streams, subjects,
+// consumer defaults) and the small helpers every stage uses to publish with
+// deduplication ids and headers.
+package natsx
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Public and internal subjects. See docs/subjects.md.
+const (
+	SubjectRequests    = "llm.requests"
+	SubjectClassified  = "llm.classified"
+	SubjectExecPrefix  = "llm.exec."
+	SubjectResults     = "llm.results"
+	SubjectEscalations = "llm.escalations"
+	SubjectReplies     = "llm.replies.>"
+	SubjectTelemetry   = "llm.telemetry.>"
+	SubjectAttempt     = "llm.telemetry.attempt"
+	SubjectRequest     = "llm.telemetry.request"
+	SubjectDLQPrefix   = "llm.dlq."
+	SubjectAlerts      = "llm.alerts.>"
+)
+
+// Stream names.
+const (
+	StreamRequests  = "LLM_REQUESTS"
+	StreamPipeline  = "LLM_PIPELINE"
+	StreamReplies   = "LLM_REPLIES"
+	StreamTelemetry = "LLM_TELEMETRY"
+	StreamDLQ       = "LLM_DLQ"
+	StreamAlerts    = "LLM_ALERTS"
+)
+
+// Stages that may dead-letter.
+const (
+	StageIntake   = "intake"
+	StageRouter   = "router"
+	StageExecutor = "executor"
+	StageGate     = "gate"
+	StageLedger   = "ledger"
+)
+
+// Headers Switchyard sets.
+const (
+	HeaderMsgID       = "Nats-Msg-Id"
+	HeaderStage       = "Switchyard-Stage"
+	HeaderReason      = "Switchyard-Reason"
+	HeaderError       = "Switchyard-Error"
+	HeaderOrigSubject = "Switchyard-Original-Subject"
+	HeaderRequestID   = "Switchyard-Request-Id"
+	HeaderTenant      = "Switchyard-Tenant"
+	HeaderFailedAt    = "Switchyard-Failed-At"
+	HeaderDeliveries  = "Switchyard-Deliveries"
+	HeaderTraceParent = "traceparent"
+	// HeaderDedupeKey carries the delivery key from intake onwards: the
+	// request id, or a replay-specific key, so a replayed request's messages
+	// are not dropped as duplicates of the first run.
+	HeaderDedupeKey = "Switchyard-Dedupe-Key"
+)
+
+// ExecSubject is the queue subject of one vendor's executors.
+func ExecSubject(vendor string) string { return SubjectExecPrefix + vendor }
+
+// DLQSubject is the dead-letter subject of one stage.
+func DLQSubject(stage string) string { return SubjectDLQPrefix + stage }
+
+// TopologyConfig holds the retention settings operators may tune.
+type TopologyConfig struct {
+	Storage         jetstream.StorageType
+	Replicas        int
+	DedupeWindow    time.Duration // llm.requests and telemetry
+	ReplyRetention  time.Duration // ≥ 1h: a reconnecting client can still read its reply
+	DLQRetention    time.Duration // ≥ 7 days
+	AlertsRetention time.Duration
+}
+
+// DefaultTopology is what `switchyard up` and the services use.
+func DefaultTopology() TopologyConfig {
+	return TopologyConfig{
+		Storage:         jetstream.FileStorage,
+		Replicas:        1,
+		DedupeWindow:    10 * time.Minute,
+		ReplyRetention:  time.Hour,
+		DLQRetention:    7 * 24 * time.Hour,
+		AlertsRetention: 7 * 24 * time.Hour,
+	}
+}
+
+// Streams returns every stream Switchyard needs.
+func (c TopologyConfig) Streams() []jetstream.StreamConfig {
+	return []jetstream.StreamConfig{
+		{
+			Name:        StreamRequests,
+			Description: "client requests; each is owned by intake until acked",
+			Subjects:    []string{SubjectRequests},
+			Retention:   jetstream.WorkQueuePolicy,
+			Storage:     c.Storage,
+			Replicas:    c.Replicas,
+			Duplicates:  c.DedupeWindow,
+		},
+		{
+			Name:        StreamPipeline,
+			Description: "internal stage hand-offs; each subject is owned by one stage",
+			Subjects:    []string{SubjectClassified, SubjectExecPrefix + ">", SubjectResults, SubjectEscalations},
+			Retention:   jetstream.WorkQueuePolicy,
+			Storage:     c.Storage,
+			Replicas:    c.Replicas,
+			Duplicates:  c.DedupeWindow,
+		},
+		{
+			Name:        StreamReplies,
+			Description: "reply envelopes, kept so a reconnecting client can still read its reply",
+			Subjects:    []string{SubjectReplies},
+			Retention:   jetstream.LimitsPolicy,
+			Storage:     c.Storage,
+			Replicas:    c.Replicas,
+			MaxAge:      c.ReplyRetention,
+			Duplicates:  c.DedupeWindow,
+		},
+		{
+			Name:        StreamTelemetry,
+			Description: "attempt and request events, owned by the ledger until stored in ClickHouse",
+			Subjects:    []string{SubjectTelemetry},
+			Retention:   jetstream.WorkQueuePolicy,
+			Storage:     c.Storage,
+			Replicas:    c.Replicas,
+			Duplicates:  c.DedupeWindow,
+		},
+		{
+			Name:        StreamDLQ,
+			Description: "dead letters of every stage, replayable with `switchyard dlq replay`",
+			Subjects:    []string{SubjectDLQPrefix + ">"},
+			Retention:   jetstream.LimitsPolicy,
+			Storage:     c.Storage,
+			Replicas:    c.Replicas,
+			MaxAge:      c.DLQRetention,
+			Duplicates:  2 * time.Minute,
+		},
+		{
+			Name:        StreamAlerts,
+			Description: "operational alerts",
+			Subjects:    []string{SubjectAlerts},
+			Retention:   jetstream.LimitsPolicy,
+			Storage:     c.Storage,
+			Replicas:    c.Replicas,
+			MaxAge:      c.AlertsRetention,
+		},
+	}
+}
+
+// EnsureTopology creates or updates every stream. It is idempotent and safe
+// to call from every service at start-up.
+func EnsureTopology(ctx context.Context, js jetstream.JetStream, c TopologyConfig) error {
+	var errs []error
+	for _, sc := range c.Streams() {
+		if _, err := js.CreateOrUpdateStream(ctx, sc); err != nil {
+			errs = append(errs, fmt.Errorf("stream %s: %w", sc.Name, err))
+		}
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,327 @@
+// Package pipeline runs a stage: it pulls from a durable JetStream consumer,
+// passes each message through composable middleware (recover → dead-letter →
+// retry → timeout → handler, after Watermill's router middleware) and settles
+// it exactly once: Ack on success, NakWithDelay on a transient error, Term
+// plus a dead letter on a terminal one.
+package pipeline
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"runtime/debug"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+)
+
+// Delivery is one message being handled. It remembers whether it has been
+// settled so the runner never acks twice or acks a message a middleware
+// already handed back.
+type Delivery struct {
+	Msg      jetstream.Msg
+	Meta     *jetstream.MsgMetadata
+	settled  atomic.Bool
+	received time.Time
+}
+
+// Data is the message payload.
+func (d *Delivery) Data() []byte { return d.Msg.Data() }
+
+// Headers are the message headers (never nil).
+func (d *Delivery) Headers() nats.Header {
+	if h := d.Msg.Headers(); h != nil {
+		return h
+	}
+	return nats.Header{}
+}
+
+// NumDelivered is how many times the server has delivered this message.
+func (d *Delivery) NumDelivered() uint64 {
+	if d.Meta == nil {
+		return 1
+	}
+	return d.Meta.NumDelivered
+}
+
+// Settled reports whether the message was acked, naked or termed.
+func (d *Delivery) Settled() bool { return d.settled.Load() }
+
+// Ack acknowledges the message.
+func (d *Delivery) Ack() error {
+	if d.settled.Swap(true) {
+		return nil
+	}
+	return d.Msg.Ack()
+}
+
+// NakWithDelay hands the message back for redelivery after delay.
+func (d *Delivery) NakWithDelay(delay time.Duration) error {
+	if d.settled.Swap(true) {
+		return nil
+	}
+	return d.Msg.NakWithDelay(delay)
+}
+
+// Term stops redelivery for good.
+func (d *Delivery) Term(reason string) error {
+	if d.settled.Swap(true) {
+		return nil
+	}
+	return d.Msg.TermWithReason(reason)
+}
+
+// InProgress resets the server's ack timer during long work.
+func (d *Delivery) InProgress() error {
+	if d.settled.Load() {
+		return nil
+	}
+	return d.Msg.InProgress()
+}
+
+// Handler processes one delivery. Returning nil acks it (unless the handler
+// settled it already); an error is classified by the middleware.
+type Handler func(ctx context.Context, d *Delivery) error
+
+// Middleware wraps a handler.
+type Middleware func(Handler) Handler
+
+// Chain applies middleware so that the first one listed runs outermost.
+func Chain(h Handler, mws ...Middleware) Handler {
+	for i := len(mws) - 1; i >= 0; i-- {
+		h = mws[i](h)
+	}
+	return h
+}
+
+// TerminalError will not succeed on redelivery: the message is dead-lettered
+// with Reason and termed.
+type TerminalError struct {
+	Reason string
+	Err    error
+}
+
+func (e *TerminalError) Error() string { return e.Reason + ": " + e.Err.Error() }
+func (e *TerminalError) Unwrap() error { return e.Err }
+
+// Terminal marks err as terminal with a stable reason code.
+func Terminal(reason string, err error) error {
+	if err == nil {
+		err = errors.New(reason)
+	}
+	return &TerminalError{Reason: reason, Err: err}
+}
+
+// TransientError may succeed later; RetryAfter overrides the backoff.
+type TransientError struct {
+	RetryAfter time.Duration
+	Err        error
+}
+
+func (e *TransientError) Error() string { return "transient: " + e.Err.Error() }
+func (e *TransientError) Unwrap() error { return e.Err }
+
+// Transient marks err as worth retrying. Errors that are neither terminal
+// nor transient are treated as transient: a bug or an outage should not
+// lose a message, and MaxDeliver bounds the retries.
+func Transient(err error, retryAfter time.Duration) error {
+	return &TransientError{Err: err, RetryAfter: retryAfter}
+}
+
+// Recover turns a panic into a terminal error, so one poison message cannot
+// crash a stage.
+func Recover(log zerolog.Logger) Middleware {
+	return func(next Handler) Handler {
+		return func(ctx context.Context, d *Delivery) (err error) {
+			defer func() {
+				if r := recover(); r != nil {
+					log.Error().Str("panic", fmt.Sprint(r)).Bytes("stack", debug.Stack()).Str("subject", d.Msg.Subject()).Msg("handler panicked")
+					err = Terminal("panic", fmt.Errorf("handler panicked: %v", r))
+				}
+			}()
+			return next(ctx, d)
+		}
+	}
+}
+
+// DeadLetterFunc records a dead letter (and may send the client an error
+// reply). It must be idempotent: a crash after it ran redelivers the message.
+type DeadLetterFunc func(ctx context.Context, d *Delivery, reason string, cause error) error
+
+// DeadLetter sends terminal failures to dl and terms the message. If dl
+// itself fails, the message is handed back so the dead letter is not lost.
+func DeadLetter(log zerolog.Logger, dl DeadLetterFunc) Middleware {
+	return func(next Handler) Handler {
+		return func(ctx context.Context, d *Delivery) error {
+			err := next(ctx, d)
+			var te *TerminalError
+			if err == nil || !errors.As(err, &te) {
+				return err
+			}
+			if d.Settled() {
+				return nil
+			}
+			// The handler's context may be spent (timeout); the dead letter
+			// must still be written.
+			dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+			defer cancel()
+			if dlErr := dl(dctx, d, te.Reason, te.Err); dlErr != nil {
+				log.Error().Err(dlErr).Str("reason", te.Reason).Msg("dead letter failed, handing message back")
+				_ = d.NakWithDelay(time.Second)
+				return nil
+			}
+			log.Warn().Err(te.Err).Str("reason", te.Reason).Str("subject", d.Msg.Subject()).Uint64("deliveries", d.NumDelivered()).Msg("message dead-lettered")
+			_ = d.Term(te.Reason)
+			return nil
+		}
+	}
+}
+
+// Backoff is capped exponential backoff with full jitter.
+type Backoff struct {
+	Base, Max time.Duration
+}
+
+// Delay for the n-th delivery (1-based).
+func (b Backoff) Delay(n uint64) time.Duration {
+	if n < 1 {
+		n = 1
+	}
+	d := b.Base << min(n-1, 20)
+	if d <= 0 || d > b.Max {
+		d = b.Max
+	}
+	return d/2 + rand.N(d/2+1)
+}
+
+// Retry naks transient errors with backoff until maxDeliver deliveries, then
+// turns them terminal ("max_deliveries") for the dead-letter middleware.
+func Retry(log zerolog.Logger, maxDeliver int, b Backoff) Middleware {
+	return func(next Handler) Handler {
+		return func(ctx context.Context, d *Delivery) error {
+			err := next(ctx, d)
+			if err == nil || d.Settled() {
+				return err
+			}
+			var te *TerminalError
+			if errors.As(err, &te) {
+				return err
+			}
+			if maxDeliver > 0 && d.NumDelivered() >= uint64(maxDeliver) {
+				return Terminal("max_deliveries", err)
+			}
+			delay := b.Delay(d.NumDelivered())
+			var tr *TransientError
+			if errors.As(err, &tr) && tr.RetryAfter > 0 {
+				delay = tr.RetryAfter
+			}
+			log.Warn().Err(err).Str("subject", d.Msg.Subject()).Uint64("deliveries", d.NumDelivered()).Dur("retry_in", delay).Msg("transient failure, retrying")
+			_ = d.NakWithDelay(delay)
+			return nil
+		}
+	}
+}
+
+// Timeout bounds one handler call.
+func Timeout(d time.Duration) Middleware {
+	return func(next Handler) Handler {
+		return func(ctx context.Context, del *Delivery) error {
+			if d <= 0 {
+				return next(ctx, del)
+			}
+			ctx, cancel := context.WithTimeout(ctx, d)
+			defer cancel()
+			return next(ctx, del)
+		}
+	}
+}
+
+// Stage is the standard middleware stack for a stage's handler.
+func Stage(log zerolog.Logger, h Handler, dl DeadLetterFunc, maxDeliver int, timeout time.Duration) Handler {
+	return Chain(h,
+		Recover(log),
+		DeadLetter(log, dl),
+		Retry(log, maxDeliver, Backoff{Base: 100 * time.Millisecond, Max: 10 * time.Second}),
+		Timeout(timeout),
+	)
+}
+
+// RunOptions tunes a consumer loop.
+type RunOptions struct {
+	// Concurrency is the number of messages handled at once by this replica.
+	Concurrency int
+	// Grace is how long in-flight handlers may finish after ctx is done.
+	Grace time.Duration
+}
+
+// Run consumes until ctx is done. On shutdown it stops pulling, lets
+// in-flight handlers finish within Grace, and hands buffered messages back
+// with a Nak so another replica takes them at once.
+func Run(ctx context.Context, log zerolog.Logger, cons jetstream.Consumer, h Handler, o RunOptions) error {
+	if o.Concurrency <= 0 {
+		o.Concurrency = 1
+	}
+	if o.Grace <= 0 {
+		o.Grace = 10 * time.Second
+	}
+	iter, err := cons.Messages(jetstream.PullMaxMessages(o.Concurrency * 2))
+	if err != nil {
+		return fmt.Errorf("consume: %w", err)
+	}
+	// Handlers run on a context that outlives ctx by Grace, so a vendor call
+	// in flight at SIGTERM can finish and be acked.
+	workCtx, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelWork()
+
+	var wg sync.WaitGroup
+	for range o.Concurrency {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				msg, err := iter.Next()
+				if err != nil {
+					if !errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+						log.Error().Err(err).Msg("consumer iterator failed")
+					}
+					return
+				}
+				d := &Delivery{Msg: msg, received: time.Now()}
+				d.Meta, _ = msg.Metadata()
+				if ctx.Err() != nil {
+					_ = d.NakWithDelay(0) // hand back: we are shutting down
+					continue
+				}
+				if err := h(workCtx, d); err != nil && !d.Settled() {
+					// Only reachable without the Retry middleware.
+					_ = d.NakWithDelay(time.Second)
+					continue
+				}
+				if !d.Settled() {
+					if err := d.Ack(); err != nil {
+						log.Warn().Err(err).Msg("ack failed; message will be redelivered and deduplicated downstream")
+					}
+				}
+			}
+		}()
+	}
+
+	<-ctx.Done()
+	iter.Drain()
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(o.Grace):
+		log.Warn().Dur("grace", o.Grace).Msg("in-flight work did not finish in time; it will be redelivered")
+		cancelWork()
+		iter.Stop()
+		<-done
+	}
+	return nil
+}

@@ -1,0 +1,279 @@
+// Package policy loads and validates the declarative routing policy: vendors,
+// the model catalog with prices and capability profiles, and routes with
+// their ordered chains. Every stage reads the same file.
+package policy
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"sort"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Policy is the whole routing policy.
+type Policy struct {
+	Version      string            `yaml:"version" json:"version"`
+	DefaultRoute string            `yaml:"default_route" json:"default_route"`
+	Vendors      map[string]Vendor `yaml:"vendors" json:"vendors"`
+	Models       []Model           `yaml:"models" json:"models"`
+	Routes       []Route           `yaml:"routes" json:"routes"`
+
+	models map[Key]*Model
+	routes map[string]*Route
+}
+
+// Vendor is one upstream API.
+type Vendor struct {
+	// Kind selects the wire protocol: openai, anthropic, gemini, openrouter
+	// or openai_compatible.
+	Kind           string   `yaml:"kind" json:"kind"`
+	BaseURL        string   `yaml:"base_url" json:"base_url"`
+	APIKeyEnv      string   `yaml:"api_key_env" json:"api_key_env"`
+	Timeout        Duration `yaml:"timeout" json:"timeout"`
+	MaxConcurrency int      `yaml:"max_concurrency" json:"max_concurrency"`
+	RPM            int      `yaml:"rpm" json:"rpm"`
+	TPM            int      `yaml:"tpm" json:"tpm"`
+}
+
+// Key names a model of a vendor.
+type Key struct{ Vendor, Model string }
+
+// Price is USD per one million tokens.
+type Price struct {
+	InputPerMTok      float64 `yaml:"input_per_mtok" json:"input_per_mtok"`
+	OutputPerMTok     float64 `yaml:"output_per_mtok" json:"output_per_mtok"`
+	CachedPerMTok     float64 `yaml:"cached_input_per_mtok" json:"cached_input_per_mtok"`
+	CacheWritePerMTok float64 `yaml:"cache_write_per_mtok" json:"cache_write_per_mtok"`
+}
+
+// Model is one catalog entry with its capability profile.
+type Model struct {
+	Vendor        string   `yaml:"vendor" json:"vendor"`
+	Model         string   `yaml:"model" json:"model"`
+	Price         Price    `yaml:"price" json:"price"`
+	ContextWindow int      `yaml:"context_window" json:"context_window"`
+	LatencyMS     int      `yaml:"latency_ms" json:"latency_ms"`
+	Capabilities  []string `yaml:"capabilities" json:"capabilities"`
+	Residency     []string `yaml:"residency" json:"residency"`
+	Quality       float64  `yaml:"quality" json:"quality"`
+}
+
+// Quality failure handling for a route.
+const (
+	OnQualityEscalate = "escalate"
+	OnQualityReject   = "reject"
+	OnQualityDegrade  = "degrade"
+)
+
+// Route is a named chain of targets.
+type Route struct {
+	Name          string   `yaml:"name" json:"name"`
+	Strategy      string   `yaml:"strategy" json:"strategy"`
+	Match         Match    `yaml:"match" json:"match"`
+	Chain         []Target `yaml:"chain" json:"chain"`
+	OnQualityFail string   `yaml:"on_quality_fail" json:"on_quality_fail"`
+}
+
+// Match selects a route for a request that names none.
+type Match struct {
+	Tasks        []string `yaml:"tasks" json:"tasks"`
+	EndpointTags []string `yaml:"endpoint_tags" json:"endpoint_tags"`
+	Sensitive    *bool    `yaml:"sensitive" json:"sensitive"`
+}
+
+// Target is one chain step.
+type Target struct {
+	Vendor string `yaml:"vendor" json:"vendor"`
+	Model  string `yaml:"model" json:"model"`
+}
+
+// Duration parses Go durations ("30s") in YAML.
+type Duration struct{ time.Duration }
+
+// UnmarshalYAML implements yaml.Unmarshaler.
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	v, err := time.ParseDuration(n.Value)
+	if err != nil {
+		return fmt.Errorf("line %d: %w", n.Line, err)
+	}
+	d.Duration = v
+	return nil
+}
+
+// MarshalYAML implements yaml.Marshaler.
+func (d Duration) MarshalYAML() (any, error) { return d.String(), nil }
+
+// Load reads, parses and validates a policy file.
+func Load(path string) (*Policy, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read policy: %w", err)
+	}
+	return Parse(b)
+}
+
+// Parse decodes a policy strictly (unknown keys are errors) and validates it.
+func Parse(b []byte) (*Policy, error) {
+	var p Policy
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(&p); err != nil {
+		return nil, fmt.Errorf("parse policy: %w", err)
+	}
+	if err := p.Validate(); err != nil {
+		return nil, err
+	}
+	return &p, nil
+}
+
+var knownKinds = map[string]bool{"openai": true, "anthropic": true, "gemini": true, "openrouter": true, "openai_compatible": true}
+
+var knownStrategies = map[string]bool{"fallback": true}
+
+// Validate reports every problem at once and indexes the policy.
+func (p *Policy) Validate() error {
+	var errs []error
+	bad := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
+
+	if len(p.Vendors) == 0 {
+		bad("vendors: at least one vendor is required")
+	}
+	for _, name := range sortedKeys(p.Vendors) {
+		v := p.Vendors[name]
+		if !knownKinds[v.Kind] {
+			bad("vendors.%s.kind: %q is not one of openai, anthropic, gemini, openrouter, openai_compatible", name, v.Kind)
+		}
+		if v.BaseURL == "" {
+			bad("vendors.%s.base_url: required", name)
+		}
+		if v.Timeout.Duration < 0 {
+			bad("vendors.%s.timeout: must not be negative", name)
+		}
+		if v.MaxConcurrency < 0 || v.RPM < 0 || v.TPM < 0 {
+			bad("vendors.%s: max_concurrency, rpm and tpm must not be negative", name)
+		}
+		if strings.ContainsAny(name, ".*> ") {
+			bad("vendors.%s: a vendor name may not contain '.', '*', '>' or spaces (it is a subject token)", name)
+		}
+	}
+	p.models = make(map[Key]*Model, len(p.Models))
+	for i := range p.Models {
+		m := &p.Models[i]
+		if _, ok := p.Vendors[m.Vendor]; !ok {
+			bad("models[%d] (%s): vendor %q is not defined", i, m.Model, m.Vendor)
+		}
+		if m.Model == "" {
+			bad("models[%d]: model name required", i)
+		}
+		pr := m.Price
+		if pr.InputPerMTok < 0 || pr.OutputPerMTok < 0 || pr.CachedPerMTok < 0 || pr.CacheWritePerMTok < 0 {
+			bad("models[%d] (%s): prices must not be negative", i, m.Model)
+		}
+		k := Key{m.Vendor, m.Model}
+		if _, dup := p.models[k]; dup {
+			bad("models[%d]: %s/%s is listed twice", i, m.Vendor, m.Model)
+		}
+		p.models[k] = m
+	}
+	p.routes = make(map[string]*Route, len(p.Routes))
+	for i := range p.Routes {
+		r := &p.Routes[i]
+		if r.Name == "" {
+			bad("routes[%d]: name required", i)
+		}
+		if _, dup := p.routes[r.Name]; dup {
+			bad("routes[%d]: route %q is defined twice", i, r.Name)
+		}
+		p.routes[r.Name] = r
+		if r.Strategy == "" {
+			r.Strategy = "fallback"
+		}
+		if !knownStrategies[r.Strategy] {
+			bad("routes.%s.strategy: %q is not supported (fallback)", r.Name, r.Strategy)
+		}
+		switch r.OnQualityFail {
+		case "":
+			r.OnQualityFail = OnQualityEscalate
+		case OnQualityEscalate, OnQualityReject, OnQualityDegrade:
+		default:
+			bad("routes.%s.on_quality_fail: %q is not one of escalate, reject, degrade", r.Name, r.OnQualityFail)
+		}
+		if len(r.Chain) == 0 {
+			bad("routes.%s.chain: at least one target is required", r.Name)
+		}
+		for j, t := range r.Chain {
+			if _, ok := p.Vendors[t.Vendor]; !ok {
+				bad("routes.%s.chain[%d]: vendor %q is not defined", r.Name, j, t.Vendor)
+			}
+			if _, ok := p.models[Key{t.Vendor, t.Model}]; !ok {
+				bad("routes.%s.chain[%d]: model %s/%s is not in the catalog", r.Name, j, t.Vendor, t.Model)
+			}
+		}
+	}
+	if p.DefaultRoute == "" {
+		bad("default_route: required")
+	} else if _, ok := p.routes[p.DefaultRoute]; !ok {
+		bad("default_route: route %q is not defined", p.DefaultRoute)
+	}
+	return errors.Join(errs...)
+}
+
+// Model looks a catalog entry up.
+func (p *Policy) Model(vendor, model string) (*Model, bool) {
+	m, ok := p.models[Key{vendor, model}]
+	return m, ok
+}
+
+// Route looks a route up by name.
+func (p *Policy) Route(name string) (*Route, bool) {
+	r, ok := p.routes[name]
+	return r, ok
+}
+
+// SelectRoute picks the first route whose match rules fit, else the default.
+func (p *Policy) SelectRoute(task, endpointTag string, sensitive bool) *Route {
+	for i := range p.Routes {
+		r := &p.Routes[i]
+		m := r.Match
+		if len(m.Tasks) == 0 && len(m.EndpointTags) == 0 && m.Sensitive == nil {
+			continue
+		}
+		if len(m.Tasks) > 0 && !contains(m.Tasks, task) {
+			continue
+		}
+		if len(m.EndpointTags) > 0 && !contains(m.EndpointTags, endpointTag) {
+			continue
+		}
+		if m.Sensitive != nil && *m.Sensitive != sensitive {
+			continue
+		}
+		return r
+	}
+	return p.routes[p.DefaultRoute]
+}
+
+// VendorNames lists vendors in a stable order.
+func (p *Policy) VendorNames() []string { return sortedKeys(p.Vendors) }
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}

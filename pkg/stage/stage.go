@@ -1,0 +1,255 @@
+// Package stage holds what several stages share when they hand work on or
+// finish a request: publishing with deduplication ids, dead letters, the
+// reply and its request telemetry event.
+package stage
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/switchyard-llm/switchyard/pkg/envelope"
+	"github.com/switchyard-llm/switchyard/pkg/natsx"
+	"github.com/switchyard-llm/switchyard/pkg/pipeline"
+)
+
+// Publisher publishes JSON messages with Nats-Msg-Id set, so a message
+// published again after a crash or redelivery is dropped by the server.
+type Publisher struct {
+	JS jetstream.JetStream
+	NC *nats.Conn
+}
+
+// Publish marshals v and publishes it to a JetStream subject.
+func (p Publisher) Publish(ctx context.Context, subject, msgID string, v any, hdr nats.Header) error {
+	data, err := json.Marshal(v)
+	if err != nil {
+		return pipeline.Terminal("marshal", err)
+	}
+	return p.PublishRaw(ctx, subject, msgID, data, hdr)
+}
+
+// PublishRaw publishes bytes to a JetStream subject.
+func (p Publisher) PublishRaw(ctx context.Context, subject, msgID string, data []byte, hdr nats.Header) error {
+	m := &nats.Msg{Subject: subject, Data: data, Header: nats.Header{}}
+	for k, v := range hdr {
+		m.Header[k] = v
+	}
+	if msgID != "" {
+		m.Header.Set(natsx.HeaderMsgID, msgID)
+	}
+	if _, err := p.JS.PublishMsg(ctx, m); err != nil {
+		return pipeline.Transient(fmt.Errorf("publish %s: %w", subject, err), 0)
+	}
+	return nil
+}
+
+// DeadLetter writes the original payload to llm.dlq.<stage> with headers
+// that say why, so `switchyard dlq replay` can send it back.
+func (p Publisher) DeadLetter(ctx context.Context, stageName, reason string, cause error, d *pipeline.Delivery, requestID, tenant string) error {
+	hdr := nats.Header{}
+	hdr.Set(natsx.HeaderStage, stageName)
+	hdr.Set(natsx.HeaderReason, reason)
+	if cause != nil {
+		hdr.Set(natsx.HeaderError, truncate(cause.Error(), 1024))
+	}
+	hdr.Set(natsx.HeaderOrigSubject, d.Msg.Subject())
+	hdr.Set(natsx.HeaderFailedAt, time.Now().UTC().Format(time.RFC3339Nano))
+	hdr.Set(natsx.HeaderDeliveries, strconv.FormatUint(d.NumDelivered(), 10))
+	if requestID != "" {
+		hdr.Set(natsx.HeaderRequestID, requestID)
+	}
+	if tenant != "" {
+		hdr.Set(natsx.HeaderTenant, tenant)
+	}
+	id := "dlq:" + stageName
+	if d.Meta != nil {
+		id += ":" + d.Meta.Stream + ":" + strconv.FormatUint(d.Meta.Sequence.Stream, 10)
+	}
+	return p.PublishRaw(ctx, natsx.DLQSubject(stageName), id, d.Data(), hdr)
+}
+
+// DeadLetterRequest dead-letters the client's original request (not the
+// internal envelope), so a replay goes back through llm.requests.
+func (p Publisher) DeadLetterRequest(ctx context.Context, stageName, reason, detail string, w *envelope.Work) error {
+	data, err := json.Marshal(&w.Request)
+	if err != nil {
+		return pipeline.Terminal("marshal", err)
+	}
+	hdr := nats.Header{}
+	hdr.Set(natsx.HeaderStage, stageName)
+	hdr.Set(natsx.HeaderReason, reason)
+	hdr.Set(natsx.HeaderError, truncate(detail, 1024))
+	hdr.Set(natsx.HeaderOrigSubject, natsx.SubjectRequests)
+	hdr.Set(natsx.HeaderFailedAt, time.Now().UTC().Format(time.RFC3339Nano))
+	hdr.Set(natsx.HeaderRequestID, w.Request.ID)
+	hdr.Set(natsx.HeaderTenant, w.Request.Tenant)
+	return p.PublishRaw(ctx, natsx.DLQSubject(stageName), "dlq:"+stageName+":"+w.Key, data, hdr)
+}
+
+// SendReply publishes a reply. Replies under llm.replies.> are persisted in
+// JetStream (deduplicated by key); a custom reply_to outside it gets a core
+// NATS publish, as a request-reply client expects.
+func (p Publisher) SendReply(ctx context.Context, key, subject string, r *envelope.Reply) error {
+	if strings.HasPrefix(subject, "llm.replies.") || p.NC == nil {
+		return p.Publish(ctx, subject, key+":reply", r, nil)
+	}
+	data, err := json.Marshal(r)
+	if err != nil {
+		return pipeline.Terminal("marshal", err)
+	}
+	if err := p.NC.Publish(subject, data); err != nil {
+		return pipeline.Transient(fmt.Errorf("publish reply: %w", err), 0)
+	}
+	return nil
+}
+
+// Finish completes a request: telemetry first, then the reply, so a client
+// that saw a reply can always find the request in the ledger eventually.
+// Both carry deterministic ids, so a redelivered finish publishes nothing new.
+func (p Publisher) Finish(ctx context.Context, w *envelope.Work, r *envelope.Reply, now time.Time) error {
+	ev := RequestEventFor(w, r, now)
+	if err := p.Publish(ctx, natsx.SubjectRequest, w.Key+":request", ev, traceHeader(w)); err != nil {
+		return err
+	}
+	return p.SendReply(ctx, w.Key, w.Request.ReplySubject(), r)
+}
+
+// FailRequest sends an error reply for w.
+func (p Publisher) FailRequest(ctx context.Context, w *envelope.Work, code, msg string, retryable bool, now time.Time) error {
+	r := ReplyFor(w, now)
+	r.Status = envelope.StatusError
+	r.Error = &envelope.Error{Code: code, Message: msg, Retryable: retryable}
+	return p.Finish(ctx, w, r, now)
+}
+
+// ReplyFor builds the reply skeleton shared by success and failure.
+func ReplyFor(w *envelope.Work, now time.Time) *envelope.Reply {
+	r := &envelope.Reply{
+		ID:        w.Request.ID,
+		Tenant:    w.Request.Tenant,
+		Route:     w.Route,
+		Attempts:  w.Attempts,
+		LatencyMS: now.Sub(w.ReceivedAt).Milliseconds(),
+		Quality:   w.Quality,
+	}
+	if r.Attempts == nil {
+		r.Attempts = []envelope.AttemptResult{}
+	}
+	for _, a := range w.Attempts {
+		r.CostUSD += a.CostUSD
+		if a.Outcome != envelope.OutcomeOK {
+			r.Fallback = true
+		}
+	}
+	return r
+}
+
+// RequestEventFor derives the requests-table row from a finished request.
+func RequestEventFor(w *envelope.Work, r *envelope.Reply, now time.Time) *envelope.RequestEvent {
+	ev := &envelope.RequestEvent{
+		RequestID:      w.Request.ID,
+		TS:             w.ReceivedAt.UTC(),
+		FinishedAt:     now.UTC(),
+		Tenant:         w.Request.Tenant,
+		UserHash:       HashUser(w.Request.Tenant, w.Request.User),
+		EndpointTag:    w.Request.EndpointTag,
+		PromptVersion:  w.Request.PromptVersion,
+		Environment:    w.Request.Environment,
+		Route:          w.Route,
+		Strategy:       w.Strategy,
+		Task:           w.Class.Task,
+		Status:         r.Status,
+		Vendor:         r.Vendor,
+		Model:          r.Model,
+		Attempts:       len(w.Attempts),
+		Fallback:       r.Fallback,
+		FallbackReason: w.FallbackReason,
+		Escalated:      w.Escalated,
+		Degraded:       r.Degraded,
+		QualityPassed:  r.Quality != nil && r.Quality.Passed,
+		Cached:         r.Cached,
+		CostUSD:        r.CostUSD,
+		LatencyMS:      r.LatencyMS,
+		TraceID:        TraceID(w.TraceParent),
+	}
+	for _, a := range w.Attempts {
+		ev.InputTokens += a.Usage.InputTokens
+		ev.OutputTokens += a.Usage.OutputTokens
+		ev.CachedTokens += a.Usage.CachedTokens
+	}
+	if r.Error != nil {
+		ev.ErrorCode = r.Error.Code
+	}
+	return ev
+}
+
+// HashUser pseudonymises a user id per tenant: reports can count users
+// without the ledger holding who they are.
+func HashUser(tenant, user string) string {
+	if user == "" {
+		return ""
+	}
+	sum := sha256.Sum256([]byte(tenant + "\x00" + user))
+	return hex.EncodeToString(sum[:12])
+}
+
+// TraceID extracts the trace id from a W3C traceparent.
+func TraceID(traceparent string) string {
+	// version-traceid-parentid-flags
+	parts := strings.Split(traceparent, "-")
+	if len(parts) != 4 || len(parts[1]) != 32 {
+		return ""
+	}
+	return parts[1]
+}
+
+func traceHeader(w *envelope.Work) nats.Header {
+	if w.TraceParent == "" {
+		return nil
+	}
+	return nats.Header{natsx.HeaderTraceParent: []string{w.TraceParent}}
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n]
+}
+
+// DecodeWork decodes an internal envelope; a malformed one is terminal.
+func DecodeWork(data []byte) (*envelope.Work, error) {
+	var w envelope.Work
+	if err := json.Unmarshal(data, &w); err != nil {
+		return nil, pipeline.Terminal("malformed_work", err)
+	}
+	if w.Request.ID == "" || w.Key == "" {
+		return nil, pipeline.Terminal("malformed_work", fmt.Errorf("work envelope without request id or key"))
+	}
+	return &w, nil
+}
+
+// WorkDeadLetter is the dead-letter action of stages that handle work
+// envelopes: the message goes to the stage's DLQ and, when it can be decoded,
+// the client gets an internal error reply, so nobody waits forever.
+func WorkDeadLetter(p Publisher, stageName string, now func() time.Time) pipeline.DeadLetterFunc {
+	return func(ctx context.Context, d *pipeline.Delivery, reason string, cause error) error {
+		var w envelope.Work
+		if json.Unmarshal(d.Data(), &w) != nil || w.Request.ID == "" || w.Key == "" {
+			return p.DeadLetter(ctx, stageName, reason, cause, d, "", "")
+		}
+		if err := p.DeadLetter(ctx, stageName, reason, cause, d, w.Request.ID, w.Request.Tenant); err != nil {
+			return err
+		}
+		return p.FailRequest(ctx, &w, envelope.CodeInternal, stageName+" could not process the request ("+reason+"); it was dead-lettered", true, now())
+	}
+}

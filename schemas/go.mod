@@ -1,0 +1,3 @@
+module github.com/switchyard-llm/switchyard/schemas
+
+go 1.26.8

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Runs the whole test suite: every module of the workspace, against an
+# embedded NATS server and a real local ClickHouse (installed and started
+# here if needed, and stopped again if this script started it). Also checks
+# that gofmt, go vet and `go mod tidy` leave nothing to change.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/clickhouse.sh
+
+mods=$(go list -m -f '{{.Dir}}')
+
+echo "== gofmt" >&2
+unformatted=$(gofmt -l $mods)
+if [ -n "$unformatted" ]; then echo "gofmt would change:"; echo "$unformatted"; exit 1; fi
+
+echo "== go mod tidy (each module must resolve its siblings without go.work)" >&2
+for m in $mods; do
+  (cd "$m" && GOWORK=off GOFLAGS=-mod=mod go mod tidy -diff) || { echo "go mod tidy changes $m"; exit 1; }
+done
+
+echo "== go vet" >&2
+go vet $(for m in $mods; do echo "$m/..."; done)
+
+ch_ensure
+export SWITCHYARD_TEST_CLICKHOUSE_ADDR=${SWITCHYARD_TEST_CLICKHOUSE_ADDR:-127.0.0.1:9000}
+
+echo "== go test" >&2
+go test -count=1 -timeout 14m "$@" $(for m in $mods; do echo "$m/..."; done)

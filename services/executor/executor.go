@@ -1,0 +1,270 @@
+// Package executor calls one vendor. Each replica of one vendor's executor
+// shares the durable consumer on llm.exec.<vendor>, so replicas split the
+// queue, and the consumer's MaxAckPending is the vendor's concurrency limit
+// across all of them together.
+package executor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
+
+	"github.com/switchyard-llm/switchyard/pkg/envelope"
+	"github.com/switchyard-llm/switchyard/pkg/natsx"
+	"github.com/switchyard-llm/switchyard/pkg/pipeline"
+	"github.com/switchyard-llm/switchyard/pkg/policy"
+	"github.com/switchyard-llm/switchyard/pkg/pricing"
+	"github.com/switchyard-llm/switchyard/pkg/stage"
+	"github.com/switchyard-llm/switchyard/pkg/vendor"
+)
+
+// Config tunes one vendor's executor (env prefix SWITCHYARD_EXECUTOR_, plus
+// SWITCHYARD_VENDOR).
+type Config struct {
+	// Vendor is set from SWITCHYARD_VENDOR by the binary (or by `switchyard up`).
+	Vendor      string        `ignored:"true"`
+	Concurrency int           `envconfig:"CONCURRENCY" default:"0"` // 0: the vendor's max_concurrency
+	MaxDeliver  int           `envconfig:"MAX_DELIVER" default:"5"`
+	AckWait     time.Duration `envconfig:"ACK_WAIT" default:"30s"`
+	// DefaultTimeout bounds a vendor call when the policy sets none.
+	DefaultTimeout time.Duration `envconfig:"DEFAULT_TIMEOUT" default:"60s"`
+	// DefaultMaxConcurrency caps in-flight calls to the vendor across all
+	// replicas when the policy sets no max_concurrency.
+	DefaultMaxConcurrency int `envconfig:"DEFAULT_MAX_CONCURRENCY" default:"64"`
+}
+
+// Validate reports every problem at once.
+func (c Config) Validate() error {
+	var errs []error
+	if c.Vendor == "" {
+		errs = append(errs, errors.New("SWITCHYARD_VENDOR: required (a vendor name from the policy)"))
+	}
+	if c.Concurrency < 0 {
+		errs = append(errs, errors.New("SWITCHYARD_EXECUTOR_CONCURRENCY: must not be negative"))
+	}
+	if c.MaxDeliver < 1 {
+		errs = append(errs, errors.New("SWITCHYARD_EXECUTOR_MAX_DELIVER: must be at least 1"))
+	}
+	if c.AckWait < time.Second {
+		errs = append(errs, errors.New("SWITCHYARD_EXECUTOR_ACK_WAIT: must be at least 1s"))
+	}
+	if c.DefaultTimeout <= 0 {
+		errs = append(errs, errors.New("SWITCHYARD_EXECUTOR_DEFAULT_TIMEOUT: must be positive"))
+	}
+	if c.DefaultMaxConcurrency < 1 {
+		errs = append(errs, errors.New("SWITCHYARD_EXECUTOR_DEFAULT_MAX_CONCURRENCY: must be at least 1"))
+	}
+	return errors.Join(errs...)
+}
+
+// Deps are the executor's collaborators.
+type Deps struct {
+	Log     zerolog.Logger
+	NC      *nats.Conn
+	JS      jetstream.JetStream
+	Policy  *policy.Policy
+	Adapter vendor.Adapter
+	Now     func() time.Time
+	Metrics prometheus.Registerer
+}
+
+// Executor is one vendor's executor replica.
+type Executor struct {
+	cfg     Config
+	d       Deps
+	vendor  policy.Vendor
+	pub     stage.Publisher
+	calls   *prometheus.CounterVec
+	latency *prometheus.HistogramVec
+	handled atomic.Int64
+}
+
+// Handled is how many attempts this replica has performed.
+func (e *Executor) Handled() int64 { return e.handled.Load() }
+
+// New builds the stage.
+func New(cfg Config, d Deps) (*Executor, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if d.JS == nil || d.Policy == nil || d.Adapter == nil {
+		return nil, errors.New("executor: JS, Policy and Adapter are required")
+	}
+	v, ok := d.Policy.Vendors[cfg.Vendor]
+	if !ok {
+		return nil, fmt.Errorf("executor: vendor %q is not in the policy", cfg.Vendor)
+	}
+	if d.Now == nil {
+		d.Now = time.Now
+	}
+	e := &Executor{cfg: cfg, d: d, vendor: v, pub: stage.Publisher{JS: d.JS, NC: d.NC},
+		calls: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "switchyard_executor_calls_total", Help: "Vendor calls by vendor, model and outcome class."}, []string{"vendor", "model", "class"}),
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "switchyard_executor_vendor_latency_seconds", Help: "Vendor call latency.",
+			Buckets: prometheus.ExponentialBuckets(0.005, 2, 14)}, []string{"vendor", "model"}),
+	}
+	if d.Metrics != nil {
+		for _, c := range []prometheus.Collector{e.calls, e.latency} {
+			if err := d.Metrics.Register(c); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return e, nil
+}
+
+func (e *Executor) maxConcurrency() int {
+	if e.vendor.MaxConcurrency > 0 {
+		return e.vendor.MaxConcurrency
+	}
+	return e.cfg.DefaultMaxConcurrency
+}
+
+// ConsumerConfig is shared by every replica of this vendor: MaxAckPending
+// is the vendor-wide concurrency limit, since the server counts unacked
+// messages across all of the consumer's subscribers.
+func (e *Executor) ConsumerConfig() jetstream.ConsumerConfig {
+	return jetstream.ConsumerConfig{
+		Durable:       "exec-" + e.cfg.Vendor,
+		Description:   "executors of vendor " + e.cfg.Vendor,
+		FilterSubject: natsx.ExecSubject(e.cfg.Vendor),
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       e.cfg.AckWait,
+		MaxDeliver:    e.cfg.MaxDeliver,
+		MaxAckPending: e.maxConcurrency(),
+	}
+}
+
+// Run consumes until ctx is done; in-flight vendor calls finish first.
+func (e *Executor) Run(ctx context.Context) error {
+	cons, err := e.d.JS.CreateOrUpdateConsumer(ctx, natsx.StreamPipeline, e.ConsumerConfig())
+	if err != nil {
+		return fmt.Errorf("executor consumer: %w", err)
+	}
+	conc := e.cfg.Concurrency
+	if conc == 0 {
+		conc = e.maxConcurrency()
+	}
+	h := pipeline.Stage(e.d.Log, e.Handle, stage.WorkDeadLetter(e.pub, natsx.StageExecutor, e.d.Now), e.cfg.MaxDeliver, 0)
+	return pipeline.Run(ctx, e.d.Log, cons, h, pipeline.RunOptions{Concurrency: conc, Grace: e.timeout() + 5*time.Second})
+}
+
+func (e *Executor) timeout() time.Duration {
+	if e.vendor.Timeout.Duration > 0 {
+		return e.vendor.Timeout.Duration
+	}
+	return e.cfg.DefaultTimeout
+}
+
+// Handle performs one attempt and reports it on llm.results.
+func (e *Executor) Handle(ctx context.Context, d *pipeline.Delivery) error {
+	w, err := stage.DecodeWork(d.Data())
+	if err != nil {
+		return err
+	}
+	t := w.Target()
+	if t.Vendor != e.cfg.Vendor {
+		return pipeline.Terminal("wrong_vendor", fmt.Errorf("work for %q on %q's queue", t.Vendor, e.cfg.Vendor))
+	}
+	res := e.call(ctx, d, w, t)
+	e.handled.Add(1)
+	w.Current = res
+	outcome := envelope.OutcomeOK
+	if !res.OK() {
+		outcome = envelope.OutcomeError
+	}
+	w.Attempts = append(w.Attempts, envelope.AttemptResult{
+		Attempt: w.AttemptNumber(), Vendor: t.Vendor, Model: t.Model, Outcome: outcome,
+		ErrorClass: res.ErrorClass, HTTPStatus: res.HTTPStatus, LatencyMS: res.LatencyMS,
+		Usage: res.Usage, CostUSD: res.CostUSD,
+	})
+	id := w.Key + ":result:" + strconv.Itoa(len(w.Attempts))
+	// The vendor has been called; retry the hand-off here rather than
+	// redelivering the message, which would call the vendor again.
+	var pubErr error
+	for i := range 5 {
+		pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		pubErr = e.pub.Publish(pctx, natsx.SubjectResults, id, w, nil)
+		cancel()
+		if pubErr == nil {
+			return nil
+		}
+		time.Sleep(time.Duration(100*(i+1)) * time.Millisecond)
+	}
+	return pubErr
+}
+
+// call performs the vendor request, keeping the message alive meanwhile.
+func (e *Executor) call(ctx context.Context, d *pipeline.Delivery, w *envelope.Work, t envelope.Target) *envelope.Result {
+	timeout := e.timeout()
+	if !w.Deadline.IsZero() {
+		if left := time.Until(w.Deadline); left < timeout {
+			timeout = left
+		}
+	}
+	if timeout <= 0 {
+		return &envelope.Result{ErrorClass: vendor.ClassTimeout, Retryable: true, ErrorMessage: "request deadline passed before the call", StartedAt: e.d.Now().UTC()}
+	}
+	cctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	stop := keepAlive(cctx, d, e.cfg.AckWait/3)
+	defer stop()
+
+	req := &vendor.Request{
+		Model:          t.Model,
+		Messages:       w.Request.Messages,
+		MaxTokens:      w.Request.MaxTokens,
+		Temperature:    w.Request.Temperature,
+		ResponseFormat: w.Request.ResponseFormat,
+		Options:        w.Request.VendorOptions[e.cfg.Vendor],
+	}
+	start := e.d.Now()
+	resp, err := e.d.Adapter.Complete(cctx, req)
+	elapsed := e.d.Now().Sub(start)
+	e.latency.WithLabelValues(t.Vendor, t.Model).Observe(elapsed.Seconds())
+
+	res := &envelope.Result{LatencyMS: elapsed.Milliseconds(), StartedAt: start.UTC()}
+	if err != nil {
+		ve := vendor.AsError(err)
+		res.ErrorClass, res.HTTPStatus, res.Retryable = ve.Class, ve.HTTPStatus, ve.Retryable
+		res.ErrorMessage, res.RetryAfterMS = ve.Message, ve.RetryAfter.Milliseconds()
+		e.calls.WithLabelValues(t.Vendor, t.Model, ve.Class).Inc()
+		e.d.Log.Debug().Str("request_id", w.Request.ID).Str("vendor", t.Vendor).Str("model", t.Model).Str("class", ve.Class).Int("http_status", ve.HTTPStatus).Msg("vendor call failed")
+		return res
+	}
+	res.Content, res.FinishReason, res.Usage, res.HTTPStatus = resp.Content, resp.FinishReason, resp.Usage, resp.HTTPStatus
+	res.CostUSD, res.PriceKnown = pricing.Cost(e.d.Policy, t.Vendor, t.Model, resp.Usage)
+	e.calls.WithLabelValues(t.Vendor, t.Model, "ok").Inc()
+	return res
+}
+
+// keepAlive sends InProgress so a slow vendor call does not exceed AckWait
+// and get redelivered to another replica while still running.
+func keepAlive(ctx context.Context, d *pipeline.Delivery, every time.Duration) (stop func()) {
+	if every <= 0 {
+		every = time.Second
+	}
+	done := make(chan struct{})
+	go func() {
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			select {
+			case <-t.C:
+				_ = d.InProgress()
+			case <-ctx.Done():
+				return
+			case <-done:
+				return
+			}
+		}
+	}()
+	return func() { close(done) }
+}

@@ -1,0 +1,250 @@
+package ledger
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"path"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/rs/zerolog"
+
+	"github.com/switchyard-llm/switchyard/schemas"
+)
+
+// DatabasePlaceholder is how the migrations name the database. It is
+// ClickHouse's query-parameter syntax, so on a current server a migration
+// also runs by hand with `clickhouse-client --param_database=switchyard`;
+// the migrator substitutes it itself because 18.16 has no parameters.
+const DatabasePlaceholder = "{database:Identifier}"
+
+// Open connects to ClickHouse over the native protocol, creates the
+// configured database if it is missing and returns a connection pool whose
+// default database is that database.
+func Open(ctx context.Context, cfg Config) (driver.Conn, error) {
+	if !ValidDatabaseName(cfg.ClickHouseDatabase) {
+		return nil, fmt.Errorf("clickhouse: invalid database name %q", cfg.ClickHouseDatabase)
+	}
+	opts := func(db string) *clickhouse.Options {
+		dial := cfg.ClickHouseDialTimeout
+		if dial <= 0 {
+			dial = 5 * time.Second
+		}
+		return &clickhouse.Options{
+			Protocol:    clickhouse.Native,
+			Addr:        []string{cfg.ClickHouseAddr},
+			Auth:        clickhouse.Auth{Database: db, Username: cfg.ClickHouseUser, Password: cfg.ClickHousePassword},
+			DialTimeout: dial,
+			ClientInfo:  clickhouse.ClientInfo{Products: []struct{ Name, Version string }{{Name: "switchyard-ledger", Version: "1"}}},
+		}
+	}
+	// A connection whose default database does not exist is refused, so the
+	// database is created over a connection to "default" first.
+	boot, err := clickhouse.Open(opts("default"))
+	if err != nil {
+		return nil, fmt.Errorf("clickhouse %s: %w", cfg.ClickHouseAddr, err)
+	}
+	err = boot.Exec(ctx, "CREATE DATABASE IF NOT EXISTS "+quoteIdent(cfg.ClickHouseDatabase))
+	_ = boot.Close()
+	if err != nil {
+		return nil, fmt.Errorf("clickhouse %s: create database %s: %w", cfg.ClickHouseAddr, cfg.ClickHouseDatabase, err)
+	}
+	conn, err := clickhouse.Open(opts(cfg.ClickHouseDatabase))
+	if err != nil {
+		return nil, fmt.Errorf("clickhouse %s: %w", cfg.ClickHouseAddr, err)
+	}
+	if err := conn.Ping(ctx); err != nil {
+		_ = conn.Close()
+		return nil, fmt.Errorf("clickhouse %s: ping: %w", cfg.ClickHouseAddr, err)
+	}
+	return conn, nil
+}
+
+// Migration is one embedded DDL file.
+type Migration struct {
+	Version    uint32
+	Name       string // file name, e.g. "002_attempts.sql"
+	Statements []string
+}
+
+// Migrations returns the embedded migrations ordered by version. Version 1
+// must create schema_migrations: the migrator runs it before reading which
+// migrations were applied.
+func Migrations() ([]Migration, error) {
+	return loadMigrations(schemas.FS, schemas.ClickHouseDir)
+}
+
+func loadMigrations(fsys fs.FS, dir string) ([]Migration, error) {
+	entries, err := fs.ReadDir(fsys, dir)
+	if err != nil {
+		return nil, fmt.Errorf("migrations: %w", err)
+	}
+	var out []Migration
+	seen := map[uint32]string{}
+	for _, e := range entries {
+		if e.IsDir() || !strings.HasSuffix(e.Name(), ".sql") {
+			continue
+		}
+		num, _, ok := strings.Cut(e.Name(), "_")
+		v, err := strconv.ParseUint(num, 10, 32)
+		if !ok || err != nil || v == 0 {
+			return nil, fmt.Errorf("migration %s: name must be NNN_description.sql", e.Name())
+		}
+		if prev, dup := seen[uint32(v)]; dup {
+			return nil, fmt.Errorf("migrations %s and %s share version %d", prev, e.Name(), v)
+		}
+		seen[uint32(v)] = e.Name()
+		b, err := fs.ReadFile(fsys, path.Join(dir, e.Name()))
+		if err != nil {
+			return nil, fmt.Errorf("migration %s: %w", e.Name(), err)
+		}
+		stmts, err := SplitStatements(string(b))
+		if err != nil {
+			return nil, fmt.Errorf("migration %s: %w", e.Name(), err)
+		}
+		if len(stmts) == 0 {
+			return nil, fmt.Errorf("migration %s: no statement", e.Name())
+		}
+		out = append(out, Migration{Version: uint32(v), Name: e.Name(), Statements: stmts})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Version < out[j].Version })
+	if len(out) == 0 || out[0].Version != 1 {
+		return nil, errors.New("migrations: version 1 (schema_migrations) is missing")
+	}
+	return out, nil
+}
+
+// Migrate applies the embedded migrations that database has not recorded in
+// schema_migrations, in version order, and returns the names of those it
+// applied. Every migration is idempotent (CREATE … IF NOT EXISTS), so two
+// ledgers migrating at once, or a crash between a DDL and its record, are
+// harmless.
+func Migrate(ctx context.Context, conn driver.Conn, database string, log zerolog.Logger) (applied []string, err error) {
+	if !ValidDatabaseName(database) {
+		return nil, fmt.Errorf("migrate: invalid database name %q", database)
+	}
+	migs, err := Migrations()
+	if err != nil {
+		return nil, err
+	}
+	db := quoteIdent(database)
+	run := func(m Migration) error {
+		for i, s := range m.Statements {
+			q := strings.ReplaceAll(s, DatabasePlaceholder, db)
+			if err := conn.Exec(ctx, q); err != nil {
+				return fmt.Errorf("migration %s statement %d: %w", m.Name, i+1, err)
+			}
+		}
+		return nil
+	}
+	// Version 1 creates schema_migrations itself; it is idempotent and runs
+	// every time so the table can be read.
+	if err := run(migs[0]); err != nil {
+		return nil, err
+	}
+	done := map[uint32]bool{}
+	rows, err := conn.Query(ctx, "SELECT version FROM "+db+".schema_migrations FINAL")
+	if err != nil {
+		return nil, fmt.Errorf("migrate: read schema_migrations: %w", err)
+	}
+	for rows.Next() {
+		var v uint32
+		if err := rows.Scan(&v); err != nil {
+			_ = rows.Close()
+			return nil, fmt.Errorf("migrate: read schema_migrations: %w", err)
+		}
+		done[v] = true
+	}
+	if err := errors.Join(rows.Err(), rows.Close()); err != nil {
+		return nil, fmt.Errorf("migrate: read schema_migrations: %w", err)
+	}
+	for i, m := range migs {
+		if done[m.Version] {
+			continue
+		}
+		if i > 0 {
+			if err := run(m); err != nil {
+				return applied, err
+			}
+		}
+		if err := conn.Exec(ctx, "INSERT INTO "+db+".schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
+			m.Version, m.Name, time.Now().UTC().Truncate(time.Second)); err != nil {
+			return applied, fmt.Errorf("migration %s: record: %w", m.Name, err)
+		}
+		applied = append(applied, m.Name)
+		log.Info().Str("migration", m.Name).Str("database", database).Msg("clickhouse migration applied")
+	}
+	return applied, nil
+}
+
+// quoteIdent backquotes a ClickHouse identifier.
+func quoteIdent(s string) string {
+	return "`" + strings.NewReplacer("\\", "\\\\", "`", "\\`").Replace(s) + "`"
+}
+
+// SplitStatements splits SQL text on the semicolons that end statements,
+// ignoring those inside quotes, backquotes and comments. Statements that
+// hold only whitespace and comments are dropped.
+func SplitStatements(sql string) ([]string, error) {
+	var (
+		out     []string
+		start   int
+		hasCode bool
+	)
+	flush := func(end int) {
+		if hasCode {
+			out = append(out, strings.TrimSpace(sql[start:end]))
+		}
+		start, hasCode = end+1, false
+	}
+	for i := 0; i < len(sql); i++ {
+		c := sql[i]
+		switch {
+		case c == '-' && i+1 < len(sql) && sql[i+1] == '-':
+			nl := strings.IndexByte(sql[i:], '\n')
+			if nl < 0 {
+				i = len(sql)
+			} else {
+				i += nl
+			}
+		case c == '/' && i+1 < len(sql) && sql[i+1] == '*':
+			end := strings.Index(sql[i+2:], "*/")
+			if end < 0 {
+				return nil, errors.New("unterminated /* comment")
+			}
+			i += end + 3
+		case c == '\'' || c == '"' || c == '`':
+			j := i + 1
+			for ; j < len(sql); j++ {
+				if sql[j] == '\\' {
+					j++
+					continue
+				}
+				if sql[j] == c {
+					if j+1 < len(sql) && sql[j+1] == c { // doubled quote
+						j++
+						continue
+					}
+					break
+				}
+			}
+			if j >= len(sql) {
+				return nil, fmt.Errorf("unterminated %c quote", c)
+			}
+			i, hasCode = j, true
+		case c == ';':
+			flush(i)
+		case c == ' ' || c == '\t' || c == '\n' || c == '\r':
+		default:
+			hasCode = true
+		}
+	}
+	flush(len(sql))
+	return out, nil
+}

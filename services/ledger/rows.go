@@ -1,0 +1,132 @@
+package ledger
+
+import (
+	"errors"
+	"math"
+	"time"
+
+	"github.com/switchyard-llm/switchyard/pkg/envelope"
+	"github.com/switchyard-llm/switchyard/pkg/pricing"
+)
+
+// Column lists of the INSERTs; ClickHouse 18.16 needs them named. The order
+// matches attemptRow and requestRow.
+const (
+	attemptColumns = "request_id, attempt_id, attempt, ts, tenant, user_hash, endpoint_tag, prompt_version, " +
+		"environment, route, strategy, vendor, model, outcome, error_class, http_status, input_tokens, " +
+		"output_tokens, cached_tokens, cache_write_tokens, cost_usd, price_known, latency_ms, hedged, " +
+		"cache_hit, trace_id, ingested_at"
+	requestColumns = "request_id, ts, finished_at, tenant, user_hash, endpoint_tag, prompt_version, environment, " +
+		"route, strategy, task, status, error_code, vendor, model, attempts, fallback, fallback_reason, " +
+		"escalated, degraded, quality_passed, cached, cost_usd, latency_ms, input_tokens, output_tokens, " +
+		"cached_tokens, trace_id, ingested_at"
+)
+
+// DateTime's range. An event outside it could never be inserted and would
+// block its batch forever, so it is dead-lettered instead.
+var (
+	minTS = time.Unix(1, 0)
+	maxTS = time.Unix(math.MaxUint32, 0)
+)
+
+func validTS(t time.Time) bool { return !t.Before(minTS) && !t.After(maxTS) }
+
+func validateAttempt(e *envelope.AttemptEvent) error {
+	var errs []error
+	if e.RequestID == "" {
+		errs = append(errs, errors.New("request_id is empty"))
+	}
+	if e.AttemptID == "" {
+		errs = append(errs, errors.New("attempt_id is empty"))
+	}
+	if !validTS(e.TS) {
+		errs = append(errs, errors.New("ts is missing or out of range"))
+	}
+	return errors.Join(errs...)
+}
+
+func validateRequest(e *envelope.RequestEvent) error {
+	var errs []error
+	if e.RequestID == "" {
+		errs = append(errs, errors.New("request_id is empty"))
+	}
+	if !validTS(e.TS) {
+		errs = append(errs, errors.New("ts is missing or out of range"))
+	}
+	if !e.FinishedAt.IsZero() && !validTS(e.FinishedAt) {
+		errs = append(errs, errors.New("finished_at is out of range"))
+	}
+	return errors.Join(errs...)
+}
+
+// Reprice sets the attempt's cost from the catalog: the ledger's figure, not
+// the executor's, is what the tables hold. It reports whether the model's
+// price was known; an unknown model costs 0 with price_known = 0.
+func Reprice(c pricing.Catalog, e *envelope.AttemptEvent) bool {
+	usd, known := pricing.Cost(c, e.Vendor, e.Model, envelope.Usage{
+		InputTokens:      e.InputTokens,
+		OutputTokens:     e.OutputTokens,
+		CachedTokens:     e.CachedTokens,
+		CacheWriteTokens: e.CacheWrite,
+	})
+	e.CostUSD, e.PriceKnown = usd, known
+	return known
+}
+
+func attemptRow(e *envelope.AttemptEvent, ingested time.Time) []any {
+	return []any{
+		e.RequestID, e.AttemptID, u16(e.Attempt), e.TS.UTC(), e.Tenant, e.UserHash, e.EndpointTag,
+		e.PromptVersion, e.Environment, e.Route, e.Strategy, e.Vendor, e.Model, e.Outcome, e.ErrorClass,
+		u16(e.HTTPStatus), u32(int64(e.InputTokens)), u32(int64(e.OutputTokens)), u32(int64(e.CachedTokens)),
+		u32(int64(e.CacheWrite)), finite(e.CostUSD), b8(e.PriceKnown), u32(e.LatencyMS), b8(e.Hedged),
+		b8(e.CacheHit), e.TraceID, ingested,
+	}
+}
+
+func requestRow(e *envelope.RequestEvent, ingested time.Time) []any {
+	finished := e.FinishedAt
+	if finished.IsZero() {
+		finished = e.TS
+	}
+	return []any{
+		e.RequestID, e.TS.UTC(), finished.UTC(), e.Tenant, e.UserHash, e.EndpointTag, e.PromptVersion,
+		e.Environment, e.Route, e.Strategy, e.Task, e.Status, e.ErrorCode, e.Vendor, e.Model,
+		u16(e.Attempts), b8(e.Fallback), e.FallbackReason, b8(e.Escalated), b8(e.Degraded),
+		b8(e.QualityPassed), b8(e.Cached), finite(e.CostUSD), u32(e.LatencyMS), u32(int64(e.InputTokens)),
+		u32(int64(e.OutputTokens)), u32(int64(e.CachedTokens)), e.TraceID, ingested,
+	}
+}
+
+func u16(v int) uint16 {
+	switch {
+	case v < 0:
+		return 0
+	case v > math.MaxUint16:
+		return math.MaxUint16
+	}
+	return uint16(v)
+}
+
+func u32(v int64) uint32 {
+	switch {
+	case v < 0:
+		return 0
+	case v > math.MaxUint32:
+		return math.MaxUint32
+	}
+	return uint32(v)
+}
+
+func b8(b bool) uint8 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+func finite(f float64) float64 {
+	if math.IsNaN(f) || math.IsInf(f, 0) {
+		return 0
+	}
+	return f
+}

@@ -1,0 +1,213 @@
+// Package router owns the routing decision. It sends each classified request
+// to the first target of its route's chain and, when the gate reports a
+// failed attempt, decides what happens next: the next target for a
+// retryable failure, an immediate error reply for a terminal one, and an
+// all_vendors_failed reply plus a dead letter when the chain is exhausted.
+// The routing state travels in the work envelope, so replicas share nothing.
+package router
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
+
+	"github.com/switchyard-llm/switchyard/pkg/envelope"
+	"github.com/switchyard-llm/switchyard/pkg/natsx"
+	"github.com/switchyard-llm/switchyard/pkg/pipeline"
+	"github.com/switchyard-llm/switchyard/pkg/stage"
+	"github.com/switchyard-llm/switchyard/pkg/vendor"
+)
+
+// Config tunes the router consumer (env prefix SWITCHYARD_ROUTER_).
+type Config struct {
+	Consumer      string        `envconfig:"CONSUMER" default:"router"`
+	Concurrency   int           `envconfig:"CONCURRENCY" default:"64"`
+	MaxDeliver    int           `envconfig:"MAX_DELIVER" default:"5"`
+	AckWait       time.Duration `envconfig:"ACK_WAIT" default:"30s"`
+	MaxAckPending int           `envconfig:"MAX_ACK_PENDING" default:"2048"`
+}
+
+// Validate reports every problem at once.
+func (c Config) Validate() error {
+	var errs []error
+	if c.Consumer == "" {
+		errs = append(errs, errors.New("SWITCHYARD_ROUTER_CONSUMER: required"))
+	}
+	if c.Concurrency < 1 {
+		errs = append(errs, errors.New("SWITCHYARD_ROUTER_CONCURRENCY: must be at least 1"))
+	}
+	if c.MaxDeliver < 1 {
+		errs = append(errs, errors.New("SWITCHYARD_ROUTER_MAX_DELIVER: must be at least 1"))
+	}
+	if c.AckWait < time.Second {
+		errs = append(errs, errors.New("SWITCHYARD_ROUTER_ACK_WAIT: must be at least 1s"))
+	}
+	if c.MaxAckPending < c.Concurrency {
+		errs = append(errs, errors.New("SWITCHYARD_ROUTER_MAX_ACK_PENDING: must be at least CONCURRENCY"))
+	}
+	return errors.Join(errs...)
+}
+
+// Deps are the router's collaborators.
+type Deps struct {
+	Log     zerolog.Logger
+	NC      *nats.Conn
+	JS      jetstream.JetStream
+	Now     func() time.Time
+	Metrics prometheus.Registerer
+}
+
+// Router is the routing stage.
+type Router struct {
+	cfg       Config
+	d         Deps
+	pub       stage.Publisher
+	decisions *prometheus.CounterVec
+}
+
+// New builds the stage.
+func New(cfg Config, d Deps) (*Router, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if d.JS == nil {
+		return nil, errors.New("router: JS is required")
+	}
+	if d.Now == nil {
+		d.Now = time.Now
+	}
+	r := &Router{cfg: cfg, d: d, pub: stage.Publisher{JS: d.JS, NC: d.NC},
+		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "switchyard_router_decisions_total", Help: "Routing decisions by kind."}, []string{"decision"}),
+	}
+	if d.Metrics != nil {
+		if err := d.Metrics.Register(r.decisions); err != nil {
+			return nil, err
+		}
+	}
+	return r, nil
+}
+
+// ConsumerConfig reads new requests and failed attempts.
+func (r *Router) ConsumerConfig() jetstream.ConsumerConfig {
+	return jetstream.ConsumerConfig{
+		Durable:        r.cfg.Consumer,
+		Description:    "router: dispatches classified requests and failed attempts",
+		FilterSubjects: []string{natsx.SubjectClassified, natsx.SubjectEscalations},
+		AckPolicy:      jetstream.AckExplicitPolicy,
+		AckWait:        r.cfg.AckWait,
+		MaxDeliver:     r.cfg.MaxDeliver,
+		MaxAckPending:  r.cfg.MaxAckPending,
+	}
+}
+
+// Run consumes until ctx is done.
+func (r *Router) Run(ctx context.Context) error {
+	cons, err := r.d.JS.CreateOrUpdateConsumer(ctx, natsx.StreamPipeline, r.ConsumerConfig())
+	if err != nil {
+		return fmt.Errorf("router consumer: %w", err)
+	}
+	h := pipeline.Stage(r.d.Log, r.Handle, stage.WorkDeadLetter(r.pub, natsx.StageRouter, r.d.Now), r.cfg.MaxDeliver, 10*time.Second)
+	return pipeline.Run(ctx, r.d.Log, cons, h, pipeline.RunOptions{Concurrency: r.cfg.Concurrency})
+}
+
+// Handle routes one work envelope.
+func (r *Router) Handle(ctx context.Context, d *pipeline.Delivery) error {
+	w, err := stage.DecodeWork(d.Data())
+	if err != nil {
+		return err
+	}
+	now := r.d.Now()
+	if d.Msg.Subject() == natsx.SubjectClassified {
+		w.Step = 0
+		return r.dispatch(ctx, w, now)
+	}
+	return r.afterFailure(ctx, w, now)
+}
+
+// afterFailure decides what follows a failed attempt.
+func (r *Router) afterFailure(ctx context.Context, w *envelope.Work, now time.Time) error {
+	res := w.Current
+	if res == nil || res.OK() {
+		return pipeline.Terminal("bad_escalation", errors.New("escalation without a failed result"))
+	}
+	last := w.Target()
+	if !res.Retryable {
+		r.decisions.WithLabelValues("terminal").Inc()
+		code, msg := terminalCode(res, last)
+		if code != envelope.CodeInvalidRequest && code != envelope.CodePayloadTooLarge {
+			// A configuration problem (auth, unknown model): replayable once fixed.
+			if err := r.pub.DeadLetterRequest(ctx, natsx.StageRouter, code, msg, w); err != nil {
+				return err
+			}
+		}
+		return r.pub.FailRequest(ctx, w, code, msg, false, now)
+	}
+	if w.FallbackReason == "" {
+		w.FallbackReason = res.ErrorClass
+	}
+	w.Step++
+	return r.dispatch(ctx, w, now)
+}
+
+// dispatch sends the work to the current step's executor, or ends the
+// request when no step is left or its deadline has passed.
+func (r *Router) dispatch(ctx context.Context, w *envelope.Work, now time.Time) error {
+	if !w.Deadline.IsZero() && !now.Before(w.Deadline) {
+		r.decisions.WithLabelValues("deadline").Inc()
+		msg := fmt.Sprintf("deadline passed after %d attempt(s)", len(w.Attempts))
+		if len(w.Attempts) > 0 {
+			if err := r.pub.DeadLetterRequest(ctx, natsx.StageRouter, envelope.CodeDeadlineExceeded, msg, w); err != nil {
+				return err
+			}
+		}
+		return r.pub.FailRequest(ctx, w, envelope.CodeDeadlineExceeded, msg, true, now)
+	}
+	if w.Step >= len(w.Chain) {
+		r.decisions.WithLabelValues("exhausted").Inc()
+		msg := exhaustedMessage(w)
+		if err := r.pub.DeadLetterRequest(ctx, natsx.StageRouter, envelope.CodeAllVendorsFailed, msg, w); err != nil {
+			return err
+		}
+		return r.pub.FailRequest(ctx, w, envelope.CodeAllVendorsFailed, msg, true, now)
+	}
+	t := w.Target()
+	w.Current = nil
+	if w.Step == 0 {
+		r.decisions.WithLabelValues("primary").Inc()
+	} else {
+		r.decisions.WithLabelValues("fallback").Inc()
+	}
+	id := w.Key + ":exec:" + strconv.Itoa(w.AttemptNumber())
+	return r.pub.Publish(ctx, natsx.ExecSubject(t.Vendor), id, w, nil)
+}
+
+func exhaustedMessage(w *envelope.Work) string {
+	s := fmt.Sprintf("all %d target(s) of route %s failed:", len(w.Chain), w.Route)
+	for _, a := range w.Attempts {
+		s += fmt.Sprintf(" %s/%s=%s", a.Vendor, a.Model, a.ErrorClass)
+		if a.ErrorClass == "" {
+			s += a.Outcome
+		}
+	}
+	return s
+}
+
+// terminalCode maps a non-retryable vendor failure to a reply code.
+func terminalCode(res *envelope.Result, t envelope.Target) (string, string) {
+	msg := fmt.Sprintf("%s/%s refused the request (%s, http %d): %s", t.Vendor, t.Model, res.ErrorClass, res.HTTPStatus, res.ErrorMessage)
+	switch res.ErrorClass {
+	case vendor.ClassInvalidRequest, vendor.ClassUnprocessable:
+		return envelope.CodeInvalidRequest, msg
+	case vendor.ClassPayloadTooLarge:
+		return envelope.CodePayloadTooLarge, msg
+	default:
+		return envelope.CodeInternal, msg
+	}
+}

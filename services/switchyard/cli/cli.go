@@ -1,0 +1,131 @@
+// Package cli implements the switchyard subcommands.
+package cli
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/kelseyhightower/envconfig"
+	"github.com/nats-io/nats.go"
+	"github.com/rs/zerolog"
+
+	"github.com/switchyard-llm/switchyard/pkg/obs"
+)
+
+// SignalContext is cancelled on SIGINT or SIGTERM.
+func SignalContext() (context.Context, context.CancelFunc) {
+	return signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+}
+
+// errUsage marks a command-line mistake: exit code 2.
+var errUsage = errors.New("usage")
+
+type command struct {
+	name    string
+	summary string
+	run     func(ctx context.Context, args []string, out, errOut io.Writer) error
+}
+
+func commands() []command {
+	return []command{
+		{"up", "run the whole pipeline in one process (embedded NATS, simulator when no vendor keys)", runUp},
+		{"demo", "run the pipeline with a sample workload and a vendor outage, then print the reports", runDemo},
+		{"submit", "publish one request and print its reply", runSubmit},
+		{"report", "cost | fallbacks | latency reports from ClickHouse", runReport},
+		{"dlq", "ls | show | replay | purge dead letters", runDLQ},
+		{"ledger", "migrate: apply the ClickHouse migrations", runLedger},
+		{"sim", "run the vendor simulator alone", runSim},
+		{"bench", "drive the pipeline and the bare simulator, report throughput and latency", runBench},
+	}
+}
+
+// Main runs one subcommand and returns the process exit code.
+func Main(ctx context.Context, args []string, out, errOut io.Writer) int {
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		usage(errOut)
+		if len(args) == 0 {
+			return 2
+		}
+		return 0
+	}
+	for _, c := range commands() {
+		if c.name == args[0] {
+			err := c.run(ctx, args[1:], out, errOut)
+			switch {
+			case err == nil:
+				return 0
+			case errors.Is(err, flag.ErrHelp):
+				return 0
+			case errors.Is(err, errUsage):
+				fmt.Fprintf(errOut, "switchyard %s: %v\n", c.name, err)
+				return 2
+			default:
+				fmt.Fprintf(errOut, "switchyard %s: %v\n", c.name, err)
+				return 1
+			}
+		}
+	}
+	fmt.Fprintf(errOut, "switchyard: unknown command %q\n", args[0])
+	usage(errOut)
+	return 2
+}
+
+func usage(w io.Writer) {
+	fmt.Fprintln(w, "usage: switchyard <command> [flags]")
+	fmt.Fprintln(w)
+	for _, c := range commands() {
+		fmt.Fprintf(w, "  %-8s %s\n", c.name, c.summary)
+	}
+	fmt.Fprintln(w, "\nEvery command reads SWITCHYARD_* environment variables (see README); -h shows a command's flags.")
+}
+
+func usageErr(format string, a ...any) error {
+	return fmt.Errorf("%w: "+format, append([]any{errUsage}, a...)...)
+}
+
+func newFlags(name string, errOut io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet("switchyard "+name, flag.ContinueOnError)
+	fs.SetOutput(errOut)
+	return fs
+}
+
+func parse(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	return nil
+}
+
+// natsConfig points client commands at NATS.
+type natsConfig struct {
+	URL string `envconfig:"NATS_URL" default:"nats://127.0.0.1:4222"`
+}
+
+func connectNATS(name string) (*nats.Conn, error) {
+	var c natsConfig
+	if err := envconfig.Process("SWITCHYARD", &c); err != nil {
+		return nil, err
+	}
+	nc, err := nats.Connect(c.URL, nats.Name("switchyard-"+name))
+	if err != nil {
+		return nil, fmt.Errorf("connect to NATS at %s (is `switchyard up` running? set SWITCHYARD_NATS_URL): %w", c.URL, err)
+	}
+	return nc, nil
+}
+
+func logger(errOut io.Writer, service, level string) zerolog.Logger {
+	l, err := obs.NewLogger(errOut, service, level)
+	if err != nil {
+		l, _ = obs.NewLogger(errOut, service, "info")
+	}
+	return l
+}
