@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -21,6 +22,7 @@ import (
 	"github.com/switchyard-llm/switchyard/pkg/envelope"
 	"github.com/switchyard-llm/switchyard/pkg/policy"
 	"github.com/switchyard-llm/switchyard/services/ledger"
+	"github.com/switchyard-llm/switchyard/services/ledger/report"
 	"github.com/switchyard-llm/switchyard/services/sim"
 	"github.com/switchyard-llm/switchyard/services/switchyard/app"
 )
@@ -176,4 +178,34 @@ func (e *env) count(query string) uint64 {
 		return 0
 	}
 	return n
+}
+
+// simCalls is how many calls the simulator received for a vendor's model.
+func (e *env) simCalls(vendor, model string) int64 {
+	return e.sys.Sim.Calls().Model(vendor, model).Calls
+}
+
+// report renders a report of the last hour as a text table.
+func (e *env) report(kind string) string {
+	e.t.Helper()
+	q := report.Query{Since: time.Now().Add(-time.Hour), Until: time.Now().Add(time.Minute), By: []string{"route"}}
+	ctx := context.Background()
+	var t *report.Table
+	var err error
+	switch kind {
+	case "cost":
+		t, err = report.Cost(ctx, e.ch, e.db, q)
+	case "fallbacks":
+		t, err = report.Fallbacks(ctx, e.ch, e.db, q)
+	default:
+		t, err = report.Latency(ctx, e.ch, e.db, q)
+	}
+	if err != nil {
+		e.t.Fatalf("report %s: %v", kind, err)
+	}
+	var b strings.Builder
+	if err := t.Write(&b, "table"); err != nil {
+		e.t.Fatal(err)
+	}
+	return b.String()
 }

@@ -173,3 +173,16 @@ func fetchWait(ctx context.Context) time.Duration {
 	}
 	return time.Second
 }
+
+// PublishAsync sends a request without waiting for the server's ack; for
+// load generators. Errors surface through the JetStream async error handler.
+func (c *Client) PublishAsync(req *envelope.Request) error {
+	data, err := json.Marshal(req)
+	if err != nil {
+		return err
+	}
+	m := &nats.Msg{Subject: natsx.SubjectRequests, Data: data, Header: nats.Header{}}
+	m.Header.Set(natsx.HeaderMsgID, req.ID)
+	_, err = c.JS.PublishMsgAsync(m)
+	return err
+}

@@ -78,3 +78,22 @@ func Serve(ctx context.Context, log zerolog.Logger, addr string, reg *prometheus
 	}
 	return nil
 }
+
+// Register registers c, or returns the collector already registered under
+// the same description, so several instances of a stage in one process
+// (executor replicas, one per vendor) share their metric vectors.
+func Register[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error) {
+	if reg == nil {
+		return c, nil
+	}
+	if err := reg.Register(c); err != nil {
+		var are prometheus.AlreadyRegisteredError
+		if errors.As(err, &are) {
+			if existing, ok := are.ExistingCollector.(C); ok {
+				return existing, nil
+			}
+		}
+		return c, err
+	}
+	return c, nil
+}

@@ -19,6 +19,7 @@ import (
 
 	"github.com/switchyard-llm/switchyard/pkg/envelope"
 	"github.com/switchyard-llm/switchyard/pkg/natsx"
+	"github.com/switchyard-llm/switchyard/pkg/obs"
 	"github.com/switchyard-llm/switchyard/pkg/pipeline"
 	"github.com/switchyard-llm/switchyard/pkg/policy"
 	"github.com/switchyard-llm/switchyard/pkg/pricing"
@@ -110,12 +111,12 @@ func New(cfg Config, d Deps) (*Executor, error) {
 		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "switchyard_executor_vendor_latency_seconds", Help: "Vendor call latency.",
 			Buckets: prometheus.ExponentialBuckets(0.005, 2, 14)}, []string{"vendor", "model"}),
 	}
-	if d.Metrics != nil {
-		for _, c := range []prometheus.Collector{e.calls, e.latency} {
-			if err := d.Metrics.Register(c); err != nil {
-				return nil, err
-			}
-		}
+	var err error
+	if e.calls, err = obs.Register(d.Metrics, e.calls); err != nil {
+		return nil, err
+	}
+	if e.latency, err = obs.Register(d.Metrics, e.latency); err != nil {
+		return nil, err
 	}
 	return e, nil
 }

@@ -77,10 +77,12 @@ type Migration struct {
 // must create schema_migrations: the migrator runs it before reading which
 // migrations were applied.
 func Migrations() ([]Migration, error) {
-	return loadMigrations(schemas.FS, schemas.ClickHouseDir)
+	return LoadMigrations(schemas.FS, schemas.ClickHouseDir)
 }
 
-func loadMigrations(fsys fs.FS, dir string) ([]Migration, error) {
+// LoadMigrations reads NNN_name.sql files from dir of fsys, ordered by
+// version. Migrations uses it on the embedded schemas.
+func LoadMigrations(fsys fs.FS, dir string) ([]Migration, error) {
 	entries, err := fs.ReadDir(fsys, dir)
 	if err != nil {
 		return nil, fmt.Errorf("migrations: %w", err)
@@ -173,14 +175,27 @@ func Migrate(ctx context.Context, conn driver.Conn, database string, log zerolog
 				return applied, err
 			}
 		}
-		if err := conn.Exec(ctx, "INSERT INTO "+db+".schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
-			m.Version, m.Name, time.Now().UTC().Truncate(time.Second)); err != nil {
+		if err := record(ctx, conn, db, m); err != nil {
 			return applied, fmt.Errorf("migration %s: record: %w", m.Name, err)
 		}
 		applied = append(applied, m.Name)
 		log.Info().Str("migration", m.Name).Str("database", database).Msg("clickhouse migration applied")
 	}
 	return applied, nil
+}
+
+// record notes a migration in schema_migrations. It uses a batch insert:
+// 18.16 does not answer an INSERT … VALUES sent with bound arguments.
+func record(ctx context.Context, conn driver.Conn, db string, m Migration) error {
+	b, err := conn.PrepareBatch(ctx, "INSERT INTO "+db+".schema_migrations (version, name, applied_at)")
+	if err != nil {
+		return err
+	}
+	if err := b.Append(m.Version, m.Name, time.Now().UTC().Truncate(time.Second)); err != nil {
+		_ = b.Abort()
+		return err
+	}
+	return b.Send()
 }
 
 // quoteIdent backquotes a ClickHouse identifier.

@@ -7,6 +7,14 @@ require (
 	github.com/switchyard-llm/switchyard/schemas v0.0.0
 )
 
+require (
+	github.com/kelseyhightower/envconfig v1.4.0 // indirect
+	github.com/mattn/go-colorable v0.1.14 // indirect
+	github.com/mattn/go-isatty v0.0.20 // indirect
+	github.com/rs/zerolog v1.35.1 // indirect
+	golang.org/x/sys v0.49.0 // indirect
+)
+
 replace (
 	github.com/switchyard-llm/switchyard/pkg => ../../pkg
 	github.com/switchyard-llm/switchyard/schemas => ../../schemas

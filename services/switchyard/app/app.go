@@ -119,14 +119,14 @@ type System struct {
 }
 
 // Start boots everything and returns once every stage is consuming.
-func Start(ctx context.Context, cfg Config, log zerolog.Logger) (s *System, err error) {
+func Start(ctx context.Context, cfg Config, log zerolog.Logger) (_ *System, err error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	s = &System{Log: log, cfg: cfg, executors: map[string][]replica{}, Registry: obs.NewRegistry()}
+	s := &System{Log: log, cfg: cfg, executors: map[string][]replica{}, Registry: obs.NewRegistry()}
 	defer func() {
 		if err != nil {
-			s.Stop()
+			s.Stop() // undo whatever started before the failure
 		}
 	}()
 	pol := cfg.Policy
@@ -256,7 +256,7 @@ func (s *System) runLedger(ctx context.Context) error {
 		if err == nil {
 			if _, err = ledger.Migrate(ctx, c, s.cfg.Ledger.ClickHouseDatabase, log); err == nil {
 				conn = c
-				l, err := ledger.New(s.cfg.Ledger, ledger.Deps{Log: log, JS: s.JS, CH: c, Catalog: s.Policy, Metrics: s.Registry})
+				l, err := ledger.New(s.cfg.Ledger, ledger.Deps{Log: log, JS: s.JS, CH: c, Catalog: s.Policy, Registerer: s.Registry})
 				if err != nil {
 					return err
 				}
@@ -286,11 +286,7 @@ func (s *System) AddExecutor(vendorName string) error {
 	n := len(s.executors[vendorName])
 	s.mu.Unlock()
 	log := s.Log.With().Str("service", "executor").Str("vendor", vendorName).Int("replica", n).Logger()
-	var reg prometheus.Registerer
-	if n == 0 {
-		reg = s.Registry // one replica's metrics per vendor in-process; collectors would clash
-	}
-	ex, err := executor.New(cfg, executor.Deps{Log: log, NC: s.NC, JS: s.JS, Policy: s.Policy, Adapter: adapter, Metrics: reg})
+	ex, err := executor.New(cfg, executor.Deps{Log: log, NC: s.NC, JS: s.JS, Policy: s.Policy, Adapter: adapter, Metrics: s.Registry})
 	if err != nil {
 		return err
 	}

@@ -1,0 +1,228 @@
+package openai
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/switchyard-llm/switchyard/pkg/envelope"
+	"github.com/switchyard-llm/switchyard/pkg/vendor"
+)
+
+func ptr[T any](v T) *T { return &v }
+
+func msgs() []envelope.Message {
+	return []envelope.Message{{Role: "system", Content: "be brief"}, {Role: "user", Content: "hi"}}
+}
+
+func TestBuildBody(t *testing.T) {
+	strict := true
+	cases := []struct {
+		name string
+		cfg  Config
+		req  vendor.Request
+		want map[string]any // top-level fields that must be present (JSON-compared)
+		none []string       // fields that must be absent
+	}{
+		{"basic", Config{}, vendor.Request{Model: "gpt-4o", Messages: msgs(), MaxTokens: 10, Temperature: ptr(0.2)},
+			map[string]any{"model": "gpt-4o", "max_tokens": 10, "temperature": 0.2,
+				"messages": []any{map[string]any{"role": "system", "content": "be brief"}, map[string]any{"role": "user", "content": "hi"}}},
+			[]string{"max_completion_tokens", "response_format"}},
+		{"reasoning model", Config{}, vendor.Request{Model: "o3-mini", Messages: msgs(), MaxTokens: 10},
+			map[string]any{"max_completion_tokens": 10}, []string{"max_tokens", "temperature"}},
+		{"configured max_completion_tokens", Config{MaxCompletionTokens: true}, vendor.Request{Model: "gpt-4o", Messages: msgs(), MaxTokens: 7},
+			map[string]any{"max_completion_tokens": 7}, []string{"max_tokens"}},
+		{"json schema gets a name", Config{}, vendor.Request{Model: "m", Messages: msgs(), ResponseFormat: &envelope.ResponseFormat{Type: "json_schema",
+			JSONSchema: &envelope.JSONSchemaSpec{Schema: json.RawMessage(`{"type":"object"}`), Strict: &strict}}},
+			map[string]any{"response_format": map[string]any{"type": "json_schema", "json_schema": map[string]any{"name": "response", "schema": map[string]any{"type": "object"}, "strict": true}}}, nil},
+		{"text format omitted", Config{}, vendor.Request{Model: "m", Messages: msgs(), ResponseFormat: &envelope.ResponseFormat{Type: "text"}},
+			nil, []string{"response_format"}},
+		{"options merged", Config{}, vendor.Request{Model: "m", Messages: msgs(), Options: json.RawMessage(`{"reasoning_effort":"low","model":"ignored","seed":3}`)},
+			map[string]any{"reasoning_effort": "low", "model": "m", "seed": 3}, nil},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			body, err := New(tc.cfg).BuildBody(&tc.req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got map[string]any
+			if err := json.Unmarshal(body, &got); err != nil {
+				t.Fatal(err)
+			}
+			for k, v := range tc.want {
+				a, _ := json.Marshal(got[k])
+				b, _ := json.Marshal(v)
+				if string(a) != string(b) {
+					t.Errorf("%s = %s, want %s", k, a, b)
+				}
+			}
+			for _, k := range tc.none {
+				if _, ok := got[k]; ok {
+					t.Errorf("%s present: %s", k, body)
+				}
+			}
+		})
+	}
+}
+
+func TestDecodeResponse(t *testing.T) {
+	cases := []struct {
+		name    string
+		body    string
+		content string
+		finish  string
+		usage   envelope.Usage
+		errCls  string
+	}{
+		{"ok", `{"object":"chat.completion","choices":[{"message":{"role":"assistant","content":"hello"},"finish_reason":"stop"}],"usage":{"prompt_tokens":10,"completion_tokens":2,"prompt_tokens_details":{"cached_tokens":4}}}`,
+			"hello", "stop", envelope.Usage{InputTokens: 10, OutputTokens: 2, CachedTokens: 4}, ""},
+		{"length", `{"choices":[{"message":{"content":"hel"},"finish_reason":"length"}],"usage":{"prompt_tokens":1,"completion_tokens":1}}`,
+			"hel", "length", envelope.Usage{InputTokens: 1, OutputTokens: 1}, ""},
+		{"tool calls", `{"choices":[{"message":{"content":null,"tool_calls":[{}]},"finish_reason":"tool_calls"}]}`, "", "tool_calls", envelope.Usage{}, ""},
+		{"refusal", `{"choices":[{"message":{"content":null,"refusal":"I can't"},"finish_reason":"stop"}]}`, "I can't", "content_filter", envelope.Usage{}, ""},
+		{"content filter", `{"choices":[{"message":{"content":""},"finish_reason":"content_filter"}]}`, "", "content_filter", envelope.Usage{}, ""},
+		{"cached clamp", `{"choices":[{"message":{"content":"x"},"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":-1,"prompt_tokens_details":{"cached_tokens":9}}}`,
+			"x", "stop", envelope.Usage{InputTokens: 3, CachedTokens: 3}, ""},
+		{"error object in 200", `{"error":{"message":"upstream failed","code":502}}`, "", "", envelope.Usage{}, vendor.ClassBadResponse},
+		{"openrouter choice error", `{"choices":[{"error":{"message":"provider died","code":502},"message":{"content":""}}]}`, "", "", envelope.Usage{}, vendor.ClassBadResponse},
+		{"no choices", `{"choices":[]}`, "", "", envelope.Usage{}, vendor.ClassBadResponse},
+		{"no message", `{"choices":[{"finish_reason":"stop"}]}`, "", "", envelope.Usage{}, vendor.ClassBadResponse},
+		{"html", `<html>502 Bad Gateway</html>`, "", "", envelope.Usage{}, vendor.ClassBadResponse},
+		{"empty", ``, "", "", envelope.Usage{}, vendor.ClassBadResponse},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			resp, err := DecodeResponse([]byte(tc.body))
+			if tc.errCls != "" {
+				ve := vendor.AsError(err)
+				if err == nil || ve.Class != tc.errCls || !ve.Retryable {
+					t.Fatalf("err %v, want retryable %s", err, tc.errCls)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if resp.Content != tc.content || resp.FinishReason != tc.finish || resp.Usage != tc.usage {
+				t.Fatalf("got %+v", resp)
+			}
+		})
+	}
+}
+
+func TestErrorMessage(t *testing.T) {
+	cases := []struct{ body, want string }{
+		{`{"error":{"message":"Rate limit reached","type":"requests","code":"rate_limit_exceeded"}}`, "requests/rate_limit_exceeded: Rate limit reached"},
+		{`{"error":{"message":"No auth credentials found","code":401}}`, "401: No auth credentials found"},
+		{`{"error":{"message":"bad","type":"invalid_request_error","code":null}}`, "invalid_request_error: bad"},
+		{`upstream connect error`, "upstream connect error"},
+	}
+	for _, tc := range cases {
+		if got := ErrorMessage([]byte(tc.body)); got != tc.want {
+			t.Errorf("%s: got %q, want %q", tc.body, got, tc.want)
+		}
+	}
+}
+
+func TestCompleteOverHTTP(t *testing.T) {
+	const key = "sk-unit-SECRET"
+	type seen struct {
+		path, auth, referer string
+		body                map[string]any
+	}
+	cases := []struct {
+		name      string
+		status    int
+		header    map[string]string
+		body      string
+		wantClass string
+		wantAfter time.Duration
+	}{
+		{"ok", 200, nil, `{"choices":[{"message":{"content":"hi"},"finish_reason":"stop"}],"usage":{"prompt_tokens":5,"completion_tokens":1}}`, "", 0},
+		{"429 retry-after", 429, map[string]string{"retry-after": "2"}, `{"error":{"message":"slow down","type":"requests","code":"rate_limit_exceeded"}}`, vendor.ClassRateLimited, 2 * time.Second},
+		{"401 echoes key", 401, nil, `{"error":{"message":"Incorrect API key provided: sk-unit-SECRET","type":"invalid_request_error","code":"invalid_api_key"}}`, vendor.ClassAuth, 0},
+		{"503 overloaded", 503, nil, `{"error":{"message":"The server is overloaded or not ready yet.","type":"server_error"}}`, vendor.ClassOverloaded, 0},
+		{"502 html", 502, nil, `<html>bad gateway</html>`, vendor.ClassServerError, 0},
+		{"200 garbage", 200, nil, `not json`, vendor.ClassBadResponse, 0},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			var got seen
+			calls := 0
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				calls++
+				got.path, got.auth, got.referer = r.URL.Path, r.Header.Get("Authorization"), r.Header.Get("HTTP-Referer")
+				b, _ := io.ReadAll(r.Body)
+				_ = json.Unmarshal(b, &got.body)
+				for k, v := range tc.header {
+					w.Header().Set(k, v)
+				}
+				w.WriteHeader(tc.status)
+				_, _ = io.WriteString(w, tc.body)
+			}))
+			defer srv.Close()
+			a := New(Config{BaseURL: srv.URL + "/api/v1/", APIKey: key, Headers: map[string]string{"HTTP-Referer": "https://switchyard.test"}})
+			resp, err := a.Complete(context.Background(), &vendor.Request{Model: "m", Messages: msgs()})
+			if calls != 1 {
+				t.Fatalf("%d calls: adapters never retry", calls)
+			}
+			if got.path != "/api/v1/chat/completions" || got.auth != "Bearer "+key || got.referer != "https://switchyard.test" || got.body["model"] != "m" {
+				t.Fatalf("request %+v", got)
+			}
+			if tc.wantClass == "" {
+				if err != nil || resp.Content != "hi" || resp.HTTPStatus != 200 || resp.Usage.InputTokens != 5 {
+					t.Fatalf("resp %+v err %v", resp, err)
+				}
+				return
+			}
+			ve := vendor.AsError(err)
+			if err == nil || ve.Class != tc.wantClass || ve.RetryAfter != tc.wantAfter || (tc.status != 200 && ve.HTTPStatus != tc.status) {
+				t.Fatalf("err %+v, want %s", ve, tc.wantClass)
+			}
+			if strings.Contains(err.Error(), key) {
+				t.Fatalf("error leaks key: %v", err)
+			}
+		})
+	}
+}
+
+func FuzzDecodeResponse(f *testing.F) {
+	for _, s := range []string{
+		`{"choices":[{"message":{"content":"hello"},"finish_reason":"stop"}],"usage":{"prompt_tokens":10,"completion_tokens":2,"prompt_tokens_details":{"cached_tokens":4}}}`,
+		`{"error":{"message":"x","code":502}}`,
+		`{"choices":[{"error":{"message":"x"}}]}`,
+		`{"choices":[{"message":{"content":null,"refusal":"no"}}]}`,
+		`{"choices":null,"usage":{"prompt_tokens":-5}}`,
+		``, `null`, `[]`, `{"choices":[null]}`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		resp, err := DecodeResponse(body)
+		if (resp == nil) == (err == nil) {
+			t.Fatalf("exactly one of resp/err: %v %v", resp, err)
+		}
+		if err != nil {
+			if ve := vendor.AsError(err); ve.Class != vendor.ClassBadResponse || !ve.Retryable {
+				t.Fatalf("error class %+v", ve)
+			}
+			return
+		}
+		u := resp.Usage
+		if u.InputTokens < 0 || u.OutputTokens < 0 || u.CachedTokens < 0 || u.CachedTokens > u.InputTokens {
+			t.Fatalf("usage %+v", u)
+		}
+		switch resp.FinishReason {
+		case "stop", "length", "content_filter", "tool_calls":
+		default:
+			t.Fatalf("finish %q", resp.FinishReason)
+		}
+		_ = ErrorMessage(body)
+	})
+}

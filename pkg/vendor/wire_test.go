@@ -1,0 +1,181 @@
+package vendor
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/switchyard-llm/switchyard/pkg/envelope"
+)
+
+func TestParseRetryAfter(t *testing.T) {
+	now := time.Date(2025, 1, 1, 12, 0, 0, 0, time.UTC)
+	cases := []struct {
+		name string
+		h    map[string]string
+		want time.Duration
+	}{
+		{"none", nil, 0},
+		{"seconds", map[string]string{"Retry-After": "3"}, 3 * time.Second},
+		{"fractional", map[string]string{"Retry-After": "1.5"}, 1500 * time.Millisecond},
+		{"ms wins", map[string]string{"Retry-After": "3", "Retry-After-Ms": "250"}, 250 * time.Millisecond},
+		{"http date", map[string]string{"Retry-After": now.Add(90 * time.Second).Format(http.TimeFormat)}, 90 * time.Second},
+		{"past date", map[string]string{"Retry-After": now.Add(-time.Minute).Format(http.TimeFormat)}, 0},
+		{"negative", map[string]string{"Retry-After": "-4"}, 0},
+		{"garbage", map[string]string{"Retry-After": "soon"}, 0},
+		{"bad ms falls back", map[string]string{"Retry-After-Ms": "x", "Retry-After": "2"}, 2 * time.Second},
+		{"huge", map[string]string{"Retry-After": "1e300"}, 0},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			h := http.Header{}
+			for k, v := range tc.h {
+				h.Set(k, v)
+			}
+			if got := ParseRetryAfter(h, now); got != tc.want {
+				t.Fatalf("got %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestMergeOptions(t *testing.T) {
+	base := `{"model":"m","messages":[],"generationConfig":{"maxOutputTokens":5,"temperature":0.1}}`
+	cases := []struct {
+		name    string
+		opts    string
+		want    string
+		wantErr bool
+	}{
+		{"empty", ``, base, false},
+		{"null", `null`, base, false},
+		{"add field", `{"reasoning_effort":"low"}`, `{"model":"m","messages":[],"generationConfig":{"maxOutputTokens":5,"temperature":0.1},"reasoning_effort":"low"}`, false},
+		{"deep merge", `{"generationConfig":{"temperature":0.9,"thinkingConfig":{"thinkingBudget":0}}}`, `{"model":"m","messages":[],"generationConfig":{"maxOutputTokens":5,"temperature":0.9,"thinkingConfig":{"thinkingBudget":0}}}`, false},
+		{"protected", `{"model":"evil","messages":[{"role":"user"}]}`, base, false},
+		{"scalar replaces object", `{"generationConfig":null}`, `{"model":"m","messages":[],"generationConfig":null}`, false},
+		{"not an object", `[1,2]`, ``, true},
+		{"invalid", `{`, ``, true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := MergeOptions([]byte(base), json.RawMessage(tc.opts), "model", "messages")
+			if tc.wantErr {
+				if ve := AsError(err); err == nil || ve.Class != ClassInvalidRequest || ve.Retryable {
+					t.Fatalf("err %v, want terminal invalid_request", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			var a, b any
+			_ = json.Unmarshal(got, &a)
+			_ = json.Unmarshal([]byte(tc.want), &b)
+			ja, _ := json.Marshal(a)
+			jb, _ := json.Marshal(b)
+			if string(ja) != string(jb) {
+				t.Fatalf("got %s, want %s", ja, jb)
+			}
+		})
+	}
+}
+
+func TestStatusError(t *testing.T) {
+	h := http.Header{}
+	h.Set("retry-after", "4")
+	cases := []struct {
+		status    int
+		msg       string
+		class     string
+		retryable bool
+	}{
+		{400, "bad", ClassInvalidRequest, false},
+		{401, "Incorrect API key provided: sk-secret-123", ClassAuth, false},
+		{429, "slow down", ClassRateLimited, true},
+		{500, "", ClassServerError, true},
+		{503, "The model is overloaded.", ClassOverloaded, true},
+		{503, "maintenance", ClassServerError, true},
+		{529, "Overloaded", ClassOverloaded, true},
+	}
+	for _, tc := range cases {
+		e := StatusError(tc.status, h, tc.msg, "sk-secret-123")
+		if e.Class != tc.class || e.Retryable != tc.retryable || e.HTTPStatus != tc.status || e.RetryAfter != 4*time.Second {
+			t.Errorf("%d: %+v", tc.status, e)
+		}
+		if e.Message == "" || strings.Contains(e.Error(), "sk-secret-123") {
+			t.Errorf("%d: message %q", tc.status, e.Message)
+		}
+	}
+}
+
+func TestCleanMessage(t *testing.T) {
+	long := strings.Repeat("é", 2000)
+	if got := CleanMessage(long, ""); len(got) > maxMessageLen+len("…") || !strings.HasSuffix(got, "…") {
+		t.Fatalf("not truncated: %d", len(got))
+	}
+	if got := CleanMessage("a\nb\x00c key=K", "K"); got != "a bc key=[redacted]" {
+		t.Fatalf("got %q", got)
+	}
+}
+
+func TestCheckRequest(t *testing.T) {
+	ok := &Request{Model: "m", Messages: make([]envelope.Message, 1)}
+	cases := []struct {
+		name string
+		req  *Request
+		ok   bool
+	}{
+		{"ok", ok, true},
+		{"nil", nil, false},
+		{"no model", &Request{Messages: ok.Messages}, false},
+		{"no messages", &Request{Model: "m"}, false},
+		{"negative max", &Request{Model: "m", Messages: ok.Messages, MaxTokens: -1}, false},
+	}
+	for _, tc := range cases {
+		if err := CheckRequest(tc.req); (err == nil) != tc.ok {
+			t.Errorf("%s: %v", tc.name, err)
+		}
+	}
+}
+
+func TestPostJSONClassifiesTransportErrors(t *testing.T) {
+	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body) // lets the server notice the client leaving
+		select {
+		case <-r.Context().Done():
+		case <-time.After(5 * time.Second):
+		}
+	}))
+	defer slow.Close()
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	refused := "http://" + ln.Addr().String()
+	ln.Close()
+
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	cases := []struct {
+		name   string
+		ctx    context.Context
+		client *http.Client
+		url    string
+		class  string
+	}{
+		{"context deadline", ctx, nil, slow.URL, ClassTimeout},
+		{"client timeout", context.Background(), &http.Client{Timeout: 50 * time.Millisecond}, slow.URL, ClassTimeout},
+		{"refused", context.Background(), nil, refused, ClassConnection},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := PostJSON(tc.ctx, tc.client, tc.url, nil, []byte(`{}`))
+			if ve := AsError(err); ve == nil || ve.Class != tc.class || !ve.Retryable {
+				t.Fatalf("got %v, want %s", err, tc.class)
+			}
+		})
+	}
+}

@@ -1,0 +1,258 @@
+package ledger_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+
+	"github.com/switchyard-llm/switchyard/pkg/envelope"
+	"github.com/switchyard-llm/switchyard/pkg/natsx"
+	"github.com/switchyard-llm/switchyard/pkg/policy"
+	"github.com/switchyard-llm/switchyard/services/ledger"
+)
+
+// catalog is a fixed pricing catalog.
+type catalog map[policy.Key]*policy.Model
+
+func (c catalog) Model(vendor, model string) (*policy.Model, bool) {
+	m, ok := c[policy.Key{Vendor: vendor, Model: model}]
+	return m, ok
+}
+
+var testCatalog = catalog{
+	{Vendor: "openai", Model: "gpt-4o-mini"}: {Vendor: "openai", Model: "gpt-4o-mini",
+		Price: policy.Price{InputPerMTok: 0.15, OutputPerMTok: 0.60, CachedPerMTok: 0.075}},
+	{Vendor: "anthropic", Model: "claude-haiku-4-5"}: {Vendor: "anthropic", Model: "claude-haiku-4-5",
+		Price: policy.Price{InputPerMTok: 1, OutputPerMTok: 5}},
+}
+
+// startJetStream runs an embedded NATS with the Switchyard topology.
+func startJetStream(t testing.TB) (*nats.Conn, jetstream.JetStream) {
+	t.Helper()
+	ns, err := natsx.StartEmbedded(natsx.EmbeddedOptions{Port: -1, StoreDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(ns.Shutdown)
+	nc, err := nats.Connect(ns.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := natsx.EnsureTopology(ctx, js, natsx.DefaultTopology()); err != nil {
+		t.Fatal(err)
+	}
+	return nc, js
+}
+
+// running is a ledger started in the background.
+type running struct {
+	L      *ledger.Ledger
+	cancel context.CancelFunc
+	done   chan struct{}
+	err    error
+}
+
+func startLedger(t testing.TB, cfg ledger.Config, d ledger.Deps) *running {
+	t.Helper()
+	if d.Catalog == nil {
+		d.Catalog = testCatalog
+	}
+	if testing.Verbose() {
+		d.Log = zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.InfoLevel)
+	}
+	l, err := ledger.New(cfg, d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &running{L: l, cancel: cancel, done: make(chan struct{})}
+	go func() {
+		defer close(r.done)
+		r.err = l.Run(ctx)
+	}()
+	t.Cleanup(func() { r.stop(t) })
+	return r
+}
+
+// stop cancels the ledger and waits for Run to return; it may be called
+// more than once.
+func (r *running) stop(t testing.TB) {
+	t.Helper()
+	r.cancel()
+	select {
+	case <-r.done:
+		if r.err != nil {
+			t.Errorf("Run: %v", r.err)
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatal("ledger did not stop within 60s")
+	}
+}
+
+func (r *running) stopped() bool {
+	select {
+	case <-r.done:
+		return true
+	default:
+		return false
+	}
+}
+
+func publish(t testing.TB, js jetstream.JetStream, subject, msgID string, v any) {
+	t.Helper()
+	data, ok := v.([]byte)
+	if !ok {
+		var err error
+		if data, err = json.Marshal(v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	m := &nats.Msg{Subject: subject, Data: data, Header: nats.Header{}}
+	m.Header.Set(natsx.HeaderMsgID, msgID)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := js.PublishMsg(ctx, m); err != nil {
+		t.Fatalf("publish %s: %v", subject, err)
+	}
+}
+
+var baseTS = time.Date(2025, 3, 14, 9, 26, 53, 0, time.UTC)
+
+func attemptEvent(req string, n int, vendor, model string) envelope.AttemptEvent {
+	return envelope.AttemptEvent{
+		RequestID: req, AttemptID: envelope.AttemptID(req, n), Attempt: n,
+		TS: baseTS.Add(time.Duration(n) * time.Second), Tenant: "acme", UserHash: "u1",
+		EndpointTag: "checkout.ai_summary", PromptVersion: "summary_v3", Environment: "prod",
+		Route: "summarize", Strategy: "fallback", Vendor: vendor, Model: model, Outcome: envelope.OutcomeOK,
+		InputTokens: 1000, OutputTokens: 200, CachedTokens: 400, LatencyMS: 850,
+		CostUSD: 999, // the executor's figure; the ledger re-prices
+	}
+}
+
+func requestEvent(req string) envelope.RequestEvent {
+	return envelope.RequestEvent{
+		RequestID: req, TS: baseTS, FinishedAt: baseTS.Add(2 * time.Second), Tenant: "acme",
+		Route: "summarize", Strategy: "fallback", Status: envelope.StatusOK, Vendor: "openai",
+		Model: "gpt-4o-mini", Attempts: 1, QualityPassed: true, CostUSD: 0.0002, LatencyMS: 900,
+		InputTokens: 1000, OutputTokens: 200,
+	}
+}
+
+// eventually polls cond until it holds or the deadline passes.
+func eventually(t testing.TB, within time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", within, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// proxy is a loopback TCP proxy to ClickHouse that a test can take down and
+// bring back, simulating an outage without touching the real server.
+type proxy struct {
+	target, addr string
+	mu           sync.Mutex
+	ln           net.Listener
+	conns        map[net.Conn]struct{}
+}
+
+func startProxy(t testing.TB, target string) *proxy {
+	t.Helper()
+	p := &proxy{target: target, conns: map[net.Conn]struct{}{}}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.addr = ln.Addr().String()
+	p.serve(ln)
+	t.Cleanup(p.Down)
+	return p
+}
+
+// Up listens again on the same address.
+func (p *proxy) Up(t testing.TB) {
+	t.Helper()
+	var ln net.Listener
+	var err error
+	eventually(t, 10*time.Second, "proxy port to be free", func() bool {
+		ln, err = net.Listen("tcp", p.addr)
+		return err == nil
+	})
+	p.serve(ln)
+}
+
+// Down stops listening and cuts every open connection.
+func (p *proxy) Down() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.ln != nil {
+		_ = p.ln.Close()
+		p.ln = nil
+	}
+	for c := range p.conns {
+		_ = c.Close()
+	}
+	clear(p.conns)
+}
+
+func (p *proxy) serve(ln net.Listener) {
+	p.mu.Lock()
+	p.ln = ln
+	p.mu.Unlock()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			up, err := net.DialTimeout("tcp", p.target, 5*time.Second)
+			if err != nil {
+				_ = c.Close()
+				continue
+			}
+			p.mu.Lock()
+			if p.ln != ln { // went down meanwhile
+				p.mu.Unlock()
+				_ = c.Close()
+				_ = up.Close()
+				return
+			}
+			p.conns[c], p.conns[up] = struct{}{}, struct{}{}
+			p.mu.Unlock()
+			pipe := func(dst, src net.Conn) {
+				_, _ = io.Copy(dst, src)
+				_ = dst.Close()
+				_ = src.Close()
+			}
+			go pipe(up, c)
+			go pipe(c, up)
+		}
+	}()
+}
+
+func countQ(db, table string, final bool) string {
+	f := ""
+	if final {
+		f = " FINAL"
+	}
+	return fmt.Sprintf("SELECT count() FROM `%s`.%s%s", db, table, f)
+}
