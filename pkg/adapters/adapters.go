@@ -11,10 +11,10 @@ import (
 	"regexp"
 	"strings"
 
-	"github.com/switchyard-llm/switchyard/pkg/vendor"
 	"github.com/switchyard-llm/switchyard/pkg/adapters/anthropic"
 	"github.com/switchyard-llm/switchyard/pkg/adapters/gemini"
 	"github.com/switchyard-llm/switchyard/pkg/adapters/openai"
+	"github.com/switchyard-llm/switchyard/pkg/vendor"
 )
 
 // Vendor kinds with a built-in default. Any other well-formed name is taken

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
@@ -326,7 +327,9 @@ func (l *Ledger) insert(ctx context.Context, table, columns string, n int, row f
 func (l *Ledger) deadLetter(ctx context.Context, m jetstream.Msg, reason, requestID string, cause error) {
 	h := nats.Header{}
 	for k, v := range m.Headers() {
-		if k != natsx.HeaderMsgID {
+		// Nats-* headers (message id, expectations) belong to the original
+		// publish and would make the dead letter's publish misbehave.
+		if !strings.HasPrefix(k, "Nats-") {
 			h[k] = v
 		}
 	}

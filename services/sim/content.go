@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
-	"sort"
 	"strconv"
 	"strings"
 	"unicode/utf8"
@@ -264,6 +263,7 @@ func decodeValue(dec *json.Decoder, depth int) (any, error) {
 type generator struct {
 	root *object
 	r    rng
+	base int // fixed per document: enum picks of array items differ by index
 }
 
 // Instance returns a JSON document satisfying schema, chosen
@@ -282,7 +282,7 @@ func Instance(schema []byte, seed uint64) ([]byte, error) {
 		}
 		return nil, fmt.Errorf("schema is not an object")
 	}
-	g := &generator{root: o, r: rng{s: seed}}
+	g := &generator{root: o, r: rng{s: seed}, base: int(seed % 1024)}
 	return json.Marshal(g.gen(o, 0, 0))
 }
 
@@ -327,7 +327,7 @@ func (g *generator) gen(s *object, depth, variant int) any {
 	}
 	if e, ok := s.get("enum"); ok {
 		if arr, ok := e.([]any); ok && len(arr) > 0 {
-			return arr[(g.r.intn(len(arr))+variant)%len(arr)]
+			return arr[(g.base+variant)%len(arr)]
 		}
 	}
 	for _, k := range []string{"anyOf", "oneOf"} {
@@ -649,14 +649,4 @@ func findSchema(s string) []byte {
 		i += int(dec.InputOffset()) - 1
 	}
 	return nil
-}
-
-// sortedKeys is a small helper for deterministic output.
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }

@@ -744,3 +744,28 @@ func TestParseScenario(t *testing.T) {
 		}
 	}
 }
+
+func BenchmarkCompletion(b *testing.B) {
+	for _, p := range protocols {
+		b.Run(p.vendor, func(b *testing.B) {
+			s := sim.New(sim.Scenario{}, zerolog.Nop())
+			h := s.Handler()
+			body := p.body(p.model, "Summarise the quarterly report in three bullet points, please.")
+			url := p.path("http://sim")
+			b.ReportAllocs()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					req := httptest.NewRequest(http.MethodPost, url, strings.NewReader(body))
+					for k, v := range p.header {
+						req.Header.Set(k, v)
+					}
+					w := httptest.NewRecorder()
+					h.ServeHTTP(w, req)
+					if w.Code != 200 {
+						b.Fatalf("status %d", w.Code)
+					}
+				}
+			})
+		})
+	}
+}

@@ -1,7 +1,6 @@
 package sim
 
 import (
-	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -256,14 +255,4 @@ func (l *limiter) admit(now time.Time, rpm, tpm, n int) limitState {
 		l.tHead = 0
 	}
 	return st
-}
-
-// sortedStatuses lists a ModelCalls' statuses in order (for logs and tests).
-func sortedStatuses(m map[int]int64) []int {
-	out := make([]int, 0, len(m))
-	for s := range m {
-		out = append(out, s)
-	}
-	sort.Ints(out)
-	return out
 }

@@ -235,18 +235,21 @@ func DecodeResponse(body []byte) (*vendor.Response, error) {
 		resp.FinishReason = "stop"
 	}
 	if u := w.Usage; u != nil {
-		in := max(u.InputTokens, 0)
-		read := max(u.CacheReadInputTokens, 0)
-		write := max(u.CacheCreationInputTokens, 0)
+		in := clampTokens(u.InputTokens)
+		read := clampTokens(u.CacheReadInputTokens)
+		write := clampTokens(u.CacheCreationInputTokens)
 		resp.Usage = envelope.Usage{
 			InputTokens:      in + read + write,
-			OutputTokens:     max(u.OutputTokens, 0),
+			OutputTokens:     clampTokens(u.OutputTokens),
 			CachedTokens:     read,
 			CacheWriteTokens: write,
 		}
 	}
 	return resp, nil
 }
+
+// clampTokens bounds a reported count to [0, 2^40], so sums cannot overflow.
+func clampTokens(n int) int { return min(max(n, 0), 1<<40) }
 
 func quote(s string) string {
 	if s == "" {

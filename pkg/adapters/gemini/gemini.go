@@ -257,9 +257,9 @@ func DecodeResponse(body []byte) (*vendor.Response, error) {
 	resp := &vendor.Response{}
 	if u := w.UsageMetadata; u != nil {
 		resp.Usage = envelope.Usage{
-			InputTokens:  max(u.PromptTokenCount, 0),
-			OutputTokens: max(u.CandidatesTokenCount, 0) + max(u.ThoughtsTokenCount, 0),
-			CachedTokens: min(max(u.CachedContentTokenCount, 0), max(u.PromptTokenCount, 0)),
+			InputTokens:  clampTokens(u.PromptTokenCount),
+			OutputTokens: clampTokens(u.CandidatesTokenCount) + clampTokens(u.ThoughtsTokenCount),
+			CachedTokens: min(clampTokens(u.CachedContentTokenCount), clampTokens(u.PromptTokenCount)),
 		}
 	}
 	if len(w.Candidates) == 0 {
@@ -282,6 +282,9 @@ func DecodeResponse(body []byte) (*vendor.Response, error) {
 	resp.FinishReason = normaliseFinish(c.FinishReason)
 	return resp, nil
 }
+
+// clampTokens bounds a reported count to [0, 2^40], so sums cannot overflow.
+func clampTokens(n int) int { return min(max(n, 0), 1<<40) }
 
 func normaliseFinish(r string) string {
 	switch r {

@@ -127,8 +127,8 @@ func TestReports(t *testing.T) {
 			append([]string{"tenant"}, costCols...), [][]string{{"globex", "1", "1", "100", "10", "0", "0", "1"}}},
 		{"cost until day 2", report.Cost, report.Query{Until: day2.Truncate(24 * time.Hour), By: []string{"tenant"}},
 			append([]string{"tenant"}, costCols...), [][]string{
-				{"globex", "2", "1", "500", "200", "0", "0.0015", "0"},
 				{"acme", "3", "2", "1500", "300", "0", "0.0025", "0"},
+				{"globex", "2", "1", "500", "200", "0", "0.0015", "0"},
 			}},
 		{"fallbacks total", report.Fallbacks, report.Query{},
 			[]string{"requests", "fallbacks", "fallback_rate", "fallback_reasons"},
@@ -141,8 +141,8 @@ func TestReports(t *testing.T) {
 		{"fallbacks by vendor,model", report.Fallbacks, report.Query{By: []string{"vendor", "model"}},
 			[]string{"vendor", "model", "requests", "fallbacks", "fallback_rate", "fallback_reasons"}, [][]string{
 				{"anthropic", "claude-haiku-4-5", "2", "2", "1", "rate_limited=1; timeout=1"},
-				{"gemini", "mystery", "1", "0", "0", ""},
 				{"openai", "gpt-4o-mini", "2", "1", "0.5", "rate_limited=1"},
+				{"gemini", "mystery", "1", "0", "0", ""},
 			}},
 		{"fallback reasons by tenant", report.FallbackReasons, report.Query{By: []string{"tenant"}},
 			[]string{"tenant", "reason", "requests"}, [][]string{

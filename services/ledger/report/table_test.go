@@ -15,8 +15,8 @@ func TestTableWrite(t *testing.T) {
 	tests := []struct {
 		format, want string
 	}{
-		{"table", "vendor        cost_usd\n------        --------\nopenai        0.5\na,b \"<x>\"     1\n"},
-		{"", "vendor        cost_usd\n------        --------\nopenai        0.5\na,b \"<x>\"     1\n"},
+		{"table", "vendor     cost_usd\n------     --------\nopenai     0.5\na,b \"<x>\"  1\n"},
+		{"", "vendor     cost_usd\n------     --------\nopenai     0.5\na,b \"<x>\"  1\n"},
 		{"csv", "vendor,cost_usd\nopenai,0.5\n\"a,b \"\"<x>\"\"\",1\n"},
 		{"json", "[\n  {\"vendor\": \"openai\", \"cost_usd\": \"0.5\"},\n  {\"vendor\": \"a,b \\\"\\u003cx\\u003e\\\"\", \"cost_usd\": \"1\"}\n]\n"},
 		{"html", "<table>\n<thead><tr><th>vendor</th><th>cost_usd</th></tr></thead>\n<tbody>\n" +
