@@ -1,5 +1,5 @@
 // Package pipeline runs a stage: it pulls from a durable JetStream consumer,
-// passes each message through composable middleware (recover → dead-letter →
+// passes each message through composable middleware (dead-letter → recover →
 // retry → timeout → handler, after Watermill's router middleware) and settles
 // it exactly once: Ack on success, NakWithDelay on a transient error, Term
 // plus a dead letter on a terminal one.
@@ -241,11 +241,13 @@ func Timeout(d time.Duration) Middleware {
 	}
 }
 
-// Stage is the standard middleware stack for a stage's handler.
+// Stage is the standard middleware stack for a stage's handler. Recover
+// sits just inside DeadLetter so a panicking (poison) message is dead-lettered
+// at once instead of being redelivered until MaxDeliver.
 func Stage(log zerolog.Logger, h Handler, dl DeadLetterFunc, maxDeliver int, timeout time.Duration) Handler {
 	return Chain(h,
-		Recover(log),
 		DeadLetter(log, dl),
+		Recover(log),
 		Retry(log, maxDeliver, Backoff{Base: 100 * time.Millisecond, Max: 10 * time.Second}),
 		Timeout(timeout),
 	)

@@ -1,0 +1,41 @@
+package gate
+
+import (
+	"encoding/json"
+	"reflect"
+	"testing"
+
+	"github.com/switchyard-llm/switchyard/pkg/envelope"
+)
+
+func TestJudge(t *testing.T) {
+	schema := &envelope.ResponseFormat{Type: "json_schema", JSONSchema: &envelope.JSONSchemaSpec{
+		Schema: json.RawMessage(`{"type":"object","required":["total"],"properties":{"total":{"type":"number"}}}`)}}
+	tests := []struct {
+		name      string
+		format    *envelope.ResponseFormat
+		content   string
+		finish    string
+		passed    bool
+		truncated bool
+		failed    []string
+	}{
+		{"plain text", nil, "hello", "stop", true, false, nil},
+		{"empty", nil, "  ", "stop", false, false, []string{CheckNonEmpty}},
+		{"truncated passes flagged", nil, "hel", "length", true, true, nil},
+		{"schema ok", schema, `{"total": 3.5}`, "stop", true, false, nil},
+		{"schema ok in fence", schema, "```json\n{\"total\": 1}\n```", "stop", true, false, nil},
+		{"schema missing field", schema, `{"sum": 3}`, "stop", false, false, []string{CheckJSONSchema}},
+		{"schema invalid json", schema, `{"total": `, "stop", false, false, []string{CheckJSONSchema}},
+		{"json object ok", &envelope.ResponseFormat{Type: "json_object"}, `{"a":1}`, "stop", true, false, nil},
+		{"json object not object", &envelope.ResponseFormat{Type: "json_object"}, `[1]`, "stop", false, false, []string{CheckJSON}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			v := Judge(&envelope.Request{ResponseFormat: tt.format}, &envelope.Result{Content: tt.content, FinishReason: tt.finish})
+			if v.Quality.Passed != tt.passed || v.Truncated != tt.truncated || !reflect.DeepEqual(v.Quality.Failed, tt.failed) {
+				t.Fatalf("got passed=%v truncated=%v failed=%v (%s)", v.Quality.Passed, v.Truncated, v.Quality.Failed, v.Quality.Reason)
+			}
+		})
+	}
+}
