@@ -3,13 +3,11 @@ package integration
 import (
 	"context"
 	"fmt"
-	"io"
-	"net"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/switchyard-llm/switchyard/pkg/envelope"
+	"github.com/switchyard-llm/switchyard/pkg/faultnet"
 	"github.com/switchyard-llm/switchyard/services/sim"
 	"github.com/switchyard-llm/switchyard/services/switchyard/app"
 )
@@ -66,8 +64,12 @@ func TestExecutorReplicasShareQueueAndSurviveLoss(t *testing.T) {
 // new ones), which is what a stopped server looks like to the ledger.
 func TestClickHouseOutageLosesNothing(t *testing.T) {
 	requireClickHouse(t)
-	proxy := newTCPProxy(t, clickhouseAddr())
-	e := start(t, func(c *app.Config) { c.Ledger.ClickHouseAddr = proxy.addr })
+	proxy, err := faultnet.Start(clickhouseAddr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(proxy.Down)
+	e := start(t, func(c *app.Config) { c.Ledger.ClickHouseAddr = proxy.Addr() })
 	tenant := fmt.Sprintf("tenant = '%s'", e.tenant)
 
 	batch := func(prefix string, n int) []*envelope.Request {
@@ -81,11 +83,13 @@ func TestClickHouseOutageLosesNothing(t *testing.T) {
 	if got := e.eventually("SELECT count() FROM %s.requests FINAL WHERE "+tenant, 50, 30*time.Second); got != 50 {
 		t.Fatalf("before outage: %d rows, want 50", got)
 	}
-	proxy.cut()
+	proxy.Down()
 	outageStart := time.Now()
 	e.submitAll(batch("b", 100), 60*time.Second) // the pipeline keeps answering
 	time.Sleep(time.Until(outageStart.Add(20 * time.Second)))
-	proxy.restore()
+	if err := proxy.Up(); err != nil {
+		t.Fatal(err)
+	}
 	if got := e.eventually("SELECT count() FROM %s.requests FINAL WHERE "+tenant, 150, 60*time.Second); got != 150 {
 		t.Fatalf("after outage: %d request rows, want 150", got)
 	}
@@ -108,73 +112,4 @@ func waitFor(t *testing.T, d time.Duration, cond func() bool) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-}
-
-// tcpProxy forwards loopback connections to a target and can cut them all.
-type tcpProxy struct {
-	t      *testing.T
-	target string
-	addr   string
-	mu     sync.Mutex
-	ln     net.Listener
-	conns  []net.Conn
-}
-
-func newTCPProxy(t *testing.T, target string) *tcpProxy {
-	p := &tcpProxy{t: t, target: target}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p.addr = ln.Addr().String()
-	p.serve(ln)
-	t.Cleanup(p.cut)
-	return p
-}
-
-func (p *tcpProxy) serve(ln net.Listener) {
-	p.mu.Lock()
-	p.ln = ln
-	p.mu.Unlock()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			u, err := net.Dial("tcp", p.target)
-			if err != nil {
-				_ = c.Close()
-				continue
-			}
-			p.mu.Lock()
-			p.conns = append(p.conns, c, u)
-			p.mu.Unlock()
-			go func() { _, _ = io.Copy(u, c); _ = u.Close() }()
-			go func() { _, _ = io.Copy(c, u); _ = c.Close() }()
-		}
-	}()
-}
-
-// cut closes the listener and every open connection.
-func (p *tcpProxy) cut() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.ln != nil {
-		_ = p.ln.Close()
-		p.ln = nil
-	}
-	for _, c := range p.conns {
-		_ = c.Close()
-	}
-	p.conns = nil
-}
-
-// restore listens again on the same address.
-func (p *tcpProxy) restore() {
-	ln, err := net.Listen("tcp", p.addr)
-	if err != nil {
-		p.t.Fatalf("proxy restore: %v", err)
-	}
-	p.serve(ln)
 }

@@ -4,9 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
-	"net"
-	"sync"
 	"testing"
 	"time"
 
@@ -15,6 +12,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/switchyard-llm/switchyard/pkg/envelope"
+	"github.com/switchyard-llm/switchyard/pkg/faultnet"
 	"github.com/switchyard-llm/switchyard/pkg/natsx"
 	"github.com/switchyard-llm/switchyard/pkg/policy"
 	"github.com/switchyard-llm/switchyard/services/ledger"
@@ -166,87 +164,15 @@ func eventually(t testing.TB, within time.Duration, what string, cond func() boo
 	}
 }
 
-// proxy is a loopback TCP proxy to ClickHouse that a test can take down and
-// bring back, simulating an outage without touching the real server.
-type proxy struct {
-	target, addr string
-	mu           sync.Mutex
-	ln           net.Listener
-	conns        map[net.Conn]struct{}
-}
-
-func startProxy(t testing.TB, target string) *proxy {
+// startProxy puts a fault-injecting proxy in front of ClickHouse.
+func startProxy(t testing.TB, target string) *faultnet.Proxy {
 	t.Helper()
-	p := &proxy{target: target, conns: map[net.Conn]struct{}{}}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	p, err := faultnet.Start(target)
 	if err != nil {
 		t.Fatal(err)
 	}
-	p.addr = ln.Addr().String()
-	p.serve(ln)
 	t.Cleanup(p.Down)
 	return p
-}
-
-// Up listens again on the same address.
-func (p *proxy) Up(t testing.TB) {
-	t.Helper()
-	var ln net.Listener
-	var err error
-	eventually(t, 10*time.Second, "proxy port to be free", func() bool {
-		ln, err = net.Listen("tcp", p.addr)
-		return err == nil
-	})
-	p.serve(ln)
-}
-
-// Down stops listening and cuts every open connection.
-func (p *proxy) Down() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.ln != nil {
-		_ = p.ln.Close()
-		p.ln = nil
-	}
-	for c := range p.conns {
-		_ = c.Close()
-	}
-	clear(p.conns)
-}
-
-func (p *proxy) serve(ln net.Listener) {
-	p.mu.Lock()
-	p.ln = ln
-	p.mu.Unlock()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			up, err := net.DialTimeout("tcp", p.target, 5*time.Second)
-			if err != nil {
-				_ = c.Close()
-				continue
-			}
-			p.mu.Lock()
-			if p.ln != ln { // went down meanwhile
-				p.mu.Unlock()
-				_ = c.Close()
-				_ = up.Close()
-				return
-			}
-			p.conns[c], p.conns[up] = struct{}{}, struct{}{}
-			p.mu.Unlock()
-			pipe := func(dst, src net.Conn) {
-				_, _ = io.Copy(dst, src)
-				_ = dst.Close()
-				_ = src.Close()
-			}
-			go pipe(up, c)
-			go pipe(c, up)
-		}
-	}()
 }
 
 func countQ(db, table string, final bool) string {

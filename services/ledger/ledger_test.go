@@ -221,7 +221,7 @@ func TestLedgerSurvivesClickHouseOutage(t *testing.T) {
 	db := cfg.ClickHouseDatabase
 	px := startProxy(t, cfg.ClickHouseAddr)
 	pcfg := cfg
-	pcfg.ClickHouseAddr = px.addr
+	pcfg.ClickHouseAddr = px.Addr()
 	ctx := context.Background()
 	conn, err := ledger.Open(ctx, pcfg)
 	if err != nil {
@@ -261,7 +261,9 @@ func TestLedgerSurvivesClickHouseOutage(t *testing.T) {
 
 	second := startLedger(t, cfg, ledger.Deps{JS: js, CH: conn})
 	eventually(t, 30*time.Second, "second ledger failing too", func() bool { return second.L.Stats().InsertFailures >= 2 })
-	px.Up(t)
+	if err := px.Up(); err != nil {
+		t.Fatal(err)
+	}
 	eventually(t, 60*time.Second, "all rows after recovery", func() bool { return second.L.Stats().Acked == 2*n })
 	for _, table := range []string{"attempts", "requests"} {
 		if got := chtest.Count(t, direct, countQ(db, table, true)); got != n {
