@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime/pprof"
 	"sort"
 	"sync"
 	"time"
@@ -28,8 +29,20 @@ func runBench(ctx context.Context, args []string, out, errOut io.Writer) error {
 	dur := fs.Duration("duration", 10*time.Second, "length of each measured phase")
 	rates := fs.String("rates", "500,2000", "offered loads in requests/s")
 	inflight := fs.Int("inflight", 512, "requests in flight in the saturation phase")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
 	if err := parse(fs, args); err != nil {
 		return err
+	}
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
 	}
 	var rateList []int
 	for _, f := range splitComma(*rates) {

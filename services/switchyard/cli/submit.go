@@ -14,7 +14,7 @@ import (
 
 func runSubmit(ctx context.Context, args []string, out, errOut io.Writer) error {
 	fs := newFlags("submit", errOut)
-	file := fs.String("file", "", "request envelope JSON file ('-' for stdin); other flags then only fill what it leaves out")
+	file := fs.String("file", "", "request envelope JSON file ('-' for stdin), published as written; the other flags build one instead")
 	id := fs.String("id", "", "request id (default: generated)")
 	tenant := fs.String("tenant", "demo", "tenant")
 	route := fs.String("route", "", "route (default: the classifier picks)")
@@ -26,43 +26,43 @@ func runSubmit(ctx context.Context, args []string, out, errOut io.Writer) error 
 		return err
 	}
 	var req envelope.Request
+	var raw []byte
 	if *file != "" {
-		var data []byte
+		// The file is published as written, so the pipeline (not this
+		// command) judges it: unknown fields are refused there, not dropped.
 		var err error
 		if *file == "-" {
-			data, err = io.ReadAll(os.Stdin)
+			raw, err = io.ReadAll(os.Stdin)
 		} else {
-			data, err = os.ReadFile(*file)
+			raw, err = os.ReadFile(*file)
 		}
 		if err != nil {
 			return err
 		}
-		if err := json.Unmarshal(data, &req); err != nil {
-			return fmt.Errorf("%s: %w", *file, err)
+		var id struct {
+			ID     string `json:"id"`
+			Tenant string `json:"tenant"`
 		}
-	} else if *prompt == "" {
-		return usageErr("give -prompt or -file")
-	}
-	if req.ID == "" {
-		req.ID = *id
-	}
-	if req.ID == "" {
-		req.ID = fmt.Sprintf("req_%d", time.Now().UnixNano())
-	}
-	if req.Tenant == "" {
-		req.Tenant = *tenant
-	}
-	if req.Route == "" {
-		req.Route = *route
-	}
-	if req.MaxTokens == 0 {
-		req.MaxTokens = *maxTokens
-	}
-	if *system != "" {
-		req.Messages = append([]envelope.Message{{Role: "system", Content: *system}}, req.Messages...)
-	}
-	if *prompt != "" {
+		if err := json.Unmarshal(raw, &id); err != nil || id.ID == "" || id.Tenant == "" {
+			return usageErr("%s: not a JSON envelope with id and tenant", *file)
+		}
+		req.ID, req.Tenant = id.ID, id.Tenant
+	} else {
+		if *prompt == "" {
+			return usageErr("give -prompt or -file")
+		}
+		req = envelope.Request{ID: *id, Tenant: *tenant, Route: *route, MaxTokens: *maxTokens}
+		if req.ID == "" {
+			req.ID = fmt.Sprintf("req_%d", time.Now().UnixNano())
+		}
+		if *system != "" {
+			req.Messages = append(req.Messages, envelope.Message{Role: "system", Content: *system})
+		}
 		req.Messages = append(req.Messages, envelope.Message{Role: "user", Content: *prompt})
+		var err error
+		if raw, err = json.Marshal(&req); err != nil {
+			return err
+		}
 	}
 	nc, err := connectNATS("submit")
 	if err != nil {
@@ -75,7 +75,10 @@ func runSubmit(ctx context.Context, args []string, out, errOut io.Writer) error 
 	}
 	ctx, cancel := context.WithTimeout(ctx, *wait)
 	defer cancel()
-	reply, err := c.Submit(ctx, &req)
+	if err := c.PublishRaw(ctx, req.ID, raw); err != nil {
+		return err
+	}
+	reply, err := c.Reply(ctx, req.Tenant, req.ID)
 	if err != nil {
 		return err
 	}
