@@ -277,3 +277,6 @@ func sortedKeys[V any](m map[string]V) []string {
 	sort.Strings(keys)
 	return keys
 }
+
+// Marshal writes the policy back as YAML (the format Load reads).
+func Marshal(p *Policy) ([]byte, error) { return yaml.Marshal(p) }

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 
@@ -58,6 +59,10 @@ type Config struct {
 	Executor executor.Config `envconfig:"EXECUTOR"`
 	Gate     gate.Config     `envconfig:"GATE"`
 	Ledger   ledger.Config
+
+	// ExternalExecutors names vendors whose executors run as processes of
+	// their own; `up` starts none for them.
+	ExternalExecutors []string `envconfig:"EXTERNAL_EXECUTORS"`
 
 	// Topology and Policy may be set by tests; zero values use defaults.
 	Topology *natsx.TopologyConfig `ignored:"true"`
@@ -234,6 +239,9 @@ func (s *System) startStages(ctx context.Context) error {
 	s.spawn("router", rt.Run)
 	s.spawn("gate", gt.Run)
 	for _, name := range s.Policy.VendorNames() {
+		if slices.Contains(s.cfg.ExternalExecutors, name) {
+			continue
+		}
 		for range s.cfg.ExecutorReplicas {
 			if err := s.AddExecutor(name); err != nil {
 				return err

@@ -20,7 +20,11 @@ type config struct {
 	Vendor string `envconfig:"VENDOR" required:"true"`
 }
 
-func (c config) Validate() error { return errors.Join(c.Common.Validate(), c.Stage.Validate()) }
+func (c config) Validate() error {
+	stage := c.Stage
+	stage.Vendor = c.Vendor
+	return errors.Join(c.Common.Validate(), stage.Validate())
+}
 
 func main() {
 	var cfg config

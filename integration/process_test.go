@@ -1,0 +1,158 @@
+package integration
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/switchyard-llm/switchyard/pkg/envelope"
+	"github.com/switchyard-llm/switchyard/pkg/policy"
+	"github.com/switchyard-llm/switchyard/services/sim"
+	"github.com/switchyard-llm/switchyard/services/switchyard/app"
+)
+
+// Two executor processes of one vendor share its queue; one is killed with
+// SIGKILL mid-run, with vendor calls in flight. Every request is still
+// answered exactly once: its unacked work is redelivered to the survivor.
+func TestExecutorProcessKilledLosesNothing(t *testing.T) {
+	bin := filepath.Join(t.TempDir(), "executor")
+	build := exec.Command("go", "build", "-o", bin, "github.com/switchyard-llm/switchyard/services/executor/cmd/executor")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build executor: %v\n%s", err, out)
+	}
+	e := start(t, func(c *app.Config) {
+		c.ExternalExecutors = []string{"openai"}
+		c.Scenario = &sim.Scenario{Defaults: sim.Behavior{Latency: &sim.Latency{BaseMS: 40, JitterMS: 20}}}
+	})
+	polData, err := policy.Marshal(e.sys.Policy) // vendors already point at the simulator
+	if err != nil {
+		t.Fatal(err)
+	}
+	polFile := filepath.Join(t.TempDir(), "policy.yaml")
+	if err := os.WriteFile(polFile, polData, 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	type proc struct {
+		cmd  *exec.Cmd
+		addr string
+	}
+	var procs []*proc
+	for i := range 2 {
+		addr := freeAddr(t)
+		cmd := exec.Command(bin)
+		cmd.Env = append(os.Environ(),
+			"SWITCHYARD_NATS_URL="+e.sys.NATSURL,
+			"SWITCHYARD_POLICY="+polFile,
+			"SWITCHYARD_VENDOR=openai",
+			"SWITCHYARD_HTTP_ADDR="+addr,
+			"SWITCHYARD_EXECUTOR_ACK_WAIT=2s",
+			"SWITCHYARD_LOG_LEVEL=warn",
+		)
+		cmd.Stderr = &testLogWriter{t: t, prefix: fmt.Sprintf("executor[%d] ", i)}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		p := &proc{cmd: cmd, addr: addr}
+		procs = append(procs, p)
+		t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+		waitFor(t, 20*time.Second, func() bool { return httpOK("http://" + addr + "/healthz") })
+	}
+
+	col, err := e.client.Collect(e.tenant)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer col.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	const n = 200
+	for i := range n {
+		if err := e.client.Publish(ctx, e.request(fmt.Sprintf("p%03d", i), "chat", fmt.Sprintf("process kill %d", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, 30*time.Second, func() bool {
+		return executorCalls(procs[0].addr) > 0 && executorCalls(procs[1].addr) > 0
+	})
+	survivorBefore := executorCalls(procs[1].addr)
+	if err := procs[0].cmd.Process.Kill(); err != nil { // SIGKILL: no graceful hand-back
+		t.Fatal(err)
+	}
+	_ = procs[0].cmd.Wait()
+
+	if err := col.Wait(ctx, n); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond) // a duplicate reply would show up by now
+	for id, rs := range col.All() {
+		if len(rs) != 1 || rs[0].Status != envelope.StatusOK {
+			t.Fatalf("%s: %d replies, first %+v", id, len(rs), rs[0])
+		}
+	}
+	if after := executorCalls(procs[1].addr); after <= survivorBefore {
+		t.Fatalf("the surviving replica took no work after the kill (%.0f → %.0f)", survivorBefore, after)
+	}
+	tenant := fmt.Sprintf("tenant = '%s'", e.tenant)
+	if got := e.eventually("SELECT count() FROM %s.requests FINAL WHERE "+tenant, n, 30*time.Second); got != n {
+		t.Fatalf("requests rows = %d, want %d", got, n)
+	}
+}
+
+func freeAddr(t *testing.T) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+func httpOK(url string) bool {
+	resp, err := http.Get(url)
+	if err != nil {
+		return false
+	}
+	_ = resp.Body.Close()
+	return resp.StatusCode == http.StatusOK
+}
+
+// executorCalls sums switchyard_executor_calls_total from a process's /metrics.
+func executorCalls(addr string) float64 {
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		return -1
+	}
+	defer resp.Body.Close()
+	var sum float64
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		line := sc.Text()
+		if !strings.HasPrefix(line, "switchyard_executor_calls_total{") {
+			continue
+		}
+		if v, err := strconv.ParseFloat(line[strings.LastIndexByte(line, ' ')+1:], 64); err == nil {
+			sum += v
+		}
+	}
+	return sum
+}
+
+type testLogWriter struct {
+	t      *testing.T
+	prefix string
+}
+
+func (w *testLogWriter) Write(p []byte) (int, error) {
+	w.t.Log(w.prefix + strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
