@@ -198,15 +198,19 @@ func (r *Result) OK() bool { return r != nil && r.ErrorClass == "" }
 type Work struct {
 	// Key is the delivery key: the request id, or a replay-specific key. It
 	// prefixes every Nats-Msg-Id the request's messages carry downstream.
-	Key            string          `json:"key"`
-	Request        Request         `json:"request"`
-	Class          Classification  `json:"class"`
-	Route          string          `json:"route"`
-	Strategy       string          `json:"strategy"`
-	ReceivedAt     time.Time       `json:"received_at"`
-	Deadline       time.Time       `json:"deadline"`
-	Chain          []Target        `json:"chain,omitempty"`
-	Step           int             `json:"step"`
+	Key        string         `json:"key"`
+	Request    Request        `json:"request"`
+	Class      Classification `json:"class"`
+	Route      string         `json:"route"`
+	Strategy   string         `json:"strategy"`
+	ReceivedAt time.Time      `json:"received_at"`
+	Deadline   time.Time      `json:"deadline"`
+	Chain      []Target       `json:"chain,omitempty"`
+	Step       int            `json:"step"`
+	// StepAttempts counts the attempts made on the current step.
+	StepAttempts int `json:"step_attempts,omitempty"`
+	// NotBefore delays a retry: the executor hands the work back until then.
+	NotBefore      time.Time       `json:"not_before,omitzero"`
 	Attempts       []AttemptResult `json:"attempts,omitempty"`
 	Current        *Result         `json:"current,omitempty"`
 	Quality        *Quality        `json:"quality,omitempty"`

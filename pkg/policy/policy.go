@@ -77,6 +77,23 @@ type Route struct {
 	Match         Match    `yaml:"match" json:"match"`
 	Chain         []Target `yaml:"chain" json:"chain"`
 	OnQualityFail string   `yaml:"on_quality_fail" json:"on_quality_fail"`
+	// Retry is how a retryable failure is retried on the same target
+	// before the route falls to the next one.
+	Retry Retry `yaml:"retry" json:"retry"`
+}
+
+// Retry is the per-target retry policy of a route. The zero value falls
+// over at once, with no retry.
+type Retry struct {
+	// Attempts is how many more times one target is tried after a
+	// retryable failure (0: fall to the next target at once).
+	Attempts int `yaml:"attempts" json:"attempts"`
+	// Backoff is capped exponential with jitter: Base, 2·Base, … ≤ Max.
+	Base Duration `yaml:"base" json:"base"`
+	Max  Duration `yaml:"max" json:"max"`
+	// MaxRetryAfter is the longest vendor retry-after the route waits for;
+	// a longer one falls over instead.
+	MaxRetryAfter Duration `yaml:"max_retry_after" json:"max_retry_after"`
 }
 
 // Match selects a route for a request that names none.
@@ -202,6 +219,21 @@ func (p *Policy) Validate() error {
 		case OnQualityEscalate, OnQualityReject, OnQualityDegrade:
 		default:
 			bad("routes.%s.on_quality_fail: %q is not one of escalate, reject, degrade", r.Name, r.OnQualityFail)
+		}
+		if r.Retry.Attempts < 0 || r.Retry.Attempts > 10 {
+			bad("routes.%s.retry.attempts: %d is not between 0 and 10", r.Name, r.Retry.Attempts)
+		}
+		if r.Retry.Base.Duration == 0 {
+			r.Retry.Base.Duration = 500 * time.Millisecond
+		}
+		if r.Retry.Max.Duration == 0 {
+			r.Retry.Max.Duration = 8 * time.Second
+		}
+		if r.Retry.MaxRetryAfter.Duration == 0 {
+			r.Retry.MaxRetryAfter.Duration = 10 * time.Second
+		}
+		if r.Retry.Base.Duration < 0 || r.Retry.Max.Duration < r.Retry.Base.Duration || r.Retry.MaxRetryAfter.Duration < 0 {
+			bad("routes.%s.retry: need 0 < base <= max and max_retry_after >= 0", r.Name)
 		}
 		if len(r.Chain) == 0 {
 			bad("routes.%s.chain: at least one target is required", r.Name)

@@ -146,10 +146,10 @@ func ReplyFor(w *envelope.Work, now time.Time) *envelope.Reply {
 	}
 	for _, a := range w.Attempts {
 		r.CostUSD += a.CostUSD
-		if a.Outcome != envelope.OutcomeOK {
-			r.Fallback = true
-		}
 	}
+	// A retry on the same target is not a fallback; moving down the chain is.
+	// (Step is len(Chain) once the chain is exhausted.)
+	r.Fallback = min(w.Step, len(w.Chain)-1) > 0
 	return r
 }
 

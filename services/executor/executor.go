@@ -174,6 +174,11 @@ func (e *Executor) Handle(ctx context.Context, d *pipeline.Delivery) error {
 	if t.Vendor != e.cfg.Vendor {
 		return pipeline.Terminal("wrong_vendor", fmt.Errorf("work for %q on %q's queue", t.Vendor, e.cfg.Vendor))
 	}
+	if wait := w.NotBefore.Sub(e.d.Now()); wait > 0 {
+		// A retry the router scheduled: hand it back until it is due. The
+		// vendor sees no call and the slot is free meanwhile.
+		return d.NakWithDelay(wait)
+	}
 	res := e.call(ctx, d, w, t)
 	e.handled.Add(1)
 	w.Current = res

@@ -159,6 +159,7 @@ func (g *Gate) Handle(ctx context.Context, d *pipeline.Delivery) error {
 				w.FallbackReason = "quality"
 			}
 			w.Step++
+			w.StepAttempts = 1
 			w.Current = nil
 			// Straight to the next executor: the router has nothing to decide.
 			t := w.Target()

@@ -21,6 +21,7 @@ import (
 	"github.com/switchyard-llm/switchyard/pkg/envelope"
 	"github.com/switchyard-llm/switchyard/pkg/natsx"
 	"github.com/switchyard-llm/switchyard/pkg/pipeline"
+	"github.com/switchyard-llm/switchyard/pkg/policy"
 	"github.com/switchyard-llm/switchyard/pkg/stage"
 	"github.com/switchyard-llm/switchyard/pkg/vendor"
 )
@@ -60,6 +61,7 @@ type Deps struct {
 	Log     zerolog.Logger
 	NC      *nats.Conn
 	JS      jetstream.JetStream
+	Policy  *policy.Policy
 	Now     func() time.Time
 	Metrics prometheus.Registerer
 }
@@ -77,8 +79,8 @@ func New(cfg Config, d Deps) (*Router, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	if d.JS == nil {
-		return nil, errors.New("router: JS is required")
+	if d.JS == nil || d.Policy == nil {
+		return nil, errors.New("router: JS and Policy are required")
 	}
 	if d.Now == nil {
 		d.Now = time.Now
@@ -149,11 +151,42 @@ func (r *Router) afterFailure(ctx context.Context, w *envelope.Work, now time.Ti
 		}
 		return r.pub.FailRequest(ctx, w, code, msg, false, now)
 	}
+	if delay, ok := r.retryDelay(w, res, now); ok {
+		r.decisions.WithLabelValues("retry").Inc()
+		w.NotBefore = now.Add(delay)
+		return r.dispatch(ctx, w, now)
+	}
 	if w.FallbackReason == "" {
 		w.FallbackReason = res.ErrorClass
 	}
 	w.Step++
+	w.StepAttempts = 0
+	w.NotBefore = time.Time{}
 	return r.dispatch(ctx, w, now)
+}
+
+// retryDelay decides whether a retryable failure is retried on the same
+// target, and after how long: capped exponential backoff with jitter, never
+// sooner than the vendor's retry-after, and never past the request's
+// deadline (a wait that would overrun it falls over instead).
+func (r *Router) retryDelay(w *envelope.Work, res *envelope.Result, now time.Time) (time.Duration, bool) {
+	route, ok := r.d.Policy.Route(w.Route)
+	if !ok || w.StepAttempts > route.Retry.Attempts {
+		return 0, false
+	}
+	b := pipeline.Backoff{Base: route.Retry.Base.Duration, Max: route.Retry.Max.Duration}
+	delay := b.Delay(uint64(w.StepAttempts))
+	if res.RetryAfterMS > 0 {
+		ra := time.Duration(res.RetryAfterMS) * time.Millisecond
+		if ra > route.Retry.MaxRetryAfter.Duration {
+			return 0, false
+		}
+		delay = max(delay, ra)
+	}
+	if !w.Deadline.IsZero() && !now.Add(delay).Before(w.Deadline) {
+		return 0, false
+	}
+	return delay, true
 }
 
 // dispatch sends the work to the current step's executor, or ends the
@@ -179,6 +212,7 @@ func (r *Router) dispatch(ctx context.Context, w *envelope.Work, now time.Time) 
 	}
 	t := w.Target()
 	w.Current = nil
+	w.StepAttempts++
 	if w.Step == 0 {
 		r.decisions.WithLabelValues("primary").Inc()
 	} else {

@@ -36,6 +36,9 @@ type markers struct {
 	mismatch    bool
 	empty       bool
 	length      bool
+	// noRetryAfter drops the retry-after header from a 429, as some
+	// gateways and proxies do.
+	noRetryAfter bool
 }
 
 func parseMarkers(prompt string) markers {
@@ -63,6 +66,8 @@ func parseMarkers(prompt string) markers {
 			m.empty = true
 		case "length":
 			m.length = true
+		case "no_retry_after":
+			m.noRetryAfter = true
 		case markerStatusKey:
 			if n >= 400 && n <= 599 {
 				m.status = n

@@ -360,6 +360,8 @@ func (s *Server) complete(w http.ResponseWriter, r *http.Request, p protocol, ve
 		}
 		if status == 429 {
 			switch {
+			case mk.noRetryAfter:
+				e.retryAfter = -1
 			case e.retryAfter >= 0:
 			case beh.retryAfterS >= 0:
 				e.retryAfter = beh.retryAfterS
