@@ -10,6 +10,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"time"
 
@@ -202,6 +203,11 @@ func (r *Router) dispatch(ctx context.Context, w *envelope.Work, now time.Time) 
 		}
 		return r.pub.FailRequest(ctx, w, envelope.CodeDeadlineExceeded, msg, true, now)
 	}
+	if skipped := r.skipIneligible(w); skipped > 0 && w.Step >= len(w.Chain) && len(w.Attempts) == 0 {
+		r.decisions.WithLabelValues("policy_blocked").Inc()
+		msg := fmt.Sprintf("no model of route %s satisfies residency %q", w.Route, residency(w))
+		return r.pub.FailRequest(ctx, w, envelope.CodePolicyBlocked, msg, false, now)
+	}
 	if w.Step >= len(w.Chain) {
 		r.decisions.WithLabelValues("exhausted").Inc()
 		msg := exhaustedMessage(w)
@@ -244,4 +250,34 @@ func terminalCode(res *envelope.Result, t envelope.Target) (string, string) {
 	default:
 		return envelope.CodeInternal, msg
 	}
+}
+
+func residency(w *envelope.Work) string {
+	if w.Request.Policy == nil {
+		return ""
+	}
+	return w.Request.Policy.Residency
+}
+
+// skipIneligible moves past chain steps whose model may not see the
+// request: a model whose residency does not include the request's never
+// receives it, not even as a last resort. It returns how many it skipped.
+func (r *Router) skipIneligible(w *envelope.Work) int {
+	want := residency(w)
+	if want == "" {
+		return 0
+	}
+	skipped := 0
+	for w.Step < len(w.Chain) {
+		t := w.Chain[w.Step]
+		m, ok := r.d.Policy.Model(t.Vendor, t.Model)
+		if ok && slices.Contains(m.Residency, want) {
+			return skipped
+		}
+		r.d.Log.Debug().Str("request_id", w.Request.ID).Str("vendor", t.Vendor).Str("model", t.Model).Str("residency", want).Msg("target skipped: residency")
+		w.Step++
+		w.StepAttempts = 0
+		skipped++
+	}
+	return skipped
 }
