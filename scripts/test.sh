@@ -16,12 +16,16 @@ if [ -n "$unformatted" ]; then echo "gofmt would change:"; echo "$unformatted"; 
 echo "== go mod tidy (each module must resolve its siblings without go.work)" >&2
 for m in $mods; do
   (cd "$m" && GOWORK=off GOFLAGS=-mod=mod go mod tidy -diff) || { echo "go mod tidy changes $m"; exit 1; }
+  (cd "$m" && GOWORK=off go build ./...) || { echo "$m does not build without go.work"; exit 1; }
 done
 
 echo "== go vet" >&2
 go vet $(for m in $mods; do echo "$m/..."; done)
 
 ch_ensure
+
+echo "== chromium (renders the HTML report in a test)" >&2
+command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium) || echo "chromium could not be installed; the HTML render test fails when CI is set" >&2
 export SWITCHYARD_TEST_CLICKHOUSE_ADDR=${SWITCHYARD_TEST_CLICKHOUSE_ADDR:-127.0.0.1:9000}
 
 echo "== go test" >&2

@@ -1,8 +1,5 @@
-// Package adapters builds a vendor.Adapter from a vendor name; the wire
+// Package adapters builds a provider.Adapter from a vendor name; the wire
 // protocols live in its sub-packages openai, anthropic and gemini.
-//
-// They are not under pkg/vendor: a directory named vendor at a module root
-// is Go's vendor directory, and packages below it cannot be imported.
 package adapters
 
 import (
@@ -14,7 +11,7 @@ import (
 	"github.com/switchyard-llm/switchyard/pkg/adapters/anthropic"
 	"github.com/switchyard-llm/switchyard/pkg/adapters/gemini"
 	"github.com/switchyard-llm/switchyard/pkg/adapters/openai"
-	"github.com/switchyard-llm/switchyard/pkg/vendor"
+	"github.com/switchyard-llm/switchyard/pkg/provider"
 )
 
 // Vendor kinds with a built-in default. Any other well-formed name is taken
@@ -38,7 +35,7 @@ const (
 type Config struct {
 	BaseURL    string // empty: the vendor's public API root
 	APIKey     string
-	HTTPClient *http.Client // nil: vendor.DefaultHTTPClient
+	HTTPClient *http.Client // nil: provider.DefaultHTTPClient
 	Headers    map[string]string
 	// Protocol forces a wire protocol (openai, anthropic, gemini) for a
 	// custom kind, e.g. an Anthropic-compatible gateway; empty: by kind.
@@ -83,7 +80,7 @@ func Kinds() []string {
 // New returns the adapter for kind. openai, anthropic, gemini and openrouter
 // default to the public endpoints; openai_compatible and any other name
 // (e.g. "mistral", "groq", "vllm") speak Chat Completions and need BaseURL.
-func New(kind string, cfg Config) (vendor.Adapter, error) {
+func New(kind string, cfg Config) (provider.Adapter, error) {
 	k := strings.ToLower(strings.TrimSpace(kind))
 	if !kindRE.MatchString(k) {
 		return nil, fmt.Errorf("adapters: invalid vendor kind %q", kind)

@@ -5,7 +5,7 @@ import (
 
 	"github.com/switchyard-llm/switchyard/pkg/adapters"
 	"github.com/switchyard-llm/switchyard/pkg/policy"
-	"github.com/switchyard-llm/switchyard/pkg/vendor"
+	"github.com/switchyard-llm/switchyard/pkg/provider"
 )
 
 // simulatorKey is sent when a vendor has no key variable: the simulator
@@ -16,7 +16,7 @@ const simulatorKey = "sim-key"
 // environment variable the policy names (never from the policy itself), so
 // pointing an executor at the real vendor is a base URL and a key, nothing
 // else.
-func AdapterFor(p *policy.Policy, name string, getenv func(string) string) (vendor.Adapter, error) {
+func AdapterFor(p *policy.Policy, name string, getenv func(string) string) (provider.Adapter, error) {
 	v, ok := p.Vendors[name]
 	if !ok {
 		return nil, fmt.Errorf("vendor %q is not in the policy (known: %v)", name, p.VendorNames())

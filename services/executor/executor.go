@@ -23,8 +23,8 @@ import (
 	"github.com/switchyard-llm/switchyard/pkg/pipeline"
 	"github.com/switchyard-llm/switchyard/pkg/policy"
 	"github.com/switchyard-llm/switchyard/pkg/pricing"
+	"github.com/switchyard-llm/switchyard/pkg/provider"
 	"github.com/switchyard-llm/switchyard/pkg/stage"
-	"github.com/switchyard-llm/switchyard/pkg/vendor"
 )
 
 // Config tunes one vendor's executor (env prefix SWITCHYARD_EXECUTOR_, plus
@@ -72,7 +72,7 @@ type Deps struct {
 	NC      *nats.Conn
 	JS      jetstream.JetStream
 	Policy  *policy.Policy
-	Adapter vendor.Adapter
+	Adapter provider.Adapter
 	Now     func() time.Time
 	Metrics prometheus.Registerer
 }
@@ -216,14 +216,14 @@ func (e *Executor) call(ctx context.Context, d *pipeline.Delivery, w *envelope.W
 		}
 	}
 	if timeout <= 0 {
-		return &envelope.Result{ErrorClass: vendor.ClassTimeout, Retryable: true, ErrorMessage: "request deadline passed before the call", StartedAt: e.d.Now().UTC()}
+		return &envelope.Result{ErrorClass: provider.ClassTimeout, Retryable: true, ErrorMessage: "request deadline passed before the call", StartedAt: e.d.Now().UTC()}
 	}
 	cctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	stop := keepAlive(cctx, d, e.cfg.AckWait/3)
 	defer stop()
 
-	req := &vendor.Request{
+	req := &provider.Request{
 		Model:          t.Model,
 		Messages:       w.Request.Messages,
 		MaxTokens:      w.Request.MaxTokens,
@@ -238,7 +238,7 @@ func (e *Executor) call(ctx context.Context, d *pipeline.Delivery, w *envelope.W
 
 	res := &envelope.Result{LatencyMS: elapsed.Milliseconds(), StartedAt: start.UTC()}
 	if err != nil {
-		ve := vendor.AsError(err)
+		ve := provider.AsError(err)
 		res.ErrorClass, res.HTTPStatus, res.Retryable = ve.Class, ve.HTTPStatus, ve.Retryable
 		res.ErrorMessage, res.RetryAfterMS = ve.Message, ve.RetryAfter.Milliseconds()
 		e.calls.WithLabelValues(t.Vendor, t.Model, ve.Class).Inc()

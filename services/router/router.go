@@ -23,8 +23,8 @@ import (
 	"github.com/switchyard-llm/switchyard/pkg/natsx"
 	"github.com/switchyard-llm/switchyard/pkg/pipeline"
 	"github.com/switchyard-llm/switchyard/pkg/policy"
+	"github.com/switchyard-llm/switchyard/pkg/provider"
 	"github.com/switchyard-llm/switchyard/pkg/stage"
-	"github.com/switchyard-llm/switchyard/pkg/vendor"
 )
 
 // Config tunes the router consumer (env prefix SWITCHYARD_ROUTER_).
@@ -243,9 +243,9 @@ func exhaustedMessage(w *envelope.Work) string {
 func terminalCode(res *envelope.Result, t envelope.Target) (string, string) {
 	msg := fmt.Sprintf("%s/%s refused the request (%s, http %d): %s", t.Vendor, t.Model, res.ErrorClass, res.HTTPStatus, res.ErrorMessage)
 	switch res.ErrorClass {
-	case vendor.ClassInvalidRequest, vendor.ClassUnprocessable:
+	case provider.ClassInvalidRequest, provider.ClassUnprocessable:
 		return envelope.CodeInvalidRequest, msg
-	case vendor.ClassPayloadTooLarge:
+	case provider.ClassPayloadTooLarge:
 		return envelope.CodePayloadTooLarge, msg
 	default:
 		return envelope.CodeInternal, msg

@@ -8,7 +8,7 @@ import (
 
 	"github.com/switchyard-llm/switchyard/pkg/adapters"
 	"github.com/switchyard-llm/switchyard/pkg/adapters/vendortest"
-	"github.com/switchyard-llm/switchyard/pkg/vendor"
+	"github.com/switchyard-llm/switchyard/pkg/provider"
 	"github.com/switchyard-llm/switchyard/services/sim"
 )
 
@@ -29,16 +29,16 @@ func TestAdapterConformance(t *testing.T) {
 		missingKey string
 		overloaded bool
 	}{
-		{"openai", "gpt-4o-mini", vendor.ClassAuth, false},
-		{"openrouter", "openai/gpt-4o-mini", vendor.ClassAuth, false},
-		{"anthropic", "claude-haiku-4-5", vendor.ClassAuth, true},
-		{"gemini", "gemini-2.5-flash", vendor.ClassForbidden, false},
-		{"mistral", "mistral-small-latest", vendor.ClassAuth, false}, // any OpenAI-compatible name
+		{"openai", "gpt-4o-mini", provider.ClassAuth, false},
+		{"openrouter", "openai/gpt-4o-mini", provider.ClassAuth, false},
+		{"anthropic", "claude-haiku-4-5", provider.ClassAuth, true},
+		{"gemini", "gemini-2.5-flash", provider.ClassForbidden, false},
+		{"mistral", "mistral-small-latest", provider.ClassAuth, false}, // any OpenAI-compatible name
 	}
 	for _, tc := range cases {
 		t.Run(tc.kind, func(t *testing.T) {
 			t.Parallel()
-			vendortest.Run(t, func(baseURL, apiKey string) vendor.Adapter {
+			vendortest.Run(t, func(baseURL, apiKey string) provider.Adapter {
 				a, err := adapters.New(tc.kind, adapters.Config{BaseURL: baseURL, APIKey: apiKey})
 				if err != nil {
 					t.Fatal(err)

@@ -9,7 +9,7 @@ import (
 	"strings"
 
 	"github.com/switchyard-llm/switchyard/pkg/envelope"
-	"github.com/switchyard-llm/switchyard/pkg/vendor"
+	"github.com/switchyard-llm/switchyard/pkg/provider"
 )
 
 // DefaultBaseURL is Anthropic's API root; the adapter POSTs to BaseURL + "/v1/messages".
@@ -37,7 +37,7 @@ type Adapter struct {
 	headers http.Header
 }
 
-var _ vendor.Adapter = (*Adapter)(nil)
+var _ provider.Adapter = (*Adapter)(nil)
 
 // New returns an adapter for cfg.
 func New(cfg Config) *Adapter {
@@ -78,7 +78,7 @@ const SchemaInstruction = "The JSON object must conform to this JSON Schema:"
 // BuildBody encodes req as a Messages request body, vendor options merged in.
 // System and developer turns go to the top-level system prompt; any role
 // other than assistant is sent as user.
-func BuildBody(req *vendor.Request) ([]byte, error) {
+func BuildBody(req *provider.Request) ([]byte, error) {
 	w := wireRequest{Model: req.Model, MaxTokens: req.MaxTokens, Temperature: req.Temperature}
 	if w.MaxTokens <= 0 {
 		w.MaxTokens = DefaultMaxTokens
@@ -97,11 +97,11 @@ func BuildBody(req *vendor.Request) ([]byte, error) {
 		}
 	}
 	if len(w.Messages) == 0 {
-		return nil, &vendor.Error{Class: vendor.ClassInvalidRequest, Message: "anthropic needs at least one user or assistant message"}
+		return nil, &provider.Error{Class: provider.ClassInvalidRequest, Message: "anthropic needs at least one user or assistant message"}
 	}
-	if vendor.WantsJSON(req.ResponseFormat) {
+	if provider.WantsJSON(req.ResponseFormat) {
 		instr := JSONInstruction
-		if schema := vendor.SchemaOf(req.ResponseFormat); schema != nil {
+		if schema := provider.SchemaOf(req.ResponseFormat); schema != nil {
 			var compact bytes.Buffer
 			if json.Compact(&compact, schema) == nil {
 				schema = compact.Bytes()
@@ -113,29 +113,29 @@ func BuildBody(req *vendor.Request) ([]byte, error) {
 	w.System = strings.Join(system, "\n\n")
 	body, err := json.Marshal(w)
 	if err != nil {
-		return nil, &vendor.Error{Class: vendor.ClassInvalidRequest, Message: "encoding request: " + err.Error()}
+		return nil, &provider.Error{Class: provider.ClassInvalidRequest, Message: "encoding request: " + err.Error()}
 	}
-	return vendor.MergeOptions(body, req.Options, "model", "messages")
+	return provider.MergeOptions(body, req.Options, "model", "messages")
 }
 
 // Complete performs one Messages call.
-func (a *Adapter) Complete(ctx context.Context, req *vendor.Request) (*vendor.Response, error) {
-	if err := vendor.CheckRequest(req); err != nil {
+func (a *Adapter) Complete(ctx context.Context, req *provider.Request) (*provider.Response, error) {
+	if err := provider.CheckRequest(req); err != nil {
 		return nil, err
 	}
 	body, err := BuildBody(req)
 	if err != nil {
 		return nil, err
 	}
-	reply, err := vendor.PostJSON(ctx, a.cfg.HTTPClient, a.url, a.headers, body)
+	reply, err := provider.PostJSON(ctx, a.cfg.HTTPClient, a.url, a.headers, body)
 	if err != nil {
 		return nil, a.scrub(err)
 	}
 	if reply.Status < 200 || reply.Status > 299 {
 		typ, msg := ErrorMessage(reply.Body)
-		ve := vendor.StatusError(reply.Status, reply.Header, msg, a.cfg.APIKey)
+		ve := provider.StatusError(reply.Status, reply.Header, msg, a.cfg.APIKey)
 		if typ == "overloaded_error" {
-			ve.Class, ve.Retryable = vendor.ClassOverloaded, true
+			ve.Class, ve.Retryable = provider.ClassOverloaded, true
 		}
 		return nil, ve
 	}
@@ -143,7 +143,7 @@ func (a *Adapter) Complete(ctx context.Context, req *vendor.Request) (*vendor.Re
 	if err != nil {
 		return nil, a.scrub(err)
 	}
-	if vendor.WantsJSON(req.ResponseFormat) {
+	if provider.WantsJSON(req.ResponseFormat) {
 		resp.Content = StripCodeFence(resp.Content)
 	}
 	resp.HTTPStatus = reply.Status
@@ -151,8 +151,8 @@ func (a *Adapter) Complete(ctx context.Context, req *vendor.Request) (*vendor.Re
 }
 
 func (a *Adapter) scrub(err error) error {
-	ve := vendor.AsError(err)
-	ve.Message = vendor.CleanMessage(ve.Message, a.cfg.APIKey)
+	ve := provider.AsError(err)
+	ve.Message = provider.CleanMessage(ve.Message, a.cfg.APIKey)
 	return ve
 }
 
@@ -169,7 +169,7 @@ type wireErrorBody struct {
 func ErrorMessage(body []byte) (typ, msg string) {
 	var eb wireErrorBody
 	if err := json.Unmarshal(body, &eb); err != nil || eb.Error == nil {
-		return "", vendor.Snippet(body)
+		return "", provider.Snippet(body)
 	}
 	msg = eb.Error.Message
 	if msg == "" {
@@ -200,19 +200,19 @@ type wireResponse struct {
 // DecodeResponse decodes a 2xx Messages body. Usage is normalised: the
 // API's input_tokens excludes cache reads and writes, envelope.Usage's
 // InputTokens includes them.
-func DecodeResponse(body []byte) (*vendor.Response, error) {
+func DecodeResponse(body []byte) (*provider.Response, error) {
 	var w wireResponse
 	if err := json.Unmarshal(body, &w); err != nil {
-		return nil, vendor.BadResponse(http.StatusOK, "unparseable message: "+err.Error(), "")
+		return nil, provider.BadResponse(http.StatusOK, "unparseable message: "+err.Error(), "")
 	}
 	if w.Type == "error" {
 		_, msg := ErrorMessage(body)
-		return nil, vendor.BadResponse(http.StatusOK, "error in 2xx body: "+msg, "")
+		return nil, provider.BadResponse(http.StatusOK, "error in 2xx body: "+msg, "")
 	}
 	if w.Type != "message" {
-		return nil, vendor.BadResponse(http.StatusOK, "body is not a message (type "+quote(w.Type)+")", "")
+		return nil, provider.BadResponse(http.StatusOK, "body is not a message (type "+quote(w.Type)+")", "")
 	}
-	resp := &vendor.Response{}
+	resp := &provider.Response{}
 	var sb strings.Builder
 	for _, c := range w.Content {
 		if c.Type == "text" {
@@ -255,7 +255,7 @@ func quote(s string) string {
 	if s == "" {
 		return "missing"
 	}
-	return `"` + vendor.CleanMessage(s, "") + `"`
+	return `"` + provider.CleanMessage(s, "") + `"`
 }
 
 // StripCodeFence removes one Markdown code fence wrapping the whole text,

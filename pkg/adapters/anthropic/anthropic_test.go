@@ -11,14 +11,14 @@ import (
 	"time"
 
 	"github.com/switchyard-llm/switchyard/pkg/envelope"
-	"github.com/switchyard-llm/switchyard/pkg/vendor"
+	"github.com/switchyard-llm/switchyard/pkg/provider"
 )
 
 func TestBuildBody(t *testing.T) {
 	schema := json.RawMessage(`{ "type": "object", "properties": {"a": {"type": "string"}} }`)
 	cases := []struct {
 		name       string
-		req        vendor.Request
+		req        provider.Request
 		maxTokens  float64
 		system     string // substring of the system prompt ("" = no system)
 		nMessages  int
@@ -26,24 +26,24 @@ func TestBuildBody(t *testing.T) {
 		extraKey   string
 		wantErrCls string
 	}{
-		{"system lifted, default max_tokens", vendor.Request{Model: "c", Messages: []envelope.Message{
+		{"system lifted, default max_tokens", provider.Request{Model: "c", Messages: []envelope.Message{
 			{Role: "system", Content: "rule one"}, {Role: "developer", Content: "rule two"}, {Role: "user", Content: "hi"}, {Role: "assistant", Content: "yo"}, {Role: "tool", Content: "t"}}},
 			DefaultMaxTokens, "rule one\n\nrule two", 3, "user", "", ""},
-		{"explicit max_tokens", vendor.Request{Model: "c", MaxTokens: 50, Messages: []envelope.Message{{Role: "user", Content: "hi"}}}, 50, "", 1, "user", "", ""},
-		{"json schema instruction", vendor.Request{Model: "c", Messages: []envelope.Message{{Role: "user", Content: "hi"}},
+		{"explicit max_tokens", provider.Request{Model: "c", MaxTokens: 50, Messages: []envelope.Message{{Role: "user", Content: "hi"}}}, 50, "", 1, "user", "", ""},
+		{"json schema instruction", provider.Request{Model: "c", Messages: []envelope.Message{{Role: "user", Content: "hi"}},
 			ResponseFormat: &envelope.ResponseFormat{Type: "json_schema", JSONSchema: &envelope.JSONSchemaSpec{Schema: schema}}},
 			DefaultMaxTokens, JSONInstruction + "\n" + SchemaInstruction + "\n" + `{"type":"object","properties":{"a":{"type":"string"}}}`, 1, "user", "", ""},
-		{"json object instruction", vendor.Request{Model: "c", Messages: []envelope.Message{{Role: "user", Content: "hi"}},
+		{"json object instruction", provider.Request{Model: "c", Messages: []envelope.Message{{Role: "user", Content: "hi"}},
 			ResponseFormat: &envelope.ResponseFormat{Type: "json_object"}}, DefaultMaxTokens, JSONInstruction, 1, "user", "", ""},
-		{"options", vendor.Request{Model: "c", Messages: []envelope.Message{{Role: "user", Content: "hi"}},
+		{"options", provider.Request{Model: "c", Messages: []envelope.Message{{Role: "user", Content: "hi"}},
 			Options: json.RawMessage(`{"thinking":{"type":"enabled","budget_tokens":1024},"messages":[]}`)}, DefaultMaxTokens, "", 1, "user", "thinking", ""},
-		{"only system", vendor.Request{Model: "c", Messages: []envelope.Message{{Role: "system", Content: "x"}}}, 0, "", 0, "", "", vendor.ClassInvalidRequest},
+		{"only system", provider.Request{Model: "c", Messages: []envelope.Message{{Role: "system", Content: "x"}}}, 0, "", 0, "", "", provider.ClassInvalidRequest},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			body, err := BuildBody(&tc.req)
 			if tc.wantErrCls != "" {
-				if vendor.AsError(err).Class != tc.wantErrCls {
+				if provider.AsError(err).Class != tc.wantErrCls {
 					t.Fatalf("err %v", err)
 				}
 				return
@@ -98,7 +98,7 @@ func TestDecodeResponse(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			resp, err := DecodeResponse([]byte(tc.body))
 			if tc.bad {
-				if ve := vendor.AsError(err); err == nil || ve.Class != vendor.ClassBadResponse || !ve.Retryable {
+				if ve := provider.AsError(err); err == nil || ve.Class != provider.ClassBadResponse || !ve.Retryable {
 					t.Fatalf("err %v", err)
 				}
 				return
@@ -143,10 +143,10 @@ func TestCompleteOverHTTP(t *testing.T) {
 	}{
 		{"ok", 200, nil, `{"type":"message","content":[{"type":"text","text":"hi"}],"stop_reason":"end_turn","usage":{"input_tokens":3,"output_tokens":1}}`, false, "", 0, "hi"},
 		{"json fence stripped", 200, nil, `{"type":"message","content":[{"type":"text","text":"` + "```json\\n{}\\n```" + `"}],"stop_reason":"end_turn"}`, true, "", 0, "{}"},
-		{"529", 529, nil, `{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}`, false, vendor.ClassOverloaded, 0, ""},
-		{"overloaded type on 500", 500, nil, `{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}`, false, vendor.ClassOverloaded, 0, ""},
-		{"429", 429, map[string]string{"retry-after": "12"}, `{"type":"error","error":{"type":"rate_limit_error","message":"slow"}}`, false, vendor.ClassRateLimited, 12 * time.Second, ""},
-		{"400", 400, nil, `{"type":"error","error":{"type":"invalid_request_error","message":"max_tokens: Field required"}}`, false, vendor.ClassInvalidRequest, 0, ""},
+		{"529", 529, nil, `{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}`, false, provider.ClassOverloaded, 0, ""},
+		{"overloaded type on 500", 500, nil, `{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}`, false, provider.ClassOverloaded, 0, ""},
+		{"429", 429, map[string]string{"retry-after": "12"}, `{"type":"error","error":{"type":"rate_limit_error","message":"slow"}}`, false, provider.ClassRateLimited, 12 * time.Second, ""},
+		{"400", 400, nil, `{"type":"error","error":{"type":"invalid_request_error","message":"max_tokens: Field required"}}`, false, provider.ClassInvalidRequest, 0, ""},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -163,7 +163,7 @@ func TestCompleteOverHTTP(t *testing.T) {
 			}))
 			defer srv.Close()
 			a := New(Config{BaseURL: srv.URL, APIKey: key, Headers: map[string]string{"anthropic-beta": "b1"}})
-			req := &vendor.Request{Model: "c", Messages: []envelope.Message{{Role: "user", Content: "hi"}}}
+			req := &provider.Request{Model: "c", Messages: []envelope.Message{{Role: "user", Content: "hi"}}}
 			if tc.json {
 				req.ResponseFormat = &envelope.ResponseFormat{Type: "json_object"}
 			}
@@ -174,7 +174,7 @@ func TestCompleteOverHTTP(t *testing.T) {
 				}
 				return
 			}
-			ve := vendor.AsError(err)
+			ve := provider.AsError(err)
 			if ve == nil || ve.Class != tc.wantClass || ve.RetryAfter != tc.wantAfter || ve.HTTPStatus != tc.status || !strings.Contains(ve.Message, "error") {
 				t.Fatalf("err %+v", ve)
 			}
@@ -197,7 +197,7 @@ func FuzzDecodeResponse(f *testing.F) {
 			t.Fatalf("exactly one of resp/err")
 		}
 		if err != nil {
-			if ve := vendor.AsError(err); ve.Class != vendor.ClassBadResponse || !ve.Retryable {
+			if ve := provider.AsError(err); ve.Class != provider.ClassBadResponse || !ve.Retryable {
 				t.Fatalf("class %+v", ve)
 			}
 			return

@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/switchyard-llm/switchyard/pkg/envelope"
-	"github.com/switchyard-llm/switchyard/pkg/vendor"
+	"github.com/switchyard-llm/switchyard/pkg/provider"
 )
 
 // DefaultBaseURL is the Generative Language API root.
@@ -37,7 +37,7 @@ type Adapter struct {
 	headers http.Header
 }
 
-var _ vendor.Adapter = (*Adapter)(nil)
+var _ provider.Adapter = (*Adapter)(nil)
 
 // New returns an adapter for cfg.
 func New(cfg Config) *Adapter {
@@ -85,7 +85,7 @@ type wireRequest struct {
 
 // BuildBody encodes req as a generateContent body, vendor options merged in
 // (nested objects such as generationConfig merge key by key).
-func (a *Adapter) BuildBody(req *vendor.Request) ([]byte, error) {
+func (a *Adapter) BuildBody(req *provider.Request) ([]byte, error) {
 	var w wireRequest
 	var system []wirePart
 	for _, m := range req.Messages {
@@ -101,15 +101,15 @@ func (a *Adapter) BuildBody(req *vendor.Request) ([]byte, error) {
 		}
 	}
 	if len(w.Contents) == 0 {
-		return nil, &vendor.Error{Class: vendor.ClassInvalidRequest, Message: "gemini needs at least one user or model message"}
+		return nil, &provider.Error{Class: provider.ClassInvalidRequest, Message: "gemini needs at least one user or model message"}
 	}
 	if len(system) > 0 {
 		w.SystemInstruction = &wireContent{Parts: system}
 	}
 	gc := wireGenConfig{MaxOutputTokens: req.MaxTokens, Temperature: req.Temperature}
-	if vendor.WantsJSON(req.ResponseFormat) {
+	if provider.WantsJSON(req.ResponseFormat) {
 		gc.ResponseMimeType = "application/json"
-		if schema := vendor.SchemaOf(req.ResponseFormat); schema != nil {
+		if schema := provider.SchemaOf(req.ResponseFormat); schema != nil {
 			if a.cfg.LegacySchema {
 				gc.ResponseSchema = schema
 			} else {
@@ -122,27 +122,27 @@ func (a *Adapter) BuildBody(req *vendor.Request) ([]byte, error) {
 	}
 	body, err := json.Marshal(w)
 	if err != nil {
-		return nil, &vendor.Error{Class: vendor.ClassInvalidRequest, Message: "encoding request: " + err.Error()}
+		return nil, &provider.Error{Class: provider.ClassInvalidRequest, Message: "encoding request: " + err.Error()}
 	}
-	return vendor.MergeOptions(body, req.Options, "contents")
+	return provider.MergeOptions(body, req.Options, "contents")
 }
 
 // Complete performs one generateContent call.
-func (a *Adapter) Complete(ctx context.Context, req *vendor.Request) (*vendor.Response, error) {
-	if err := vendor.CheckRequest(req); err != nil {
+func (a *Adapter) Complete(ctx context.Context, req *provider.Request) (*provider.Response, error) {
+	if err := provider.CheckRequest(req); err != nil {
 		return nil, err
 	}
 	body, err := a.BuildBody(req)
 	if err != nil {
 		return nil, err
 	}
-	reply, err := vendor.PostJSON(ctx, a.cfg.HTTPClient, a.URL(req.Model), a.headers, body)
+	reply, err := provider.PostJSON(ctx, a.cfg.HTTPClient, a.URL(req.Model), a.headers, body)
 	if err != nil {
 		return nil, a.scrub(err)
 	}
 	if reply.Status < 200 || reply.Status > 299 {
 		e := ParseError(reply.Body)
-		ve := vendor.StatusError(reply.Status, reply.Header, e.Message, a.cfg.APIKey)
+		ve := provider.StatusError(reply.Status, reply.Header, e.Message, a.cfg.APIKey)
 		if ve.RetryAfter == 0 {
 			ve.RetryAfter = e.RetryDelay
 		}
@@ -157,8 +157,8 @@ func (a *Adapter) Complete(ctx context.Context, req *vendor.Request) (*vendor.Re
 }
 
 func (a *Adapter) scrub(err error) error {
-	ve := vendor.AsError(err)
-	ve.Message = vendor.CleanMessage(ve.Message, a.cfg.APIKey)
+	ve := provider.AsError(err)
+	ve.Message = provider.CleanMessage(ve.Message, a.cfg.APIKey)
 	return ve
 }
 
@@ -195,7 +195,7 @@ func ParseError(body []byte) ErrorInfo {
 		}
 	}
 	if eb.Error == nil {
-		return ErrorInfo{Message: vendor.Snippet(body)}
+		return ErrorInfo{Message: provider.Snippet(body)}
 	}
 	e := eb.Error
 	info := ErrorInfo{Status: e.Status, Message: e.Message}
@@ -246,15 +246,15 @@ type wireResponse struct {
 // DecodeResponse decodes a 2xx generateContent body. A prompt blocked by
 // safety filters is a completion with finish reason content_filter and no
 // content, not an error. Thinking tokens count as output (they are billed so).
-func DecodeResponse(body []byte) (*vendor.Response, error) {
+func DecodeResponse(body []byte) (*provider.Response, error) {
 	var w wireResponse
 	if err := json.Unmarshal(body, &w); err != nil {
-		return nil, vendor.BadResponse(http.StatusOK, "unparseable response: "+err.Error(), "")
+		return nil, provider.BadResponse(http.StatusOK, "unparseable response: "+err.Error(), "")
 	}
 	if w.Error != nil {
-		return nil, vendor.BadResponse(http.StatusOK, "error in 2xx body: "+ParseError(body).Message, "")
+		return nil, provider.BadResponse(http.StatusOK, "error in 2xx body: "+ParseError(body).Message, "")
 	}
-	resp := &vendor.Response{}
+	resp := &provider.Response{}
 	if u := w.UsageMetadata; u != nil {
 		resp.Usage = envelope.Usage{
 			InputTokens:  clampTokens(u.PromptTokenCount),
@@ -267,7 +267,7 @@ func DecodeResponse(body []byte) (*vendor.Response, error) {
 			resp.FinishReason = "content_filter"
 			return resp, nil
 		}
-		return nil, vendor.BadResponse(http.StatusOK, "response has no candidates", "")
+		return nil, provider.BadResponse(http.StatusOK, "response has no candidates", "")
 	}
 	c := w.Candidates[0]
 	if c.Content != nil {

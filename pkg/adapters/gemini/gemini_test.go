@@ -10,42 +10,42 @@ import (
 	"time"
 
 	"github.com/switchyard-llm/switchyard/pkg/envelope"
-	"github.com/switchyard-llm/switchyard/pkg/vendor"
+	"github.com/switchyard-llm/switchyard/pkg/provider"
 )
 
 func TestBuildBody(t *testing.T) {
 	schema := json.RawMessage(`{"type":"object"}`)
 	temp := 0.3
-	jsonReq := func() vendor.Request {
-		return vendor.Request{Model: "g", Messages: []envelope.Message{{Role: "user", Content: "hi"}},
+	jsonReq := func() provider.Request {
+		return provider.Request{Model: "g", Messages: []envelope.Message{{Role: "user", Content: "hi"}},
 			ResponseFormat: &envelope.ResponseFormat{Type: "json_schema", JSONSchema: &envelope.JSONSchemaSpec{Schema: schema}}}
 	}
 	cases := []struct {
 		name   string
 		cfg    Config
-		req    vendor.Request
+		req    provider.Request
 		want   string // canonical JSON of the whole body
 		errCls string
 	}{
-		{"roles and system", Config{}, vendor.Request{Model: "g", MaxTokens: 20, Temperature: &temp, Messages: []envelope.Message{
+		{"roles and system", Config{}, provider.Request{Model: "g", MaxTokens: 20, Temperature: &temp, Messages: []envelope.Message{
 			{Role: "system", Content: "sys"}, {Role: "user", Content: "u1"}, {Role: "assistant", Content: "a1"}, {Role: "user", Content: "u2"}}},
 			`{"contents":[{"parts":[{"text":"u1"}],"role":"user"},{"parts":[{"text":"a1"}],"role":"model"},{"parts":[{"text":"u2"}],"role":"user"}],"generationConfig":{"maxOutputTokens":20,"temperature":0.3},"systemInstruction":{"parts":[{"text":"sys"}]}}`, ""},
-		{"no generation config", Config{}, vendor.Request{Model: "g", Messages: []envelope.Message{{Role: "user", Content: "u"}}},
+		{"no generation config", Config{}, provider.Request{Model: "g", Messages: []envelope.Message{{Role: "user", Content: "u"}}},
 			`{"contents":[{"parts":[{"text":"u"}],"role":"user"}]}`, ""},
 		{"json schema", Config{}, jsonReq(),
 			`{"contents":[{"parts":[{"text":"hi"}],"role":"user"}],"generationConfig":{"responseJsonSchema":{"type":"object"},"responseMimeType":"application/json"}}`, ""},
 		{"legacy schema", Config{LegacySchema: true}, jsonReq(),
 			`{"contents":[{"parts":[{"text":"hi"}],"role":"user"}],"generationConfig":{"responseMimeType":"application/json","responseSchema":{"type":"object"}}}`, ""},
-		{"options deep merge", Config{}, vendor.Request{Model: "g", MaxTokens: 5, Messages: []envelope.Message{{Role: "user", Content: "u"}},
+		{"options deep merge", Config{}, provider.Request{Model: "g", MaxTokens: 5, Messages: []envelope.Message{{Role: "user", Content: "u"}},
 			Options: json.RawMessage(`{"generationConfig":{"thinkingConfig":{"thinkingBudget":0}},"safetySettings":[]}`)},
 			`{"contents":[{"parts":[{"text":"u"}],"role":"user"}],"generationConfig":{"maxOutputTokens":5,"thinkingConfig":{"thinkingBudget":0}},"safetySettings":[]}`, ""},
-		{"only system", Config{}, vendor.Request{Model: "g", Messages: []envelope.Message{{Role: "system", Content: "s"}}}, "", vendor.ClassInvalidRequest},
+		{"only system", Config{}, provider.Request{Model: "g", Messages: []envelope.Message{{Role: "system", Content: "s"}}}, "", provider.ClassInvalidRequest},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			body, err := New(tc.cfg).BuildBody(&tc.req)
 			if tc.errCls != "" {
-				if vendor.AsError(err).Class != tc.errCls {
+				if provider.AsError(err).Class != tc.errCls {
 					t.Fatalf("err %v", err)
 				}
 				return
@@ -100,7 +100,7 @@ func TestDecodeResponse(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			resp, err := DecodeResponse([]byte(tc.body))
 			if tc.bad {
-				if ve := vendor.AsError(err); err == nil || ve.Class != vendor.ClassBadResponse || !ve.Retryable {
+				if ve := provider.AsError(err); err == nil || ve.Class != provider.ClassBadResponse || !ve.Retryable {
 					t.Fatalf("err %v", err)
 				}
 				return
@@ -149,10 +149,10 @@ func TestCompleteOverHTTP(t *testing.T) {
 		wantAfter time.Duration
 	}{
 		{"ok", 200, nil, `{"candidates":[{"content":{"parts":[{"text":"hi"}]},"finishReason":"STOP"}]}`, "", 0},
-		{"429 body delay", 429, nil, `{"error":{"code":429,"message":"quota","status":"RESOURCE_EXHAUSTED","details":[{"@type":"type.googleapis.com/google.rpc.RetryInfo","retryDelay":"2s"}]}}`, vendor.ClassRateLimited, 2 * time.Second},
-		{"429 header wins", 429, map[string]string{"retry-after": "5"}, `{"error":{"code":429,"message":"quota","details":[{"@type":"type.googleapis.com/google.rpc.RetryInfo","retryDelay":"2s"}]}}`, vendor.ClassRateLimited, 5 * time.Second},
-		{"503 overloaded", 503, nil, `{"error":{"code":503,"message":"The model is overloaded. Please try again later.","status":"UNAVAILABLE"}}`, vendor.ClassOverloaded, 0},
-		{"400 bad key", 400, nil, `{"error":{"code":400,"message":"API key not valid. Please pass a valid API key.","status":"INVALID_ARGUMENT"}}`, vendor.ClassInvalidRequest, 0},
+		{"429 body delay", 429, nil, `{"error":{"code":429,"message":"quota","status":"RESOURCE_EXHAUSTED","details":[{"@type":"type.googleapis.com/google.rpc.RetryInfo","retryDelay":"2s"}]}}`, provider.ClassRateLimited, 2 * time.Second},
+		{"429 header wins", 429, map[string]string{"retry-after": "5"}, `{"error":{"code":429,"message":"quota","details":[{"@type":"type.googleapis.com/google.rpc.RetryInfo","retryDelay":"2s"}]}}`, provider.ClassRateLimited, 5 * time.Second},
+		{"503 overloaded", 503, nil, `{"error":{"code":503,"message":"The model is overloaded. Please try again later.","status":"UNAVAILABLE"}}`, provider.ClassOverloaded, 0},
+		{"400 bad key", 400, nil, `{"error":{"code":400,"message":"API key not valid. Please pass a valid API key.","status":"INVALID_ARGUMENT"}}`, provider.ClassInvalidRequest, 0},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -169,14 +169,14 @@ func TestCompleteOverHTTP(t *testing.T) {
 			}))
 			defer srv.Close()
 			resp, err := New(Config{BaseURL: srv.URL, APIKey: key}).Complete(context.Background(),
-				&vendor.Request{Model: "gemini-x", Messages: []envelope.Message{{Role: "user", Content: "hi"}}})
+				&provider.Request{Model: "gemini-x", Messages: []envelope.Message{{Role: "user", Content: "hi"}}})
 			if tc.wantClass == "" {
 				if err != nil || resp.Content != "hi" || resp.FinishReason != "stop" {
 					t.Fatalf("resp %+v err %v", resp, err)
 				}
 				return
 			}
-			ve := vendor.AsError(err)
+			ve := provider.AsError(err)
 			if ve == nil || ve.Class != tc.wantClass || ve.RetryAfter != tc.wantAfter || ve.HTTPStatus != tc.status {
 				t.Fatalf("err %+v", ve)
 			}
@@ -199,7 +199,7 @@ func FuzzDecodeResponse(f *testing.F) {
 			t.Fatalf("exactly one of resp/err")
 		}
 		if err != nil {
-			if ve := vendor.AsError(err); ve.Class != vendor.ClassBadResponse || !ve.Retryable {
+			if ve := provider.AsError(err); ve.Class != provider.ClassBadResponse || !ve.Retryable {
 				t.Fatalf("class %+v", ve)
 			}
 		} else if u := resp.Usage; u.InputTokens < 0 || u.OutputTokens < 0 || u.CachedTokens < 0 || u.CachedTokens > u.InputTokens {

@@ -10,7 +10,7 @@ import (
 	"strings"
 
 	"github.com/switchyard-llm/switchyard/pkg/envelope"
-	"github.com/switchyard-llm/switchyard/pkg/vendor"
+	"github.com/switchyard-llm/switchyard/pkg/provider"
 )
 
 // DefaultBaseURL is OpenAI's API root.
@@ -25,7 +25,7 @@ type Config struct {
 	BaseURL string
 	// APIKey is sent as "Authorization: Bearer <key>" when non-empty.
 	APIKey string
-	// HTTPClient performs the call; vendor.DefaultHTTPClient when nil.
+	// HTTPClient performs the call; provider.DefaultHTTPClient when nil.
 	HTTPClient *http.Client
 	// Headers are added to every call (e.g. OpenRouter's HTTP-Referer and
 	// X-Title, or OpenAI-Organization / OpenAI-Project).
@@ -43,7 +43,7 @@ type Adapter struct {
 	headers http.Header
 }
 
-var _ vendor.Adapter = (*Adapter)(nil)
+var _ provider.Adapter = (*Adapter)(nil)
 
 // New returns an adapter for cfg.
 func New(cfg Config) *Adapter {
@@ -78,7 +78,7 @@ type wireRequest struct {
 
 // BuildBody encodes req as a Chat Completions request body, vendor options
 // merged in.
-func (a *Adapter) BuildBody(req *vendor.Request) ([]byte, error) {
+func (a *Adapter) BuildBody(req *provider.Request) ([]byte, error) {
 	w := wireRequest{Model: req.Model, Temperature: req.Temperature}
 	w.Messages = make([]wireMessage, len(req.Messages))
 	for i, m := range req.Messages {
@@ -104,9 +104,9 @@ func (a *Adapter) BuildBody(req *vendor.Request) ([]byte, error) {
 	}
 	body, err := json.Marshal(w)
 	if err != nil {
-		return nil, &vendor.Error{Class: vendor.ClassInvalidRequest, Message: "encoding request: " + err.Error()}
+		return nil, &provider.Error{Class: provider.ClassInvalidRequest, Message: "encoding request: " + err.Error()}
 	}
-	return vendor.MergeOptions(body, req.Options, "model", "messages")
+	return provider.MergeOptions(body, req.Options, "model", "messages")
 }
 
 func isReasoningModel(model string) bool {
@@ -119,20 +119,20 @@ func isReasoningModel(model string) bool {
 }
 
 // Complete performs one Chat Completions call.
-func (a *Adapter) Complete(ctx context.Context, req *vendor.Request) (*vendor.Response, error) {
-	if err := vendor.CheckRequest(req); err != nil {
+func (a *Adapter) Complete(ctx context.Context, req *provider.Request) (*provider.Response, error) {
+	if err := provider.CheckRequest(req); err != nil {
 		return nil, err
 	}
 	body, err := a.BuildBody(req)
 	if err != nil {
 		return nil, err
 	}
-	reply, err := vendor.PostJSON(ctx, a.cfg.HTTPClient, a.url, a.headers, body)
+	reply, err := provider.PostJSON(ctx, a.cfg.HTTPClient, a.url, a.headers, body)
 	if err != nil {
 		return nil, a.scrub(err)
 	}
 	if reply.Status < 200 || reply.Status > 299 {
-		return nil, vendor.StatusError(reply.Status, reply.Header, ErrorMessage(reply.Body), a.cfg.APIKey)
+		return nil, provider.StatusError(reply.Status, reply.Header, ErrorMessage(reply.Body), a.cfg.APIKey)
 	}
 	resp, err := DecodeResponse(reply.Body)
 	if err != nil {
@@ -143,8 +143,8 @@ func (a *Adapter) Complete(ctx context.Context, req *vendor.Request) (*vendor.Re
 }
 
 func (a *Adapter) scrub(err error) error {
-	ve := vendor.AsError(err)
-	ve.Message = vendor.CleanMessage(ve.Message, a.cfg.APIKey)
+	ve := provider.AsError(err)
+	ve.Message = provider.CleanMessage(ve.Message, a.cfg.APIKey)
 	return ve
 }
 
@@ -164,7 +164,7 @@ type wireErrorBody struct {
 func ErrorMessage(body []byte) string {
 	var eb wireErrorBody
 	if err := json.Unmarshal(body, &eb); err != nil || eb.Error == nil {
-		return vendor.Snippet(body)
+		return provider.Snippet(body)
 	}
 	return formatError(eb.Error)
 }
@@ -229,30 +229,30 @@ type wireUsage struct {
 // DecodeResponse decodes a 2xx Chat Completions body. A body that is not a
 // completion (unparseable, an error object, no choices) is a retryable
 // ClassBadResponse error.
-func DecodeResponse(body []byte) (*vendor.Response, error) {
+func DecodeResponse(body []byte) (*provider.Response, error) {
 	var w wireResponse
 	if err := json.Unmarshal(body, &w); err != nil {
-		return nil, vendor.BadResponse(http.StatusOK, "unparseable completion: "+err.Error(), "")
+		return nil, provider.BadResponse(http.StatusOK, "unparseable completion: "+err.Error(), "")
 	}
 	if e := bytes.TrimSpace(w.Error); len(e) > 0 && !bytes.Equal(e, []byte("null")) {
-		return nil, vendor.BadResponse(http.StatusOK, "error in 2xx body: "+ErrorMessage(body), "")
+		return nil, provider.BadResponse(http.StatusOK, "error in 2xx body: "+ErrorMessage(body), "")
 	}
 	if len(w.Choices) == 0 {
-		return nil, vendor.BadResponse(http.StatusOK, "completion has no choices", "")
+		return nil, provider.BadResponse(http.StatusOK, "completion has no choices", "")
 	}
 	c := w.Choices[0]
 	if e := bytes.TrimSpace(c.Error); len(e) > 0 && !bytes.Equal(e, []byte("null")) {
 		var we wireError
-		msg := vendor.Snippet(e)
+		msg := provider.Snippet(e)
 		if json.Unmarshal(e, &we) == nil && we.Message != "" {
 			msg = formatError(&we)
 		}
-		return nil, vendor.BadResponse(http.StatusOK, "error in choice: "+msg, "")
+		return nil, provider.BadResponse(http.StatusOK, "error in choice: "+msg, "")
 	}
 	if c.Message == nil {
-		return nil, vendor.BadResponse(http.StatusOK, "choice has no message", "")
+		return nil, provider.BadResponse(http.StatusOK, "choice has no message", "")
 	}
-	resp := &vendor.Response{}
+	resp := &provider.Response{}
 	switch {
 	case c.Message.Content != nil:
 		resp.Content = *c.Message.Content

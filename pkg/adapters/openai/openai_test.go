@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/switchyard-llm/switchyard/pkg/envelope"
-	"github.com/switchyard-llm/switchyard/pkg/vendor"
+	"github.com/switchyard-llm/switchyard/pkg/provider"
 )
 
 func ptr[T any](v T) *T { return &v }
@@ -25,24 +25,24 @@ func TestBuildBody(t *testing.T) {
 	cases := []struct {
 		name string
 		cfg  Config
-		req  vendor.Request
+		req  provider.Request
 		want map[string]any // top-level fields that must be present (JSON-compared)
 		none []string       // fields that must be absent
 	}{
-		{"basic", Config{}, vendor.Request{Model: "gpt-4o", Messages: msgs(), MaxTokens: 10, Temperature: ptr(0.2)},
+		{"basic", Config{}, provider.Request{Model: "gpt-4o", Messages: msgs(), MaxTokens: 10, Temperature: ptr(0.2)},
 			map[string]any{"model": "gpt-4o", "max_tokens": 10, "temperature": 0.2,
 				"messages": []any{map[string]any{"role": "system", "content": "be brief"}, map[string]any{"role": "user", "content": "hi"}}},
 			[]string{"max_completion_tokens", "response_format"}},
-		{"reasoning model", Config{}, vendor.Request{Model: "o3-mini", Messages: msgs(), MaxTokens: 10},
+		{"reasoning model", Config{}, provider.Request{Model: "o3-mini", Messages: msgs(), MaxTokens: 10},
 			map[string]any{"max_completion_tokens": 10}, []string{"max_tokens", "temperature"}},
-		{"configured max_completion_tokens", Config{MaxCompletionTokens: true}, vendor.Request{Model: "gpt-4o", Messages: msgs(), MaxTokens: 7},
+		{"configured max_completion_tokens", Config{MaxCompletionTokens: true}, provider.Request{Model: "gpt-4o", Messages: msgs(), MaxTokens: 7},
 			map[string]any{"max_completion_tokens": 7}, []string{"max_tokens"}},
-		{"json schema gets a name", Config{}, vendor.Request{Model: "m", Messages: msgs(), ResponseFormat: &envelope.ResponseFormat{Type: "json_schema",
+		{"json schema gets a name", Config{}, provider.Request{Model: "m", Messages: msgs(), ResponseFormat: &envelope.ResponseFormat{Type: "json_schema",
 			JSONSchema: &envelope.JSONSchemaSpec{Schema: json.RawMessage(`{"type":"object"}`), Strict: &strict}}},
 			map[string]any{"response_format": map[string]any{"type": "json_schema", "json_schema": map[string]any{"name": "response", "schema": map[string]any{"type": "object"}, "strict": true}}}, nil},
-		{"text format omitted", Config{}, vendor.Request{Model: "m", Messages: msgs(), ResponseFormat: &envelope.ResponseFormat{Type: "text"}},
+		{"text format omitted", Config{}, provider.Request{Model: "m", Messages: msgs(), ResponseFormat: &envelope.ResponseFormat{Type: "text"}},
 			nil, []string{"response_format"}},
-		{"options merged", Config{}, vendor.Request{Model: "m", Messages: msgs(), Options: json.RawMessage(`{"reasoning_effort":"low","model":"ignored","seed":3}`)},
+		{"options merged", Config{}, provider.Request{Model: "m", Messages: msgs(), Options: json.RawMessage(`{"reasoning_effort":"low","model":"ignored","seed":3}`)},
 			map[string]any{"reasoning_effort": "low", "model": "m", "seed": 3}, nil},
 	}
 	for _, tc := range cases {
@@ -89,18 +89,18 @@ func TestDecodeResponse(t *testing.T) {
 		{"content filter", `{"choices":[{"message":{"content":""},"finish_reason":"content_filter"}]}`, "", "content_filter", envelope.Usage{}, ""},
 		{"cached clamp", `{"choices":[{"message":{"content":"x"},"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":-1,"prompt_tokens_details":{"cached_tokens":9}}}`,
 			"x", "stop", envelope.Usage{InputTokens: 3, CachedTokens: 3}, ""},
-		{"error object in 200", `{"error":{"message":"upstream failed","code":502}}`, "", "", envelope.Usage{}, vendor.ClassBadResponse},
-		{"openrouter choice error", `{"choices":[{"error":{"message":"provider died","code":502},"message":{"content":""}}]}`, "", "", envelope.Usage{}, vendor.ClassBadResponse},
-		{"no choices", `{"choices":[]}`, "", "", envelope.Usage{}, vendor.ClassBadResponse},
-		{"no message", `{"choices":[{"finish_reason":"stop"}]}`, "", "", envelope.Usage{}, vendor.ClassBadResponse},
-		{"html", `<html>502 Bad Gateway</html>`, "", "", envelope.Usage{}, vendor.ClassBadResponse},
-		{"empty", ``, "", "", envelope.Usage{}, vendor.ClassBadResponse},
+		{"error object in 200", `{"error":{"message":"upstream failed","code":502}}`, "", "", envelope.Usage{}, provider.ClassBadResponse},
+		{"openrouter choice error", `{"choices":[{"error":{"message":"provider died","code":502},"message":{"content":""}}]}`, "", "", envelope.Usage{}, provider.ClassBadResponse},
+		{"no choices", `{"choices":[]}`, "", "", envelope.Usage{}, provider.ClassBadResponse},
+		{"no message", `{"choices":[{"finish_reason":"stop"}]}`, "", "", envelope.Usage{}, provider.ClassBadResponse},
+		{"html", `<html>502 Bad Gateway</html>`, "", "", envelope.Usage{}, provider.ClassBadResponse},
+		{"empty", ``, "", "", envelope.Usage{}, provider.ClassBadResponse},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			resp, err := DecodeResponse([]byte(tc.body))
 			if tc.errCls != "" {
-				ve := vendor.AsError(err)
+				ve := provider.AsError(err)
 				if err == nil || ve.Class != tc.errCls || !ve.Retryable {
 					t.Fatalf("err %v, want retryable %s", err, tc.errCls)
 				}
@@ -145,11 +145,11 @@ func TestCompleteOverHTTP(t *testing.T) {
 		wantAfter time.Duration
 	}{
 		{"ok", 200, nil, `{"choices":[{"message":{"content":"hi"},"finish_reason":"stop"}],"usage":{"prompt_tokens":5,"completion_tokens":1}}`, "", 0},
-		{"429 retry-after", 429, map[string]string{"retry-after": "2"}, `{"error":{"message":"slow down","type":"requests","code":"rate_limit_exceeded"}}`, vendor.ClassRateLimited, 2 * time.Second},
-		{"401 echoes key", 401, nil, `{"error":{"message":"Incorrect API key provided: sk-unit-SECRET","type":"invalid_request_error","code":"invalid_api_key"}}`, vendor.ClassAuth, 0},
-		{"503 overloaded", 503, nil, `{"error":{"message":"The server is overloaded or not ready yet.","type":"server_error"}}`, vendor.ClassOverloaded, 0},
-		{"502 html", 502, nil, `<html>bad gateway</html>`, vendor.ClassServerError, 0},
-		{"200 garbage", 200, nil, `not json`, vendor.ClassBadResponse, 0},
+		{"429 retry-after", 429, map[string]string{"retry-after": "2"}, `{"error":{"message":"slow down","type":"requests","code":"rate_limit_exceeded"}}`, provider.ClassRateLimited, 2 * time.Second},
+		{"401 echoes key", 401, nil, `{"error":{"message":"Incorrect API key provided: sk-unit-SECRET","type":"invalid_request_error","code":"invalid_api_key"}}`, provider.ClassAuth, 0},
+		{"503 overloaded", 503, nil, `{"error":{"message":"The server is overloaded or not ready yet.","type":"server_error"}}`, provider.ClassOverloaded, 0},
+		{"502 html", 502, nil, `<html>bad gateway</html>`, provider.ClassServerError, 0},
+		{"200 garbage", 200, nil, `not json`, provider.ClassBadResponse, 0},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -168,7 +168,7 @@ func TestCompleteOverHTTP(t *testing.T) {
 			}))
 			defer srv.Close()
 			a := New(Config{BaseURL: srv.URL + "/api/v1/", APIKey: key, Headers: map[string]string{"HTTP-Referer": "https://switchyard.test"}})
-			resp, err := a.Complete(context.Background(), &vendor.Request{Model: "m", Messages: msgs()})
+			resp, err := a.Complete(context.Background(), &provider.Request{Model: "m", Messages: msgs()})
 			if calls != 1 {
 				t.Fatalf("%d calls: adapters never retry", calls)
 			}
@@ -181,7 +181,7 @@ func TestCompleteOverHTTP(t *testing.T) {
 				}
 				return
 			}
-			ve := vendor.AsError(err)
+			ve := provider.AsError(err)
 			if err == nil || ve.Class != tc.wantClass || ve.RetryAfter != tc.wantAfter || (tc.status != 200 && ve.HTTPStatus != tc.status) {
 				t.Fatalf("err %+v, want %s", ve, tc.wantClass)
 			}
@@ -209,7 +209,7 @@ func FuzzDecodeResponse(f *testing.F) {
 			t.Fatalf("exactly one of resp/err: %v %v", resp, err)
 		}
 		if err != nil {
-			if ve := vendor.AsError(err); ve.Class != vendor.ClassBadResponse || !ve.Retryable {
+			if ve := provider.AsError(err); ve.Class != provider.ClassBadResponse || !ve.Retryable {
 				t.Fatalf("error class %+v", ve)
 			}
 			return

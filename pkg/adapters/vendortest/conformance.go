@@ -24,7 +24,7 @@ import (
 	"time"
 
 	"github.com/switchyard-llm/switchyard/pkg/envelope"
-	"github.com/switchyard-llm/switchyard/pkg/vendor"
+	"github.com/switchyard-llm/switchyard/pkg/provider"
 )
 
 // Prompt markers the suite relies on (see the package comment).
@@ -57,14 +57,14 @@ type Options struct {
 	CachedModel string
 	CachedRatio float64
 	// MissingKeyClass is the class of the reply to a call without a key:
-	// vendor.ClassAuth (default) or vendor.ClassForbidden (Gemini sends 403).
+	// provider.ClassAuth (default) or provider.ClassForbidden (Gemini sends 403).
 	MissingKeyClass string
 	// Overloaded: the vendor has a 529 overloaded status (Anthropic).
 	Overloaded bool
 }
 
 // NewAdapter builds the adapter under test.
-type NewAdapter func(baseURL, apiKey string) vendor.Adapter
+type NewAdapter func(baseURL, apiKey string) provider.Adapter
 
 // Schema is the JSON schema the suite asks for.
 const Schema = `{"type":"object","properties":{"title":{"type":"string"},"score":{"type":"integer","minimum":1,"maximum":5},"tags":{"type":"array","items":{"type":"string"},"minItems":1},"sentiment":{"type":"string","enum":["positive","neutral","negative"]},"ok":{"type":"boolean"}},"required":["title","score","tags","sentiment","ok"],"additionalProperties":false}`
@@ -73,19 +73,19 @@ const Schema = `{"type":"object","properties":{"title":{"type":"string"},"score"
 func Run(t *testing.T, newAdapter NewAdapter, o Options) {
 	t.Helper()
 	if o.MissingKeyClass == "" {
-		o.MissingKeyClass = vendor.ClassAuth
+		o.MissingKeyClass = provider.ClassAuth
 	}
 	a := newAdapter(o.BaseURL, APIKey)
-	call := func(t *testing.T, ctx context.Context, ad vendor.Adapter, req *vendor.Request) (*vendor.Response, *vendor.Error) {
+	call := func(t *testing.T, ctx context.Context, ad provider.Adapter, req *provider.Request) (*provider.Response, *provider.Error) {
 		t.Helper()
 		resp, err := ad.Complete(ctx, req)
 		if err != nil {
 			if resp != nil {
 				t.Errorf("Complete returned both a response and an error")
 			}
-			var ve *vendor.Error
+			var ve *provider.Error
 			if !errors.As(err, &ve) {
-				t.Fatalf("error %T %v is not a *vendor.Error", err, err)
+				t.Fatalf("error %T %v is not a *provider.Error", err, err)
 			}
 			if strings.Contains(err.Error(), APIKey) {
 				t.Fatalf("error leaks the API key: %v", err)
@@ -97,8 +97,8 @@ func Run(t *testing.T, newAdapter NewAdapter, o Options) {
 		}
 		return resp, nil
 	}
-	req := func(prompt string) *vendor.Request {
-		return &vendor.Request{
+	req := func(prompt string) *provider.Request {
+		return &provider.Request{
 			Model: o.Model,
 			Messages: []envelope.Message{
 				{Role: "system", Content: "You are a terse assistant."},
@@ -180,16 +180,16 @@ func Run(t *testing.T, newAdapter NewAdapter, o Options) {
 		after     time.Duration
 	}
 	errCases := []errCase{
-		{"400_terminal", MarkerStatus(400), vendor.ClassInvalidRequest, "", 400, false, 0},
-		{"401_auth", MarkerStatus(401), vendor.ClassAuth, "", 401, false, 0},
-		{"403_forbidden", MarkerStatus(403), vendor.ClassForbidden, "", 403, false, 0},
-		{"404_not_found", MarkerStatus(404), vendor.ClassNotFound, "", 404, false, 0},
-		{"429_retry_after", MarkerStatus(429) + MarkerRetryAfter(3), vendor.ClassRateLimited, "", 429, true, 3 * time.Second},
-		{"500_retryable", MarkerStatus(500), vendor.ClassServerError, "", 500, true, 0},
-		{"503_retryable", MarkerStatus(503), vendor.ClassServerError, vendor.ClassOverloaded, 503, true, 0},
+		{"400_terminal", MarkerStatus(400), provider.ClassInvalidRequest, "", 400, false, 0},
+		{"401_auth", MarkerStatus(401), provider.ClassAuth, "", 401, false, 0},
+		{"403_forbidden", MarkerStatus(403), provider.ClassForbidden, "", 403, false, 0},
+		{"404_not_found", MarkerStatus(404), provider.ClassNotFound, "", 404, false, 0},
+		{"429_retry_after", MarkerStatus(429) + MarkerRetryAfter(3), provider.ClassRateLimited, "", 429, true, 3 * time.Second},
+		{"500_retryable", MarkerStatus(500), provider.ClassServerError, "", 500, true, 0},
+		{"503_retryable", MarkerStatus(503), provider.ClassServerError, provider.ClassOverloaded, 503, true, 0},
 	}
 	if o.Overloaded {
-		errCases = append(errCases, errCase{"529_overloaded", MarkerStatus(529), vendor.ClassOverloaded, "", 529, true, 0})
+		errCases = append(errCases, errCase{"529_overloaded", MarkerStatus(529), provider.ClassOverloaded, "", 529, true, 0})
 	}
 	for _, tc := range errCases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -223,7 +223,7 @@ func Run(t *testing.T, newAdapter NewAdapter, o Options) {
 		r := req("Hello.")
 		r.Messages = nil
 		_, ve := call(t, ctx, a, r)
-		if ve == nil || ve.Class != vendor.ClassInvalidRequest || ve.Retryable {
+		if ve == nil || ve.Class != provider.ClassInvalidRequest || ve.Retryable {
 			t.Fatalf("got %+v", ve)
 		}
 	})
@@ -234,7 +234,7 @@ func Run(t *testing.T, newAdapter NewAdapter, o Options) {
 		defer cancel()
 		start := time.Now()
 		_, ve := call(t, cctx, a, req("Slow one. "+MarkerDelay(5*time.Second)))
-		if ve == nil || ve.Class != vendor.ClassTimeout || !ve.Retryable {
+		if ve == nil || ve.Class != provider.ClassTimeout || !ve.Retryable {
 			t.Fatalf("got %+v, want retryable timeout", ve)
 		}
 		if el := time.Since(start); el > 3*time.Second {
@@ -252,12 +252,12 @@ func Run(t *testing.T, newAdapter NewAdapter, o Options) {
 		ln.Close()
 		base := strings.Replace(o.BaseURL, hostOf(o.BaseURL), addr, 1)
 		_, ve := call(t, ctx, newAdapter(base, APIKey), req("Hello."))
-		if ve == nil || ve.Class != vendor.ClassConnection || !ve.Retryable {
+		if ve == nil || ve.Class != provider.ClassConnection || !ve.Retryable {
 			t.Fatalf("got %+v, want retryable connection", ve)
 		}
 	})
 
-	jsonReq := func(prompt string, withSchema bool) *vendor.Request {
+	jsonReq := func(prompt string, withSchema bool) *provider.Request {
 		r := req(prompt)
 		if withSchema {
 			r.ResponseFormat = &envelope.ResponseFormat{Type: "json_schema",

@@ -15,7 +15,7 @@ import (
 	"github.com/switchyard-llm/switchyard/pkg/adapters"
 	"github.com/switchyard-llm/switchyard/pkg/client"
 	"github.com/switchyard-llm/switchyard/pkg/envelope"
-	"github.com/switchyard-llm/switchyard/pkg/vendor"
+	"github.com/switchyard-llm/switchyard/pkg/provider"
 	"github.com/switchyard-llm/switchyard/services/sim"
 	"github.com/switchyard-llm/switchyard/services/switchyard/app"
 )
@@ -209,7 +209,7 @@ func benchPipeline(ctx context.Context, c *client.Client, seq *int, rate, inflig
 }
 
 // benchDirect sends the same load straight to the simulator.
-func benchDirect(ctx context.Context, a vendor.Adapter, rate, _ int, d time.Duration) *benchResult {
+func benchDirect(ctx context.Context, a provider.Adapter, rate, _ int, d time.Duration) *benchResult {
 	res := &benchResult{}
 	var mu sync.Mutex
 	var wg sync.WaitGroup
@@ -224,7 +224,7 @@ func benchDirect(ctx context.Context, a vendor.Adapter, rate, _ int, d time.Dura
 		go func() {
 			defer wg.Done()
 			start := time.Now()
-			_, err := a.Complete(ctx, &vendor.Request{Model: "gpt-4o-mini", Messages: []envelope.Message{{Role: "user", Content: "benchmark request"}}})
+			_, err := a.Complete(ctx, &provider.Request{Model: "gpt-4o-mini", Messages: []envelope.Message{{Role: "user", Content: "benchmark request"}}})
 			el := time.Since(start)
 			mu.Lock()
 			res.done++

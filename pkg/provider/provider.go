@@ -1,7 +1,8 @@
-// Package vendor defines the adapter every LLM vendor implements and the
-// error classification the router acts on. Adapters live in sub-packages,
-// one per wire protocol.
-package vendor
+// Package provider defines the adapter every LLM vendor implements and the
+// error classification the router acts on. The adapters live in
+// pkg/adapters, one sub-package per wire protocol. (Not "vendor": a
+// directory of that name at a module root is Go's vendoring directory.)
+package provider
 
 import (
 	"context"
