@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
+	"github.com/switchyard-llm/switchyard/pkg/breaker"
 	"github.com/switchyard-llm/switchyard/pkg/envelope"
 	"github.com/switchyard-llm/switchyard/pkg/natsx"
 	"github.com/switchyard-llm/switchyard/pkg/obs"
@@ -73,8 +74,11 @@ type Deps struct {
 	JS      jetstream.JetStream
 	Policy  *policy.Policy
 	Adapter provider.Adapter
-	Now     func() time.Time
-	Metrics prometheus.Registerer
+	// Breakers, when set, guard every call: an open circuit answers
+	// circuit_open at once, without calling the vendor.
+	Breakers *breaker.Breakers
+	Now      func() time.Time
+	Metrics  prometheus.Registerer
 }
 
 // Executor is one vendor's executor replica.
@@ -179,7 +183,7 @@ func (e *Executor) Handle(ctx context.Context, d *pipeline.Delivery) error {
 		// vendor sees no call and the slot is free meanwhile.
 		return d.NakWithDelay(wait)
 	}
-	res := e.call(ctx, d, w, t)
+	res := e.guardedCall(ctx, d, w, t)
 	e.handled.Add(1)
 	w.Current = res
 	outcome := envelope.OutcomeOK
@@ -205,6 +209,46 @@ func (e *Executor) Handle(ctx context.Context, d *pipeline.Delivery) error {
 		time.Sleep(time.Duration(100*(i+1)) * time.Millisecond)
 	}
 	return pubErr
+}
+
+// ClassCircuitOpen is the error class of an attempt refused by an open
+// circuit breaker: retryable, so the router falls to the next target.
+const ClassCircuitOpen = "circuit_open"
+
+// BreakerKey names the breaker of one vendor model.
+func BreakerKey(t envelope.Target) string { return t.Vendor + "/" + t.Model }
+
+// guardedCall asks the shared breaker before calling and tells it how the
+// call went: retryable failures count against the vendor, terminal ones
+// (a bad request) say nothing about its health.
+func (e *Executor) guardedCall(ctx context.Context, d *pipeline.Delivery, w *envelope.Work, t envelope.Target) *envelope.Result {
+	if e.d.Breakers == nil {
+		return e.call(ctx, d, w, t)
+	}
+	permit, err := e.d.Breakers.Allow(ctx, BreakerKey(t))
+	if err != nil || !permit.Allowed() {
+		msg := "circuit open"
+		if err != nil {
+			msg = "circuit state unavailable: " + err.Error()
+		}
+		e.calls.WithLabelValues(t.Vendor, t.Model, ClassCircuitOpen).Inc()
+		return &envelope.Result{ErrorClass: ClassCircuitOpen, Retryable: true, ErrorMessage: msg, StartedAt: e.d.Now().UTC()}
+	}
+	res := e.call(ctx, d, w, t)
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	switch {
+	case res.OK():
+		err = e.d.Breakers.Record(rctx, permit, true)
+	case res.Retryable:
+		err = e.d.Breakers.Record(rctx, permit, false)
+	default:
+		err = e.d.Breakers.Release(rctx, permit)
+	}
+	if err != nil {
+		e.d.Log.Warn().Err(err).Str("vendor", t.Vendor).Str("model", t.Model).Msg("breaker outcome not recorded")
+	}
+	return res
 }
 
 // call performs the vendor request, keeping the message alive meanwhile.

@@ -68,7 +68,7 @@ func TestEmbeddedMigrations(t *testing.T) {
 			}
 		}
 	}
-	want := []string{"001_schema_migrations.sql", "002_attempts.sql", "003_requests.sql"}
+	want := []string{"001_schema_migrations.sql", "002_attempts.sql", "003_requests.sql", "004_daily_rollup.sql"}
 	if !slices.Equal(names, want) {
 		t.Fatalf("migrations %q, want %q", names, want)
 	}
@@ -135,7 +135,7 @@ func TestMigrateIdempotent(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []string{"001_schema_migrations.sql", "002_attempts.sql", "003_requests.sql"}
+	want := []string{"001_schema_migrations.sql", "002_attempts.sql", "003_requests.sql", "004_daily_rollup.sql"}
 	if !slices.Equal(first, want) {
 		t.Fatalf("first run applied %q, want %q", first, want)
 	}
@@ -147,8 +147,8 @@ func TestMigrateIdempotent(t *testing.T) {
 		t.Fatalf("second run applied %q, want nothing", second)
 	}
 	db := cfg.ClickHouseDatabase
-	if n := chtest.Count(t, conn, "SELECT count() FROM `"+db+"`.schema_migrations FINAL"); n != 3 {
-		t.Fatalf("schema_migrations has %d rows, want 3", n)
+	if n := chtest.Count(t, conn, "SELECT count() FROM `"+db+"`.schema_migrations FINAL"); n != 4 {
+		t.Fatalf("schema_migrations has %d rows, want 4", n)
 	}
 	for _, table := range []string{"attempts", "requests"} {
 		if n := chtest.Count(t, conn, "SELECT count() FROM system.tables WHERE database = '"+db+"' AND name = '"+table+"'"); n != 1 {

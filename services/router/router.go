@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
+	"github.com/switchyard-llm/switchyard/pkg/breaker"
 	"github.com/switchyard-llm/switchyard/pkg/envelope"
 	"github.com/switchyard-llm/switchyard/pkg/natsx"
 	"github.com/switchyard-llm/switchyard/pkg/pipeline"
@@ -59,12 +60,15 @@ func (c Config) Validate() error {
 
 // Deps are the router's collaborators.
 type Deps struct {
-	Log     zerolog.Logger
-	NC      *nats.Conn
-	JS      jetstream.JetStream
-	Policy  *policy.Policy
-	Now     func() time.Time
-	Metrics prometheus.Registerer
+	Log    zerolog.Logger
+	NC     *nats.Conn
+	JS     jetstream.JetStream
+	Policy *policy.Policy
+	// Breakers, when set, let the router skip a target whose circuit is
+	// open without a round trip to its executor.
+	Breakers *breaker.Breakers
+	Now      func() time.Time
+	Metrics  prometheus.Registerer
 }
 
 // Router is the routing stage.
@@ -208,6 +212,7 @@ func (r *Router) dispatch(ctx context.Context, w *envelope.Work, now time.Time) 
 		msg := fmt.Sprintf("no model of route %s satisfies residency %q", w.Route, residency(w))
 		return r.pub.FailRequest(ctx, w, envelope.CodePolicyBlocked, msg, false, now)
 	}
+	r.skipOpenCircuits(w, now)
 	if w.Step >= len(w.Chain) {
 		r.decisions.WithLabelValues("exhausted").Inc()
 		msg := exhaustedMessage(w)
@@ -280,4 +285,29 @@ func (r *Router) skipIneligible(w *envelope.Work) int {
 		skipped++
 	}
 	return skipped
+}
+
+// skipOpenCircuits moves past targets whose breaker is open and still
+// cooling down: traffic goes straight to the next target, with no wasted
+// call or timeout. The last target is always tried, so an exhausted chain
+// reports real vendor errors. A cooled-down breaker is left for the
+// executor, whose Allow takes a half-open probe slot.
+func (r *Router) skipOpenCircuits(w *envelope.Work, now time.Time) {
+	if r.d.Breakers == nil {
+		return
+	}
+	for w.Step < len(w.Chain)-1 {
+		t := w.Chain[w.Step]
+		st := r.d.Breakers.Status(t.Vendor + "/" + t.Model)
+		if st.State != breaker.StateOpen || !now.Before(st.OpenUntil) {
+			return
+		}
+		r.decisions.WithLabelValues("circuit_open").Inc()
+		r.d.Log.Debug().Str("request_id", w.Request.ID).Str("vendor", t.Vendor).Str("model", t.Model).Msg("target skipped: circuit open")
+		if w.FallbackReason == "" {
+			w.FallbackReason = "circuit_open"
+		}
+		w.Step++
+		w.StepAttempts = 0
+	}
 }

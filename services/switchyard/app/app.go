@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
+	"github.com/switchyard-llm/switchyard/pkg/breaker"
 	"github.com/switchyard-llm/switchyard/pkg/envelope"
 	"github.com/switchyard-llm/switchyard/pkg/natsx"
 	"github.com/switchyard-llm/switchyard/pkg/obs"
@@ -59,6 +60,9 @@ type Config struct {
 	Executor executor.Config `envconfig:"EXECUTOR"`
 	Gate     gate.Config     `envconfig:"GATE"`
 	Ledger   ledger.Config
+	// Breakers are shared by every router and executor through a KV bucket.
+	BreakersEnabled bool           `envconfig:"BREAKERS" default:"true"`
+	Breaker         breaker.Config `envconfig:"BREAKER"`
 
 	// ExternalExecutors names vendors whose executors run as processes of
 	// their own; `up` starts none for them.
@@ -98,6 +102,9 @@ func (c Config) Validate() error {
 	if c.LedgerEnabled {
 		errs = append(errs, c.Ledger.Validate())
 	}
+	if c.BreakersEnabled {
+		errs = append(errs, c.Breaker.Validate())
+	}
 	return errors.Join(errs...)
 }
 
@@ -112,6 +119,7 @@ type System struct {
 	Sim      *sim.Server // nil when vendors are real
 	SimURL   string
 	Registry *prometheus.Registry
+	Breakers *breaker.Breakers // nil when disabled
 
 	cfg       Config
 	validator *envelope.Validator
@@ -179,6 +187,14 @@ func Start(ctx context.Context, cfg Config, log zerolog.Logger) (_ *System, err 
 	}
 
 	s.ctx, s.cancel = context.WithCancel(context.WithoutCancel(ctx))
+	if cfg.BreakersEnabled {
+		b, err := breaker.New(ctx, s.JS, cfg.Breaker, breaker.Deps{Log: log.With().Str("component", "breaker").Logger(), Alert: breaker.JetStreamAlert(s.JS)})
+		if err != nil {
+			return nil, fmt.Errorf("circuit breakers: %w", err)
+		}
+		s.Breakers = b
+		s.stops = append(s.stops, func() { _ = b.Close() })
+	}
 	if err := s.startStages(ctx); err != nil {
 		return nil, err
 	}
@@ -227,7 +243,7 @@ func (s *System) startStages(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	rt, err := router.New(s.cfg.Router, router.Deps{Log: l("router"), NC: s.NC, JS: s.JS, Policy: s.Policy, Metrics: s.Registry})
+	rt, err := router.New(s.cfg.Router, router.Deps{Log: l("router"), NC: s.NC, JS: s.JS, Policy: s.Policy, Breakers: s.Breakers, Metrics: s.Registry})
 	if err != nil {
 		return err
 	}
@@ -294,7 +310,7 @@ func (s *System) AddExecutor(vendorName string) error {
 	n := len(s.executors[vendorName])
 	s.mu.Unlock()
 	log := s.Log.With().Str("service", "executor").Str("vendor", vendorName).Int("replica", n).Logger()
-	ex, err := executor.New(cfg, executor.Deps{Log: log, NC: s.NC, JS: s.JS, Policy: s.Policy, Adapter: adapter, Metrics: s.Registry})
+	ex, err := executor.New(cfg, executor.Deps{Log: log, NC: s.NC, JS: s.JS, Policy: s.Policy, Adapter: adapter, Breakers: s.Breakers, Metrics: s.Registry})
 	if err != nil {
 		return err
 	}

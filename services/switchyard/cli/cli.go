@@ -37,7 +37,7 @@ func commands() []command {
 		{"up", "run the whole pipeline in one process (embedded NATS, simulator when no vendor keys)", runUp},
 		{"demo", "run the pipeline with a sample workload and a vendor outage, then print the reports", runDemo},
 		{"submit", "publish one request and print its reply", runSubmit},
-		{"report", "cost | fallbacks | latency reports from ClickHouse", runReport},
+		{"report", "cost | fallbacks | errors | latency | models | tenants | savings reports from ClickHouse", runReport},
 		{"dlq", "ls | show | replay | purge dead letters", runDLQ},
 		{"ledger", "migrate: apply the ClickHouse migrations", runLedger},
 		{"sim", "run the vendor simulator alone", runSim},

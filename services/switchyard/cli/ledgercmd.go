@@ -9,13 +9,17 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/kelseyhightower/envconfig"
 
+	"github.com/switchyard-llm/switchyard/pkg/policy"
 	"github.com/switchyard-llm/switchyard/services/ledger"
 	"github.com/switchyard-llm/switchyard/services/switchyard/app"
 )
 
 func runLedger(ctx context.Context, args []string, out, errOut io.Writer) error {
+	if len(args) > 0 && args[0] == "reprice" {
+		return runLedgerReprice(ctx, args[1:], out, errOut)
+	}
 	if len(args) == 0 || args[0] != "migrate" {
-		return usageErr("ledger migrate")
+		return usageErr("ledger migrate | ledger reprice --since … [--until …] --catalog policy.yaml [--dry-run]")
 	}
 	var cfg ledger.Config
 	if err := envconfig.Process("SWITCHYARD", &cfg); err != nil {
@@ -65,4 +69,53 @@ func waitLedger(ctx context.Context, sys *app.System, cfg app.Config, tenant str
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
+}
+
+// runLedgerReprice recomputes stored attempt costs from a (new) catalog.
+func runLedgerReprice(ctx context.Context, args []string, out, errOut io.Writer) error {
+	fs := newFlags("ledger reprice", errOut)
+	since := fs.String("since", "", "start (required): a duration ago (720h) or an RFC 3339 time")
+	until := fs.String("until", "", "end: a duration ago or an RFC 3339 time (default: open)")
+	catalog := fs.String("catalog", "", "policy file whose model catalog gives the new prices (required)")
+	dryRun := fs.Bool("dry-run", false, "report what would change, write nothing")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if *since == "" || *catalog == "" {
+		return usageErr("ledger reprice: --since and --catalog are required")
+	}
+	from, err := parseSince(*since)
+	if err != nil {
+		return usageErr("-since: %v", err)
+	}
+	var to time.Time
+	if *until != "" {
+		if to, err = parseSince(*until); err != nil {
+			return usageErr("-until: %v", err)
+		}
+	}
+	pol, err := policy.Load(*catalog)
+	if err != nil {
+		return fmt.Errorf("-catalog: %w", err)
+	}
+	var cfg ledger.Config
+	if err := envconfig.Process("SWITCHYARD", &cfg); err != nil {
+		return err
+	}
+	conn, err := ledger.Open(ctx, cfg)
+	if err != nil {
+		return fmt.Errorf("clickhouse at %s: %w", cfg.ClickHouseAddr, err)
+	}
+	defer conn.Close()
+	res, err := ledger.RepriceRange(ctx, conn, cfg.ClickHouseDatabase, pol, from, to, time.Now(), *dryRun)
+	if err != nil {
+		return err
+	}
+	verb := "repriced"
+	if *dryRun {
+		verb = "would reprice (dry run)"
+	}
+	fmt.Fprintf(out, "%s %d of %d attempt(s), cost delta %+.6f USD; %d request(s) re-summed, cost delta %+.6f USD\n",
+		verb, res.AttemptsChanged, res.AttemptsScanned, res.AttemptCostDelta, res.RequestsChanged, res.RequestCostDelta)
+	return nil
 }
