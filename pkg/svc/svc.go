@@ -73,7 +73,10 @@ type Env struct {
 	Log    zerolog.Logger
 	NC     *nats.Conn
 	JS     jetstream.JetStream
-	Policy *policy.Policy
+	Policy *policy.Policy // the file policy
+	// Policies follows `switchyard policy apply`, falling back to the file
+	// until a version is applied. Stages take it as their policy.Source.
+	Policies *policy.Store
 }
 
 // Setup connects to NATS, ensures the topology and loads the policy.
@@ -99,7 +102,15 @@ func Setup(ctx context.Context, service string, c Common) (*Env, error) {
 		nc.Close()
 		return nil, err
 	}
-	return &Env{Log: log, NC: nc, JS: js, Policy: pol}, nil
+	store, err := policy.OpenStore(ctx, js, "", log)
+	if err == nil {
+		err = store.Watch(ctx, pol, nil)
+	}
+	if err != nil {
+		nc.Close()
+		return nil, err
+	}
+	return &Env{Log: log, NC: nc, JS: js, Policy: pol, Policies: store}, nil
 }
 
 // Close drains the NATS connection.

@@ -72,7 +72,7 @@ type Deps struct {
 	Log     zerolog.Logger
 	NC      *nats.Conn
 	JS      jetstream.JetStream
-	Policy  *policy.Policy
+	Policy  policy.Source
 	Adapter provider.Adapter
 	// Breakers, when set, guard every call: an open circuit answers
 	// circuit_open at once, without calling the vendor.
@@ -103,7 +103,9 @@ func New(cfg Config, d Deps) (*Executor, error) {
 	if d.JS == nil || d.Policy == nil || d.Adapter == nil {
 		return nil, errors.New("executor: JS, Policy and Adapter are required")
 	}
-	v, ok := d.Policy.Vendors[cfg.Vendor]
+	// Vendor endpoints and keys are read once: changing them needs a
+	// restart; routes, models and prices follow applied policies.
+	v, ok := d.Policy.Current().Vendors[cfg.Vendor]
 	if !ok {
 		return nil, fmt.Errorf("executor: vendor %q is not in the policy", cfg.Vendor)
 	}
@@ -290,7 +292,7 @@ func (e *Executor) call(ctx context.Context, d *pipeline.Delivery, w *envelope.W
 		return res
 	}
 	res.Content, res.FinishReason, res.Usage, res.HTTPStatus = resp.Content, resp.FinishReason, resp.Usage, resp.HTTPStatus
-	res.CostUSD, res.PriceKnown = pricing.Cost(e.d.Policy, t.Vendor, t.Model, resp.Usage)
+	res.CostUSD, res.PriceKnown = pricing.Cost(e.d.Policy.Current(), t.Vendor, t.Model, resp.Usage)
 	e.calls.WithLabelValues(t.Vendor, t.Model, "ok").Inc()
 	return res
 }

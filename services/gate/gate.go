@@ -58,7 +58,7 @@ type Deps struct {
 	Log     zerolog.Logger
 	NC      *nats.Conn
 	JS      jetstream.JetStream
-	Policy  *policy.Policy
+	Policy  policy.Source
 	Now     func() time.Time
 	Metrics prometheus.Registerer
 }
@@ -141,7 +141,7 @@ func (g *Gate) Handle(ctx context.Context, d *pipeline.Delivery) error {
 	v := Judge(&w.Request, res)
 	q := v.Quality
 	w.Quality = &q
-	route, _ := g.d.Policy.Route(w.Route)
+	route, _ := g.d.Policy.Current().Route(w.Route)
 	if !q.Passed {
 		last.Outcome = envelope.OutcomeQualityFailed
 		if err := g.recordAttempt(ctx, w, last, res); err != nil {

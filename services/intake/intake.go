@@ -63,7 +63,7 @@ type Deps struct {
 	Log       zerolog.Logger
 	NC        *nats.Conn
 	JS        jetstream.JetStream
-	Policy    *policy.Policy
+	Policy    policy.Source
 	Validator *envelope.Validator
 	Now       func() time.Time
 	Metrics   prometheus.Registerer
@@ -168,16 +168,17 @@ func (in *Intake) Handle(ctx context.Context, d *pipeline.Delivery) error {
 	}
 	w.Deadline = received.Add(timeout)
 
+	pol := in.d.Policy.Current()
 	var route *policy.Route
 	if req.Route != "" {
-		r, ok := in.d.Policy.Route(req.Route)
+		r, ok := pol.Route(req.Route)
 		if !ok {
-			inv := &envelope.Invalid{Code: envelope.CodeUnknownRoute, Message: fmt.Sprintf("route: %q is not defined in policy %s", req.Route, in.d.Policy.Version), ID: req.ID, Tenant: req.Tenant}
+			inv := &envelope.Invalid{Code: envelope.CodeUnknownRoute, Message: fmt.Sprintf("route: %q is not defined in policy %s", req.Route, pol.Version), ID: req.ID, Tenant: req.Tenant}
 			return in.refuse(ctx, d, inv, key, received, now)
 		}
 		route = r
 	} else {
-		route = in.d.Policy.SelectRoute(w.Class.Task, req.EndpointTag, w.Class.Sensitive)
+		route = pol.SelectRoute(w.Class.Task, req.EndpointTag, w.Class.Sensitive)
 	}
 	w.Route, w.Strategy = route.Name, route.Strategy
 	w.Chain = make([]envelope.Target, len(route.Chain))

@@ -63,7 +63,7 @@ type Deps struct {
 	Log    zerolog.Logger
 	NC     *nats.Conn
 	JS     jetstream.JetStream
-	Policy *policy.Policy
+	Policy policy.Source
 	// Breakers, when set, let the router skip a target whose circuit is
 	// open without a round trip to its executor.
 	Breakers *breaker.Breakers
@@ -175,7 +175,7 @@ func (r *Router) afterFailure(ctx context.Context, w *envelope.Work, now time.Ti
 // sooner than the vendor's retry-after, and never past the request's
 // deadline (a wait that would overrun it falls over instead).
 func (r *Router) retryDelay(w *envelope.Work, res *envelope.Result, now time.Time) (time.Duration, bool) {
-	route, ok := r.d.Policy.Route(w.Route)
+	route, ok := r.d.Policy.Current().Route(w.Route)
 	if !ok || w.StepAttempts > route.Retry.Attempts {
 		return 0, false
 	}
@@ -272,10 +272,11 @@ func (r *Router) skipIneligible(w *envelope.Work) int {
 	if want == "" {
 		return 0
 	}
+	pol := r.d.Policy.Current()
 	skipped := 0
 	for w.Step < len(w.Chain) {
 		t := w.Chain[w.Step]
-		m, ok := r.d.Policy.Model(t.Vendor, t.Model)
+		m, ok := pol.Model(t.Vendor, t.Model)
 		if ok && slices.Contains(m.Residency, want) {
 			return skipped
 		}

@@ -110,12 +110,15 @@ func (c Config) Validate() error {
 
 // System is a running pipeline.
 type System struct {
-	Log      zerolog.Logger
-	NATS     *server.Server // nil with an external NATS
-	NATSURL  string
-	NC       *nats.Conn
-	JS       jetstream.JetStream
-	Policy   *policy.Policy
+	Log     zerolog.Logger
+	NATS    *server.Server // nil with an external NATS
+	NATSURL string
+	NC      *nats.Conn
+	JS      jetstream.JetStream
+	Policy  *policy.Policy // the file policy the system started with
+	// Policies follows `switchyard policy apply`: every stage reads the
+	// version in force through it.
+	Policies *policy.Store
 	Sim      *sim.Server // nil when vendors are real
 	SimURL   string
 	Registry *prometheus.Registry
@@ -187,6 +190,12 @@ func Start(ctx context.Context, cfg Config, log zerolog.Logger) (_ *System, err 
 	}
 
 	s.ctx, s.cancel = context.WithCancel(context.WithoutCancel(ctx))
+	if s.Policies, err = policy.OpenStore(ctx, s.JS, "", log.With().Str("component", "policy").Logger()); err != nil {
+		return nil, err
+	}
+	if err := s.Policies.Watch(s.ctx, s.Policy, nil); err != nil {
+		return nil, err
+	}
 	if cfg.BreakersEnabled {
 		b, err := breaker.New(ctx, s.JS, cfg.Breaker, breaker.Deps{Log: log.With().Str("component", "breaker").Logger(), Alert: breaker.JetStreamAlert(s.JS)})
 		if err != nil {
@@ -239,15 +248,15 @@ func anyVendorKey(p *policy.Policy) bool {
 
 func (s *System) startStages(ctx context.Context) error {
 	l := func(name string) zerolog.Logger { return s.Log.With().Str("service", name).Logger() }
-	in, err := intake.New(s.cfg.Intake, intake.Deps{Log: l("intake"), NC: s.NC, JS: s.JS, Policy: s.Policy, Validator: s.validator, Metrics: s.Registry})
+	in, err := intake.New(s.cfg.Intake, intake.Deps{Log: l("intake"), NC: s.NC, JS: s.JS, Policy: s.Policies, Validator: s.validator, Metrics: s.Registry})
 	if err != nil {
 		return err
 	}
-	rt, err := router.New(s.cfg.Router, router.Deps{Log: l("router"), NC: s.NC, JS: s.JS, Policy: s.Policy, Breakers: s.Breakers, Metrics: s.Registry})
+	rt, err := router.New(s.cfg.Router, router.Deps{Log: l("router"), NC: s.NC, JS: s.JS, Policy: s.Policies, Breakers: s.Breakers, Metrics: s.Registry})
 	if err != nil {
 		return err
 	}
-	gt, err := gate.New(s.cfg.Gate, gate.Deps{Log: l("gate"), NC: s.NC, JS: s.JS, Policy: s.Policy, Metrics: s.Registry})
+	gt, err := gate.New(s.cfg.Gate, gate.Deps{Log: l("gate"), NC: s.NC, JS: s.JS, Policy: s.Policies, Metrics: s.Registry})
 	if err != nil {
 		return err
 	}
@@ -280,7 +289,7 @@ func (s *System) runLedger(ctx context.Context) error {
 		if err == nil {
 			if _, err = ledger.Migrate(ctx, c, s.cfg.Ledger.ClickHouseDatabase, log); err == nil {
 				conn = c
-				l, err := ledger.New(s.cfg.Ledger, ledger.Deps{Log: log, JS: s.JS, CH: c, Catalog: s.Policy, Registerer: s.Registry})
+				l, err := ledger.New(s.cfg.Ledger, ledger.Deps{Log: log, JS: s.JS, CH: c, Catalog: s.Policies, Registerer: s.Registry})
 				if err != nil {
 					return err
 				}
@@ -310,7 +319,7 @@ func (s *System) AddExecutor(vendorName string) error {
 	n := len(s.executors[vendorName])
 	s.mu.Unlock()
 	log := s.Log.With().Str("service", "executor").Str("vendor", vendorName).Int("replica", n).Logger()
-	ex, err := executor.New(cfg, executor.Deps{Log: log, NC: s.NC, JS: s.JS, Policy: s.Policy, Adapter: adapter, Breakers: s.Breakers, Metrics: s.Registry})
+	ex, err := executor.New(cfg, executor.Deps{Log: log, NC: s.NC, JS: s.JS, Policy: s.Policies, Adapter: adapter, Breakers: s.Breakers, Metrics: s.Registry})
 	if err != nil {
 		return err
 	}

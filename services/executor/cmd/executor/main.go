@@ -50,7 +50,7 @@ func run(ctx context.Context, cfg config) error {
 		return err
 	}
 	reg := obs.NewRegistry()
-	st, err := executor.New(cfg.Stage, executor.Deps{Log: env.Log.With().Str("vendor", cfg.Vendor).Logger(), NC: env.NC, JS: env.JS, Policy: env.Policy, Adapter: adapter, Metrics: reg})
+	st, err := executor.New(cfg.Stage, executor.Deps{Log: env.Log.With().Str("vendor", cfg.Vendor).Logger(), NC: env.NC, JS: env.JS, Policy: env.Policies, Adapter: adapter, Metrics: reg})
 	if err != nil {
 		return err
 	}

@@ -36,7 +36,7 @@ func run(ctx context.Context, cfg config) error {
 	}
 	defer env.Close()
 	reg := obs.NewRegistry()
-	st, err := gate.New(cfg.Stage, gate.Deps{Log: env.Log, NC: env.NC, JS: env.JS, Policy: env.Policy, Metrics: reg})
+	st, err := gate.New(cfg.Stage, gate.Deps{Log: env.Log, NC: env.NC, JS: env.JS, Policy: env.Policies, Metrics: reg})
 	if err != nil {
 		return err
 	}

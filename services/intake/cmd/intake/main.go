@@ -41,7 +41,7 @@ func run(ctx context.Context, cfg config) error {
 		return err
 	}
 	reg := obs.NewRegistry()
-	in, err := intake.New(cfg.Intake, intake.Deps{Log: env.Log, NC: env.NC, JS: env.JS, Policy: env.Policy, Validator: v, Metrics: reg})
+	in, err := intake.New(cfg.Intake, intake.Deps{Log: env.Log, NC: env.NC, JS: env.JS, Policy: env.Policies, Validator: v, Metrics: reg})
 	if err != nil {
 		return err
 	}

@@ -46,7 +46,7 @@ func run(ctx context.Context, cfg config) error {
 		return err
 	}
 	reg := obs.NewRegistry()
-	l, err := ledger.New(cfg.Config, ledger.Deps{Log: env.Log, JS: env.JS, CH: conn, Catalog: env.Policy, Registerer: reg})
+	l, err := ledger.New(cfg.Config, ledger.Deps{Log: env.Log, JS: env.JS, CH: conn, Catalog: env.Policies, Registerer: reg})
 	if err != nil {
 		return err
 	}

@@ -1,0 +1,103 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/user"
+	"text/tabwriter"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/switchyard-llm/switchyard/pkg/policy"
+)
+
+func runPolicy(ctx context.Context, args []string, out, errOut io.Writer) error {
+	if len(args) == 0 {
+		return usageErr("policy check|apply|show|history")
+	}
+	sub, args := args[0], args[1:]
+	fs := newFlags("policy "+sub, errOut)
+	by := fs.String("by", defaultActor(), "apply: who applies it (recorded in the history)")
+	comment := fs.String("m", "", "apply: what changed and why")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if sub == "check" {
+		if fs.NArg() != 1 {
+			return usageErr("policy check FILE")
+		}
+		p, err := policy.Load(fs.Arg(0))
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(out, "%s: valid (version %q, %d vendors, %d models, %d routes)\n", fs.Arg(0), p.Version, len(p.Vendors), len(p.Models), len(p.Routes))
+		return nil
+	}
+	nc, err := connectNATS("policy")
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return err
+	}
+	store, err := policy.OpenStore(ctx, js, "", logger(errOut, "policy", "warn"))
+	if err != nil {
+		return err
+	}
+	switch sub {
+	case "apply":
+		if fs.NArg() != 1 {
+			return usageErr("policy apply FILE [-by NAME] [-m COMMENT]")
+		}
+		src, err := os.ReadFile(fs.Arg(0))
+		if err != nil {
+			return err
+		}
+		a, err := store.Apply(ctx, src, *by, *comment)
+		if err != nil {
+			return fmt.Errorf("refused, the running policy stays:\n%w", err)
+		}
+		fmt.Fprintf(out, "applied revision %d (version %q) by %s; every stage picks it up without a restart\n", a.Revision, a.Policy.Version, a.AppliedBy)
+		return nil
+	case "show":
+		a, ok, err := store.Load(ctx)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			fmt.Fprintln(out, "no policy applied yet: the stages run the file given by SWITCHYARD_POLICY")
+			return nil
+		}
+		fmt.Fprintf(out, "# revision %d, applied %s by %s: %s\n%s", a.Revision, a.AppliedAt.Format(time.RFC3339), a.AppliedBy, a.Comment, a.Source)
+		return nil
+	case "history":
+		list, err := store.History(ctx)
+		if err != nil {
+			return err
+		}
+		tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "REVISION\tAPPLIED AT\tBY\tVERSION\tCOMMENT")
+		for _, a := range list {
+			version := ""
+			if p, err := policy.Parse([]byte(a.Source)); err == nil {
+				version = p.Version
+			}
+			fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\n", a.Revision, a.AppliedAt.Format(time.RFC3339), a.AppliedBy, version, a.Comment)
+		}
+		return tw.Flush()
+	default:
+		return usageErr("unknown policy command %q (check, apply, show, history)", sub)
+	}
+}
+
+func defaultActor() string {
+	if u, err := user.Current(); err == nil && u.Username != "" {
+		return u.Username
+	}
+	return os.Getenv("USER")
+}
