@@ -22,6 +22,8 @@ type Policy struct {
 	Vendors      map[string]Vendor `yaml:"vendors" json:"vendors"`
 	Models       []Model           `yaml:"models" json:"models"`
 	Routes       []Route           `yaml:"routes" json:"routes"`
+	Tenants      map[string]Tenant `yaml:"tenants" json:"tenants"`
+	Alerts       Alerts            `yaml:"alerts" json:"alerts"`
 
 	models map[Key]*Model
 	routes map[string]*Route
@@ -247,6 +249,7 @@ func (p *Policy) Validate() error {
 			}
 		}
 	}
+	errs = append(errs, p.validateTenants(), p.Alerts.validate())
 	if p.DefaultRoute == "" {
 		bad("default_route: required")
 	} else if _, ok := p.routes[p.DefaultRoute]; !ok {
