@@ -82,7 +82,16 @@ type Route struct {
 	// Retry is how a retryable failure is retried on the same target
 	// before the route falls to the next one.
 	Retry Retry `yaml:"retry" json:"retry"`
+	// OnSaturated says what happens when a target's vendor is at its
+	// rpm/tpm limit: spill to the next target (default) or wait for a slot.
+	OnSaturated string `yaml:"on_saturated" json:"on_saturated"`
 }
+
+// What a route does when a vendor is at its limits.
+const (
+	OnSaturatedSpill = "spill"
+	OnSaturatedWait  = "wait"
+)
 
 // Retry is the per-target retry policy of a route. The zero value falls
 // over at once, with no retry.
@@ -221,6 +230,13 @@ func (p *Policy) Validate() error {
 		case OnQualityEscalate, OnQualityReject, OnQualityDegrade:
 		default:
 			bad("routes.%s.on_quality_fail: %q is not one of escalate, reject, degrade", r.Name, r.OnQualityFail)
+		}
+		switch r.OnSaturated {
+		case "":
+			r.OnSaturated = OnSaturatedSpill
+		case OnSaturatedSpill, OnSaturatedWait:
+		default:
+			bad("routes.%s.on_saturated: %q is not one of spill, wait", r.Name, r.OnSaturated)
 		}
 		if r.Retry.Attempts < 0 || r.Retry.Attempts > 10 {
 			bad("routes.%s.retry.attempts: %d is not between 0 and 10", r.Name, r.Retry.Attempts)

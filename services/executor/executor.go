@@ -19,6 +19,7 @@ import (
 
 	"github.com/switchyard-llm/switchyard/pkg/breaker"
 	"github.com/switchyard-llm/switchyard/pkg/envelope"
+	"github.com/switchyard-llm/switchyard/pkg/limiter"
 	"github.com/switchyard-llm/switchyard/pkg/natsx"
 	"github.com/switchyard-llm/switchyard/pkg/obs"
 	"github.com/switchyard-llm/switchyard/pkg/pipeline"
@@ -77,8 +78,11 @@ type Deps struct {
 	// Breakers, when set, guard every call: an open circuit answers
 	// circuit_open at once, without calling the vendor.
 	Breakers *breaker.Breakers
-	Now      func() time.Time
-	Metrics  prometheus.Registerer
+	// Limiter, when set, holds the vendor to its rpm/tpm limits across all
+	// replicas: a call over the limit is not made and answers saturated.
+	Limiter *limiter.Limiter
+	Now     func() time.Time
+	Metrics prometheus.Registerer
 }
 
 // Executor is one vendor's executor replica.
@@ -213,6 +217,10 @@ func (e *Executor) Handle(ctx context.Context, d *pipeline.Delivery) error {
 	return pubErr
 }
 
+// ClassSaturated is the error class of an attempt not made because the
+// vendor is at its rpm/tpm limit: the router spills or waits.
+const ClassSaturated = "saturated"
+
 // ClassCircuitOpen is the error class of an attempt refused by an open
 // circuit breaker: retryable, so the router falls to the next target.
 const ClassCircuitOpen = "circuit_open"
@@ -225,6 +233,9 @@ func BreakerKey(t envelope.Target) string { return t.Vendor + "/" + t.Model }
 // (a bad request) say nothing about its health.
 func (e *Executor) guardedCall(ctx context.Context, d *pipeline.Delivery, w *envelope.Work, t envelope.Target) *envelope.Result {
 	if e.d.Breakers == nil {
+		if res := e.acquire(ctx, w, t); res != nil {
+			return res
+		}
 		return e.call(ctx, d, w, t)
 	}
 	permit, err := e.d.Breakers.Allow(ctx, BreakerKey(t))
@@ -236,9 +247,15 @@ func (e *Executor) guardedCall(ctx context.Context, d *pipeline.Delivery, w *env
 		e.calls.WithLabelValues(t.Vendor, t.Model, ClassCircuitOpen).Inc()
 		return &envelope.Result{ErrorClass: ClassCircuitOpen, Retryable: true, ErrorMessage: msg, StartedAt: e.d.Now().UTC()}
 	}
-	res := e.call(ctx, d, w, t)
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
+	if res := e.acquire(ctx, w, t); res != nil {
+		if err := e.d.Breakers.Release(rctx, permit); err != nil {
+			e.d.Log.Warn().Err(err).Msg("breaker permit not released")
+		}
+		return res
+	}
+	res := e.call(ctx, d, w, t)
 	switch {
 	case res.OK():
 		err = e.d.Breakers.Record(rctx, permit, true)
@@ -251,6 +268,29 @@ func (e *Executor) guardedCall(ctx context.Context, d *pipeline.Delivery, w *env
 		e.d.Log.Warn().Err(err).Str("vendor", t.Vendor).Str("model", t.Model).Msg("breaker outcome not recorded")
 	}
 	return res
+}
+
+// acquire takes a slot from the vendor's shared rpm/tpm window. It returns
+// a saturated result when there is none, nil when the call may go ahead.
+// If the limiter itself fails (NATS trouble) the call goes ahead: the
+// consumer's MaxAckPending still bounds concurrency.
+func (e *Executor) acquire(ctx context.Context, w *envelope.Work, t envelope.Target) *envelope.Result {
+	if e.d.Limiter == nil {
+		return nil
+	}
+	err := e.d.Limiter.Acquire(ctx, t.Vendor, w.Class.TokenEstimate, envelope.AttemptID(w.Key, w.AttemptNumber()))
+	var sat *limiter.Saturated
+	switch {
+	case err == nil:
+		return nil
+	case errors.As(err, &sat):
+		e.calls.WithLabelValues(t.Vendor, t.Model, ClassSaturated).Inc()
+		return &envelope.Result{ErrorClass: ClassSaturated, Retryable: true, ErrorMessage: sat.Error(),
+			RetryAfterMS: sat.RetryAfter.Milliseconds(), StartedAt: e.d.Now().UTC()}
+	default:
+		e.d.Log.Warn().Err(err).Str("vendor", t.Vendor).Msg("limiter unavailable; calling without it")
+		return nil
+	}
 }
 
 // call performs the vendor request, keeping the message alive meanwhile.

@@ -156,7 +156,15 @@ func (r *Router) afterFailure(ctx context.Context, w *envelope.Work, now time.Ti
 		}
 		return r.pub.FailRequest(ctx, w, code, msg, false, now)
 	}
-	if delay, ok := r.retryDelay(w, res, now); ok {
+	if res.ErrorClass == executorSaturated {
+		if delay, ok := r.waitForSlot(w, res, now); ok {
+			r.decisions.WithLabelValues("wait_saturated").Inc()
+			w.NotBefore = now.Add(delay)
+			w.StepAttempts-- // waiting for a slot is not a retry
+			return r.dispatch(ctx, w, now)
+		}
+		r.decisions.WithLabelValues("spill_saturated").Inc()
+	} else if delay, ok := r.retryDelay(w, res, now); ok {
 		r.decisions.WithLabelValues("retry").Inc()
 		w.NotBefore = now.Add(delay)
 		return r.dispatch(ctx, w, now)
@@ -168,6 +176,25 @@ func (r *Router) afterFailure(ctx context.Context, w *envelope.Work, now time.Ti
 	w.StepAttempts = 0
 	w.NotBefore = time.Time{}
 	return r.dispatch(ctx, w, now)
+}
+
+// executorSaturated is the executor's error class for a call not made
+// because the vendor is at its limit.
+const executorSaturated = "saturated"
+
+// waitForSlot says how long to wait for the vendor's next slot when the
+// route prefers waiting to spilling, unless the wait would overrun the
+// deadline.
+func (r *Router) waitForSlot(w *envelope.Work, res *envelope.Result, now time.Time) (time.Duration, bool) {
+	route, ok := r.d.Policy.Current().Route(w.Route)
+	if !ok || route.OnSaturated != policy.OnSaturatedWait {
+		return 0, false
+	}
+	delay := max(time.Duration(res.RetryAfterMS)*time.Millisecond, 50*time.Millisecond)
+	if !w.Deadline.IsZero() && !now.Add(delay).Before(w.Deadline) {
+		return 0, false
+	}
+	return delay, true
 }
 
 // retryDelay decides whether a retryable failure is retried on the same

@@ -22,6 +22,7 @@ import (
 
 	"github.com/switchyard-llm/switchyard/pkg/breaker"
 	"github.com/switchyard-llm/switchyard/pkg/envelope"
+	"github.com/switchyard-llm/switchyard/pkg/limiter"
 	"github.com/switchyard-llm/switchyard/pkg/natsx"
 	"github.com/switchyard-llm/switchyard/pkg/obs"
 	"github.com/switchyard-llm/switchyard/pkg/policy"
@@ -123,6 +124,7 @@ type System struct {
 	SimURL   string
 	Registry *prometheus.Registry
 	Breakers *breaker.Breakers // nil when disabled
+	Limiter  *limiter.Limiter  // vendor rpm/tpm windows shared by all executors
 
 	cfg       Config
 	validator *envelope.Validator
@@ -204,6 +206,9 @@ func Start(ctx context.Context, cfg Config, log zerolog.Logger) (_ *System, err 
 		s.Breakers = b
 		s.stops = append(s.stops, func() { _ = b.Close() })
 	}
+	if s.Limiter, err = limiter.New(ctx, s.JS, VendorLimits(s.Policy)); err != nil {
+		return nil, err
+	}
 	if err := s.startStages(ctx); err != nil {
 		return nil, err
 	}
@@ -235,6 +240,15 @@ func (s *System) startSim(cfg Config) error {
 	}
 	s.Log.Info().Str("addr", addr).Msg("vendor simulator serving every vendor")
 	return nil
+}
+
+// VendorLimits collects the vendors' rpm/tpm limits from the policy.
+func VendorLimits(p *policy.Policy) map[string]limiter.Limits {
+	out := map[string]limiter.Limits{}
+	for name, v := range p.Vendors {
+		out[name] = limiter.Limits{RPM: v.RPM, TPM: v.TPM}
+	}
+	return out
 }
 
 func anyVendorKey(p *policy.Policy) bool {
@@ -319,7 +333,7 @@ func (s *System) AddExecutor(vendorName string) error {
 	n := len(s.executors[vendorName])
 	s.mu.Unlock()
 	log := s.Log.With().Str("service", "executor").Str("vendor", vendorName).Int("replica", n).Logger()
-	ex, err := executor.New(cfg, executor.Deps{Log: log, NC: s.NC, JS: s.JS, Policy: s.Policies, Adapter: adapter, Breakers: s.Breakers, Metrics: s.Registry})
+	ex, err := executor.New(cfg, executor.Deps{Log: log, NC: s.NC, JS: s.JS, Policy: s.Policies, Adapter: adapter, Breakers: s.Breakers, Limiter: s.Limiter, Metrics: s.Registry})
 	if err != nil {
 		return err
 	}

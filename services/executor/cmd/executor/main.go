@@ -8,6 +8,7 @@ import (
 	"errors"
 	"os"
 
+	"github.com/switchyard-llm/switchyard/pkg/limiter"
 	"github.com/switchyard-llm/switchyard/pkg/obs"
 	"github.com/switchyard-llm/switchyard/pkg/svc"
 	"github.com/switchyard-llm/switchyard/services/executor"
@@ -49,8 +50,13 @@ func run(ctx context.Context, cfg config) error {
 	if err != nil {
 		return err
 	}
+	v := env.Policy.Vendors[cfg.Vendor]
+	lim, err := limiter.New(ctx, env.JS, map[string]limiter.Limits{cfg.Vendor: {RPM: v.RPM, TPM: v.TPM}})
+	if err != nil {
+		return err
+	}
 	reg := obs.NewRegistry()
-	st, err := executor.New(cfg.Stage, executor.Deps{Log: env.Log.With().Str("vendor", cfg.Vendor).Logger(), NC: env.NC, JS: env.JS, Policy: env.Policies, Adapter: adapter, Metrics: reg})
+	st, err := executor.New(cfg.Stage, executor.Deps{Log: env.Log.With().Str("vendor", cfg.Vendor).Logger(), NC: env.NC, JS: env.JS, Policy: env.Policies, Adapter: adapter, Limiter: lim, Metrics: reg})
 	if err != nil {
 		return err
 	}

@@ -1,0 +1,71 @@
+package integration
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/switchyard-llm/switchyard/services/switchyard/app"
+)
+
+// Three executor replicas of one vendor with a 120 requests/minute limit,
+// under three times that offered load for 30 s: the vendor never sees more
+// than the limit in a minute, and the surplus spills to the next vendor
+// with fallback reason saturated.
+func TestVendorRPMHoldsAcrossReplicas(t *testing.T) {
+	const rpm, perSecond, seconds = 120, 6, 30 // 6/s = 360/min = 3 × 120
+	e := start(t, func(c *app.Config) {
+		c.ExecutorReplicas = 3
+		v := c.Policy.Vendors["openai"]
+		v.RPM = rpm
+		c.Policy.Vendors["openai"] = v
+	})
+	col, err := e.client.Collect(e.tenant)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer col.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	n := perSecond * seconds
+	began := time.Now()
+	for i := range n {
+		if wait := time.Until(began.Add(time.Duration(i) * time.Second / perSecond)); wait > 0 {
+			time.Sleep(wait)
+		}
+		if err := e.client.Publish(ctx, e.request(fmt.Sprintf("q%03d", i), "chat", fmt.Sprintf("limit %d", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := col.Wait(ctx, n); err != nil {
+		t.Fatal(err)
+	}
+	byVendor, saturated := map[string]int{}, 0
+	for id, rs := range col.All() {
+		r := rs[0]
+		if len(rs) != 1 || r.Status != "ok" {
+			t.Fatalf("%s: %d replies, %+v", id, len(rs), r.Error)
+		}
+		byVendor[r.Vendor]++
+		if r.Fallback && len(r.Attempts) == 2 && r.Attempts[0].ErrorClass == "saturated" {
+			saturated++
+		}
+	}
+	calls := e.sys.Sim.Calls().Model("openai", "gpt-4o-mini")
+	t.Logf("%d requests in %s: %v; openai calls %d (peak %d in a calendar minute), %d spilled as saturated",
+		n, time.Since(began).Round(time.Second), byVendor, calls.Calls, calls.PeakPerMinute, saturated)
+	if calls.Calls > rpm || calls.PeakPerMinute > rpm {
+		t.Fatalf("openai saw %d calls (peak %d/min); the limit is %d/min", calls.Calls, calls.PeakPerMinute, rpm)
+	}
+	if calls.Calls < rpm*9/10 {
+		t.Fatalf("openai saw only %d calls; the limiter should let about %d through", calls.Calls, rpm)
+	}
+	if saturated != n-int(calls.Calls) || byVendor["anthropic"] != saturated {
+		t.Fatalf("spill: %d saturated, %v by vendor, %d openai calls", saturated, byVendor, calls.Calls)
+	}
+	tenant := fmt.Sprintf("tenant = '%s'", e.tenant)
+	if got := e.eventually("SELECT count() FROM %s.requests FINAL WHERE fallback_reason = 'saturated' AND "+tenant, uint64(saturated), 30*time.Second); got != uint64(saturated) {
+		t.Fatalf("saturated rows = %d, want %d", got, saturated)
+	}
+}
