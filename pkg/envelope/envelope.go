@@ -209,6 +209,10 @@ type Work struct {
 	Step       int            `json:"step"`
 	// StepAttempts counts the attempts made on the current step.
 	StepAttempts int `json:"step_attempts,omitempty"`
+	// CacheKey is set when the answer may be stored in the response cache;
+	// CacheTTLMS is how long.
+	CacheKey   string `json:"cache_key,omitempty"`
+	CacheTTLMS int64  `json:"cache_ttl_ms,omitempty"`
 	// NotBefore delays a retry: the executor hands the work back until then.
 	NotBefore      time.Time       `json:"not_before,omitzero"`
 	Attempts       []AttemptResult `json:"attempts,omitempty"`

@@ -85,6 +85,15 @@ type Route struct {
 	// OnSaturated says what happens when a target's vendor is at its
 	// rpm/tpm limit: spill to the next target (default) or wait for a slot.
 	OnSaturated string `yaml:"on_saturated" json:"on_saturated"`
+	// Cache turns the exact response cache on for the route (TTL > 0).
+	Cache RouteCache `yaml:"cache" json:"cache"`
+}
+
+// RouteCache is a route's response cache setting.
+type RouteCache struct {
+	TTL Duration `yaml:"ttl" json:"ttl"`
+	// AllowSensitive caches requests in which PII was detected too.
+	AllowSensitive bool `yaml:"allow_sensitive" json:"allow_sensitive"`
 }
 
 // What a route does when a vendor is at its limits.
@@ -237,6 +246,9 @@ func (p *Policy) Validate() error {
 		case OnSaturatedSpill, OnSaturatedWait:
 		default:
 			bad("routes.%s.on_saturated: %q is not one of spill, wait", r.Name, r.OnSaturated)
+		}
+		if r.Cache.TTL.Duration < 0 {
+			bad("routes.%s.cache.ttl: must not be negative", r.Name)
 		}
 		if r.Retry.Attempts < 0 || r.Retry.Attempts > 10 {
 			bad("routes.%s.retry.attempts: %d is not between 0 and 10", r.Name, r.Retry.Attempts)

@@ -20,6 +20,7 @@ import (
 	"github.com/switchyard-llm/switchyard/pkg/natsx"
 	"github.com/switchyard-llm/switchyard/pkg/pipeline"
 	"github.com/switchyard-llm/switchyard/pkg/policy"
+	"github.com/switchyard-llm/switchyard/pkg/respcache"
 	"github.com/switchyard-llm/switchyard/pkg/stage"
 )
 
@@ -55,10 +56,12 @@ func (c Config) Validate() error {
 
 // Deps are the gate's collaborators.
 type Deps struct {
-	Log     zerolog.Logger
-	NC      *nats.Conn
-	JS      jetstream.JetStream
-	Policy  policy.Source
+	Log    zerolog.Logger
+	NC     *nats.Conn
+	JS     jetstream.JetStream
+	Policy policy.Source
+	// Cache stores passing answers of requests the router marked cacheable.
+	Cache   *respcache.Cache
 	Now     func() time.Time
 	Metrics prometheus.Registerer
 }
@@ -192,7 +195,16 @@ func (g *Gate) finishOK(ctx context.Context, w *envelope.Work, res *envelope.Res
 		r.Usage.CachedTokens += a.Usage.CachedTokens
 		r.Usage.CacheWriteTokens += a.Usage.CacheWriteTokens
 	}
-	return g.pub.Finish(ctx, w, r, now)
+	if err := g.pub.Finish(ctx, w, r, now); err != nil {
+		return err
+	}
+	if g.d.Cache != nil && w.CacheKey != "" && !degraded {
+		// Best effort: a failed store only costs a future hit.
+		if err := g.d.Cache.Put(ctx, w.CacheKey, respcache.EntryFromReply(r), time.Duration(w.CacheTTLMS)*time.Millisecond); err != nil {
+			g.d.Log.Debug().Err(err).Str("request_id", w.Request.ID).Msg("answer not cached")
+		}
+	}
+	return nil
 }
 
 // recordAttempt publishes the attempt's telemetry event; its id is the

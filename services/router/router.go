@@ -25,6 +25,7 @@ import (
 	"github.com/switchyard-llm/switchyard/pkg/pipeline"
 	"github.com/switchyard-llm/switchyard/pkg/policy"
 	"github.com/switchyard-llm/switchyard/pkg/provider"
+	"github.com/switchyard-llm/switchyard/pkg/respcache"
 	"github.com/switchyard-llm/switchyard/pkg/stage"
 )
 
@@ -67,8 +68,11 @@ type Deps struct {
 	// Breakers, when set, let the router skip a target whose circuit is
 	// open without a round trip to its executor.
 	Breakers *breaker.Breakers
-	Now      func() time.Time
-	Metrics  prometheus.Registerer
+	// Cache, when set, answers repeated requests on routes with a cache TTL
+	// without calling a vendor.
+	Cache   *respcache.Cache
+	Now     func() time.Time
+	Metrics prometheus.Registerer
 }
 
 // Router is the routing stage.
@@ -133,9 +137,38 @@ func (r *Router) Handle(ctx context.Context, d *pipeline.Delivery) error {
 	now := r.d.Now()
 	if d.Msg.Subject() == natsx.SubjectClassified {
 		w.Step = 0
+		if hit, err := r.fromCache(ctx, w, now); hit || err != nil {
+			return err
+		}
 		return r.dispatch(ctx, w, now)
 	}
 	return r.afterFailure(ctx, w, now)
+}
+
+// fromCache answers from the response cache when the route caches and the
+// request may be cached; otherwise it marks the work so the gate stores a
+// passing answer. A cache that cannot be read is a miss, never an error.
+func (r *Router) fromCache(ctx context.Context, w *envelope.Work, now time.Time) (bool, error) {
+	if r.d.Cache == nil {
+		return false, nil
+	}
+	route, ok := r.d.Policy.Current().Route(w.Route)
+	if !ok || route.Cache.TTL.Duration <= 0 || !r.d.Cache.Eligible(&w.Request, w.Class.Sensitive, route.Cache.AllowSensitive) {
+		return false, nil
+	}
+	key := respcache.Key(&w.Request, route.Name, respcache.Fingerprint(route))
+	entry, hit, err := r.d.Cache.Get(ctx, key)
+	if err != nil {
+		r.d.Log.Warn().Err(err).Msg("response cache unavailable; treating as a miss")
+	}
+	if !hit {
+		w.CacheKey, w.CacheTTLMS = key, route.Cache.TTL.Milliseconds()
+		return false, nil
+	}
+	r.decisions.WithLabelValues("cache_hit").Inc()
+	reply := entry.Reply(&w.Request, w.Route)
+	reply.LatencyMS = now.Sub(w.ReceivedAt).Milliseconds()
+	return true, r.pub.Finish(ctx, w, &reply, now)
 }
 
 // afterFailure decides what follows a failed attempt.

@@ -26,6 +26,7 @@ import (
 	"github.com/switchyard-llm/switchyard/pkg/natsx"
 	"github.com/switchyard-llm/switchyard/pkg/obs"
 	"github.com/switchyard-llm/switchyard/pkg/policy"
+	"github.com/switchyard-llm/switchyard/pkg/respcache"
 	"github.com/switchyard-llm/switchyard/services/executor"
 	"github.com/switchyard-llm/switchyard/services/gate"
 	"github.com/switchyard-llm/switchyard/services/intake"
@@ -62,8 +63,10 @@ type Config struct {
 	Gate     gate.Config     `envconfig:"GATE"`
 	Ledger   ledger.Config
 	// Breakers are shared by every router and executor through a KV bucket.
-	BreakersEnabled bool           `envconfig:"BREAKERS" default:"true"`
-	Breaker         breaker.Config `envconfig:"BREAKER"`
+	BreakersEnabled bool `envconfig:"BREAKERS" default:"true"`
+	// CacheEnabled runs the response cache for routes that set a cache TTL.
+	CacheEnabled bool           `envconfig:"CACHE" default:"true"`
+	Breaker      breaker.Config `envconfig:"BREAKER"`
 
 	// ExternalExecutors names vendors whose executors run as processes of
 	// their own; `up` starts none for them.
@@ -125,6 +128,7 @@ type System struct {
 	Registry *prometheus.Registry
 	Breakers *breaker.Breakers // nil when disabled
 	Limiter  *limiter.Limiter  // vendor rpm/tpm windows shared by all executors
+	Cache    *respcache.Cache  // nil when disabled
 
 	cfg       Config
 	validator *envelope.Validator
@@ -209,6 +213,11 @@ func Start(ctx context.Context, cfg Config, log zerolog.Logger) (_ *System, err 
 	if s.Limiter, err = limiter.New(ctx, s.JS, VendorLimits(s.Policy)); err != nil {
 		return nil, err
 	}
+	if cfg.CacheEnabled {
+		if s.Cache, err = respcache.New(ctx, s.JS, respcache.Config{}, log.With().Str("component", "cache").Logger()); err != nil {
+			return nil, err
+		}
+	}
 	if err := s.startStages(ctx); err != nil {
 		return nil, err
 	}
@@ -266,11 +275,11 @@ func (s *System) startStages(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	rt, err := router.New(s.cfg.Router, router.Deps{Log: l("router"), NC: s.NC, JS: s.JS, Policy: s.Policies, Breakers: s.Breakers, Metrics: s.Registry})
+	rt, err := router.New(s.cfg.Router, router.Deps{Log: l("router"), NC: s.NC, JS: s.JS, Policy: s.Policies, Breakers: s.Breakers, Cache: s.Cache, Metrics: s.Registry})
 	if err != nil {
 		return err
 	}
-	gt, err := gate.New(s.cfg.Gate, gate.Deps{Log: l("gate"), NC: s.NC, JS: s.JS, Policy: s.Policies, Metrics: s.Registry})
+	gt, err := gate.New(s.cfg.Gate, gate.Deps{Log: l("gate"), NC: s.NC, JS: s.JS, Policy: s.Policies, Cache: s.Cache, Metrics: s.Registry})
 	if err != nil {
 		return err
 	}
