@@ -209,6 +209,9 @@ type Work struct {
 	Step       int            `json:"step"`
 	// StepAttempts counts the attempts made on the current step.
 	StepAttempts int `json:"step_attempts,omitempty"`
+	// Budget is the tenant's budget reservation (pkg/budget), settled with
+	// the real cost when the request finishes.
+	Budget json.RawMessage `json:"budget,omitempty"`
 	// CacheKey is set when the answer may be stored in the response cache;
 	// CacheTTLMS is how long.
 	CacheKey   string `json:"cache_key,omitempty"`

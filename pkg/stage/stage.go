@@ -26,6 +26,10 @@ import (
 type Publisher struct {
 	JS jetstream.JetStream
 	NC *nats.Conn
+	// OnFinish, when set, runs before a finished request's telemetry and
+	// reply are published (the budget settlement). It must be idempotent:
+	// a redelivered finish runs it again.
+	OnFinish func(ctx context.Context, w *envelope.Work, r *envelope.Reply) error
 }
 
 // Publish marshals v and publishes it to a JetStream subject.
@@ -116,6 +120,11 @@ func (p Publisher) SendReply(ctx context.Context, key, subject string, r *envelo
 // that saw a reply can always find the request in the ledger eventually.
 // Both carry deterministic ids, so a redelivered finish publishes nothing new.
 func (p Publisher) Finish(ctx context.Context, w *envelope.Work, r *envelope.Reply, now time.Time) error {
+	if p.OnFinish != nil {
+		if err := p.OnFinish(ctx, w, r); err != nil {
+			return err
+		}
+	}
 	ev := RequestEventFor(w, r, now)
 	if err := p.Publish(ctx, natsx.SubjectRequest, w.Key+":request", ev, traceHeader(w)); err != nil {
 		return err

@@ -16,11 +16,13 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
+	"github.com/switchyard-llm/switchyard/pkg/budget"
 	"github.com/switchyard-llm/switchyard/pkg/envelope"
 	"github.com/switchyard-llm/switchyard/pkg/natsx"
 	"github.com/switchyard-llm/switchyard/pkg/pipeline"
 	"github.com/switchyard-llm/switchyard/pkg/policy"
 	"github.com/switchyard-llm/switchyard/pkg/respcache"
+	"github.com/switchyard-llm/switchyard/pkg/spend"
 	"github.com/switchyard-llm/switchyard/pkg/stage"
 )
 
@@ -60,6 +62,8 @@ type Deps struct {
 	NC     *nats.Conn
 	JS     jetstream.JetStream
 	Policy policy.Source
+	// Budgets settles finished requests' reservations with their real cost.
+	Budgets *budget.Budgets
 	// Cache stores passing answers of requests the router marked cacheable.
 	Cache   *respcache.Cache
 	Now     func() time.Time
@@ -85,7 +89,7 @@ func New(cfg Config, d Deps) (*Gate, error) {
 	if d.Now == nil {
 		d.Now = time.Now
 	}
-	g := &Gate{cfg: cfg, d: d, pub: stage.Publisher{JS: d.JS, NC: d.NC},
+	g := &Gate{cfg: cfg, d: d, pub: stage.Publisher{JS: d.JS, NC: d.NC, OnFinish: spend.Settler(d.Budgets)},
 		verdicts: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "switchyard_gate_verdicts_total", Help: "Gate verdicts."}, []string{"verdict"}),
 	}
 	if d.Metrics != nil {

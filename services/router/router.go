@@ -20,12 +20,14 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/switchyard-llm/switchyard/pkg/breaker"
+	"github.com/switchyard-llm/switchyard/pkg/budget"
 	"github.com/switchyard-llm/switchyard/pkg/envelope"
 	"github.com/switchyard-llm/switchyard/pkg/natsx"
 	"github.com/switchyard-llm/switchyard/pkg/pipeline"
 	"github.com/switchyard-llm/switchyard/pkg/policy"
 	"github.com/switchyard-llm/switchyard/pkg/provider"
 	"github.com/switchyard-llm/switchyard/pkg/respcache"
+	"github.com/switchyard-llm/switchyard/pkg/spend"
 	"github.com/switchyard-llm/switchyard/pkg/stage"
 )
 
@@ -68,6 +70,9 @@ type Deps struct {
 	// Breakers, when set, let the router skip a target whose circuit is
 	// open without a round trip to its executor.
 	Breakers *breaker.Breakers
+	// Budgets, when set, hold each request's cost estimate against its
+	// tenant's budgets before any vendor is called.
+	Budgets *budget.Budgets
 	// Cache, when set, answers repeated requests on routes with a cache TTL
 	// without calling a vendor.
 	Cache   *respcache.Cache
@@ -94,7 +99,7 @@ func New(cfg Config, d Deps) (*Router, error) {
 	if d.Now == nil {
 		d.Now = time.Now
 	}
-	r := &Router{cfg: cfg, d: d, pub: stage.Publisher{JS: d.JS, NC: d.NC},
+	r := &Router{cfg: cfg, d: d, pub: stage.Publisher{JS: d.JS, NC: d.NC, OnFinish: spend.Settler(d.Budgets)},
 		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "switchyard_router_decisions_total", Help: "Routing decisions by kind."}, []string{"decision"}),
 	}
 	if d.Metrics != nil {
@@ -140,6 +145,9 @@ func (r *Router) Handle(ctx context.Context, d *pipeline.Delivery) error {
 		if hit, err := r.fromCache(ctx, w, now); hit || err != nil {
 			return err
 		}
+		if refused, err := r.reserve(ctx, w, now); refused || err != nil {
+			return err
+		}
 		return r.dispatch(ctx, w, now)
 	}
 	return r.afterFailure(ctx, w, now)
@@ -169,6 +177,39 @@ func (r *Router) fromCache(ctx context.Context, w *envelope.Work, now time.Time)
 	reply := entry.Reply(&w.Request, w.Route)
 	reply.LatencyMS = now.Sub(w.ReceivedAt).Milliseconds()
 	return true, r.pub.Finish(ctx, w, &reply, now)
+}
+
+// reserve holds the request's cost estimate against its tenant's budgets.
+// Over budget, the request is refused (budget_exceeded / quota_exceeded)
+// or, where the tenant's policy says so, moved to its cheaper route.
+func (r *Router) reserve(ctx context.Context, w *envelope.Work, now time.Time) (refused bool, err error) {
+	pol := r.d.Policy.Current()
+	route, ok := pol.Route(w.Route)
+	if !ok {
+		return false, nil
+	}
+	err = spend.Reserve(ctx, r.d.Budgets, pol, route, w)
+	var ref *spend.Refusal
+	if errors.As(err, &ref) {
+		tenant, _ := pol.Tenant(w.Request.Tenant)
+		if cheaper, ok := pol.Route(tenant.DowngradeRoute); ok && tenant.OnExceeded == policy.OnExceededDowngrade && cheaper.Name != w.Route {
+			r.decisions.WithLabelValues("budget_downgrade").Inc()
+			w.Route, w.Strategy, w.Step, w.StepAttempts = cheaper.Name, cheaper.Strategy, 0, 0
+			w.Chain = w.Chain[:0]
+			for _, t := range cheaper.Chain {
+				w.Chain = append(w.Chain, envelope.Target{Vendor: t.Vendor, Model: t.Model})
+			}
+			err = spend.Reserve(ctx, r.d.Budgets, pol, cheaper, w)
+		}
+	}
+	if errors.As(err, &ref) {
+		r.decisions.WithLabelValues(ref.Code).Inc()
+		return true, r.pub.FailRequest(ctx, w, ref.Code, ref.Error(), false, now)
+	}
+	if err != nil {
+		return false, pipeline.Transient(err, 0)
+	}
+	return false, nil
 }
 
 // afterFailure decides what follows a failed attempt.

@@ -21,6 +21,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/switchyard-llm/switchyard/pkg/breaker"
+	"github.com/switchyard-llm/switchyard/pkg/budget"
 	"github.com/switchyard-llm/switchyard/pkg/envelope"
 	"github.com/switchyard-llm/switchyard/pkg/limiter"
 	"github.com/switchyard-llm/switchyard/pkg/natsx"
@@ -129,6 +130,7 @@ type System struct {
 	Breakers *breaker.Breakers // nil when disabled
 	Limiter  *limiter.Limiter  // vendor rpm/tpm windows shared by all executors
 	Cache    *respcache.Cache  // nil when disabled
+	Budgets  *budget.Budgets   // tenant budgets and quotas
 
 	cfg       Config
 	validator *envelope.Validator
@@ -213,6 +215,9 @@ func Start(ctx context.Context, cfg Config, log zerolog.Logger) (_ *System, err 
 	if s.Limiter, err = limiter.New(ctx, s.JS, VendorLimits(s.Policy)); err != nil {
 		return nil, err
 	}
+	if s.Budgets, err = budget.New(ctx, s.JS, budget.Config{}, budget.Deps{Log: log.With().Str("component", "budget").Logger()}); err != nil {
+		return nil, err
+	}
 	if cfg.CacheEnabled {
 		if s.Cache, err = respcache.New(ctx, s.JS, respcache.Config{}, log.With().Str("component", "cache").Logger()); err != nil {
 			return nil, err
@@ -275,11 +280,11 @@ func (s *System) startStages(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	rt, err := router.New(s.cfg.Router, router.Deps{Log: l("router"), NC: s.NC, JS: s.JS, Policy: s.Policies, Breakers: s.Breakers, Cache: s.Cache, Metrics: s.Registry})
+	rt, err := router.New(s.cfg.Router, router.Deps{Log: l("router"), NC: s.NC, JS: s.JS, Policy: s.Policies, Breakers: s.Breakers, Cache: s.Cache, Budgets: s.Budgets, Metrics: s.Registry})
 	if err != nil {
 		return err
 	}
-	gt, err := gate.New(s.cfg.Gate, gate.Deps{Log: l("gate"), NC: s.NC, JS: s.JS, Policy: s.Policies, Cache: s.Cache, Metrics: s.Registry})
+	gt, err := gate.New(s.cfg.Gate, gate.Deps{Log: l("gate"), NC: s.NC, JS: s.JS, Policy: s.Policies, Cache: s.Cache, Budgets: s.Budgets, Metrics: s.Registry})
 	if err != nil {
 		return err
 	}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 
+	"github.com/switchyard-llm/switchyard/pkg/budget"
 	"github.com/switchyard-llm/switchyard/pkg/obs"
 	"github.com/switchyard-llm/switchyard/pkg/respcache"
 	"github.com/switchyard-llm/switchyard/pkg/svc"
@@ -40,8 +41,12 @@ func run(ctx context.Context, cfg config) error {
 	if err != nil {
 		return err
 	}
+	budgets, err := budget.New(ctx, env.JS, budget.Config{}, budget.Deps{Log: env.Log})
+	if err != nil {
+		return err
+	}
 	reg := obs.NewRegistry()
-	st, err := router.New(cfg.Stage, router.Deps{Log: env.Log, NC: env.NC, JS: env.JS, Policy: env.Policies, Cache: cache, Metrics: reg})
+	st, err := router.New(cfg.Stage, router.Deps{Log: env.Log, NC: env.NC, JS: env.JS, Policy: env.Policies, Cache: cache, Budgets: budgets, Metrics: reg})
 	if err != nil {
 		return err
 	}

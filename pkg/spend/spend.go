@@ -1,0 +1,86 @@
+// Package spend connects the tenant budgets (pkg/budget) to the pipeline:
+// a cost estimate is reserved before any vendor is called and settled with
+// the real cost when the request finishes, so concurrent requests and
+// router replicas cannot overshoot a budget.
+package spend
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"github.com/switchyard-llm/switchyard/pkg/budget"
+	"github.com/switchyard-llm/switchyard/pkg/envelope"
+	"github.com/switchyard-llm/switchyard/pkg/policy"
+	"github.com/switchyard-llm/switchyard/pkg/pricing"
+)
+
+// DefaultOutputTokens is assumed when a request sets no max_tokens.
+const DefaultOutputTokens = 512
+
+// EstimateUSD is the most a request may cost on its route: the prompt and
+// the output budget priced at the chain's most expensive model.
+func EstimateUSD(p *policy.Policy, route *policy.Route, w *envelope.Work) float64 {
+	out := w.Request.MaxTokens
+	if out <= 0 {
+		out = DefaultOutputTokens
+	}
+	in := max(w.Class.TokenEstimate-w.Request.MaxTokens, 0)
+	best := 0.0
+	for _, t := range route.Chain {
+		m, ok := p.Model(t.Vendor, t.Model)
+		if !ok {
+			continue
+		}
+		best = max(best, pricing.Price(m.Price, envelope.Usage{InputTokens: in, OutputTokens: out}))
+	}
+	return best
+}
+
+// Refusal is a budget or quota refusal with its reply code.
+type Refusal struct {
+	Code string
+	Err  error
+}
+
+func (r *Refusal) Error() string { return r.Err.Error() }
+
+// Reserve holds the estimate against the tenant's budgets and records the
+// reservation in the work envelope. A tenant without limits reserves
+// nothing (and costs no KV write). Over the limit it returns *Refusal.
+func Reserve(ctx context.Context, b *budget.Budgets, p *policy.Policy, route *policy.Route, w *envelope.Work) error {
+	tenant, _ := p.Tenant(w.Request.Tenant)
+	if b == nil || tenant.Budget.Unlimited() {
+		return nil
+	}
+	res, err := b.Reserve(ctx, w.Request.Tenant, tenant.Budget, EstimateUSD(p, route, w), w.Key)
+	switch {
+	case errors.Is(err, budget.ErrQuotaExceeded):
+		return &Refusal{Code: envelope.CodeQuotaExceeded, Err: err}
+	case errors.Is(err, budget.ErrBudgetExceeded):
+		return &Refusal{Code: envelope.CodeBudgetExceeded, Err: err}
+	case err != nil:
+		return fmt.Errorf("reserve budget: %w", err)
+	}
+	w.Budget, err = json.Marshal(res)
+	return err
+}
+
+// Settler returns the Publisher.OnFinish hook that settles a request's
+// reservation with its real cost. Settling is idempotent per reservation.
+func Settler(b *budget.Budgets) func(ctx context.Context, w *envelope.Work, r *envelope.Reply) error {
+	return func(ctx context.Context, w *envelope.Work, r *envelope.Reply) error {
+		if b == nil || len(w.Budget) == 0 {
+			return nil
+		}
+		var res budget.Reservation
+		if err := json.Unmarshal(w.Budget, &res); err != nil {
+			return fmt.Errorf("budget reservation: %w", err)
+		}
+		if len(r.Attempts) == 0 && !r.Cached {
+			return b.Release(ctx, res) // no vendor was called
+		}
+		return b.Settle(ctx, res, r.CostUSD)
+	}
+}
