@@ -147,3 +147,15 @@ func RunWithHTTP(ctx context.Context, log zerolog.Logger, addr string, reg *prom
 	}
 	return err
 }
+
+// RunBeside runs side next to main and stops it when main returns: a
+// helper loop (the alerter beside the ledger) that must not outlive it.
+func RunBeside(ctx context.Context, main, side func(context.Context) error) error {
+	sctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); _ = side(sctx) }()
+	err := main(ctx)
+	cancel()
+	<-done
+	return err
+}

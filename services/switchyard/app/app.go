@@ -28,10 +28,12 @@ import (
 	"github.com/switchyard-llm/switchyard/pkg/obs"
 	"github.com/switchyard-llm/switchyard/pkg/policy"
 	"github.com/switchyard-llm/switchyard/pkg/respcache"
+	"github.com/switchyard-llm/switchyard/pkg/svc"
 	"github.com/switchyard-llm/switchyard/services/executor"
 	"github.com/switchyard-llm/switchyard/services/gate"
 	"github.com/switchyard-llm/switchyard/services/intake"
 	"github.com/switchyard-llm/switchyard/services/ledger"
+	"github.com/switchyard-llm/switchyard/services/ledger/alerts"
 	"github.com/switchyard-llm/switchyard/services/router"
 	"github.com/switchyard-llm/switchyard/services/sim"
 )
@@ -63,6 +65,7 @@ type Config struct {
 	Executor executor.Config `envconfig:"EXECUTOR"`
 	Gate     gate.Config     `envconfig:"GATE"`
 	Ledger   ledger.Config
+	Alerts   alerts.Config `envconfig:"ALERTS"`
 	// Breakers are shared by every router and executor through a KV bucket.
 	BreakersEnabled bool `envconfig:"BREAKERS" default:"true"`
 	// CacheEnabled runs the response cache for routes that set a cache TTL.
@@ -105,7 +108,7 @@ func (c Config) Validate() error {
 	ex.Vendor = "any"
 	errs = append(errs, ex.Validate())
 	if c.LedgerEnabled {
-		errs = append(errs, c.Ledger.Validate())
+		errs = append(errs, c.Ledger.Validate(), c.Alerts.Validate())
 	}
 	if c.BreakersEnabled {
 		errs = append(errs, c.Breaker.Validate())
@@ -180,6 +183,7 @@ func Start(ctx context.Context, cfg Config, log zerolog.Logger) (_ *System, err 
 	if s.JS, err = jetstream.New(s.NC); err != nil {
 		return nil, err
 	}
+	s.Registry.MustRegister(natsx.NewCollector(s.JS, log.With().Str("component", "jetstream_metrics").Logger()))
 	topo := natsx.DefaultTopology()
 	if cfg.Topology != nil {
 		topo = *cfg.Topology
@@ -322,7 +326,15 @@ func (s *System) runLedger(ctx context.Context) error {
 					return err
 				}
 				defer conn.Close()
-				return l.Run(ctx)
+				if !s.cfg.Alerts.Enabled {
+					return l.Run(ctx)
+				}
+				al, err := alerts.New(s.cfg.Alerts, alerts.Deps{Log: s.Log.With().Str("service", "alerts").Logger(),
+					JS: s.JS, CH: c, Database: s.cfg.Ledger.ClickHouseDatabase, Policy: s.Policies})
+				if err != nil {
+					return err
+				}
+				return svc.RunBeside(ctx, l.Run, al.Run)
 			}
 			_ = c.Close()
 		}

@@ -7,17 +7,22 @@ import (
 	"context"
 	"errors"
 
+	"github.com/switchyard-llm/switchyard/pkg/natsx"
 	"github.com/switchyard-llm/switchyard/pkg/obs"
 	"github.com/switchyard-llm/switchyard/pkg/svc"
 	"github.com/switchyard-llm/switchyard/services/ledger"
+	"github.com/switchyard-llm/switchyard/services/ledger/alerts"
 )
 
 type config struct {
 	svc.Common
 	ledger.Config
+	Alerts alerts.Config `envconfig:"ALERTS"`
 }
 
-func (c config) Validate() error { return errors.Join(c.Common.Validate(), c.Config.Validate()) }
+func (c config) Validate() error {
+	return errors.Join(c.Common.Validate(), c.Config.Validate(), c.Alerts.Validate())
+}
 
 func main() {
 	var cfg config
@@ -50,5 +55,15 @@ func run(ctx context.Context, cfg config) error {
 	if err != nil {
 		return err
 	}
-	return svc.RunWithHTTP(ctx, env.Log, cfg.HTTPAddr, reg, l.Run)
+	reg.MustRegister(natsx.NewCollector(env.JS, env.Log))
+	run := l.Run
+	if cfg.Alerts.Enabled {
+		al, err := alerts.New(cfg.Alerts, alerts.Deps{Log: env.Log.With().Str("component", "alerts").Logger(),
+			JS: env.JS, CH: conn, Database: cfg.ClickHouseDatabase, Policy: env.Policies})
+		if err != nil {
+			return err
+		}
+		run = func(ctx context.Context) error { return svc.RunBeside(ctx, l.Run, al.Run) }
+	}
+	return svc.RunWithHTTP(ctx, env.Log, cfg.HTTPAddr, reg, run)
 }
