@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/switchyard-llm/switchyard/pkg/dlq"
 	"github.com/switchyard-llm/switchyard/pkg/envelope"
 	"github.com/switchyard-llm/switchyard/services/sim"
@@ -204,5 +206,36 @@ func TestInvalidEnvelopeDeadLetteredAndReplayed(t *testing.T) {
 	left, err := dlq.List(ctx, e.sys.JS, dlq.Filter{Stage: "intake", Tenant: e.tenant})
 	if err != nil || len(left) != 0 {
 		t.Fatalf("dead letter still listed after replay: %v %+v", err, left)
+	}
+}
+
+// The client's W3C trace context travels through every stage and the trace
+// id is stored with the request and its attempts.
+func TestTraceContextReachesTheLedger(t *testing.T) {
+	e := start(t)
+	const traceID = "4bf92f3577b34da6a3ce929d0e0e4736"
+	col, err := e.client.Collect(e.tenant)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer col.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	data, _ := json.Marshal(e.request("tr1", "chat", "traced"))
+	m := &nats.Msg{Subject: "llm.requests", Data: data, Header: nats.Header{}}
+	m.Header.Set("Nats-Msg-Id", "tr1")
+	m.Header.Set("traceparent", "00-"+traceID+"-00f067aa0ba902b7-01")
+	if _, err := e.sys.JS.PublishMsg(ctx, m); err != nil {
+		t.Fatal(err)
+	}
+	if err := col.Wait(ctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	where := fmt.Sprintf(" WHERE trace_id = '%s' AND tenant = '%s'", traceID, e.tenant)
+	if got := e.eventually("SELECT count() FROM %s.requests FINAL"+where, 1, 30*time.Second); got != 1 {
+		t.Fatalf("requests rows with the trace id = %d", got)
+	}
+	if got := e.eventually("SELECT count() FROM %s.attempts FINAL"+where, 1, 30*time.Second); got != 1 {
+		t.Fatalf("attempt rows with the trace id = %d", got)
 	}
 }

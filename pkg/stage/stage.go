@@ -41,6 +41,12 @@ func (p Publisher) Publish(ctx context.Context, subject, msgID string, v any, hd
 	return p.PublishRaw(ctx, subject, msgID, data, hdr)
 }
 
+// PublishWork hands a work envelope to the next stage, carrying the W3C
+// trace context in the traceparent header as well as in the envelope.
+func (p Publisher) PublishWork(ctx context.Context, subject, msgID string, w *envelope.Work) error {
+	return p.Publish(ctx, subject, msgID, w, traceHeader(w))
+}
+
 // PublishRaw publishes bytes to a JetStream subject.
 func (p Publisher) PublishRaw(ctx context.Context, subject, msgID string, data []byte, hdr nats.Header) error {
 	m := &nats.Msg{Subject: subject, Data: data, Header: nats.Header{}}
@@ -102,15 +108,15 @@ func (p Publisher) DeadLetterRequest(ctx context.Context, stageName, reason, det
 // SendReply publishes a reply. Replies under llm.replies.> are persisted in
 // JetStream (deduplicated by key); a custom reply_to outside it gets a core
 // NATS publish, as a request-reply client expects.
-func (p Publisher) SendReply(ctx context.Context, key, subject string, r *envelope.Reply) error {
+func (p Publisher) SendReply(ctx context.Context, key, subject string, r *envelope.Reply, hdr nats.Header) error {
 	if strings.HasPrefix(subject, "llm.replies.") || p.NC == nil {
-		return p.Publish(ctx, subject, key+":reply", r, nil)
+		return p.Publish(ctx, subject, key+":reply", r, hdr)
 	}
 	data, err := json.Marshal(r)
 	if err != nil {
 		return pipeline.Terminal("marshal", err)
 	}
-	if err := p.NC.Publish(subject, data); err != nil {
+	if err := p.NC.PublishMsg(&nats.Msg{Subject: subject, Data: data, Header: hdr}); err != nil {
 		return pipeline.Transient(fmt.Errorf("publish reply: %w", err), 0)
 	}
 	return nil
@@ -129,7 +135,7 @@ func (p Publisher) Finish(ctx context.Context, w *envelope.Work, r *envelope.Rep
 	if err := p.Publish(ctx, natsx.SubjectRequest, w.Key+":request", ev, traceHeader(w)); err != nil {
 		return err
 	}
-	return p.SendReply(ctx, w.Key, w.Request.ReplySubject(), r)
+	return p.SendReply(ctx, w.Key, w.Request.ReplySubject(), r, traceHeader(w))
 }
 
 // FailRequest sends an error reply for w.

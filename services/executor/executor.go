@@ -93,6 +93,7 @@ type Executor struct {
 	pub     stage.Publisher
 	calls   *prometheus.CounterVec
 	latency *prometheus.HistogramVec
+	cost    *prometheus.CounterVec
 	handled atomic.Int64
 }
 
@@ -121,7 +122,11 @@ func New(cfg Config, d Deps) (*Executor, error) {
 		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "switchyard_executor_vendor_latency_seconds", Help: "Vendor call latency.",
 			Buckets: prometheus.ExponentialBuckets(0.005, 2, 14)}, []string{"vendor", "model"}),
 	}
+	e.cost = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "switchyard_executor_cost_usd_total", Help: "Vendor spend priced from the catalog, by vendor and model."}, []string{"vendor", "model"})
 	var err error
+	if e.cost, err = obs.Register(d.Metrics, e.cost); err != nil {
+		return nil, err
+	}
 	if e.calls, err = obs.Register(d.Metrics, e.calls); err != nil {
 		return nil, err
 	}
@@ -207,7 +212,7 @@ func (e *Executor) Handle(ctx context.Context, d *pipeline.Delivery) error {
 	var pubErr error
 	for i := range 5 {
 		pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		pubErr = e.pub.Publish(pctx, natsx.SubjectResults, id, w, nil)
+		pubErr = e.pub.PublishWork(pctx, natsx.SubjectResults, id, w)
 		cancel()
 		if pubErr == nil {
 			return nil
@@ -334,6 +339,7 @@ func (e *Executor) call(ctx context.Context, d *pipeline.Delivery, w *envelope.W
 	res.Content, res.FinishReason, res.Usage, res.HTTPStatus = resp.Content, resp.FinishReason, resp.Usage, resp.HTTPStatus
 	res.CostUSD, res.PriceKnown = pricing.Cost(e.d.Policy.Current(), t.Vendor, t.Model, resp.Usage)
 	e.calls.WithLabelValues(t.Vendor, t.Model, "ok").Inc()
+	e.cost.WithLabelValues(t.Vendor, t.Model).Add(res.CostUSD)
 	return res
 }
 

@@ -142,7 +142,7 @@ func (g *Gate) Handle(ctx context.Context, d *pipeline.Delivery) error {
 		if err := g.recordAttempt(ctx, w, last, res); err != nil {
 			return err
 		}
-		return g.pub.Publish(ctx, natsx.SubjectEscalations, w.Key+":escalate:"+strconv.Itoa(n), w, nil)
+		return g.pub.PublishWork(ctx, natsx.SubjectEscalations, w.Key+":escalate:"+strconv.Itoa(n), w)
 	}
 
 	v := Judge(&w.Request, res)
@@ -170,7 +170,7 @@ func (g *Gate) Handle(ctx context.Context, d *pipeline.Delivery) error {
 			w.Current = nil
 			// Straight to the next executor: the router has nothing to decide.
 			t := w.Target()
-			return g.pub.Publish(ctx, natsx.ExecSubject(t.Vendor), w.Key+":exec:"+strconv.Itoa(w.AttemptNumber()), w, nil)
+			return g.pub.PublishWork(ctx, natsx.ExecSubject(t.Vendor), w.Key+":exec:"+strconv.Itoa(w.AttemptNumber()), w)
 		case onFail == policy.OnQualityDegrade:
 			g.verdicts.WithLabelValues("degraded").Inc()
 			return g.finishOK(ctx, w, res, true, now)
@@ -240,5 +240,5 @@ func (g *Gate) recordAttempt(ctx context.Context, w *envelope.Work, a *envelope.
 		LatencyMS:     a.LatencyMS,
 		TraceID:       stage.TraceID(w.TraceParent),
 	}
-	return g.pub.Publish(ctx, natsx.SubjectAttempt, ev.AttemptID, ev, nil)
+	return g.pub.Publish(ctx, natsx.SubjectAttempt, ev.AttemptID, ev, nats.Header{natsx.HeaderTraceParent: []string{w.TraceParent}})
 }

@@ -185,7 +185,7 @@ func (in *Intake) Handle(ctx context.Context, d *pipeline.Delivery) error {
 	for i, t := range route.Chain {
 		w.Chain[i] = envelope.Target{Vendor: t.Vendor, Model: t.Model}
 	}
-	if err := in.pub.Publish(ctx, natsx.SubjectClassified, key+":classified", w, traceHeader(w.TraceParent)); err != nil {
+	if err := in.pub.PublishWork(ctx, natsx.SubjectClassified, key+":classified", w); err != nil {
 		return err
 	}
 	in.accepted.Inc()
@@ -217,8 +217,4 @@ func traceParent(h nats.Header) string {
 	var b [24]byte
 	_, _ = rand.Read(b[:])
 	return "00-" + hex.EncodeToString(b[:16]) + "-" + hex.EncodeToString(b[16:]) + "-01"
-}
-
-func traceHeader(tp string) nats.Header {
-	return nats.Header{natsx.HeaderTraceParent: []string{tp}}
 }

@@ -331,7 +331,7 @@ func (r *Router) dispatch(ctx context.Context, w *envelope.Work, now time.Time) 
 		r.decisions.WithLabelValues("fallback").Inc()
 	}
 	id := w.Key + ":exec:" + strconv.Itoa(w.AttemptNumber())
-	return r.pub.Publish(ctx, natsx.ExecSubject(t.Vendor), id, w, nil)
+	return r.pub.PublishWork(ctx, natsx.ExecSubject(t.Vendor), id, w)
 }
 
 func exhaustedMessage(w *envelope.Work) string {

@@ -45,7 +45,9 @@ func runDemo(ctx context.Context, args []string, out, errOut io.Writer) error {
 		Defaults: sim.Behavior{Latency: &sim.Latency{BaseMS: 30, JitterMS: 40}},
 		Vendors:  map[string]sim.VendorScenario{"gemini": {Behavior: sim.Behavior{InvalidJSONRate: sim.Ptr(0.2)}}},
 	}
-	log := logger(errOut, "switchyard", "warn")
+	// A short cool-down lets the demo show the breaker closing again.
+	cfg.Breaker.OpenFor = time.Second
+	log := logger(errOut, "switchyard", "error")
 	sys, err := app.Start(ctx, cfg, log)
 	if err != nil {
 		return err
@@ -76,6 +78,7 @@ func runDemo(ctx context.Context, args []string, out, errOut io.Writer) error {
 		}},
 		{"openai recovered", func() error {
 			_, err := sys.Sim.PatchScenario([]byte(`{"vendors":{"openai":{"status":null}}}`))
+			time.Sleep(1500 * time.Millisecond) // past the breaker's cool-down: a probe closes it
 			return err
 		}},
 	}
@@ -90,6 +93,7 @@ func runDemo(ctx context.Context, args []string, out, errOut io.Writer) error {
 			if err := c.Publish(ctx, demoRequest(tenant, pi, i)); err != nil {
 				return err
 			}
+			time.Sleep(20 * time.Millisecond) // a steady stream, not one burst
 		}
 		total += *n
 		wctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
