@@ -21,6 +21,7 @@ func modelsSQL(p *plan) string {
 		"round(countIf(error_class != '') / count(), 4) AS error_rate, " +
 		"sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens, " +
 		"round(sum(cost_usd), 6) AS cost_usd, countIf(price_known = 0) AS unpriced_attempts, " +
+		"round(countIf(price_known = 0) / count(), 4) AS unpriced_ratio, " +
 		"quantileExactIf(0.5)(latency_ms, error_class = '') AS p50_ms " +
 		"FROM " + p.db + ".attempts FINAL" + p.where + p.groupBy() + p.orderBy("cost_usd DESC")
 }

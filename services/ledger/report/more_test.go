@@ -54,7 +54,7 @@ func TestMoreReports(t *testing.T) {
 	savings := func(ctx context.Context, c driver.Conn, db string, q report.Query) (*report.Table, error) {
 		return report.Savings(ctx, c, db, q, pol)
 	}
-	modelCols := []string{"attempts", "failed_attempts", "error_rate", "input_tokens", "output_tokens", "cost_usd", "unpriced_attempts", "p50_ms"}
+	modelCols := []string{"attempts", "failed_attempts", "error_rate", "input_tokens", "output_tokens", "cost_usd", "unpriced_attempts", "unpriced_ratio", "p50_ms"}
 	tenantCols := []string{"requests", "attempts", "input_tokens", "output_tokens", "cost_usd", "cost_per_request", "unpriced_attempts"}
 	savingCols := []string{"attempts", "ok_attempts", "actual_usd", "baseline_usd", "savings_usd", "savings_pct", "unpriced_attempts"}
 	tests := []struct {
@@ -65,13 +65,13 @@ func TestMoreReports(t *testing.T) {
 		rows [][]string
 	}{
 		{"models default", report.Models, report.Query{}, append([]string{"vendor", "model"}, modelCols...), [][]string{
-			{"anthropic", "claude-haiku-4-5", "2", "0", "0", "1000", "400", "0.003", "0", "1200"},
-			{"openai", "gpt-4o-mini", "3", "2", "0.6667", "1000", "100", "0.001", "0", "100"},
-			{"gemini", "mystery", "1", "0", "0", "100", "10", "0", "1", "300"},
+			{"anthropic", "claude-haiku-4-5", "2", "0", "0", "1000", "400", "0.003", "0", "0", "1200"},
+			{"openai", "gpt-4o-mini", "3", "2", "0.6667", "1000", "100", "0.001", "0", "0", "100"},
+			{"gemini", "mystery", "1", "0", "0", "100", "10", "0", "1", "1", "300"},
 		}},
 		{"models by day", report.Models, report.Query{By: []string{"day"}}, append([]string{"day"}, modelCols...), [][]string{
-			{"2025-03-14", "5", "2", "0.4", "2000", "500", "0.004", "0", "800"},
-			{"2025-03-15", "1", "0", "0", "100", "10", "0", "1", "300"},
+			{"2025-03-14", "5", "2", "0.4", "2000", "500", "0.004", "0", "0", "800"},
+			{"2025-03-15", "1", "0", "0", "100", "10", "0", "1", "1", "300"},
 		}},
 		{"tenants default", report.Tenants, report.Query{}, append([]string{"tenant"}, tenantCols...), [][]string{
 			{"acme", "2", "3", "1500", "300", "0.0025", "0.00125", "0"},
