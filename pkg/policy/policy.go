@@ -85,6 +85,9 @@ type Route struct {
 	// OnSaturated says what happens when a target's vendor is at its
 	// rpm/tpm limit: spill to the next target (default) or wait for a slot.
 	OnSaturated string `yaml:"on_saturated" json:"on_saturated"`
+	// RedactPII replaces personal data with placeholders before the vendor
+	// call and restores them in the answer.
+	RedactPII bool `yaml:"redact_pii" json:"redact_pii"`
 	// Cache turns the exact response cache on for the route (TTL > 0).
 	Cache RouteCache `yaml:"cache" json:"cache"`
 }

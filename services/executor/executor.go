@@ -22,6 +22,7 @@ import (
 	"github.com/switchyard-llm/switchyard/pkg/limiter"
 	"github.com/switchyard-llm/switchyard/pkg/natsx"
 	"github.com/switchyard-llm/switchyard/pkg/obs"
+	"github.com/switchyard-llm/switchyard/pkg/pii"
 	"github.com/switchyard-llm/switchyard/pkg/pipeline"
 	"github.com/switchyard-llm/switchyard/pkg/policy"
 	"github.com/switchyard-llm/switchyard/pkg/pricing"
@@ -314,9 +315,10 @@ func (e *Executor) call(ctx context.Context, d *pipeline.Delivery, w *envelope.W
 	stop := keepAlive(cctx, d, e.cfg.AckWait/3)
 	defer stop()
 
+	msgs, redactor := e.redact(w)
 	req := &provider.Request{
 		Model:          t.Model,
-		Messages:       w.Request.Messages,
+		Messages:       msgs,
 		MaxTokens:      w.Request.MaxTokens,
 		Temperature:    w.Request.Temperature,
 		ResponseFormat: w.Request.ResponseFormat,
@@ -337,10 +339,32 @@ func (e *Executor) call(ctx context.Context, d *pipeline.Delivery, w *envelope.W
 		return res
 	}
 	res.Content, res.FinishReason, res.Usage, res.HTTPStatus = resp.Content, resp.FinishReason, resp.Usage, resp.HTTPStatus
+	if redactor != nil {
+		res.Content = redactor.Restore(res.Content)
+	}
 	res.CostUSD, res.PriceKnown = pricing.Cost(e.d.Policy.Current(), t.Vendor, t.Model, resp.Usage)
 	e.calls.WithLabelValues(t.Vendor, t.Model, "ok").Inc()
 	e.cost.WithLabelValues(t.Vendor, t.Model).Add(res.CostUSD)
 	return res
+}
+
+// redact returns the messages to send: with personal data replaced by
+// placeholders when the route asks for it, together with the redactor that
+// restores them in the answer (nil when nothing was replaced).
+func (e *Executor) redact(w *envelope.Work) ([]envelope.Message, *pii.Redactor) {
+	route, ok := e.d.Policy.Current().Route(w.Route)
+	if !ok || !route.RedactPII || !w.Class.Sensitive {
+		return w.Request.Messages, nil
+	}
+	r := pii.NewRedactor()
+	msgs := make([]envelope.Message, len(w.Request.Messages))
+	for i, m := range w.Request.Messages {
+		msgs[i] = envelope.Message{Role: m.Role, Content: r.Redact(m.Content)}
+	}
+	if !r.Redacted() {
+		return w.Request.Messages, nil
+	}
+	return msgs, r
 }
 
 // keepAlive sends InProgress so a slow vendor call does not exceed AckWait

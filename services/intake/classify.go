@@ -1,10 +1,10 @@
 package intake
 
 import (
-	"regexp"
 	"strings"
 
 	"github.com/switchyard-llm/switchyard/pkg/envelope"
+	"github.com/switchyard-llm/switchyard/pkg/pii"
 )
 
 // Task classes the classifier assigns.
@@ -29,19 +29,10 @@ var taskRules = []struct {
 	{TaskReasoning, []string{"prove", "step by step", "why does", "reason about", "solve", "calculate", "derive"}},
 }
 
-var (
-	emailRe = regexp.MustCompile(`[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}`)
-	phoneRe = regexp.MustCompile(`\+?\d[\d\s().-]{7,}\d`)
-	cardRe  = regexp.MustCompile(`\b(?:\d[ -]?){13,19}\b`)
-	ibanRe  = regexp.MustCompile(`\b[A-Z]{2}\d{2}[A-Z0-9]{11,30}\b`)
-)
-
 // Classify infers the task, detects PII and estimates prompt tokens.
 func Classify(r *envelope.Request) envelope.Classification {
 	var b strings.Builder
-	chars := 0
 	for _, m := range r.Messages {
-		chars += len(m.Content)
 		if m.Role == "user" {
 			b.WriteString(strings.ToLower(m.Content))
 			b.WriteByte('\n')
@@ -75,64 +66,11 @@ func EstimateTokens(r *envelope.Request) int {
 
 // DetectPII names the kinds of personal data found in the messages.
 func DetectPII(msgs []envelope.Message) []string {
-	var kinds []string
-	add := func(k string) {
-		for _, x := range kinds {
-			if x == k {
-				return
-			}
-		}
-		kinds = append(kinds, k)
+	texts := make([]string, len(msgs))
+	for i, m := range msgs {
+		texts[i] = m.Content
 	}
-	for _, m := range msgs {
-		if emailRe.MatchString(m.Content) {
-			add("email")
-		}
-		for _, s := range cardRe.FindAllString(m.Content, -1) {
-			if luhn(s) {
-				add("card")
-			}
-		}
-		if ibanRe.MatchString(m.Content) {
-			add("iban")
-		}
-		for _, s := range phoneRe.FindAllString(m.Content, -1) {
-			digits := onlyDigits(s)
-			if len(digits) >= 9 && len(digits) <= 15 && !luhn(s) {
-				add("phone")
-			}
-		}
-	}
-	return kinds
-}
-
-func luhn(s string) bool {
-	d := onlyDigits(s)
-	if len(d) < 13 || len(d) > 19 {
-		return false
-	}
-	sum := 0
-	for i := range len(d) {
-		n := int(d[len(d)-1-i] - '0')
-		if i%2 == 1 {
-			n *= 2
-			if n > 9 {
-				n -= 9
-			}
-		}
-		sum += n
-	}
-	return sum%10 == 0
-}
-
-func onlyDigits(s string) string {
-	var b strings.Builder
-	for _, c := range s {
-		if c >= '0' && c <= '9' {
-			b.WriteRune(c)
-		}
-	}
-	return b.String()
+	return pii.Kinds(texts...)
 }
 
 func containsAny(s string, words []string) bool {

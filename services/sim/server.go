@@ -378,5 +378,7 @@ func (s *Server) complete(w http.ResponseWriter, r *http.Request, p protocol, ve
 		return
 	}
 	ms.record(200, g.in, g.out, g.cached, now)
+	prompt := req.prompt
+	ms.lastPrompt.Store(&prompt)
 	writeOK(w, req, g)
 }

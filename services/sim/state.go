@@ -29,6 +29,10 @@ type ModelCalls struct {
 	InputTokens   int64 `json:"input_tokens"`
 	OutputTokens  int64 `json:"output_tokens"`
 	CachedTokens  int64 `json:"cached_tokens"`
+	// LastPrompt is the prompt text of the latest answered call, as the
+	// vendor received it: tests use it to prove what left the gateway
+	// (e.g. that personal data was redacted).
+	LastPrompt string `json:"last_prompt,omitempty"`
 }
 
 // Model returns one model's counts (zero if never called).
@@ -65,6 +69,7 @@ type modelState struct {
 	peak          atomic.Int64
 	errSeq        atomic.Uint64
 	lim           limiter
+	lastPrompt    atomic.Pointer[string]
 }
 
 func (m *modelState) record(status, in, out, cached int, now time.Time) {
@@ -107,6 +112,9 @@ func (m *modelState) snapshot(now time.Time) ModelCalls {
 		InputTokens:   m.inTok.Load(),
 		OutputTokens:  m.outTok.Load(),
 		CachedTokens:  m.cachedTok.Load(),
+	}
+	if p := m.lastPrompt.Load(); p != nil {
+		mc.LastPrompt = *p
 	}
 	for s := range m.byStatus {
 		if n := m.byStatus[s].Load(); n > 0 {
