@@ -88,6 +88,13 @@ type Route struct {
 	// RedactPII replaces personal data with placeholders before the vendor
 	// call and restores them in the answer.
 	RedactPII bool `yaml:"redact_pii" json:"redact_pii"`
+	// QualityFloor is the lowest catalog quality the cost strategy picks.
+	QualityFloor float64 `yaml:"quality_floor" json:"quality_floor"`
+	// Weights of the score strategy (default 1, 1, 1).
+	Weights Weights `yaml:"weights" json:"weights"`
+	// Depth bounds how many targets a request may try, by its stakes
+	// (low, medium, high; 0 or absent: the whole chain).
+	Depth map[string]int `yaml:"depth" json:"depth"`
 	// Cache turns the exact response cache on for the route (TTL > 0).
 	Cache RouteCache `yaml:"cache" json:"cache"`
 }
@@ -130,6 +137,27 @@ type Match struct {
 type Target struct {
 	Vendor string `yaml:"vendor" json:"vendor"`
 	Model  string `yaml:"model" json:"model"`
+	// Weight is the target's share of first attempts under the weighted
+	// strategy (default 1).
+	Weight int `yaml:"weight,omitempty" json:"weight,omitempty"`
+}
+
+// Strategies a route may use.
+const (
+	StrategyFallback    = "fallback"     // the chain in order
+	StrategyCost        = "cost"         // cheapest first, over the quality floor
+	StrategyLatency     = "latency"      // fastest first (observed latency), within max_latency_ms
+	StrategyScore       = "score"        // best w_q·quality − w_c·cost − w_l·latency first
+	StrategyWeighted    = "weighted"     // first target drawn by weight, the rest in order
+	StrategyLeastLoaded = "least_loaded" // least busy vendor first
+	StrategyCascade     = "cascade"      // cheap draft first; a failing draft escalates with the draft in the prompt
+)
+
+// Weights of the score strategy.
+type Weights struct {
+	Quality float64 `yaml:"quality" json:"quality"`
+	Cost    float64 `yaml:"cost" json:"cost"`
+	Latency float64 `yaml:"latency" json:"latency"`
 }
 
 // Duration parses Go durations ("30s") in YAML.
@@ -173,7 +201,10 @@ func Parse(b []byte) (*Policy, error) {
 
 var knownKinds = map[string]bool{"openai": true, "anthropic": true, "gemini": true, "openrouter": true, "openai_compatible": true}
 
-var knownStrategies = map[string]bool{"fallback": true}
+var knownStrategies = map[string]bool{
+	StrategyFallback: true, StrategyCost: true, StrategyLatency: true, StrategyScore: true,
+	StrategyWeighted: true, StrategyLeastLoaded: true, StrategyCascade: true,
+}
 
 // Validate reports every problem at once and indexes the policy.
 func (p *Policy) Validate() error {
@@ -234,7 +265,27 @@ func (p *Policy) Validate() error {
 			r.Strategy = "fallback"
 		}
 		if !knownStrategies[r.Strategy] {
-			bad("routes.%s.strategy: %q is not supported (fallback)", r.Name, r.Strategy)
+			bad("routes.%s.strategy: %q is not one of fallback, cost, latency, score, weighted, least_loaded, cascade", r.Name, r.Strategy)
+		}
+		if r.Strategy == StrategyCascade && r.OnQualityFail == "" {
+			r.OnQualityFail = OnQualityEscalate
+		}
+		if r.QualityFloor < 0 || r.QualityFloor > 1 {
+			bad("routes.%s.quality_floor: %v is not between 0 and 1", r.Name, r.QualityFloor)
+		}
+		if r.Strategy == StrategyScore && r.Weights == (Weights{}) {
+			r.Weights = Weights{Quality: 1, Cost: 1, Latency: 1}
+		}
+		if r.Weights.Quality < 0 || r.Weights.Cost < 0 || r.Weights.Latency < 0 {
+			bad("routes.%s.weights: must not be negative", r.Name)
+		}
+		for s, d := range r.Depth {
+			if s != "low" && s != "medium" && s != "high" {
+				bad("routes.%s.depth: %q is not a stakes level (low, medium, high)", r.Name, s)
+			}
+			if d < 0 {
+				bad("routes.%s.depth.%s: must not be negative", r.Name, s)
+			}
 		}
 		switch r.OnQualityFail {
 		case "":

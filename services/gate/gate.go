@@ -165,6 +165,9 @@ func (g *Gate) Handle(ctx context.Context, d *pipeline.Delivery) error {
 			if w.FallbackReason == "" {
 				w.FallbackReason = "quality"
 			}
+			if route.Strategy == policy.StrategyCascade {
+				withDraft(w, res.Content, q.Reason)
+			}
 			w.Step++
 			w.StepAttempts = 1
 			w.Current = nil
@@ -184,6 +187,15 @@ func (g *Gate) Handle(ctx context.Context, d *pipeline.Delivery) error {
 	}
 	g.verdicts.WithLabelValues("passed").Inc()
 	return g.finishOK(ctx, w, res, v.Truncated, now)
+}
+
+// withDraft gives the next model of a cascade the rejected draft and why it
+// was rejected, so it improves on it rather than starting over.
+func withDraft(w *envelope.Work, draft, reason string) {
+	w.Request.Messages = append(w.Request.Messages,
+		envelope.Message{Role: "assistant", Content: draft},
+		envelope.Message{Role: "user", Content: "The answer above was rejected by a quality check (" + reason + "). Write a corrected answer that passes it."},
+	)
 }
 
 func (g *Gate) finishOK(ctx context.Context, w *envelope.Work, res *envelope.Result, degraded bool, now time.Time) error {

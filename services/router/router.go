@@ -8,6 +8,7 @@ package router
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -84,6 +85,7 @@ type Deps struct {
 type Router struct {
 	cfg       Config
 	d         Deps
+	seen      *observed
 	pub       stage.Publisher
 	decisions *prometheus.CounterVec
 }
@@ -99,7 +101,7 @@ func New(cfg Config, d Deps) (*Router, error) {
 	if d.Now == nil {
 		d.Now = time.Now
 	}
-	r := &Router{cfg: cfg, d: d, pub: stage.Publisher{JS: d.JS, NC: d.NC, OnFinish: spend.Settler(d.Budgets)},
+	r := &Router{cfg: cfg, d: d, seen: newObserved(), pub: stage.Publisher{JS: d.JS, NC: d.NC, OnFinish: spend.Settler(d.Budgets)},
 		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "switchyard_router_decisions_total", Help: "Routing decisions by kind."}, []string{"decision"}),
 	}
 	if d.Metrics != nil {
@@ -129,6 +131,9 @@ func (r *Router) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("router consumer: %w", err)
 	}
+	if err := r.observe(ctx); err != nil {
+		return err
+	}
 	h := pipeline.Stage(r.d.Log, r.Handle, stage.WorkDeadLetter(r.pub, natsx.StageRouter, r.d.Now), r.cfg.MaxDeliver, 10*time.Second)
 	return pipeline.Run(ctx, r.d.Log, cons, h, pipeline.RunOptions{Concurrency: r.cfg.Concurrency})
 }
@@ -146,6 +151,9 @@ func (r *Router) Handle(ctx context.Context, d *pipeline.Delivery) error {
 			return err
 		}
 		if refused, err := r.reserve(ctx, w, now); refused || err != nil {
+			return err
+		}
+		if refused, err := r.applyStrategy(ctx, w, now); refused || err != nil {
 			return err
 		}
 		return r.dispatch(ctx, w, now)
@@ -177,6 +185,64 @@ func (r *Router) fromCache(ctx context.Context, w *envelope.Work, now time.Time)
 	reply := entry.Reply(&w.Request, w.Route)
 	reply.LatencyMS = now.Sub(w.ReceivedAt).Milliseconds()
 	return true, r.pub.Finish(ctx, w, &reply, now)
+}
+
+// applyStrategy orders the chain by the route's strategy and the request's
+// limits; a request no target qualifies for is refused as policy_blocked.
+func (r *Router) applyStrategy(ctx context.Context, w *envelope.Work, now time.Time) (bool, error) {
+	pol := r.d.Policy.Current()
+	route, ok := pol.Route(w.Route)
+	if !ok {
+		return false, nil
+	}
+	chain, why := plan(pol, route, w, r.seen, defaultRand)
+	if why != "" {
+		r.decisions.WithLabelValues("policy_blocked").Inc()
+		return true, r.pub.FailRequest(ctx, w, envelope.CodePolicyBlocked, why, false, now)
+	}
+	w.Chain, w.Strategy = chain, route.Strategy
+	return false, nil
+}
+
+// observe feeds the latency-aware and least-loaded strategies: attempt
+// telemetry (seen on core NATS as it is published) gives each model's
+// observed latency, and the executors' consumers give each vendor's
+// in-flight calls.
+func (r *Router) observe(ctx context.Context) error {
+	if r.d.NC == nil {
+		return nil
+	}
+	sub, err := r.d.NC.Subscribe(natsx.SubjectAttempt, func(m *nats.Msg) {
+		var ev envelope.AttemptEvent
+		if json.Unmarshal(m.Data, &ev) == nil && ev.Outcome == envelope.OutcomeOK {
+			r.seen.addLatency(ev.Vendor, ev.Model, float64(ev.LatencyMS), r.d.Now())
+		}
+	})
+	if err != nil {
+		return fmt.Errorf("router: observe attempts: %w", err)
+	}
+	go func() {
+		defer func() { _ = sub.Unsubscribe() }()
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				for name := range r.d.Policy.Current().Vendors {
+					c, err := r.d.JS.Consumer(ctx, natsx.StreamPipeline, "exec-"+name)
+					if err != nil {
+						continue
+					}
+					if info, err := c.Info(ctx); err == nil {
+						r.seen.setInFlight(name, info.NumAckPending)
+					}
+				}
+			}
+		}
+	}()
+	return nil
 }
 
 // reserve holds the request's cost estimate against its tenant's budgets.
