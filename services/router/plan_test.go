@@ -31,7 +31,7 @@ routes:
 type fakeStats map[string]float64
 
 func (f fakeStats) LatencyMS(v, m string) (float64, bool) { x, ok := f[v+"/"+m]; return x, ok }
-func (f fakeStats) InFlight(v string) int                  { return int(f["load/"+v]) }
+func (f fakeStats) InFlight(v string) int                 { return int(f["load/"+v]) }
 
 func TestPlan(t *testing.T) {
 	p, err := policy.Parse([]byte(testPolicy))
