@@ -15,6 +15,7 @@ import (
 	"github.com/switchyard-llm/switchyard/pkg/adapters"
 	"github.com/switchyard-llm/switchyard/pkg/client"
 	"github.com/switchyard-llm/switchyard/pkg/envelope"
+	"github.com/switchyard-llm/switchyard/pkg/policy"
 	"github.com/switchyard-llm/switchyard/pkg/provider"
 	"github.com/switchyard-llm/switchyard/services/sim"
 	"github.com/switchyard-llm/switchyard/services/switchyard/app"
@@ -30,6 +31,8 @@ func runBench(ctx context.Context, args []string, out, errOut io.Writer) error {
 	rates := fs.String("rates", "500,2000", "offered loads in requests/s")
 	inflight := fs.Int("inflight", 512, "requests in flight in the saturation phase")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
+	compare := fs.Bool("compare-features", true, "repeat the saturation phase with breakers, limits and budgets off")
+	withBudgets := fs.Bool("budgets", true, "give the bench tenant a (non-binding) budget, so every request reserves and settles")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -52,33 +55,11 @@ func runBench(ctx context.Context, args []string, out, errOut io.Writer) error {
 		}
 		rateList = append(rateList, r)
 	}
-	cfg, err := loadAppConfig()
+	sys, c, stop, err := benchSystem(ctx, errOut, true, *withBudgets)
 	if err != nil {
 		return err
 	}
-	dataDir, err := os.MkdirTemp("", "switchyard-bench-")
-	if err != nil {
-		return err
-	}
-	defer os.RemoveAll(dataDir)
-	cfg.DataDir, cfg.NATSPort, cfg.NATSURL = dataDir, -1, ""
-	cfg.Sim, cfg.SimAddr, cfg.HTTPAddr = app.SimOn, "127.0.0.1:0", ""
-	cfg.LedgerEnabled = false
-	cfg.Scenario = &sim.Scenario{}
-	sys, err := app.Start(ctx, cfg, logger(errOut, "switchyard", "error"))
-	if err != nil {
-		return err
-	}
-	defer sys.Stop()
-	nc, err := nats.Connect(sys.NATSURL)
-	if err != nil {
-		return err
-	}
-	defer nc.Close()
-	c, err := client.New(nc)
-	if err != nil {
-		return err
-	}
+	defer stop()
 	direct, err := adapters.New("openai", adapters.Config{BaseURL: sim.BaseURL(sys.SimURL, "openai"), APIKey: "bench"})
 	if err != nil {
 		return err
@@ -101,7 +82,97 @@ func runBench(ctx context.Context, args []string, out, errOut io.Writer) error {
 		return err
 	}
 	res.print(out, fmt.Sprintf("pipeline saturated (%d in flight)", *inflight), 0)
+	if !*compare {
+		return nil
+	}
+	// The same saturation phase on a fresh system without breakers, vendor
+	// limits and budgets, to price what they cost.
+	stop()
+	_, c2, stop2, err := benchSystem(ctx, errOut, false, false)
+	if err != nil {
+		return err
+	}
+	defer stop2()
+	off, err := benchPipeline(ctx, c2, &seq, 0, *inflight, *dur)
+	if err != nil {
+		return err
+	}
+	off.print(out, "saturated, features off", 0)
+	on := float64(res.done) / res.elapsed.Seconds()
+	base := float64(off.done) / off.elapsed.Seconds()
+	what := "breakers + vendor limits"
+	if *withBudgets {
+		what += " + budgets"
+	}
+	fmt.Fprintf(out, "\n%s on: %.0f req/s vs %.0f off (%.1f%% of off)\n", what, on, base, 100*on/base)
 	return nil
+}
+
+// benchTenant has a (non-binding) budget when features are on, so every
+// request reserves and settles.
+const benchTenant = "bench"
+
+// benchSystem starts the in-process pipeline against a zero-latency
+// simulator. With features, breakers are on and every vendor has rpm/tpm
+// limits and the bench tenant a budget, none of them binding, so the
+// benchmark pays for the checks without being throttled by them.
+func benchSystem(ctx context.Context, errOut io.Writer, features, budgets bool) (*app.System, *client.Client, func(), error) {
+	cfg, err := loadAppConfig()
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	pol, err := policy.Load(cfg.PolicyFile)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	if features {
+		for name, v := range pol.Vendors {
+			v.RPM, v.TPM = 10_000_000, 1_000_000_000
+			pol.Vendors[name] = v
+		}
+		if budgets {
+			pol.Tenants = map[string]policy.Tenant{benchTenant: {Budget: policy.Budget{USDPerDay: 1e9}}}
+		}
+		if err := pol.Validate(); err != nil {
+			return nil, nil, nil, err
+		}
+	}
+	dataDir, err := os.MkdirTemp("", "switchyard-bench-")
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	cfg.Policy = pol
+	cfg.DataDir, cfg.NATSPort, cfg.NATSURL = dataDir, -1, ""
+	cfg.Sim, cfg.SimAddr, cfg.HTTPAddr = app.SimOn, "127.0.0.1:0", ""
+	cfg.LedgerEnabled, cfg.CacheEnabled, cfg.BreakersEnabled = false, false, features
+	cfg.Scenario = &sim.Scenario{}
+	sys, err := app.Start(ctx, cfg, logger(errOut, "switchyard", "error"))
+	if err != nil {
+		os.RemoveAll(dataDir)
+		return nil, nil, nil, err
+	}
+	nc, err := nats.Connect(sys.NATSURL)
+	if err != nil {
+		sys.Stop()
+		os.RemoveAll(dataDir)
+		return nil, nil, nil, err
+	}
+	c, err := client.New(nc)
+	if err != nil {
+		nc.Close()
+		sys.Stop()
+		os.RemoveAll(dataDir)
+		return nil, nil, nil, err
+	}
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			nc.Close()
+			sys.Stop()
+			os.RemoveAll(dataDir)
+		})
+	}
+	return sys, c, stop, nil
 }
 
 type benchResult struct {
@@ -131,7 +202,7 @@ func (r *benchResult) print(out io.Writer, name string, offered int) {
 // benchPipeline sends at rate/s (open loop) or keeps inflight requests in
 // flight (closed loop) for d, and times each request from publish to reply.
 func benchPipeline(ctx context.Context, c *client.Client, seq *int, rate, inflight int, d time.Duration) (*benchResult, error) {
-	tenant := fmt.Sprintf("bench%d", time.Now().UnixNano())
+	tenant := benchTenant
 	var mu sync.Mutex
 	sent := map[string]time.Time{}
 	res := &benchResult{}
