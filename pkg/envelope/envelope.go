@@ -212,6 +212,12 @@ type Work struct {
 	// Budget is the tenant's budget reservation (pkg/budget), settled with
 	// the real cost when the request finishes.
 	Budget json.RawMessage `json:"budget,omitempty"`
+	// Hedged marks a request sent to two targets in parallel; Branch is this
+	// copy (0 the primary, 1 the hedge) and AttemptBase its attempt
+	// numbering offset.
+	Hedged      bool `json:"hedged,omitempty"`
+	Branch      int  `json:"branch,omitempty"`
+	AttemptBase int  `json:"attempt_base,omitempty"`
 	// CacheKey is set when the answer may be stored in the response cache;
 	// CacheTTLMS is how long.
 	CacheKey   string `json:"cache_key,omitempty"`
@@ -234,8 +240,10 @@ func (w *Work) Target() Target {
 	return w.Chain[w.Step]
 }
 
-// AttemptNumber is the 1-based number of the attempt in flight.
-func (w *Work) AttemptNumber() int { return len(w.Attempts) + 1 }
+// AttemptNumber is the 1-based number of the attempt in flight. Hedge
+// branches number their attempts from their own base, so attempt ids of
+// parallel branches never collide.
+func (w *Work) AttemptNumber() int { return w.AttemptBase + len(w.Attempts) + 1 }
 
 // AttemptID identifies an attempt deterministically, so redelivered work
 // produces the same id and the ledger stores it once.

@@ -88,6 +88,8 @@ type Route struct {
 	// RedactPII replaces personal data with placeholders before the vendor
 	// call and restores them in the answer.
 	RedactPII bool `yaml:"redact_pii" json:"redact_pii"`
+	// Hedge configures the hedged strategy.
+	Hedge Hedge `yaml:"hedge" json:"hedge"`
 	// QualityFloor is the lowest catalog quality the cost strategy picks.
 	QualityFloor float64 `yaml:"quality_floor" json:"quality_floor"`
 	// Weights of the score strategy (default 1, 1, 1).
@@ -151,7 +153,18 @@ const (
 	StrategyWeighted    = "weighted"     // first target drawn by weight, the rest in order
 	StrategyLeastLoaded = "least_loaded" // least busy vendor first
 	StrategyCascade     = "cascade"      // cheap draft first; a failing draft escalates with the draft in the prompt
+	StrategyHedged      = "hedged"       // first two targets in parallel (the second after a delay); first good answer wins
 )
+
+// Hedge configures the hedged strategy.
+type Hedge struct {
+	// After is how long the primary runs alone before the hedge starts
+	// (0: both at once).
+	After Duration `yaml:"after" json:"after"`
+	// MaxRatio caps the share of a tenant's requests that are hedged
+	// (default 0.2).
+	MaxRatio float64 `yaml:"max_ratio" json:"max_ratio"`
+}
 
 // Weights of the score strategy.
 type Weights struct {
@@ -203,7 +216,7 @@ var knownKinds = map[string]bool{"openai": true, "anthropic": true, "gemini": tr
 
 var knownStrategies = map[string]bool{
 	StrategyFallback: true, StrategyCost: true, StrategyLatency: true, StrategyScore: true,
-	StrategyWeighted: true, StrategyLeastLoaded: true, StrategyCascade: true,
+	StrategyWeighted: true, StrategyLeastLoaded: true, StrategyCascade: true, StrategyHedged: true,
 }
 
 // Validate reports every problem at once and indexes the policy.
@@ -265,7 +278,18 @@ func (p *Policy) Validate() error {
 			r.Strategy = "fallback"
 		}
 		if !knownStrategies[r.Strategy] {
-			bad("routes.%s.strategy: %q is not one of fallback, cost, latency, score, weighted, least_loaded, cascade", r.Name, r.Strategy)
+			bad("routes.%s.strategy: %q is not one of fallback, cost, latency, score, weighted, least_loaded, cascade, hedged", r.Name, r.Strategy)
+		}
+		if r.Strategy == StrategyHedged {
+			if len(r.Chain) < 2 {
+				bad("routes.%s: the hedged strategy needs at least two targets", r.Name)
+			}
+			if r.Hedge.MaxRatio == 0 {
+				r.Hedge.MaxRatio = 0.2
+			}
+			if r.Hedge.MaxRatio < 0 || r.Hedge.MaxRatio > 1 || r.Hedge.After.Duration < 0 {
+				bad("routes.%s.hedge: need after >= 0 and 0 < max_ratio <= 1", r.Name)
+			}
 		}
 		if r.Strategy == StrategyCascade && r.OnQualityFail == "" {
 			r.OnQualityFail = OnQualityEscalate

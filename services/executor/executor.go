@@ -19,6 +19,7 @@ import (
 
 	"github.com/switchyard-llm/switchyard/pkg/breaker"
 	"github.com/switchyard-llm/switchyard/pkg/envelope"
+	"github.com/switchyard-llm/switchyard/pkg/hedge"
 	"github.com/switchyard-llm/switchyard/pkg/limiter"
 	"github.com/switchyard-llm/switchyard/pkg/natsx"
 	"github.com/switchyard-llm/switchyard/pkg/obs"
@@ -82,6 +83,9 @@ type Deps struct {
 	// Limiter, when set, holds the vendor to its rpm/tpm limits across all
 	// replicas: a call over the limit is not made and answers saturated.
 	Limiter *limiter.Limiter
+	// Hedges, when set, lets a hedge branch that has not started yet be
+	// cancelled once another branch has answered.
+	Hedges  *hedge.Tracker
 	Now     func() time.Time
 	Metrics prometheus.Registerer
 }
@@ -191,9 +195,15 @@ func (e *Executor) Handle(ctx context.Context, d *pipeline.Delivery) error {
 		return pipeline.Terminal("wrong_vendor", fmt.Errorf("work for %q on %q's queue", t.Vendor, e.cfg.Vendor))
 	}
 	if wait := w.NotBefore.Sub(e.d.Now()); wait > 0 {
-		// A retry the router scheduled: hand it back until it is due. The
-		// vendor sees no call and the slot is free meanwhile.
+		// A retry (or a hedge) the router scheduled: hand it back until it
+		// is due. The vendor sees no call and the slot is free meanwhile.
 		return d.NakWithDelay(wait)
+	}
+	if w.Hedged && e.d.Hedges != nil {
+		if won, err := e.d.Hedges.Won(ctx, w.Key); err == nil && won {
+			e.calls.WithLabelValues(t.Vendor, t.Model, "hedge_cancelled").Inc()
+			return nil // another branch answered: this one is cancelled, unbilled
+		}
 	}
 	res := e.guardedCall(ctx, d, w, t)
 	e.handled.Add(1)
@@ -207,7 +217,7 @@ func (e *Executor) Handle(ctx context.Context, d *pipeline.Delivery) error {
 		ErrorClass: res.ErrorClass, HTTPStatus: res.HTTPStatus, LatencyMS: res.LatencyMS,
 		Usage: res.Usage, CostUSD: res.CostUSD,
 	})
-	id := w.Key + ":result:" + strconv.Itoa(len(w.Attempts))
+	id := w.Key + ":result:" + strconv.Itoa(w.Attempts[len(w.Attempts)-1].Attempt)
 	// The vendor has been called; retry the hand-off here rather than
 	// redelivering the message, which would call the vendor again.
 	var pubErr error

@@ -18,6 +18,7 @@ import (
 
 	"github.com/switchyard-llm/switchyard/pkg/budget"
 	"github.com/switchyard-llm/switchyard/pkg/envelope"
+	"github.com/switchyard-llm/switchyard/pkg/hedge"
 	"github.com/switchyard-llm/switchyard/pkg/natsx"
 	"github.com/switchyard-llm/switchyard/pkg/pipeline"
 	"github.com/switchyard-llm/switchyard/pkg/policy"
@@ -62,6 +63,8 @@ type Deps struct {
 	NC     *nats.Conn
 	JS     jetstream.JetStream
 	Policy policy.Source
+	// Hedges decides which branch of a hedged request answers.
+	Hedges *hedge.Tracker
 	// Budgets settles finished requests' reservations with their real cost.
 	Budgets *budget.Budgets
 	// Cache stores passing answers of requests the router marked cacheable.
@@ -142,12 +145,15 @@ func (g *Gate) Handle(ctx context.Context, d *pipeline.Delivery) error {
 		if err := g.recordAttempt(ctx, w, last, res); err != nil {
 			return err
 		}
-		return g.pub.PublishWork(ctx, natsx.SubjectEscalations, w.Key+":escalate:"+strconv.Itoa(n), w)
+		return g.pub.PublishWork(ctx, natsx.SubjectEscalations, w.Key+":escalate:"+strconv.Itoa(last.Attempt), w)
 	}
 
 	v := Judge(&w.Request, res)
 	q := v.Quality
 	w.Quality = &q
+	if w.Hedged {
+		return g.hedgeBranch(ctx, w, last, res, v, now)
+	}
 	route, _ := g.d.Policy.Current().Route(w.Route)
 	if !q.Passed {
 		last.Outcome = envelope.OutcomeQualityFailed
@@ -186,6 +192,36 @@ func (g *Gate) Handle(ctx context.Context, d *pipeline.Delivery) error {
 		return err
 	}
 	g.verdicts.WithLabelValues("passed").Inc()
+	return g.finishOK(ctx, w, res, v.Truncated, now)
+}
+
+// hedgeBranch finishes a hedged request with the first acceptable answer.
+// A later answer (the loser) is billed but not replied; a failing answer
+// goes to the router as this branch's failure.
+func (g *Gate) hedgeBranch(ctx context.Context, w *envelope.Work, last *envelope.AttemptResult, res *envelope.Result, v Verdict, now time.Time) error {
+	if !v.Quality.Passed {
+		last.Outcome = envelope.OutcomeQualityFailed
+		if err := g.recordAttempt(ctx, w, last, res); err != nil {
+			return err
+		}
+		res.ErrorClass, res.Retryable = "quality", true
+		return g.pub.PublishWork(ctx, natsx.SubjectEscalations, w.Key+":escalate:"+strconv.Itoa(last.Attempt), w)
+	}
+	if err := g.recordAttempt(ctx, w, last, res); err != nil {
+		return err
+	}
+	if g.d.Hedges == nil {
+		return g.finishOK(ctx, w, res, v.Truncated, now)
+	}
+	won, err := g.d.Hedges.Win(ctx, w.Key, w.Branch)
+	if err != nil {
+		return pipeline.Transient(err, 0)
+	}
+	if !won {
+		g.verdicts.WithLabelValues("hedge_lost").Inc()
+		return nil
+	}
+	g.verdicts.WithLabelValues("hedge_won").Inc()
 	return g.finishOK(ctx, w, res, v.Truncated, now)
 }
 
@@ -250,6 +286,7 @@ func (g *Gate) recordAttempt(ctx context.Context, w *envelope.Work, a *envelope.
 		CostUSD:       a.CostUSD,
 		PriceKnown:    res.PriceKnown,
 		LatencyMS:     a.LatencyMS,
+		Hedged:        w.Hedged,
 		TraceID:       stage.TraceID(w.TraceParent),
 	}
 	return g.pub.Publish(ctx, natsx.SubjectAttempt, ev.AttemptID, ev, nats.Header{natsx.HeaderTraceParent: []string{w.TraceParent}})

@@ -23,6 +23,7 @@ import (
 	"github.com/switchyard-llm/switchyard/pkg/breaker"
 	"github.com/switchyard-llm/switchyard/pkg/budget"
 	"github.com/switchyard-llm/switchyard/pkg/envelope"
+	"github.com/switchyard-llm/switchyard/pkg/hedge"
 	"github.com/switchyard-llm/switchyard/pkg/natsx"
 	"github.com/switchyard-llm/switchyard/pkg/pipeline"
 	"github.com/switchyard-llm/switchyard/pkg/policy"
@@ -71,6 +72,9 @@ type Deps struct {
 	// Breakers, when set, let the router skip a target whose circuit is
 	// open without a round trip to its executor.
 	Breakers *breaker.Breakers
+	// Hedges coordinates the branches of hedged requests; without it the
+	// hedged strategy behaves as an ordered fallback.
+	Hedges *hedge.Tracker
 	// Budgets, when set, hold each request's cost estimate against its
 	// tenant's budgets before any vendor is called.
 	Budgets *budget.Budgets
@@ -86,6 +90,7 @@ type Router struct {
 	cfg       Config
 	d         Deps
 	seen      *observed
+	hedging   *hedge.Budget
 	pub       stage.Publisher
 	decisions *prometheus.CounterVec
 }
@@ -101,7 +106,7 @@ func New(cfg Config, d Deps) (*Router, error) {
 	if d.Now == nil {
 		d.Now = time.Now
 	}
-	r := &Router{cfg: cfg, d: d, seen: newObserved(), pub: stage.Publisher{JS: d.JS, NC: d.NC, OnFinish: spend.Settler(d.Budgets)},
+	r := &Router{cfg: cfg, d: d, seen: newObserved(), hedging: hedge.NewBudget(), pub: stage.Publisher{JS: d.JS, NC: d.NC, OnFinish: spend.Settler(d.Budgets)},
 		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "switchyard_router_decisions_total", Help: "Routing decisions by kind."}, []string{"decision"}),
 	}
 	if d.Metrics != nil {
@@ -156,6 +161,9 @@ func (r *Router) Handle(ctx context.Context, d *pipeline.Delivery) error {
 		if refused, err := r.applyStrategy(ctx, w, now); refused || err != nil {
 			return err
 		}
+		if hedged, err := r.dispatchHedged(ctx, w, now); hedged || err != nil {
+			return err
+		}
 		return r.dispatch(ctx, w, now)
 	}
 	return r.afterFailure(ctx, w, now)
@@ -185,6 +193,62 @@ func (r *Router) fromCache(ctx context.Context, w *envelope.Work, now time.Time)
 	reply := entry.Reply(&w.Request, w.Route)
 	reply.LatencyMS = now.Sub(w.ReceivedAt).Milliseconds()
 	return true, r.pub.Finish(ctx, w, &reply, now)
+}
+
+// hedgeBranches is how many branches a hedged request runs.
+const hedgeBranches = 2
+
+// hedgeAttemptBase numbers the hedge branch's attempts apart from the
+// primary's, so their attempt ids never collide.
+const hedgeAttemptBase = 100
+
+// dispatchHedged sends a hedged route's request to its first two targets:
+// the primary now and the hedge after the route's delay. The first
+// acceptable answer wins (the gate decides), a hedge not yet started when
+// the primary answers is cancelled, and both calls are billed. A tenant's
+// hedges are capped at the route's max_ratio of its requests.
+func (r *Router) dispatchHedged(ctx context.Context, w *envelope.Work, now time.Time) (bool, error) {
+	route, ok := r.d.Policy.Current().Route(w.Route)
+	if !ok || route.Strategy != policy.StrategyHedged || r.d.Hedges == nil || len(w.Chain) < 2 {
+		return false, nil
+	}
+	if !r.hedging.Allow(w.Request.Tenant, route.Hedge.MaxRatio, now) {
+		r.decisions.WithLabelValues("hedge_over_budget").Inc()
+		return false, nil // within budget only: this one runs as a plain fallback
+	}
+	r.decisions.WithLabelValues("hedged").Inc()
+	primary, second := *w, *w
+	primary.Hedged, primary.Branch, primary.Step = true, 0, 0
+	second.Hedged, second.Branch, second.Step, second.AttemptBase = true, 1, 1, hedgeAttemptBase
+	second.NotBefore = now.Add(route.Hedge.After.Duration)
+	if err := r.dispatch(ctx, &primary, now); err != nil {
+		return true, err
+	}
+	return true, r.dispatch(ctx, &second, now)
+}
+
+// hedgeFailed records a failed branch. The request fails only when every
+// branch has failed and none has answered.
+func (r *Router) hedgeFailed(ctx context.Context, w *envelope.Work, now time.Time) error {
+	if won, err := r.d.Hedges.Won(ctx, w.Key); err != nil {
+		return pipeline.Transient(err, 0)
+	} else if won {
+		return nil
+	}
+	all, err := r.d.Hedges.Fail(ctx, w.Key, w.Branch, hedgeBranches)
+	if err != nil {
+		return pipeline.Transient(err, 0)
+	}
+	if !all {
+		return nil // the other branch may still answer
+	}
+	r.decisions.WithLabelValues("exhausted").Inc()
+	w.Step = len(w.Chain)
+	msg := "both branches of the hedged request failed: " + exhaustedMessage(w)
+	if err := r.pub.DeadLetterRequest(ctx, natsx.StageRouter, envelope.CodeAllVendorsFailed, msg, w); err != nil {
+		return err
+	}
+	return r.pub.FailRequest(ctx, w, envelope.CodeAllVendorsFailed, msg, true, now)
 }
 
 // applyStrategy orders the chain by the route's strategy and the request's
@@ -284,6 +348,9 @@ func (r *Router) afterFailure(ctx context.Context, w *envelope.Work, now time.Ti
 	if res == nil || res.OK() {
 		return pipeline.Terminal("bad_escalation", errors.New("escalation without a failed result"))
 	}
+	if w.Hedged && r.d.Hedges != nil {
+		return r.hedgeFailed(ctx, w, now)
+	}
 	last := w.Target()
 	if !res.Retryable {
 		r.decisions.WithLabelValues("terminal").Inc()
@@ -380,6 +447,9 @@ func (r *Router) dispatch(ctx context.Context, w *envelope.Work, now time.Time) 
 		return r.pub.FailRequest(ctx, w, envelope.CodePolicyBlocked, msg, false, now)
 	}
 	r.skipOpenCircuits(w, now)
+	if w.Step >= len(w.Chain) && w.Hedged && r.d.Hedges != nil {
+		return r.hedgeFailed(ctx, w, now) // this branch has no target left
+	}
 	if w.Step >= len(w.Chain) {
 		r.decisions.WithLabelValues("exhausted").Inc()
 		msg := exhaustedMessage(w)

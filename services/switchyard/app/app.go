@@ -23,6 +23,7 @@ import (
 	"github.com/switchyard-llm/switchyard/pkg/breaker"
 	"github.com/switchyard-llm/switchyard/pkg/budget"
 	"github.com/switchyard-llm/switchyard/pkg/envelope"
+	"github.com/switchyard-llm/switchyard/pkg/hedge"
 	"github.com/switchyard-llm/switchyard/pkg/limiter"
 	"github.com/switchyard-llm/switchyard/pkg/natsx"
 	"github.com/switchyard-llm/switchyard/pkg/obs"
@@ -134,6 +135,7 @@ type System struct {
 	Limiter  *limiter.Limiter  // vendor rpm/tpm windows shared by all executors
 	Cache    *respcache.Cache  // nil when disabled
 	Budgets  *budget.Budgets   // tenant budgets and quotas
+	Hedges   *hedge.Tracker    // branches of hedged requests
 
 	cfg       Config
 	validator *envelope.Validator
@@ -222,6 +224,9 @@ func Start(ctx context.Context, cfg Config, log zerolog.Logger) (_ *System, err 
 	if s.Budgets, err = budget.New(ctx, s.JS, budget.Config{}, budget.Deps{Log: log.With().Str("component", "budget").Logger()}); err != nil {
 		return nil, err
 	}
+	if s.Hedges, err = hedge.New(ctx, s.JS, ""); err != nil {
+		return nil, err
+	}
 	if cfg.CacheEnabled {
 		if s.Cache, err = respcache.New(ctx, s.JS, respcache.Config{}, log.With().Str("component", "cache").Logger()); err != nil {
 			return nil, err
@@ -284,11 +289,11 @@ func (s *System) startStages(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	rt, err := router.New(s.cfg.Router, router.Deps{Log: l("router"), NC: s.NC, JS: s.JS, Policy: s.Policies, Breakers: s.Breakers, Cache: s.Cache, Budgets: s.Budgets, Metrics: s.Registry})
+	rt, err := router.New(s.cfg.Router, router.Deps{Log: l("router"), NC: s.NC, JS: s.JS, Policy: s.Policies, Breakers: s.Breakers, Cache: s.Cache, Budgets: s.Budgets, Hedges: s.Hedges, Metrics: s.Registry})
 	if err != nil {
 		return err
 	}
-	gt, err := gate.New(s.cfg.Gate, gate.Deps{Log: l("gate"), NC: s.NC, JS: s.JS, Policy: s.Policies, Cache: s.Cache, Budgets: s.Budgets, Metrics: s.Registry})
+	gt, err := gate.New(s.cfg.Gate, gate.Deps{Log: l("gate"), NC: s.NC, JS: s.JS, Policy: s.Policies, Cache: s.Cache, Budgets: s.Budgets, Hedges: s.Hedges, Metrics: s.Registry})
 	if err != nil {
 		return err
 	}
@@ -359,7 +364,7 @@ func (s *System) AddExecutor(vendorName string) error {
 	n := len(s.executors[vendorName])
 	s.mu.Unlock()
 	log := s.Log.With().Str("service", "executor").Str("vendor", vendorName).Int("replica", n).Logger()
-	ex, err := executor.New(cfg, executor.Deps{Log: log, NC: s.NC, JS: s.JS, Policy: s.Policies, Adapter: adapter, Breakers: s.Breakers, Limiter: s.Limiter, Metrics: s.Registry})
+	ex, err := executor.New(cfg, executor.Deps{Log: log, NC: s.NC, JS: s.JS, Policy: s.Policies, Adapter: adapter, Breakers: s.Breakers, Limiter: s.Limiter, Hedges: s.Hedges, Metrics: s.Registry})
 	if err != nil {
 		return err
 	}

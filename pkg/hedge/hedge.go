@@ -1,0 +1,120 @@
+// Package hedge coordinates the branches of a hedged request across
+// stages and replicas through a JetStream KV bucket: the first branch with
+// an acceptable answer wins (a compare-and-create), a branch not yet started
+// is cancelled once another has won, and the request fails only when every
+// branch has failed.
+package hedge
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// DefaultBucket holds the branch outcomes; entries live 10 minutes.
+const DefaultBucket = "switchyard_hedges"
+
+// Tracker records branch outcomes.
+type Tracker struct {
+	kv jetstream.KeyValue
+}
+
+// New opens (creating if needed) the bucket.
+func New(ctx context.Context, js jetstream.JetStream, bucket string) (*Tracker, error) {
+	if bucket == "" {
+		bucket = DefaultBucket
+	}
+	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      bucket,
+		Description: "hedged request branches: winner and failures",
+		TTL:         10 * time.Minute,
+		Storage:     jetstream.FileStorage,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("hedge bucket: %w", err)
+	}
+	return &Tracker{kv: kv}, nil
+}
+
+// name maps a delivery key (any characters) to a KV-safe token.
+func name(key string) string {
+	sum := sha256.Sum256([]byte(key))
+	return hex.EncodeToString(sum[:16])
+}
+
+// Win claims the request for branch; it is true for exactly one caller.
+func (t *Tracker) Win(ctx context.Context, key string, branch int) (bool, error) {
+	_, err := t.kv.Create(ctx, name(key)+".won", []byte(strconv.Itoa(branch)))
+	if errors.Is(err, jetstream.ErrKeyExists) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+// Won reports whether some branch has already won.
+func (t *Tracker) Won(ctx context.Context, key string) (bool, error) {
+	_, err := t.kv.Get(ctx, name(key)+".won")
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+// Fail records that branch failed and reports whether all branches (of
+// branches in total) have now failed. Two branches failing at once both see
+// it; the request is then finished twice, which the reply's and the
+// telemetry's message ids deduplicate.
+func (t *Tracker) Fail(ctx context.Context, key string, branch, branches int) (allFailed bool, err error) {
+	n := name(key)
+	if _, err := t.kv.Put(ctx, n+".failed."+strconv.Itoa(branch), nil); err != nil {
+		return false, err
+	}
+	for b := range branches {
+		if _, err := t.kv.Get(ctx, n+".failed."+strconv.Itoa(b)); err != nil {
+			if errors.Is(err, jetstream.ErrKeyNotFound) {
+				return false, nil
+			}
+			return false, err
+		}
+	}
+	return true, nil
+}
+
+// Budget caps the share of a tenant's requests that are hedged, over a
+// sliding minute, per router replica.
+type Budget struct {
+	mu      sync.Mutex
+	tenants map[string]*window
+}
+
+type window struct {
+	start            time.Time
+	requests, hedges int
+}
+
+// NewBudget returns an empty budget.
+func NewBudget() *Budget { return &Budget{tenants: map[string]*window{}} }
+
+// Allow counts a request and says whether it may be hedged under ratio.
+func (b *Budget) Allow(tenant string, ratio float64, now time.Time) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	w := b.tenants[tenant]
+	if w == nil || now.Sub(w.start) > time.Minute {
+		w = &window{start: now}
+		b.tenants[tenant] = w
+	}
+	w.requests++
+	if float64(w.hedges+1) > ratio*float64(w.requests) {
+		return false
+	}
+	w.hedges++
+	return true
+}
