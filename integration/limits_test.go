@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/switchyard-llm/switchyard/pkg/envelope"
+	"github.com/switchyard-llm/switchyard/pkg/policy"
 	"github.com/switchyard-llm/switchyard/services/switchyard/app"
 )
 
@@ -67,5 +69,41 @@ func TestVendorRPMHoldsAcrossReplicas(t *testing.T) {
 	tenant := fmt.Sprintf("tenant = '%s'", e.tenant)
 	if got := e.eventually("SELECT count() FROM %s.requests FINAL WHERE fallback_reason = 'saturated' AND "+tenant, uint64(saturated), 30*time.Second); got != uint64(saturated) {
 		t.Fatalf("saturated rows = %d, want %d", got, saturated)
+	}
+}
+
+// A route set to wait (not spill) keeps requests over the vendor's limit
+// until the sliding window frees a slot, then calls the same vendor.
+func TestSaturatedRouteWaitsForASlot(t *testing.T) {
+	const rpm = 3
+	e := start(t, func(c *app.Config) {
+		v := c.Policy.Vendors["openai"]
+		v.RPM = rpm
+		c.Policy.Vendors["openai"] = v
+		c.Policy.Routes = append(c.Policy.Routes, policy.Route{Name: "patient", OnSaturated: policy.OnSaturatedWait,
+			Chain: []policy.Target{{Vendor: "openai", Model: "gpt-4o-mini"}, {Vendor: "anthropic", Model: "claude-haiku-4-5"}}})
+		if err := c.Policy.Validate(); err != nil {
+			panic(err)
+		}
+	})
+	var reqs []*envelope.Request
+	for i := range rpm + 2 {
+		r := e.request(fmt.Sprintf("w%d", i), "patient", fmt.Sprintf("wait %d", i))
+		r.TimeoutMS = 120_000
+		reqs = append(reqs, r)
+	}
+	began := time.Now()
+	replies := e.submitAll(reqs, 100*time.Second)
+	for id, rs := range replies {
+		if r := rs[0]; r.Status != envelope.StatusOK || r.Vendor != "openai" || r.Fallback {
+			t.Fatalf("%s: want openai without fallback, got %s %s fallback=%v %+v", id, r.Status, r.Vendor, r.Fallback, r.Error)
+		}
+	}
+	t.Logf("%d requests over a %d rpm limit answered in %s, all by openai", rpm+2, rpm, time.Since(began).Round(time.Second))
+	if elapsed := time.Since(began); elapsed < 50*time.Second {
+		t.Fatalf("answered in %s: the requests over the limit should have waited for the window", elapsed)
+	}
+	if n := e.simCalls("anthropic", "claude-haiku-4-5"); n != 0 {
+		t.Fatalf("anthropic called %d times; a waiting route does not spill", n)
 	}
 }

@@ -148,6 +148,7 @@ type shard struct {
 	sem   chan struct{}
 	mu    sync.Mutex
 	cache map[string]snapshot
+	queue map[string][]*pendingUpdate // mutations waiting for their key's turn
 }
 
 // snapshot is a (revision, record) pair; rev 0 means the key is absent.
@@ -415,15 +416,73 @@ func (b *Budgets) shard(key string) *shard {
 // re-deriving on a revision conflict. mutate reports whether it changed
 // the record; it may run several times and must derive everything from
 // the record it is given.
+//
+// Concurrent updates of one window are committed together: callers queue
+// their mutation, and whoever gets the key's turn applies every queued
+// mutation in order and writes once (group commit). Each mutation still
+// sees the effect of those before it, as if they ran one by one, but a hot
+// tenant costs one KV write per batch instead of one per request.
 func (b *Budgets) update(ctx context.Context, tenant, kind, period string, mutate func(w *window, now time.Time) bool) error {
 	key := windowKey(tenant, kind, period)
 	sh := b.shard(key)
-	select {
-	case sh.sem <- struct{}{}:
-	case <-ctx.Done():
-		return ctx.Err()
+	p := &pendingUpdate{mutate: mutate, done: make(chan error, 1)}
+	sh.mu.Lock()
+	if sh.queue == nil {
+		sh.queue = map[string][]*pendingUpdate{}
 	}
-	defer func() { <-sh.sem }()
+	sh.queue[key] = append(sh.queue[key], p)
+	sh.mu.Unlock()
+	for {
+		select {
+		case err := <-p.done:
+			return err
+		case <-ctx.Done():
+			sh.mu.Lock()
+			q := sh.queue[key]
+			for i, x := range q {
+				if x == p {
+					sh.queue[key] = append(q[:i:i], q[i+1:]...)
+					sh.mu.Unlock()
+					return ctx.Err()
+				}
+			}
+			sh.mu.Unlock()
+			// Already taken into a batch: its outcome decides.
+			return <-p.done
+		case sh.sem <- struct{}{}:
+			sh.mu.Lock()
+			batch := sh.queue[key]
+			delete(sh.queue, key)
+			sh.mu.Unlock()
+			if len(batch) > 0 {
+				// The batch runs on its own deadline: the other callers'
+				// mutations must not fail because this caller gave up.
+				bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+				muts := make([]func(*window, time.Time) bool, len(batch))
+				for i, x := range batch {
+					muts[i] = x.mutate
+				}
+				err := b.updateBatch(bctx, tenant, kind, period, muts)
+				cancel()
+				for _, x := range batch {
+					x.done <- err
+				}
+			}
+			<-sh.sem
+		}
+	}
+}
+
+type pendingUpdate struct {
+	mutate func(w *window, now time.Time) bool
+	done   chan error
+}
+
+// updateBatch applies the mutations in order to one fresh copy of the
+// window and writes it once with compare-and-set.
+func (b *Budgets) updateBatch(ctx context.Context, tenant, kind, period string, muts []func(w *window, now time.Time) bool) error {
+	key := windowKey(tenant, kind, period)
+	sh := b.shard(key)
 
 	// The cached revision is a guess that saves a read when this instance
 	// wrote the key last: a write against it fails if another replica
@@ -441,7 +500,13 @@ func (b *Budgets) update(ctx context.Context, tenant, kind, period string, mutat
 	for attempt := 1; ; attempt++ {
 		now := b.d.Now()
 		next := cur.w.clone()
-		if !mutate(&next, now) {
+		changed := false
+		for _, mutate := range muts {
+			if mutate(&next, now) {
+				changed = true
+			}
+		}
+		if !changed {
 			if fresh {
 				return nil
 			}
