@@ -32,6 +32,10 @@ type fakeStats map[string]float64
 
 func (f fakeStats) LatencyMS(v, m string) (float64, bool) { x, ok := f[v+"/"+m]; return x, ok }
 func (f fakeStats) InFlight(v string) int                 { return int(f["load/"+v]) }
+func (f fakeStats) EscalationRate(v, m string) (float64, bool) {
+	x, ok := f["esc/"+v+"/"+m]
+	return x, ok
+}
 
 func TestPlan(t *testing.T) {
 	p, err := policy.Parse([]byte(testPolicy))
@@ -56,6 +60,10 @@ func TestPlan(t *testing.T) {
 		{name: "latency within max_latency_ms", strategy: "latency", req: envelope.RequestPolicy{MaxLatencyMS: 700}, want: []string{"mid", "best"}},
 		{name: "score, quality only", strategy: "score", route: func(r *policy.Route) { r.Weights = policy.Weights{Quality: 1} }, want: []string{"best", "mid", "cheap"}},
 		{name: "score, cost only", strategy: "score", route: func(r *policy.Route) { r.Weights = policy.Weights{Cost: 1} }, want: []string{"cheap", "mid", "best"}},
+		{name: "cascade: cheapest first", strategy: "cascade", want: []string{"cheap", "mid", "best"}},
+		{name: "cascade: a draft that always escalates costs more than the next model alone", strategy: "cascade",
+			stats: fakeStats{"esc/a/cheap": 1}, want: []string{"mid", "best", "cheap"}},
+		{name: "cascade within the latency SLO", strategy: "cascade", req: envelope.RequestPolicy{MaxLatencyMS: 500}, want: []string{"mid", "cheap", "best"}},
 		{name: "least loaded", strategy: "least_loaded", stats: fakeStats{"load/a": 9, "load/b": 1, "load/c": 5}, want: []string{"mid", "best", "cheap"}},
 		{name: "max cost filters", strategy: "fallback", req: envelope.RequestPolicy{MaxCostUSD: 0.0001}, want: []string{"cheap"}},
 		{name: "stakes bound the depth", strategy: "fallback", route: func(r *policy.Route) { r.Depth = map[string]int{"low": 1} }, req: envelope.RequestPolicy{Stakes: "low"}, want: []string{"cheap"}},

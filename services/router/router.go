@@ -278,8 +278,15 @@ func (r *Router) observe(ctx context.Context) error {
 	}
 	sub, err := r.d.NC.Subscribe(natsx.SubjectAttempt, func(m *nats.Msg) {
 		var ev envelope.AttemptEvent
-		if json.Unmarshal(m.Data, &ev) == nil && ev.Outcome == envelope.OutcomeOK {
+		if json.Unmarshal(m.Data, &ev) != nil {
+			return
+		}
+		switch ev.Outcome {
+		case envelope.OutcomeOK:
 			r.seen.addLatency(ev.Vendor, ev.Model, float64(ev.LatencyMS), r.d.Now())
+			r.seen.addVerdict(ev.Vendor, ev.Model, false, r.d.Now())
+		case envelope.OutcomeQualityFailed:
+			r.seen.addVerdict(ev.Vendor, ev.Model, true, r.d.Now())
 		}
 	})
 	if err != nil {
