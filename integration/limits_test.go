@@ -11,12 +11,12 @@ import (
 	"github.com/switchyard-llm/switchyard/services/switchyard/app"
 )
 
-// Three executor replicas of one vendor with a 120 requests/minute limit,
+// Three executor replicas of one vendor with a 600 requests/minute limit,
 // under three times that offered load for 30 s: the vendor never sees more
 // than the limit in a minute, and the surplus spills to the next vendor
 // with fallback reason saturated.
 func TestVendorRPMHoldsAcrossReplicas(t *testing.T) {
-	const rpm, perSecond, seconds = 120, 6, 30 // 6/s = 360/min = 3 × 120
+	const rpm, perSecond, seconds = 600, 30, 30 // 30/s = 1800/min = 3 × 600
 	e := start(t, func(c *app.Config) {
 		c.ExecutorReplicas = 3
 		v := c.Policy.Vendors["openai"]

@@ -241,8 +241,9 @@ const ClassSaturated = "saturated"
 // circuit breaker: retryable, so the router falls to the next target.
 const ClassCircuitOpen = "circuit_open"
 
-// BreakerKey names the breaker of one vendor model.
-func BreakerKey(t envelope.Target) string { return t.Vendor + "/" + t.Model }
+// BreakerKeys names the breakers guarding a target: its vendor's and its
+// model's.
+func BreakerKeys(t envelope.Target) []string { return []string{t.Vendor, t.Vendor + "/" + t.Model} }
 
 // guardedCall asks the shared breaker before calling and tells it how the
 // call went: retryable failures count against the vendor, terminal ones
@@ -254,34 +255,49 @@ func (e *Executor) guardedCall(ctx context.Context, d *pipeline.Delivery, w *env
 		}
 		return e.call(ctx, d, w, t)
 	}
-	permit, err := e.d.Breakers.Allow(ctx, BreakerKey(t))
-	if err != nil || !permit.Allowed() {
-		msg := "circuit open"
-		if err != nil {
-			msg = "circuit state unavailable: " + err.Error()
-		}
-		e.calls.WithLabelValues(t.Vendor, t.Model, ClassCircuitOpen).Inc()
-		return &envelope.Result{ErrorClass: ClassCircuitOpen, Retryable: true, ErrorMessage: msg, StartedAt: e.d.Now().UTC()}
-	}
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
-	if res := e.acquire(ctx, w, t); res != nil {
-		if err := e.d.Breakers.Release(rctx, permit); err != nil {
-			e.d.Log.Warn().Err(err).Msg("breaker permit not released")
+	// The vendor's breaker (every model down: an outage) and the model's
+	// (one model failing) must both let the call through.
+	var permits []breaker.Permit
+	release := func() {
+		for _, p := range permits {
+			if err := e.d.Breakers.Release(rctx, p); err != nil {
+				e.d.Log.Warn().Err(err).Msg("breaker permit not released")
+			}
 		}
+	}
+	for _, key := range BreakerKeys(t) {
+		permit, err := e.d.Breakers.Allow(ctx, key)
+		if err != nil || !permit.Allowed() {
+			release()
+			msg := "circuit " + key + " open"
+			if err != nil {
+				msg = "circuit state unavailable: " + err.Error()
+			}
+			e.calls.WithLabelValues(t.Vendor, t.Model, ClassCircuitOpen).Inc()
+			return &envelope.Result{ErrorClass: ClassCircuitOpen, Retryable: true, ErrorMessage: msg, StartedAt: e.d.Now().UTC()}
+		}
+		permits = append(permits, permit)
+	}
+	if res := e.acquire(ctx, w, t); res != nil {
+		release()
 		return res
 	}
 	res := e.call(ctx, d, w, t)
-	switch {
-	case res.OK():
-		err = e.d.Breakers.Record(rctx, permit, true)
-	case res.Retryable:
-		err = e.d.Breakers.Record(rctx, permit, false)
-	default:
-		err = e.d.Breakers.Release(rctx, permit)
-	}
-	if err != nil {
-		e.d.Log.Warn().Err(err).Str("vendor", t.Vendor).Str("model", t.Model).Msg("breaker outcome not recorded")
+	for _, p := range permits {
+		var err error
+		switch {
+		case res.OK():
+			err = e.d.Breakers.Record(rctx, p, true)
+		case res.Retryable:
+			err = e.d.Breakers.Record(rctx, p, false)
+		default:
+			err = e.d.Breakers.Release(rctx, p)
+		}
+		if err != nil {
+			e.d.Log.Warn().Err(err).Str("vendor", t.Vendor).Str("model", t.Model).Msg("breaker outcome not recorded")
+		}
 	}
 	return res
 }

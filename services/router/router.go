@@ -532,6 +532,12 @@ func (r *Router) skipIneligible(w *envelope.Work) int {
 	return skipped
 }
 
+// cooling reports whether a breaker is open and still in its cool-down.
+func (r *Router) cooling(key string, now time.Time) bool {
+	st := r.d.Breakers.Status(key)
+	return st.State == breaker.StateOpen && now.Before(st.OpenUntil)
+}
+
 // skipOpenCircuits moves past targets whose breaker is open and still
 // cooling down: traffic goes straight to the next target, with no wasted
 // call or timeout. The last target is always tried, so an exhausted chain
@@ -543,8 +549,7 @@ func (r *Router) skipOpenCircuits(w *envelope.Work, now time.Time) {
 	}
 	for w.Step < len(w.Chain)-1 {
 		t := w.Chain[w.Step]
-		st := r.d.Breakers.Status(t.Vendor + "/" + t.Model)
-		if st.State != breaker.StateOpen || !now.Before(st.OpenUntil) {
+		if !r.cooling(t.Vendor, now) && !r.cooling(t.Vendor+"/"+t.Model, now) {
 			return
 		}
 		r.decisions.WithLabelValues("circuit_open").Inc()
