@@ -133,6 +133,31 @@ type Match struct {
 	Tasks        []string `yaml:"tasks" json:"tasks"`
 	EndpointTags []string `yaml:"endpoint_tags" json:"endpoint_tags"`
 	Sensitive    *bool    `yaml:"sensitive" json:"sensitive"`
+	// Tiers are tenant tiers (policy tenants' tier).
+	Tiers []string `yaml:"tiers" json:"tiers"`
+	// MinTokens and MaxTokens bound the request's token estimate (0: open).
+	MinTokens int `yaml:"min_tokens" json:"min_tokens"`
+	MaxTokens int `yaml:"max_tokens" json:"max_tokens"`
+}
+
+// Facts are what route matching looks at.
+type Facts struct {
+	Task, EndpointTag, Tier string
+	Sensitive               bool
+	Tokens                  int
+}
+
+func (m Match) empty() bool {
+	return len(m.Tasks) == 0 && len(m.EndpointTags) == 0 && m.Sensitive == nil && len(m.Tiers) == 0 && m.MinTokens == 0 && m.MaxTokens == 0
+}
+
+func (m Match) fits(f Facts) bool {
+	return (len(m.Tasks) == 0 || contains(m.Tasks, f.Task)) &&
+		(len(m.EndpointTags) == 0 || contains(m.EndpointTags, f.EndpointTag)) &&
+		(m.Sensitive == nil || *m.Sensitive == f.Sensitive) &&
+		(len(m.Tiers) == 0 || contains(m.Tiers, f.Tier)) &&
+		(m.MinTokens == 0 || f.Tokens >= m.MinTokens) &&
+		(m.MaxTokens == 0 || f.Tokens <= m.MaxTokens)
 }
 
 // Target is one chain step.
@@ -376,24 +401,15 @@ func (p *Policy) Route(name string) (*Route, bool) {
 	return r, ok
 }
 
-// SelectRoute picks the first route whose match rules fit, else the default.
-func (p *Policy) SelectRoute(task, endpointTag string, sensitive bool) *Route {
+// SelectRoute picks the first route (in policy order) whose match rules all
+// fit, else the default route. A route without match rules is only used
+// by name.
+func (p *Policy) SelectRoute(f Facts) *Route {
 	for i := range p.Routes {
 		r := &p.Routes[i]
-		m := r.Match
-		if len(m.Tasks) == 0 && len(m.EndpointTags) == 0 && m.Sensitive == nil {
-			continue
+		if !r.Match.empty() && r.Match.fits(f) {
+			return r
 		}
-		if len(m.Tasks) > 0 && !contains(m.Tasks, task) {
-			continue
-		}
-		if len(m.EndpointTags) > 0 && !contains(m.EndpointTags, endpointTag) {
-			continue
-		}
-		if m.Sensitive != nil && *m.Sensitive != sensitive {
-			continue
-		}
-		return r
 	}
 	return p.routes[p.DefaultRoute]
 }

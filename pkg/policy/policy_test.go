@@ -15,11 +15,19 @@ func TestExamplePolicyIsValid(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r := p.SelectRoute("summarize", "", false); r.Name != "summarize" {
-		t.Fatalf("summarize task routed to %s", r.Name)
+	tests := []struct {
+		facts Facts
+		want  string
+	}{
+		{Facts{Task: "summarize"}, "summarize"},
+		{Facts{Task: "chat"}, p.DefaultRoute},
+		{Facts{Task: "chat", Sensitive: true}, "private"},
+		{Facts{Task: "code"}, "code"},
 	}
-	if r := p.SelectRoute("chat", "", false); r.Name != p.DefaultRoute {
-		t.Fatalf("chat task routed to %s, want default", r.Name)
+	for _, tt := range tests {
+		if r := p.SelectRoute(tt.facts); r.Name != tt.want {
+			t.Errorf("%+v routed to %s, want %s", tt.facts, r.Name, tt.want)
+		}
 	}
 }
 
@@ -54,5 +62,31 @@ routes:
 func TestUnknownKeyRefused(t *testing.T) {
 	if _, err := Parse([]byte("default_route: a\nvendorz: {}\n")); err == nil || !strings.Contains(err.Error(), "vendorz") {
 		t.Fatalf("unknown key not refused: %v", err)
+	}
+}
+
+func TestMatchRules(t *testing.T) {
+	yes := true
+	tests := []struct {
+		name  string
+		match Match
+		facts Facts
+		fits  bool
+	}{
+		{"tier", Match{Tiers: []string{"gold"}}, Facts{Tier: "gold"}, true},
+		{"other tier", Match{Tiers: []string{"gold"}}, Facts{Tier: "free"}, false},
+		{"long prompts", Match{MinTokens: 8000}, Facts{Tokens: 9000}, true},
+		{"short prompt", Match{MinTokens: 8000}, Facts{Tokens: 100}, false},
+		{"max tokens", Match{MaxTokens: 500}, Facts{Tokens: 501}, false},
+		{"all rules", Match{Tasks: []string{"extract"}, EndpointTags: []string{"a"}, Sensitive: &yes, Tiers: []string{"gold"}, MaxTokens: 1000},
+			Facts{Task: "extract", EndpointTag: "a", Sensitive: true, Tier: "gold", Tokens: 10}, true},
+		{"one rule fails", Match{Tasks: []string{"extract"}, Sensitive: &yes}, Facts{Task: "extract"}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := tt.match.fits(tt.facts); got != tt.fits {
+				t.Fatalf("fits = %v", got)
+			}
+		})
 	}
 }

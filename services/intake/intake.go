@@ -178,7 +178,9 @@ func (in *Intake) Handle(ctx context.Context, d *pipeline.Delivery) error {
 		}
 		route = r
 	} else {
-		route = pol.SelectRoute(w.Class.Task, req.EndpointTag, w.Class.Sensitive)
+		tenant, _ := pol.Tenant(req.Tenant)
+		route = pol.SelectRoute(policy.Facts{Task: w.Class.Task, EndpointTag: req.EndpointTag, Tier: tenant.Tier,
+			Sensitive: w.Class.Sensitive, Tokens: w.Class.TokenEstimate})
 	}
 	w.Route, w.Strategy = route.Name, route.Strategy
 	w.Chain = make([]envelope.Target, len(route.Chain))

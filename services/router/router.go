@@ -448,9 +448,9 @@ func (r *Router) dispatch(ctx context.Context, w *envelope.Work, now time.Time) 
 		}
 		return r.pub.FailRequest(ctx, w, envelope.CodeDeadlineExceeded, msg, true, now)
 	}
-	if skipped := r.skipIneligible(w); skipped > 0 && w.Step >= len(w.Chain) && len(w.Attempts) == 0 {
+	if skipped, why := r.skipIneligible(w); skipped > 0 && w.Step >= len(w.Chain) && len(w.Attempts) == 0 {
 		r.decisions.WithLabelValues("policy_blocked").Inc()
-		msg := fmt.Sprintf("no model of route %s satisfies residency %q", w.Route, residency(w))
+		msg := fmt.Sprintf("no model of route %s may serve this request (%s)", w.Route, why)
 		return r.pub.FailRequest(ctx, w, envelope.CodePolicyBlocked, msg, false, now)
 	}
 	r.skipOpenCircuits(w, now)
@@ -501,35 +501,51 @@ func terminalCode(res *envelope.Result, t envelope.Target) (string, string) {
 	}
 }
 
-func residency(w *envelope.Work) string {
-	if w.Request.Policy == nil {
-		return ""
+// eligible says whether a model may serve the request: its residency must
+// include the request's (or, when the request names none, one of its
+// tenant's regions), its context window must hold the prompt, and it must
+// support JSON output when the request asks for it.
+func eligible(pol *policy.Policy, w *envelope.Work, t envelope.Target) (bool, string) {
+	m, ok := pol.Model(t.Vendor, t.Model)
+	if !ok {
+		return true, "" // unknown to the catalog: priced as unknown, not blocked
 	}
-	return w.Request.Policy.Residency
+	if want := w.Request.Policy; want != nil && want.Residency != "" {
+		if !slices.Contains(m.Residency, want.Residency) {
+			return false, "residency " + want.Residency
+		}
+	} else if tenant, _ := pol.Tenant(w.Request.Tenant); len(tenant.Residency) > 0 {
+		if !slices.ContainsFunc(m.Residency, func(r string) bool { return slices.Contains(tenant.Residency, r) }) {
+			return false, "tenant residency"
+		}
+	}
+	if m.ContextWindow > 0 && w.Class.TokenEstimate > m.ContextWindow {
+		return false, "context window"
+	}
+	if rf := w.Request.ResponseFormat; rf != nil && rf.Type != "" && rf.Type != "text" && len(m.Capabilities) > 0 && !slices.Contains(m.Capabilities, "json") {
+		return false, "json output"
+	}
+	return true, ""
 }
 
 // skipIneligible moves past chain steps whose model may not see the
-// request: a model whose residency does not include the request's never
-// receives it, not even as a last resort. It returns how many it skipped.
-func (r *Router) skipIneligible(w *envelope.Work) int {
-	want := residency(w)
-	if want == "" {
-		return 0
-	}
+// request (see eligible): such a model never receives it, not even as a
+// last resort. It returns how many it skipped and the last reason.
+func (r *Router) skipIneligible(w *envelope.Work) (int, string) {
 	pol := r.d.Policy.Current()
-	skipped := 0
+	skipped, why := 0, ""
 	for w.Step < len(w.Chain) {
 		t := w.Chain[w.Step]
-		m, ok := pol.Model(t.Vendor, t.Model)
-		if ok && slices.Contains(m.Residency, want) {
-			return skipped
+		ok, reason := eligible(pol, w, t)
+		if ok {
+			return skipped, why
 		}
-		r.d.Log.Debug().Str("request_id", w.Request.ID).Str("vendor", t.Vendor).Str("model", t.Model).Str("residency", want).Msg("target skipped: residency")
+		r.d.Log.Debug().Str("request_id", w.Request.ID).Str("vendor", t.Vendor).Str("model", t.Model).Str("reason", reason).Msg("target skipped: not eligible")
 		w.Step++
 		w.StepAttempts = 0
-		skipped++
+		skipped, why = skipped+1, reason
 	}
-	return skipped
+	return skipped, why
 }
 
 // cooling reports whether a breaker is open and still in its cool-down.
