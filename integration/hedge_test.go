@@ -65,7 +65,11 @@ func TestHedgingCutsTailLatency(t *testing.T) {
 	}
 	where := fmt.Sprintf(" WHERE tenant = '%s' AND route = 'hedged'", e.tenant)
 	if got := e.eventually("SELECT count() FROM %s.attempts FINAL"+where+" AND hedged = 1", 40, 30*time.Second); got != 40 {
-		t.Fatalf("hedged attempt rows = %d, want 40 (both branches of 20 requests billed)", got)
+		t.Fatalf("hedged attempt rows = %d, want 40 (both branches of 20 requests recorded)", got)
+	}
+	// The slow primaries lost and were cut short mid-call, not waited for.
+	if got := e.count("SELECT count() FROM %s.attempts FINAL" + where + " AND vendor = 'openai' AND outcome = 'error'"); got != 20 {
+		t.Fatalf("cancelled primary attempts = %d, want 20", got)
 	}
 	if got := e.eventually("SELECT count() FROM %s.requests FINAL"+where, 20, 30*time.Second); got != 20 {
 		t.Fatalf("hedged request rows = %d, want 20", got)

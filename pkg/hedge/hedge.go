@@ -67,6 +67,35 @@ func (t *Tracker) Won(ctx context.Context, key string) (bool, error) {
 	return err == nil, err
 }
 
+// CancelWhenWon returns a context that is cancelled as soon as some branch
+// wins the request, so a losing branch's vendor call in flight is cut
+// short. stop releases the watch.
+func (t *Tracker) CancelWhenWon(ctx context.Context, key string) (context.Context, func()) {
+	cctx, cancel := context.WithCancel(ctx)
+	w, err := t.kv.Watch(cctx, name(key)+".won")
+	if err != nil {
+		return cctx, cancel
+	}
+	go func() {
+		defer func() { _ = w.Stop() }()
+		for {
+			select {
+			case <-cctx.Done():
+				return
+			case e, ok := <-w.Updates():
+				if !ok {
+					return
+				}
+				if e != nil && e.Operation() == jetstream.KeyValuePut {
+					cancel()
+					return
+				}
+			}
+		}
+	}()
+	return cctx, cancel
+}
+
 // Fail records that branch failed and reports whether all branches (of
 // branches in total) have now failed. Two branches failing at once both see
 // it; the request is then finished twice, which the reply's and the

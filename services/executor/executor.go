@@ -233,6 +233,10 @@ func (e *Executor) Handle(ctx context.Context, d *pipeline.Delivery) error {
 	return pubErr
 }
 
+// ClassCancelled is the error class of a hedge branch's call cut short
+// because the other branch answered first.
+const ClassCancelled = "cancelled"
+
 // ClassSaturated is the error class of an attempt not made because the
 // vendor is at its rpm/tpm limit: the router spills or waits.
 const ClassSaturated = "saturated"
@@ -338,6 +342,12 @@ func (e *Executor) call(ctx context.Context, d *pipeline.Delivery, w *envelope.W
 	}
 	cctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
+	if w.Hedged && e.d.Hedges != nil {
+		// The losing branch of a hedged request is cancelled mid-call.
+		var stop func()
+		cctx, stop = e.d.Hedges.CancelWhenWon(cctx, w.Key)
+		defer stop()
+	}
 	stop := keepAlive(cctx, d, e.cfg.AckWait/3)
 	defer stop()
 
@@ -356,6 +366,13 @@ func (e *Executor) call(ctx context.Context, d *pipeline.Delivery, w *envelope.W
 	e.latency.WithLabelValues(t.Vendor, t.Model).Observe(elapsed.Seconds())
 
 	res := &envelope.Result{LatencyMS: elapsed.Milliseconds(), StartedAt: start.UTC()}
+	if err != nil && cctx.Err() == context.Canceled && ctx.Err() == nil {
+		// Cut short because another hedge branch answered: not the
+		// vendor's fault, so no breaker counts it.
+		res.ErrorClass, res.ErrorMessage = ClassCancelled, "cancelled: another branch answered"
+		e.calls.WithLabelValues(t.Vendor, t.Model, ClassCancelled).Inc()
+		return res
+	}
 	if err != nil {
 		ve := provider.AsError(err)
 		res.ErrorClass, res.HTTPStatus, res.Retryable = ve.Class, ve.HTTPStatus, ve.Retryable
