@@ -14,29 +14,14 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/switchyard-llm/switchyard/pkg/natsx"
+	"github.com/switchyard-llm/switchyard/pkg/testkit"
 )
 
 // fakeClock is a clock shared by the instances of a test.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
+// fakeClock is a clock the test moves.
+type fakeClock = testkit.Clock
 
-func newClock() *fakeClock {
-	return &fakeClock{t: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)}
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
+func newClock() *fakeClock { return testkit.NewClock(time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)) }
 
 // natsEnv is an embedded JetStream server with Switchyard's topology.
 type natsEnv struct {
@@ -46,35 +31,15 @@ type natsEnv struct {
 
 func startNATS(tb testing.TB) *natsEnv {
 	tb.Helper()
-	ns, err := natsx.StartEmbedded(natsx.EmbeddedOptions{Port: -1, StoreDir: tb.TempDir()})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() {
-		ns.Shutdown()
-		ns.WaitForShutdown()
-	})
-	env := &natsEnv{url: ns.ClientURL()}
+	env := &natsEnv{url: testkit.Server(tb)}
 	env.js = connectJS(tb, env.url)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := natsx.EnsureTopology(ctx, env.js, natsx.DefaultTopology()); err != nil {
-		tb.Fatal(err)
-	}
+	testkit.WithTopology(tb, env.js)
 	return env
 }
 
 func connectJS(tb testing.TB, url string) jetstream.JetStream {
 	tb.Helper()
-	nc, err := nats.Connect(url)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		tb.Fatal(err)
-	}
+	_, js := testkit.Connect(tb, url)
 	return js
 }
 

@@ -1,0 +1,85 @@
+// Package testkit holds what many tests need: an embedded JetStream server
+// on a random port with a temporary store, connections to it, and a clock
+// a test can move. It is imported by tests only.
+package testkit
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/switchyard-llm/switchyard/pkg/natsx"
+)
+
+// Server starts an embedded JetStream server, stopped at cleanup, and
+// returns its URL.
+func Server(tb testing.TB) string {
+	tb.Helper()
+	ns, err := natsx.StartEmbedded(natsx.EmbeddedOptions{Port: -1, StoreDir: tb.TempDir()})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() {
+		ns.Shutdown()
+		ns.WaitForShutdown()
+	})
+	return ns.ClientURL()
+}
+
+// Connect opens a connection, closed at cleanup, and its JetStream.
+func Connect(tb testing.TB, url string) (*nats.Conn, jetstream.JetStream) {
+	tb.Helper()
+	nc, err := nats.Connect(url)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return nc, js
+}
+
+// JetStream starts a server and connects to it.
+func JetStream(tb testing.TB) (*nats.Conn, jetstream.JetStream) {
+	tb.Helper()
+	return Connect(tb, Server(tb))
+}
+
+// WithTopology creates Switchyard's streams, as every service does at start.
+func WithTopology(tb testing.TB, js jetstream.JetStream) {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := natsx.EnsureTopology(ctx, js, natsx.DefaultTopology()); err != nil {
+		tb.Fatal(err)
+	}
+}
+
+// Clock is a clock that moves only when told to.
+type Clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+// NewClock starts a clock at t.
+func NewClock(t time.Time) *Clock { return &Clock{t: t} }
+
+// Now is the clock's time.
+func (c *Clock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+// Advance moves the clock forward.
+func (c *Clock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = c.t.Add(d)
+}
