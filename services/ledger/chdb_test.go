@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/switchyard-llm/switchyard/services/ledger"
+	"github.com/switchyard-llm/switchyard/services/ledger/internal/chtest"
 )
 
 // chdbScript runs every statement on a chdb session (an embedded, current
@@ -38,46 +39,6 @@ try {
 }
 `
 
-// chdbDir returns a directory whose node_modules holds the npm package chdb,
-// installing it once into the user cache. It skips (fails when CI is set)
-// when node, npm or the package is unavailable.
-func chdbDir(t *testing.T) string {
-	t.Helper()
-	unavailable := func(format string, a ...any) {
-		t.Helper()
-		if os.Getenv("CI") != "" {
-			t.Fatalf("chdb (npm) is needed when CI is set: "+format, a...)
-		}
-		t.Skipf("skipping the current-ClickHouse DDL check: chdb (npm) unavailable: "+format, a...)
-	}
-	for _, tool := range []string{"node", "npm"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			unavailable("%s is not installed", tool)
-		}
-	}
-	dir := os.Getenv("SWITCHYARD_CHDB_DIR")
-	if dir == "" {
-		cache, err := os.UserCacheDir()
-		if err != nil {
-			cache = os.TempDir()
-		}
-		dir = filepath.Join(cache, "switchyard", "chdb")
-	}
-	if _, err := os.Stat(filepath.Join(dir, "node_modules", "chdb", "package.json")); err == nil {
-		return dir
-	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		unavailable("%v", err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, "npm", "install", "--no-audit", "--no-fund", "--prefix", dir, "chdb")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		unavailable("npm install chdb: %v\n%s", err, out)
-	}
-	return dir
-}
-
 // TestMigrationsRunOnCurrentClickHouse applies every embedded migration on
 // chdb, the current ClickHouse engine as a library: the DDL must stay valid
 // on current releases as well as on the 18.16 server the other tests use.
@@ -85,7 +46,7 @@ func TestMigrationsRunOnCurrentClickHouse(t *testing.T) {
 	if testing.Short() {
 		t.Skip("short mode")
 	}
-	dir := chdbDir(t)
+	dir := chtest.ChdbDir(t)
 	migs, err := ledger.Migrations()
 	if err != nil {
 		t.Fatal(err)

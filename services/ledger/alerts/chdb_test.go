@@ -14,6 +14,7 @@ import (
 
 	"github.com/switchyard-llm/switchyard/services/ledger"
 	"github.com/switchyard-llm/switchyard/services/ledger/alerts"
+	"github.com/switchyard-llm/switchyard/services/ledger/internal/chtest"
 )
 
 const chdbScript = `
@@ -33,42 +34,6 @@ try {
 
 // chdbDir finds (or installs once) the npm package chdb, as the ledger's
 // DDL check does; it skips, or fails when CI is set, when unavailable.
-func chdbDir(t *testing.T) string {
-	t.Helper()
-	unavailable := func(format string, a ...any) {
-		t.Helper()
-		if os.Getenv("CI") != "" {
-			t.Fatalf("chdb (npm) is needed when CI is set: "+format, a...)
-		}
-		t.Skipf("skipping the current-ClickHouse query check: chdb (npm) unavailable: "+format, a...)
-	}
-	for _, tool := range []string{"node", "npm"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			unavailable("%s is not installed", tool)
-		}
-	}
-	dir := os.Getenv("SWITCHYARD_CHDB_DIR")
-	if dir == "" {
-		cache, err := os.UserCacheDir()
-		if err != nil {
-			cache = os.TempDir()
-		}
-		dir = filepath.Join(cache, "switchyard", "chdb")
-	}
-	if _, err := os.Stat(filepath.Join(dir, "node_modules", "chdb", "package.json")); err == nil {
-		return dir
-	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		unavailable("%v", err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, "npm", "install", "--no-audit", "--no-fund", "--prefix", dir, "chdb")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		unavailable("npm install chdb: %v\n%s", err, out)
-	}
-	return dir
-}
 
 // bind replaces each ? with the next argument, as the driver does.
 func bind(q string, args ...int64) string {
@@ -85,7 +50,7 @@ func TestQueriesRunOnCurrentClickHouse(t *testing.T) {
 	if testing.Short() {
 		t.Skip("short mode")
 	}
-	dir := chdbDir(t)
+	dir := chtest.ChdbDir(t)
 	migs, err := ledger.Migrations()
 	if err != nil {
 		t.Fatal(err)
