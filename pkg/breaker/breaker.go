@@ -34,6 +34,8 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
+
+	"github.com/switchyard-llm/switchyard/pkg/natsx"
 )
 
 const (
@@ -184,26 +186,15 @@ func New(ctx context.Context, js jetstream.JetStream, cfg Config, d Deps) (*Brea
 }
 
 func openBucket(ctx context.Context, js jetstream.JetStream, cfg Config) (jetstream.KeyValue, error) {
-	kv, err := js.KeyValue(ctx, cfg.Bucket)
-	if err == nil {
-		return kv, nil
-	}
-	if !errors.Is(err, jetstream.ErrBucketNotFound) {
-		return nil, fmt.Errorf("breaker: bucket %s: %w", cfg.Bucket, err)
-	}
-	kv, err = js.CreateKeyValue(ctx, jetstream.KeyValueConfig{
+	kv, err := natsx.OpenOrCreateKV(ctx, js, jetstream.KeyValueConfig{
 		Bucket:      cfg.Bucket,
 		Description: "Switchyard circuit breakers shared by the router replicas",
 		History:     bucketHistory,
 		Storage:     jetstream.FileStorage,
 		Replicas:    cfg.Replicas,
 	})
-	if errors.Is(err, jetstream.ErrBucketExists) {
-		// Created concurrently with another configuration: use it.
-		kv, err = js.KeyValue(ctx, cfg.Bucket)
-	}
 	if err != nil {
-		return nil, fmt.Errorf("breaker: create bucket %s: %w", cfg.Bucket, err)
+		return nil, fmt.Errorf("breaker: %w", err)
 	}
 	return kv, nil
 }

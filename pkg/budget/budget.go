@@ -37,6 +37,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
+	"github.com/switchyard-llm/switchyard/pkg/natsx"
 	"github.com/switchyard-llm/switchyard/pkg/policy"
 )
 
@@ -188,14 +189,7 @@ func New(ctx context.Context, js jetstream.JetStream, cfg Config, d Deps) (*Budg
 }
 
 func openBucket(ctx context.Context, js jetstream.JetStream, cfg Config) (jetstream.KeyValue, error) {
-	kv, err := js.KeyValue(ctx, cfg.Bucket)
-	if err == nil {
-		return kv, nil
-	}
-	if !errors.Is(err, jetstream.ErrBucketNotFound) {
-		return nil, fmt.Errorf("budget: bucket %s: %w", cfg.Bucket, err)
-	}
-	kv, err = js.CreateKeyValue(ctx, jetstream.KeyValueConfig{
+	kv, err := natsx.OpenOrCreateKV(ctx, js, jetstream.KeyValueConfig{
 		Bucket:      cfg.Bucket,
 		Description: "Switchyard tenant budgets and quotas per day and month",
 		History:     bucketHistory,
@@ -203,11 +197,8 @@ func openBucket(ctx context.Context, js jetstream.JetStream, cfg Config) (jetstr
 		Replicas:    cfg.Replicas,
 		TTL:         cfg.MaxAge,
 	})
-	if errors.Is(err, jetstream.ErrBucketExists) {
-		kv, err = js.KeyValue(ctx, cfg.Bucket)
-	}
 	if err != nil {
-		return nil, fmt.Errorf("budget: create bucket %s: %w", cfg.Bucket, err)
+		return nil, fmt.Errorf("budget: %w", err)
 	}
 	return kv, nil
 }
