@@ -115,6 +115,10 @@ const (
 	OutcomeOK            = "ok"
 	OutcomeError         = "error"
 	OutcomeQualityFailed = "quality_failed"
+	// OutcomeStarted is the attempt event an executor publishes before it
+	// calls the vendor; the finished attempt's event (same attempt id)
+	// replaces it. One left alone means the executor died mid-call.
+	OutcomeStarted = "started"
 )
 
 // AttemptResult is one vendor attempt as reported in the reply.
@@ -188,6 +192,14 @@ type Result struct {
 	// StartedAt is when the call began: the attempt row's timestamp, fixed
 	// here so a redelivered result produces an identical row.
 	StartedAt time.Time `json:"started_at"`
+	// Skipped marks a target that was not called (open circuit, rpm/tpm
+	// saturation, deadline passed before the call, hedge already won): not a
+	// vendor failure, so no attempt row, no breaker count, no error rate.
+	Skipped bool `json:"skipped,omitempty"`
+	// AttemptID is the id the executor gave this call (see AttemptID); a
+	// call repeated after an executor died gets its own id, so both calls
+	// are visible in the ledger.
+	AttemptID string `json:"attempt_id,omitempty"`
 }
 
 // OK reports whether the vendor returned an answer.
@@ -223,7 +235,11 @@ type Work struct {
 	CacheKey   string `json:"cache_key,omitempty"`
 	CacheTTLMS int64  `json:"cache_ttl_ms,omitempty"`
 	// NotBefore delays a retry: the executor hands the work back until then.
-	NotBefore      time.Time       `json:"not_before,omitzero"`
+	NotBefore time.Time `json:"not_before,omitzero"`
+	// AttemptDeadline bounds the attempt in flight. The router sets it so a
+	// silent vendor leaves time for the rest of the chain; the executor never
+	// waits past it (nor past Deadline).
+	AttemptDeadline time.Time       `json:"attempt_deadline,omitzero"`
 	Attempts       []AttemptResult `json:"attempts,omitempty"`
 	Current        *Result         `json:"current,omitempty"`
 	Quality        *Quality        `json:"quality,omitempty"`

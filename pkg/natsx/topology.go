@@ -19,6 +19,10 @@ const (
 	SubjectExecPrefix  = "llm.exec."
 	SubjectResults     = "llm.results"
 	SubjectEscalations = "llm.escalations"
+	// SubjectVerdicts carries every judged attempt (gate) and every target
+	// not called (executor) back to the router, which alone decides what
+	// follows.
+	SubjectVerdicts = "llm.verdicts"
 	SubjectReplies     = "llm.replies.>"
 	SubjectTelemetry   = "llm.telemetry.>"
 	SubjectAttempt     = "llm.telemetry.attempt"
@@ -107,7 +111,7 @@ func (c TopologyConfig) Streams() []jetstream.StreamConfig {
 		{
 			Name:        StreamPipeline,
 			Description: "internal stage hand-offs; each subject is owned by one stage",
-			Subjects:    []string{SubjectClassified, SubjectExecPrefix + ">", SubjectResults, SubjectEscalations},
+			Subjects:    []string{SubjectClassified, SubjectExecPrefix + ">", SubjectResults, SubjectEscalations, SubjectVerdicts},
 			Retention:   jetstream.WorkQueuePolicy,
 			Storage:     c.Storage,
 			Replicas:    c.Replicas,
