@@ -240,12 +240,12 @@ type Work struct {
 	// silent vendor leaves time for the rest of the chain; the executor never
 	// waits past it (nor past Deadline).
 	AttemptDeadline time.Time       `json:"attempt_deadline,omitzero"`
-	Attempts       []AttemptResult `json:"attempts,omitempty"`
-	Current        *Result         `json:"current,omitempty"`
-	Quality        *Quality        `json:"quality,omitempty"`
-	FallbackReason string          `json:"fallback_reason,omitempty"`
-	Escalated      bool            `json:"escalated,omitempty"`
-	TraceParent    string          `json:"traceparent,omitempty"`
+	Attempts        []AttemptResult `json:"attempts,omitempty"`
+	Current         *Result         `json:"current,omitempty"`
+	Quality         *Quality        `json:"quality,omitempty"`
+	FallbackReason  string          `json:"fallback_reason,omitempty"`
+	Escalated       bool            `json:"escalated,omitempty"`
+	TraceParent     string          `json:"traceparent,omitempty"`
 }
 
 // Target returns the chain step being attempted.

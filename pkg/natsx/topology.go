@@ -22,13 +22,13 @@ const (
 	// SubjectVerdicts carries every judged attempt (gate) and every target
 	// not called (executor) back to the router, which alone decides what
 	// follows.
-	SubjectVerdicts = "llm.verdicts"
-	SubjectReplies     = "llm.replies.>"
-	SubjectTelemetry   = "llm.telemetry.>"
-	SubjectAttempt     = "llm.telemetry.attempt"
-	SubjectRequest     = "llm.telemetry.request"
-	SubjectDLQPrefix   = "llm.dlq."
-	SubjectAlerts      = "llm.alerts.>"
+	SubjectVerdicts  = "llm.verdicts"
+	SubjectReplies   = "llm.replies.>"
+	SubjectTelemetry = "llm.telemetry.>"
+	SubjectAttempt   = "llm.telemetry.attempt"
+	SubjectRequest   = "llm.telemetry.request"
+	SubjectDLQPrefix = "llm.dlq."
+	SubjectAlerts    = "llm.alerts.>"
 )
 
 // Stream names.
