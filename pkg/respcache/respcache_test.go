@@ -13,7 +13,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/switchyard-llm/switchyard/pkg/envelope"
-	"github.com/switchyard-llm/switchyard/pkg/natsx"
+	"github.com/switchyard-llm/switchyard/pkg/natsserver"
 	"github.com/switchyard-llm/switchyard/pkg/policy"
 	"github.com/switchyard-llm/switchyard/pkg/testkit"
 )
@@ -443,7 +443,7 @@ func TestCorruptEntryIsMiss(t *testing.T) {
 }
 
 func TestSharedBucket(t *testing.T) {
-	ns, err := natsx.StartEmbedded(natsx.EmbeddedOptions{Port: -1, StoreDir: t.TempDir()})
+	ns, err := natsserver.Start(natsserver.Options{Port: -1, StoreDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}

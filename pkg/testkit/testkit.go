@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/switchyard-llm/switchyard/pkg/natsserver"
 	"github.com/switchyard-llm/switchyard/pkg/natsx"
 )
 
@@ -19,7 +20,7 @@ import (
 // returns its URL.
 func Server(tb testing.TB) string {
 	tb.Helper()
-	ns, err := natsx.StartEmbedded(natsx.EmbeddedOptions{Port: -1, StoreDir: tb.TempDir()})
+	ns, err := natsserver.Start(natsserver.Options{Port: -1, StoreDir: tb.TempDir()})
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
+	"github.com/switchyard-llm/switchyard/pkg/natsserver"
 	"github.com/switchyard-llm/switchyard/pkg/natsx"
 	"github.com/switchyard-llm/switchyard/pkg/policy"
 	"github.com/switchyard-llm/switchyard/services/ledger/alerts"
@@ -94,7 +95,7 @@ func newEnv(t *testing.T, alertsYAML string) *env {
 	e.setPolicy(alertsYAML)
 	e.setNow(at(12, 0, 0))
 
-	ns, err := natsx.StartEmbedded(natsx.EmbeddedOptions{Port: -1, StoreDir: t.TempDir()})
+	ns, err := natsserver.Start(natsserver.Options{Port: -1, StoreDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -25,6 +25,7 @@ import (
 	"github.com/switchyard-llm/switchyard/pkg/envelope"
 	"github.com/switchyard-llm/switchyard/pkg/hedge"
 	"github.com/switchyard-llm/switchyard/pkg/limiter"
+	"github.com/switchyard-llm/switchyard/pkg/natsserver"
 	"github.com/switchyard-llm/switchyard/pkg/natsx"
 	"github.com/switchyard-llm/switchyard/pkg/obs"
 	"github.com/switchyard-llm/switchyard/pkg/policy"
@@ -167,7 +168,7 @@ func Start(ctx context.Context, cfg Config, log zerolog.Logger) (_ *System, err 
 	s.Policy = pol
 
 	if cfg.NATSURL == "" {
-		ns, err := natsx.StartEmbedded(natsx.EmbeddedOptions{Port: cfg.NATSPort, StoreDir: filepath.Join(cfg.DataDir, "jetstream")})
+		ns, err := natsserver.Start(natsserver.Options{Port: cfg.NATSPort, StoreDir: filepath.Join(cfg.DataDir, "jetstream")})
 		if err != nil {
 			return nil, err
 		}
