@@ -15,10 +15,10 @@ import (
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
-	"github.com/kelseyhightower/envconfig"
 	"github.com/rs/zerolog"
 
 	"github.com/switchyard-llm/switchyard/pkg/client"
+	"github.com/switchyard-llm/switchyard/pkg/envcfg"
 	"github.com/switchyard-llm/switchyard/pkg/envelope"
 	"github.com/switchyard-llm/switchyard/pkg/policy"
 	"github.com/switchyard-llm/switchyard/services/ledger"
@@ -71,8 +71,9 @@ func randomSuffix() string {
 func start(t *testing.T, opts ...option) *env {
 	t.Helper()
 	requireClickHouse(t)
-	var cfg app.Config
-	if err := envconfig.Process("SWITCHYARD_TEST_UNSET", &cfg); err != nil {
+	// The defaults, whatever the developer's shell holds.
+	cfg, err := app.LoadConfig(envcfg.LookupMap(nil))
+	if err != nil {
 		t.Fatal(err)
 	}
 	pol, err := policy.Load(testPolicy)

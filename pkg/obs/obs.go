@@ -5,11 +5,14 @@ package obs
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"os"
-	"sync/atomic"
+	"slices"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -18,7 +21,9 @@ import (
 	"github.com/rs/zerolog"
 )
 
-// NewLogger returns a JSON logger for a service at the given level.
+// NewLogger returns a JSON logger at the given level. A non-empty service
+// is written as the `service` key; leave it empty for a process logger
+// whose components each add their own (one `service` key per line).
 func NewLogger(w io.Writer, service, level string) (zerolog.Logger, error) {
 	lvl, err := zerolog.ParseLevel(level)
 	if err != nil {
@@ -27,7 +32,11 @@ func NewLogger(w io.Writer, service, level string) (zerolog.Logger, error) {
 	if w == nil {
 		w = os.Stderr
 	}
-	return zerolog.New(w).Level(lvl).With().Timestamp().Str("service", service).Logger(), nil
+	ctx := zerolog.New(w).Level(lvl).With().Timestamp()
+	if service != "" {
+		ctx = ctx.Str("service", service)
+	}
+	return ctx.Logger(), nil
 }
 
 // NewRegistry returns a metrics registry with Go runtime collectors.
@@ -37,35 +46,84 @@ func NewRegistry() *prometheus.Registry {
 	return reg
 }
 
-// Health is a readiness flag served on /healthz.
-type Health struct{ ready atomic.Bool }
-
-// SetReady marks the service ready (or not).
-func (h *Health) SetReady(ok bool) { h.ready.Store(ok) }
-
-// ServeHTTP answers 200 when ready, 503 otherwise.
-func (h *Health) ServeHTTP(w http.ResponseWriter, _ *http.Request) {
-	if h.ready.Load() {
-		_, _ = w.Write([]byte("ok\n"))
-		return
-	}
-	http.Error(w, "not ready", http.StatusServiceUnavailable)
+// Health answers /healthz from named checks: 200 "ok" when every check
+// passes, 503 with each failing check's reason otherwise.
+type Health struct {
+	mu     sync.Mutex
+	checks map[string]func() error
 }
 
-// Serve runs /healthz and /metrics on addr until ctx is done. An empty addr
-// disables the server (in-process runs share one).
-func Serve(ctx context.Context, log zerolog.Logger, addr string, reg *prometheus.Registry, h *Health) error {
+// Set adds or replaces a check.
+func (h *Health) Set(name string, check func() error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.checks == nil {
+		h.checks = map[string]func() error{}
+	}
+	h.checks[name] = check
+}
+
+// Remove drops a check (a stopped component).
+func (h *Health) Remove(name string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	delete(h.checks, name)
+}
+
+// Check runs every check and joins the failures, in name order.
+func (h *Health) Check() error {
+	h.mu.Lock()
+	names := make([]string, 0, len(h.checks))
+	checks := make(map[string]func() error, len(h.checks))
+	for n, c := range h.checks {
+		names = append(names, n)
+		checks[n] = c
+	}
+	h.mu.Unlock()
+	slices.Sort(names)
+	var errs []error
+	for _, n := range names {
+		if err := checks[n](); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", n, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// ServeHTTP answers 200 when every check passes, 503 with the reasons
+// otherwise.
+func (h *Health) ServeHTTP(w http.ResponseWriter, _ *http.Request) {
+	if err := h.Check(); err != nil {
+		http.Error(w, "unhealthy\n"+strings.TrimSpace(err.Error()), http.StatusServiceUnavailable)
+		return
+	}
+	_, _ = w.Write([]byte("ok\n"))
+}
+
+// Listen opens the /healthz and /metrics address. It is separate from
+// Serve so a taken address fails the start ("address already in use")
+// instead of a background goroutine. An empty addr returns nil.
+func Listen(addr string) (net.Listener, error) {
 	if addr == "" {
+		return nil, nil
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("http: %w", err)
+	}
+	return ln, nil
+}
+
+// Serve runs /healthz and /metrics on ln until ctx is done. A nil ln
+// disables the server (in-process runs share one).
+func Serve(ctx context.Context, log zerolog.Logger, ln net.Listener, reg *prometheus.Registry, h *Health) error {
+	if ln == nil {
 		return nil
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/healthz", h)
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return err
-	}
 	log.Info().Str("addr", ln.Addr().String()).Msg("http listening")
 	go func() {
 		<-ctx.Done()

@@ -281,6 +281,7 @@ func Run(ctx context.Context, log zerolog.Logger, cons jetstream.Consumer, h Han
 	defer cancelWork()
 
 	var wg sync.WaitGroup
+	var iterErr atomic.Pointer[error] // why the iterator ended before shutdown
 	for range o.Concurrency {
 		wg.Add(1)
 		go func() {
@@ -291,6 +292,7 @@ func Run(ctx context.Context, log zerolog.Logger, cons jetstream.Consumer, h Han
 					if !errors.Is(err, jetstream.ErrMsgIteratorClosed) {
 						log.Error().Err(err).Msg("consumer iterator failed")
 					}
+					iterErr.CompareAndSwap(nil, &err)
 					return
 				}
 				d := &Delivery{Msg: msg, received: time.Now()}
@@ -313,10 +315,24 @@ func Run(ctx context.Context, log zerolog.Logger, cons jetstream.Consumer, h Han
 		}()
 	}
 
-	<-ctx.Done()
-	iter.Drain()
 	done := make(chan struct{})
 	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-ctx.Done():
+	case <-done:
+		// Every worker stopped while the stage should run: the consumer was
+		// deleted (or its stream), or the connection closed. Returning says
+		// so, so the caller can recreate it or exit, instead of idling.
+		iter.Stop()
+		if ctx.Err() == nil {
+			var err error = jetstream.ErrMsgIteratorClosed
+			if e := iterErr.Load(); e != nil {
+				err = *e
+			}
+			return fmt.Errorf("consumer stopped: %w", err)
+		}
+	}
+	iter.Drain()
 	select {
 	case <-done:
 	case <-time.After(o.Grace):

@@ -1,39 +1,59 @@
-// Package svc holds the configuration every service binary shares and the
-// start-up steps around it (logger, NATS, topology, policy), so each main.go
-// stays a few lines long.
+// Package svc assembles a Switchyard process: its configuration (read from
+// SWITCHYARD_* variables only), its Runtime (the collaborators every stage
+// shares, built once per process the same way in `switchyard up` and in
+// each service binary), the supervision of its stages and /healthz.
 package svc
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"syscall"
-	"time"
 
-	"github.com/kelseyhightower/envconfig"
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
-	"github.com/switchyard-llm/switchyard/pkg/natsx"
+	"github.com/switchyard-llm/switchyard/pkg/breaker"
+	"github.com/switchyard-llm/switchyard/pkg/envcfg"
 	"github.com/switchyard-llm/switchyard/pkg/obs"
 	"github.com/switchyard-llm/switchyard/pkg/policy"
 )
 
-// Prefix is the environment prefix of every setting.
-const Prefix = "SWITCHYARD"
+// Load fills cfg from the process environment (SWITCHYARD_* names only)
+// and validates it.
+func Load(cfg Validator) error { return envcfg.Load(cfg) }
 
-// Common is configuration shared by every service.
-type Common struct {
-	NATSURL    string        `envconfig:"NATS_URL" default:"nats://127.0.0.1:4222"`
-	PolicyFile string        `envconfig:"POLICY" default:"deployments/policy.yaml"`
-	HTTPAddr   string        `envconfig:"HTTP_ADDR" default:"127.0.0.1:0"`
-	LogLevel   string        `envconfig:"LOG_LEVEL" default:"info"`
-	Shutdown   time.Duration `envconfig:"SHUTDOWN_GRACE" default:"15s"`
+// Features are the shared collaborators a process may switch off; `up` and
+// every binary read them under the same names.
+type Features struct {
+	// Breakers are shared by every router and executor through a KV bucket.
+	BreakersEnabled bool           `envconfig:"BREAKERS" default:"true"`
+	Breaker         breaker.Config `envconfig:"BREAKER"`
+	// CacheEnabled runs the response cache for routes that set a cache TTL.
+	CacheEnabled bool `envconfig:"CACHE" default:"true"`
 }
+
+// Validate reports every problem at once.
+func (f Features) Validate() error {
+	if f.BreakersEnabled {
+		return f.Breaker.Validate()
+	}
+	return nil
+}
+
+// Common is configuration shared by every service binary.
+type Common struct {
+	NATSURL    string `envconfig:"NATS_URL" default:"nats://127.0.0.1:4222"`
+	PolicyFile string `envconfig:"POLICY" default:"deployments/policy.yaml"`
+	HTTPAddr   string `envconfig:"HTTP_ADDR" default:"127.0.0.1:0"`
+	LogLevel   string `envconfig:"LOG_LEVEL" default:"info"`
+	Features
+}
+
+// Base is the common part of a binary's configuration.
+func (c *Common) Base() *Common { return c }
 
 // Validate reports every problem at once.
 func (c Common) Validate() error {
@@ -47,77 +67,83 @@ func (c Common) Validate() error {
 	if _, err := zerolog.ParseLevel(c.LogLevel); err != nil {
 		errs = append(errs, fmt.Errorf("SWITCHYARD_LOG_LEVEL: %w", err))
 	}
-	if c.Shutdown <= 0 {
-		errs = append(errs, errors.New("SWITCHYARD_SHUTDOWN_GRACE: must be positive"))
-	}
+	errs = append(errs, c.Features.Validate())
 	return errors.Join(errs...)
 }
 
 // Validator is a config that can check itself.
-type Validator interface{ Validate() error }
+type Validator = envcfg.Validator
 
-// Load fills cfg from the environment and validates it; a mistyped value
-// fails loudly here rather than misbehaving later.
-func Load(cfg Validator) error {
-	if err := envconfig.Process(Prefix, cfg); err != nil {
-		return fmt.Errorf("config: %w", err)
-	}
-	if err := cfg.Validate(); err != nil {
-		return fmt.Errorf("config:\n%w", err)
-	}
-	return nil
+// Config is a service binary's configuration (Common plus its stage's)
+// and how the binary assembles its stages on the process runtime.
+type Config interface {
+	Validator
+	Base() *Common
+	Build(ctx context.Context, rt *Runtime) ([]Stage, error)
 }
 
-// Env is what a standalone service binary builds before New.
-type Env struct {
-	Log    zerolog.Logger
-	NC     *nats.Conn
-	JS     jetstream.JetStream
-	Policy *policy.Policy // the file policy
-	// Policies follows `switchyard policy apply`, falling back to the file
-	// until a version is applied. Stages take it as their policy.Source.
-	Policies *policy.Store
+// Main is every service binary's main: read cfg from the environment, run
+// the service until SIGINT/SIGTERM, exit non-zero with a message on any
+// error (a bad setting, NATS unreachable, an address in use).
+func Main(name string, cfg Config) {
+	if err := Load(cfg); err != nil {
+		Fatal(name, err)
+	}
+	ctx, stop := SignalContext()
+	defer stop()
+	if err := Run(ctx, name, cfg, os.Stderr); err != nil {
+		Fatal(name, err)
+	}
 }
 
-// Setup connects to NATS, ensures the topology and loads the policy.
-func Setup(ctx context.Context, service string, c Common) (*Env, error) {
-	log, err := obs.NewLogger(os.Stderr, service, c.LogLevel)
+// Run opens the process runtime from cfg, builds the stages, serves
+// /healthz and /metrics on SWITCHYARD_HTTP_ADDR and supervises the stages
+// until ctx is done.
+func Run(ctx context.Context, name string, cfg Config, logOut io.Writer) error {
+	c := cfg.Base()
+	log, err := obs.NewLogger(logOut, "", c.LogLevel)
 	if err != nil {
-		return nil, err
+		return err
+	}
+	ln, err := obs.Listen(c.HTTPAddr)
+	if err != nil {
+		return err
 	}
 	pol, err := policy.Load(c.PolicyFile)
 	if err != nil {
-		return nil, err
+		if ln != nil {
+			_ = ln.Close()
+		}
+		return err
 	}
-	nc, err := natsx.Connect(c.NATSURL, "switchyard-"+service)
+	rt, err := Open(ctx, Options{Name: name, NATSURL: c.NATSURL, Policy: pol, Log: log, Features: c.Features})
 	if err != nil {
-		return nil, err
+		if ln != nil {
+			_ = ln.Close()
+		}
+		return err
 	}
-	js, err := jetstream.New(nc)
+	defer rt.Close()
+	stages, err := cfg.Build(ctx, rt)
 	if err != nil {
-		nc.Close()
-		return nil, err
+		if ln != nil {
+			_ = ln.Close()
+		}
+		return err
 	}
-	if err := natsx.EnsureTopology(ctx, js, natsx.DefaultTopology()); err != nil {
-		nc.Close()
-		return nil, err
+	for _, st := range stages {
+		rt.Go(st)
 	}
-	store, err := policy.OpenStore(ctx, js, "", log)
-	if err == nil {
-		err = store.Watch(ctx, pol, nil)
+	httpErr := make(chan error, 1)
+	go func() { httpErr <- obs.Serve(ctx, rt.Logger(name), ln, rt.Registry, rt.Health) }()
+	select {
+	case <-ctx.Done():
+	case err = <-httpErr:
+		if err != nil {
+			return err
+		}
 	}
-	if err != nil {
-		nc.Close()
-		return nil, err
-	}
-	return &Env{Log: log, NC: nc, JS: js, Policy: pol, Policies: store}, nil
-}
-
-// Close drains the NATS connection.
-func (e *Env) Close() {
-	if e.NC != nil {
-		_ = e.NC.Drain()
-	}
+	return nil // the deferred Close lets the stages finish their in-flight work
 }
 
 // SignalContext is cancelled on SIGINT or SIGTERM.
@@ -129,23 +155,6 @@ func SignalContext() (context.Context, context.CancelFunc) {
 func Fatal(service string, err error) {
 	fmt.Fprintf(os.Stderr, "%s: %v\n", service, err)
 	os.Exit(1)
-}
-
-// RunWithHTTP serves /healthz and /metrics beside run, ready once run has
-// started, and returns when run returns.
-func RunWithHTTP(ctx context.Context, log zerolog.Logger, addr string, reg *prometheus.Registry, run func(context.Context) error) error {
-	h := &obs.Health{}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	httpErr := make(chan error, 1)
-	go func() { httpErr <- obs.Serve(ctx, log, addr, reg, h) }()
-	h.SetReady(true)
-	err := run(ctx)
-	cancel()
-	if herr := <-httpErr; err == nil {
-		err = herr
-	}
-	return err
 }
 
 // RunBeside runs side next to main and stops it when main returns: a

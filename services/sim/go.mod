@@ -3,7 +3,6 @@ module github.com/switchyard-llm/switchyard/services/sim
 go 1.26.8
 
 require (
-	github.com/kelseyhightower/envconfig v1.4.0
 	github.com/rs/zerolog v1.35.1
 	github.com/switchyard-llm/switchyard/pkg v0.0.0
 )

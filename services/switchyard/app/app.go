@@ -2,6 +2,9 @@
 // JetStream server (or an external one), the vendor simulator when no real
 // vendor keys are configured, and every stage. `switchyard up`, the demo,
 // the benchmark and the integration tests all start the system through it.
+// Each stage is assembled by the same function its own binary uses
+// (router.FromRuntime, executor.FromRuntime, …) on one svc.Runtime, so the
+// in-process system and the multi-process deployment behave alike.
 package app
 
 import (
@@ -12,7 +15,6 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
-	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
@@ -22,7 +24,7 @@ import (
 
 	"github.com/switchyard-llm/switchyard/pkg/breaker"
 	"github.com/switchyard-llm/switchyard/pkg/budget"
-	"github.com/switchyard-llm/switchyard/pkg/envelope"
+	"github.com/switchyard-llm/switchyard/pkg/envcfg"
 	"github.com/switchyard-llm/switchyard/pkg/hedge"
 	"github.com/switchyard-llm/switchyard/pkg/limiter"
 	"github.com/switchyard-llm/switchyard/pkg/natsserver"
@@ -47,7 +49,10 @@ const (
 	SimOff  = "off"
 )
 
-// Config is the configuration of `switchyard up` (env prefix SWITCHYARD_).
+// Config is the configuration of `switchyard up`. Every field is read from
+// its SWITCHYARD_ name only (see LoadConfig); the shared settings
+// (features, stage configs, ClickHouse) have the same names as in the
+// service binaries.
 type Config struct {
 	DataDir          string `envconfig:"DATA_DIR" default:"data"`
 	NATSURL          string `envconfig:"NATS_URL"` // empty: run an embedded server
@@ -61,18 +66,16 @@ type Config struct {
 	// Ledger off runs the pipeline without ClickHouse (telemetry then waits
 	// in JetStream until a ledger runs).
 	LedgerEnabled bool `envconfig:"LEDGER" default:"true"`
+	svc.Features
 
 	Intake   intake.Config   `envconfig:"INTAKE"`
 	Router   router.Config   `envconfig:"ROUTER"`
 	Executor executor.Config `envconfig:"EXECUTOR"`
 	Gate     gate.Config     `envconfig:"GATE"`
-	Ledger   ledger.Config
-	Alerts   alerts.Config `envconfig:"ALERTS"`
-	// Breakers are shared by every router and executor through a KV bucket.
-	BreakersEnabled bool `envconfig:"BREAKERS" default:"true"`
-	// CacheEnabled runs the response cache for routes that set a cache TTL.
-	CacheEnabled bool           `envconfig:"CACHE" default:"true"`
-	Breaker      breaker.Config `envconfig:"BREAKER"`
+	// Ledger settings have the ledger binary's names (SWITCHYARD_CLICKHOUSE_*,
+	// SWITCHYARD_LEDGER_BATCH_SIZE …), so `up` writes where `report` reads.
+	Ledger ledger.Config `inline:"true"`
+	Alerts alerts.Config `envconfig:"ALERTS"`
 
 	// ExternalExecutors names vendors whose executors run as processes of
 	// their own; `up` starts none for them.
@@ -82,6 +85,17 @@ type Config struct {
 	Topology *natsx.TopologyConfig `ignored:"true"`
 	Policy   *policy.Policy        `ignored:"true"`
 	Scenario *sim.Scenario         `ignored:"true"`
+}
+
+// LoadConfig reads `up`'s configuration through lookup (os.LookupEnv in the
+// command): SWITCHYARD_ names only, so a natscli user's NATS_URL does not
+// turn `up` into a client of another server.
+func LoadConfig(lookup envcfg.Lookup) (Config, error) {
+	var cfg Config
+	if err := envcfg.LoadFrom(lookup, &cfg); err != nil {
+		return cfg, err
+	}
+	return cfg, nil
 }
 
 // Validate reports every problem at once.
@@ -104,16 +118,13 @@ func (c Config) Validate() error {
 	if _, err := zerolog.ParseLevel(c.LogLevel); err != nil {
 		errs = append(errs, fmt.Errorf("SWITCHYARD_LOG_LEVEL: %w", err))
 	}
-	errs = append(errs, c.Intake.Validate(), c.Router.Validate(), c.Gate.Validate())
+	errs = append(errs, c.Intake.Validate(), c.Router.Validate(), c.Gate.Validate(), c.Features.Validate())
 	// The executor's vendor is filled per instance; check the rest.
 	ex := c.Executor
 	ex.Vendor = "any"
 	errs = append(errs, ex.Validate())
 	if c.LedgerEnabled {
 		errs = append(errs, c.Ledger.Validate(), c.Alerts.Validate())
-	}
-	if c.BreakersEnabled {
-		errs = append(errs, c.Breaker.Validate())
 	}
 	return errors.Join(errs...)
 }
@@ -132,33 +143,45 @@ type System struct {
 	Sim      *sim.Server // nil when vendors are real
 	SimURL   string
 	Registry *prometheus.Registry
+	Health   *obs.Health
 	Breakers *breaker.Breakers // nil when disabled
 	Limiter  *limiter.Limiter  // vendor rpm/tpm windows shared by all executors
 	Cache    *respcache.Cache  // nil when disabled
 	Budgets  *budget.Budgets   // tenant budgets and quotas
 	Hedges   *hedge.Tracker    // branches of hedged requests
+	// Runtime is what every stage shares (the same as in a service binary).
+	Runtime *svc.Runtime
+	// HTTPAddr is where /healthz and /metrics listen ("" when off).
+	HTTPAddr string
 
 	cfg       Config
-	validator *envelope.Validator
-	ctx       context.Context
-	cancel    context.CancelFunc
-	wg        sync.WaitGroup
 	mu        sync.Mutex
 	executors map[string][]replica
 	stops     []func()
 }
 
-// Start boots everything and returns once every stage is consuming.
+// Start boots everything and returns once every stage is consuming. The
+// logger should carry no `service` key: each stage adds its own.
 func Start(ctx context.Context, cfg Config, log zerolog.Logger) (_ *System, err error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	s := &System{Log: log, cfg: cfg, executors: map[string][]replica{}, Registry: obs.NewRegistry()}
+	s := &System{Log: log, cfg: cfg, executors: map[string][]replica{}}
 	defer func() {
 		if err != nil {
 			s.Stop() // undo whatever started before the failure
 		}
 	}()
+	// Listen first: a taken address fails the start with "address already
+	// in use" before anything else runs.
+	ln, err := obs.Listen(cfg.HTTPAddr)
+	if err != nil {
+		return nil, err
+	}
+	if ln != nil {
+		s.HTTPAddr = ln.Addr().String()
+		s.stops = append(s.stops, func() { _ = ln.Close() })
+	}
 	pol := cfg.Policy
 	if pol == nil {
 		if pol, err = policy.Load(cfg.PolicyFile); err != nil {
@@ -178,68 +201,34 @@ func Start(ctx context.Context, cfg Config, log zerolog.Logger) (_ *System, err 
 	} else {
 		s.NATSURL = cfg.NATSURL
 	}
-	if s.NC, err = natsx.Connect(s.NATSURL, "switchyard-up"); err != nil {
-		return nil, err
-	}
-	nc := s.NC
-	s.stops = append(s.stops, func() { _ = nc.Drain() })
-	if s.JS, err = jetstream.New(s.NC); err != nil {
-		return nil, err
-	}
-	s.Registry.MustRegister(natsx.NewCollector(s.JS, log.With().Str("component", "jetstream_metrics").Logger()))
-	topo := natsx.DefaultTopology()
-	if cfg.Topology != nil {
-		topo = *cfg.Topology
-	}
-	if err := natsx.EnsureTopology(ctx, s.JS, topo); err != nil {
-		return nil, err
-	}
-
 	if cfg.Sim == SimOn || cfg.Sim == SimAuto && !anyVendorKey(pol) {
 		if err := s.startSim(cfg); err != nil {
 			return nil, err
 		}
 	}
-	if s.validator, err = envelope.NewValidator(); err != nil {
+	rt, err := svc.Open(ctx, svc.Options{Name: "switchyard", NATSURL: s.NATSURL, Policy: s.Policy, Log: log,
+		Features: cfg.Features, Topology: cfg.Topology})
+	if err != nil {
 		return nil, err
 	}
-
-	s.ctx, s.cancel = context.WithCancel(context.WithoutCancel(ctx))
-	if s.Policies, err = policy.OpenStore(ctx, s.JS, "", log.With().Str("component", "policy").Logger()); err != nil {
+	s.Runtime = rt
+	s.stops = append(s.stops, rt.Close)
+	s.NC, s.JS, s.Policies, s.Registry, s.Health = rt.NC, rt.JS, rt.Policies, rt.Registry, rt.Health
+	s.Breakers, s.Limiter, s.Budgets, s.Hedges, s.Cache = rt.Breakers, rt.Limiter, rt.Budgets, rt.Hedges, rt.Cache
+	if err := s.startStages(); err != nil {
 		return nil, err
 	}
-	if err := s.Policies.Watch(s.ctx, s.Policy, nil); err != nil {
-		return nil, err
-	}
-	if cfg.BreakersEnabled {
-		b, err := breaker.New(ctx, s.JS, cfg.Breaker, breaker.Deps{Log: log.With().Str("component", "breaker").Logger(), Alert: breaker.JetStreamAlert(s.JS)})
-		if err != nil {
-			return nil, fmt.Errorf("circuit breakers: %w", err)
-		}
-		s.Breakers = b
-		s.stops = append(s.stops, func() { _ = b.Close() })
-	}
-	if s.Limiter, err = limiter.New(ctx, s.JS, VendorLimits(s.Policy)); err != nil {
-		return nil, err
-	}
-	if s.Budgets, err = budget.New(ctx, s.JS, budget.Config{}, budget.Deps{Log: log.With().Str("component", "budget").Logger()}); err != nil {
-		return nil, err
-	}
-	if s.Hedges, err = hedge.New(ctx, s.JS, ""); err != nil {
-		return nil, err
-	}
-	if cfg.CacheEnabled {
-		if s.Cache, err = respcache.New(ctx, s.JS, respcache.Config{}, log.With().Str("component", "cache").Logger()); err != nil {
-			return nil, err
-		}
-	}
-	if err := s.startStages(ctx); err != nil {
-		return nil, err
-	}
-	if cfg.HTTPAddr != "" {
-		h := &obs.Health{}
-		h.SetReady(true)
-		s.spawn("http", func(ctx context.Context) error { return obs.Serve(ctx, log, cfg.HTTPAddr, s.Registry, h) })
+	if ln != nil {
+		httpCtx, stopHTTP := context.WithCancel(context.WithoutCancel(ctx))
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			log := rt.Logger("switchyard")
+			if err := obs.Serve(httpCtx, log, ln, s.Registry, s.Health); err != nil {
+				log.Error().Err(err).Msg("http server stopped")
+			}
+		}()
+		s.stops = append(s.stops, func() { stopHTTP(); <-done })
 	}
 	return s, nil
 }
@@ -262,18 +251,12 @@ func (s *System) startSim(cfg Config) error {
 		v.APIKeyEnv = ""
 		s.Policy.Vendors[name] = v
 	}
-	s.Log.Info().Str("addr", addr).Msg("vendor simulator serving every vendor")
+	s.Log.Info().Str("service", "switchyard").Str("addr", addr).Msg("vendor simulator serving every vendor")
 	return nil
 }
 
 // VendorLimits collects the vendors' rpm/tpm limits from the policy.
-func VendorLimits(p *policy.Policy) map[string]limiter.Limits {
-	out := map[string]limiter.Limits{}
-	for name, v := range p.Vendors {
-		out[name] = limiter.Limits{RPM: v.RPM, TPM: v.TPM}
-	}
-	return out
-}
+func VendorLimits(p *policy.Policy) map[string]limiter.Limits { return svc.VendorLimits(p) }
 
 func anyVendorKey(p *policy.Policy) bool {
 	for _, v := range p.Vendors {
@@ -284,23 +267,24 @@ func anyVendorKey(p *policy.Policy) bool {
 	return false
 }
 
-func (s *System) startStages(ctx context.Context) error {
-	l := func(name string) zerolog.Logger { return s.Log.With().Str("service", name).Logger() }
-	in, err := intake.New(s.cfg.Intake, intake.Deps{Log: l("intake"), NC: s.NC, JS: s.JS, Policy: s.Policies, Validator: s.validator, Metrics: s.Registry})
+// startStages assembles each stage with the function its own binary uses.
+func (s *System) startStages() error {
+	rt := s.Runtime
+	in, err := intake.FromRuntime(rt, s.cfg.Intake)
 	if err != nil {
 		return err
 	}
-	rt, err := router.New(s.cfg.Router, router.Deps{Log: l("router"), NC: s.NC, JS: s.JS, Policy: s.Policies, Breakers: s.Breakers, Cache: s.Cache, Budgets: s.Budgets, Hedges: s.Hedges, Metrics: s.Registry})
+	r, err := router.FromRuntime(rt, s.cfg.Router)
 	if err != nil {
 		return err
 	}
-	gt, err := gate.New(s.cfg.Gate, gate.Deps{Log: l("gate"), NC: s.NC, JS: s.JS, Policy: s.Policies, Cache: s.Cache, Budgets: s.Budgets, Hedges: s.Hedges, Metrics: s.Registry})
+	g, err := gate.FromRuntime(rt, s.cfg.Gate)
 	if err != nil {
 		return err
 	}
-	s.spawn("intake", in.Run)
-	s.spawn("router", rt.Run)
-	s.spawn("gate", gt.Run)
+	rt.Go(in.Stage())
+	rt.Go(r.Stage())
+	rt.Go(g.Stage())
 	for _, name := range s.Policy.VendorNames() {
 		if slices.Contains(s.cfg.ExternalExecutors, name) {
 			continue
@@ -312,67 +296,24 @@ func (s *System) startStages(ctx context.Context) error {
 		}
 	}
 	if s.cfg.LedgerEnabled {
-		s.spawn("ledger", s.runLedger)
+		rt.Go(ledger.FromRuntime(rt, s.cfg.Ledger, s.cfg.Alerts))
 	}
 	return nil
 }
 
-// runLedger waits for ClickHouse, migrates and runs the ledger. Until
-// ClickHouse answers, telemetry waits in JetStream: nothing is lost.
-func (s *System) runLedger(ctx context.Context) error {
-	log := s.Log.With().Str("service", "ledger").Logger()
-	var conn interface{ Close() error }
-	for {
-		c, err := ledger.Open(ctx, s.cfg.Ledger)
-		if err == nil {
-			if _, err = ledger.Migrate(ctx, c, s.cfg.Ledger.ClickHouseDatabase, log); err == nil {
-				conn = c
-				l, err := ledger.New(s.cfg.Ledger, ledger.Deps{Log: log, JS: s.JS, CH: c, Catalog: s.Policies, Registerer: s.Registry})
-				if err != nil {
-					return err
-				}
-				defer conn.Close()
-				if !s.cfg.Alerts.Enabled {
-					return l.Run(ctx)
-				}
-				al, err := alerts.New(s.cfg.Alerts, alerts.Deps{Log: s.Log.With().Str("service", "alerts").Logger(),
-					JS: s.JS, CH: c, Database: s.cfg.Ledger.ClickHouseDatabase, Policy: s.Policies})
-				if err != nil {
-					return err
-				}
-				return svc.RunBeside(ctx, l.Run, al.Run)
-			}
-			_ = c.Close()
-		}
-		log.Warn().Err(err).Msg("clickhouse not ready; telemetry is kept in JetStream, retrying")
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-time.After(2 * time.Second):
-		}
-	}
-}
-
 // AddExecutor starts one more executor replica of a vendor.
 func (s *System) AddExecutor(vendorName string) error {
-	adapter, err := executor.AdapterFor(s.Policy, vendorName, os.Getenv)
-	if err != nil {
-		return err
-	}
 	cfg := s.cfg.Executor
 	cfg.Vendor = vendorName
-	s.mu.Lock()
-	n := len(s.executors[vendorName])
-	s.mu.Unlock()
-	log := s.Log.With().Str("service", "executor").Str("vendor", vendorName).Int("replica", n).Logger()
-	ex, err := executor.New(cfg, executor.Deps{Log: log, NC: s.NC, JS: s.JS, Policy: s.Policies, Adapter: adapter, Breakers: s.Breakers, Limiter: s.Limiter, Hedges: s.Hedges, Metrics: s.Registry})
+	ex, err := executor.FromRuntime(s.Runtime, cfg)
 	if err != nil {
 		return err
 	}
-	cancel := s.spawn("executor-"+vendorName, ex.Run)
 	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := len(s.executors[vendorName])
+	cancel := s.Runtime.Go(ex.Stage(n))
 	s.executors[vendorName] = append(s.executors[vendorName], replica{ex: ex, stop: cancel})
-	s.mu.Unlock()
 	return nil
 }
 
@@ -401,25 +342,9 @@ func (s *System) StopExecutor(vendorName string, replica int) {
 	}
 }
 
-func (s *System) spawn(name string, run func(context.Context) error) context.CancelFunc {
-	ctx, cancel := context.WithCancel(s.ctx)
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
-		if err := run(ctx); err != nil && ctx.Err() == nil {
-			s.Log.Error().Err(err).Str("component", name).Msg("component stopped with an error")
-		}
-	}()
-	return cancel
-}
-
 // Stop shuts down gracefully: stages stop taking work and finish what is in
 // flight, then NATS, the simulator and the embedded server stop.
 func (s *System) Stop() {
-	if s.cancel != nil {
-		s.cancel()
-	}
-	s.wg.Wait()
 	for i := len(s.stops) - 1; i >= 0; i-- {
 		s.stops[i]()
 	}

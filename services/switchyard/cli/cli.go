@@ -11,11 +11,12 @@ import (
 	"os/signal"
 	"syscall"
 
-	"github.com/kelseyhightower/envconfig"
 	"github.com/nats-io/nats.go"
 	"github.com/rs/zerolog"
 
+	"github.com/switchyard-llm/switchyard/pkg/envcfg"
 	"github.com/switchyard-llm/switchyard/pkg/obs"
+	"github.com/switchyard-llm/switchyard/services/ledger"
 )
 
 // SignalContext is cancelled on SIGINT or SIGTERM.
@@ -113,7 +114,7 @@ type natsConfig struct {
 
 func connectNATS(name string) (*nats.Conn, error) {
 	var c natsConfig
-	if err := envconfig.Process("SWITCHYARD", &c); err != nil {
+	if err := envcfg.Process(os.LookupEnv, &c); err != nil {
 		return nil, err
 	}
 	nc, err := nats.Connect(c.URL, nats.Name("switchyard-"+name))
@@ -122,6 +123,17 @@ func connectNATS(name string) (*nats.Conn, error) {
 	}
 	return nc, nil
 }
+
+// LoadLedgerConfig is how every client command (report, ledger migrate,
+// ledger reprice) finds ClickHouse: the same SWITCHYARD_CLICKHOUSE_* names
+// `up` and the ledger binary write with.
+func LoadLedgerConfig(lookup envcfg.Lookup) (ledger.Config, error) {
+	var cfg ledger.Config
+	err := envcfg.Process(lookup, &cfg)
+	return cfg, err
+}
+
+func ledgerConfig() (ledger.Config, error) { return LoadLedgerConfig(os.LookupEnv) }
 
 func logger(errOut io.Writer, service, level string) zerolog.Logger {
 	l, err := obs.NewLogger(errOut, service, level)

@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
-	"github.com/kelseyhightower/envconfig"
 
 	"github.com/switchyard-llm/switchyard/pkg/policy"
 	"github.com/switchyard-llm/switchyard/services/ledger"
@@ -21,8 +20,8 @@ func runLedger(ctx context.Context, args []string, out, errOut io.Writer) error 
 	if len(args) == 0 || args[0] != "migrate" {
 		return usageErr("ledger migrate | ledger reprice --since … [--until …] --catalog policy.yaml [--dry-run]")
 	}
-	var cfg ledger.Config
-	if err := envconfig.Process("SWITCHYARD", &cfg); err != nil {
+	cfg, err := ledgerConfig()
+	if err != nil {
 		return err
 	}
 	if err := cfg.Validate(); err != nil {
@@ -98,8 +97,8 @@ func runLedgerReprice(ctx context.Context, args []string, out, errOut io.Writer)
 	if err != nil {
 		return fmt.Errorf("-catalog: %w", err)
 	}
-	var cfg ledger.Config
-	if err := envconfig.Process("SWITCHYARD", &cfg); err != nil {
+	cfg, err := ledgerConfig()
+	if err != nil {
 		return err
 	}
 	conn, err := ledger.Open(ctx, cfg)

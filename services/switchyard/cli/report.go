@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
-	"github.com/kelseyhightower/envconfig"
 
 	"github.com/switchyard-llm/switchyard/pkg/policy"
 	"github.com/switchyard-llm/switchyard/services/ledger"
@@ -34,8 +33,8 @@ func runReport(ctx context.Context, args []string, out, errOut io.Writer) error 
 	if err != nil {
 		return usageErr("%v", err)
 	}
-	var cfg ledger.Config
-	if err := envconfig.Process("SWITCHYARD", &cfg); err != nil {
+	cfg, err := ledgerConfig()
+	if err != nil {
 		return err
 	}
 	conn, err := ledger.Open(ctx, cfg)

@@ -4,19 +4,13 @@ import (
 	"context"
 	"fmt"
 	"io"
-
-	"github.com/kelseyhightower/envconfig"
+	"os"
 
 	"github.com/switchyard-llm/switchyard/services/switchyard/app"
 )
 
-func loadAppConfig() (app.Config, error) {
-	var cfg app.Config
-	if err := envconfig.Process("SWITCHYARD", &cfg); err != nil {
-		return cfg, fmt.Errorf("config: %w", err)
-	}
-	return cfg, nil
-}
+// loadAppConfig reads SWITCHYARD_* variables only (never a plain NATS_URL).
+func loadAppConfig() (app.Config, error) { return app.LoadConfig(os.LookupEnv) }
 
 func runUp(ctx context.Context, args []string, out, errOut io.Writer) error {
 	fs := newFlags("up", errOut)
@@ -27,19 +21,20 @@ func runUp(ctx context.Context, args []string, out, errOut io.Writer) error {
 	if err != nil {
 		return err
 	}
-	log := logger(errOut, "switchyard", cfg.LogLevel)
+	// No service key here: each stage's lines carry their own, once.
+	log := logger(errOut, "", cfg.LogLevel)
 	sys, err := app.Start(ctx, cfg, log)
 	if err != nil {
 		return err
 	}
-	log.Info().Str("nats", sys.NATSURL).Str("sim", sys.SimURL).Msg("switchyard is up; publish to llm.requests")
+	log.Info().Str("service", "switchyard").Str("nats", sys.NATSURL).Str("sim", sys.SimURL).Msg("switchyard is up; publish to llm.requests")
 	fmt.Fprintf(out, "switchyard up: NATS %s", sys.NATSURL)
 	if sys.SimURL != "" {
 		fmt.Fprintf(out, ", simulator %s", sys.SimURL)
 	}
 	fmt.Fprintln(out, " (Ctrl-C to stop)")
 	<-ctx.Done()
-	log.Info().Msg("shutting down: draining stages")
+	log.Info().Str("service", "switchyard").Msg("shutting down: draining stages")
 	sys.Stop()
 	return nil
 }

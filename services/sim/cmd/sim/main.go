@@ -11,21 +11,23 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/kelseyhightower/envconfig"
 	"github.com/rs/zerolog"
 
+	"github.com/switchyard-llm/switchyard/pkg/envcfg"
 	"github.com/switchyard-llm/switchyard/services/sim"
 )
 
+// Config is read with envcfg.Process: only the SWITCHYARD_ names, never a
+// plain ADDR or SCENARIO.
 type config struct {
-	Addr     string `envconfig:"ADDR" default:"127.0.0.1:8089"`
-	Scenario string `envconfig:"SCENARIO"`
+	Addr     string `envconfig:"SIM_ADDR" default:"127.0.0.1:8089"`
+	Scenario string `envconfig:"SIM_SCENARIO"`
 }
 
 func main() {
 	log := zerolog.New(os.Stderr).With().Timestamp().Str("service", "sim").Logger()
 	var cfg config
-	if err := envconfig.Process("SWITCHYARD_SIM", &cfg); err != nil {
+	if err := envcfg.Process(os.LookupEnv, &cfg); err != nil {
 		log.Fatal().Err(err).Msg("config")
 	}
 	var sc sim.Scenario

@@ -1,0 +1,171 @@
+package svc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
+
+	"github.com/switchyard-llm/switchyard/pkg/breaker"
+	"github.com/switchyard-llm/switchyard/pkg/budget"
+	"github.com/switchyard-llm/switchyard/pkg/hedge"
+	"github.com/switchyard-llm/switchyard/pkg/limiter"
+	"github.com/switchyard-llm/switchyard/pkg/natsx"
+	"github.com/switchyard-llm/switchyard/pkg/obs"
+	"github.com/switchyard-llm/switchyard/pkg/policy"
+	"github.com/switchyard-llm/switchyard/pkg/respcache"
+)
+
+// Options open a Runtime.
+type Options struct {
+	// Name names the NATS connection and the process's own log lines.
+	Name    string
+	NATSURL string
+	// Policy is the file policy, in force until a version is applied.
+	Policy *policy.Policy
+	// Log is the process logger without a `service` key: Logger adds one.
+	Log      zerolog.Logger
+	Features Features
+	// Topology overrides the default streams (tests).
+	Topology *natsx.TopologyConfig
+	// WatchEvery is how often a supervised stage's consumer is checked
+	// (default 2s).
+	WatchEvery time.Duration
+}
+
+// Runtime is what every stage of a process shares, built once from one
+// configuration: `switchyard up` and each service binary open it the same
+// way, so a stage has the same breakers, limits, budgets, hedging and cache
+// whichever process it runs in.
+type Runtime struct {
+	NC     *nats.Conn
+	JS     jetstream.JetStream
+	Policy *policy.Policy // the file policy the process started with
+	// Policies follows `switchyard policy apply`: stages read the version in
+	// force through it.
+	Policies *policy.Store
+	Registry *prometheus.Registry
+	Health   *obs.Health
+	Breakers *breaker.Breakers // nil when disabled
+	Limiter  *limiter.Limiter  // vendor rpm/tpm windows shared by all executors
+	Budgets  *budget.Budgets   // tenant budgets and quotas
+	Hedges   *hedge.Tracker    // branches of hedged requests
+	Cache    *respcache.Cache  // nil when disabled
+
+	log        zerolog.Logger
+	name       string
+	topology   natsx.TopologyConfig
+	watchEvery time.Duration
+	ctx        context.Context // lives until Close
+	cancel     context.CancelFunc
+	wg         sync.WaitGroup
+	closers    []func()
+}
+
+// Open connects to NATS, ensures the streams, and builds the shared
+// collaborators. Close undoes it.
+func Open(ctx context.Context, o Options) (_ *Runtime, err error) {
+	if o.Policy == nil {
+		return nil, errors.New("runtime: a policy is required")
+	}
+	rt := &Runtime{Policy: o.Policy, Registry: obs.NewRegistry(), Health: &obs.Health{}, log: o.Log, name: o.Name,
+		topology: natsx.DefaultTopology(), watchEvery: o.WatchEvery}
+	if o.Topology != nil {
+		rt.topology = *o.Topology
+	}
+	if rt.watchEvery <= 0 {
+		rt.watchEvery = 2 * time.Second
+	}
+	rt.ctx, rt.cancel = context.WithCancel(context.WithoutCancel(ctx))
+	defer func() {
+		if err != nil {
+			rt.Close()
+		}
+	}()
+	if rt.NC, err = natsx.Connect(o.NATSURL, "switchyard-"+o.Name); err != nil {
+		return nil, err
+	}
+	nc := rt.NC
+	rt.closers = append(rt.closers, func() { _ = nc.Drain() })
+	rt.Health.Set("nats", func() error {
+		if s := nc.Status(); s != nats.CONNECTED {
+			return fmt.Errorf("connection %s", s)
+		}
+		return nil
+	})
+	if rt.JS, err = jetstream.New(rt.NC); err != nil {
+		return nil, err
+	}
+	if err := natsx.EnsureTopology(ctx, rt.JS, rt.topology); err != nil {
+		return nil, err
+	}
+	rt.Registry.MustRegister(natsx.NewCollector(rt.JS, rt.component("jetstream_metrics")))
+	if rt.Policies, err = policy.OpenStore(ctx, rt.JS, "", rt.component("policy")); err != nil {
+		return nil, err
+	}
+	if err := rt.Policies.Watch(rt.ctx, rt.Policy, nil); err != nil {
+		return nil, err
+	}
+	if o.Features.BreakersEnabled {
+		b, err := breaker.New(ctx, rt.JS, o.Features.Breaker, breaker.Deps{Log: rt.component("breaker"), Alert: breaker.JetStreamAlert(rt.JS)})
+		if err != nil {
+			return nil, fmt.Errorf("circuit breakers: %w", err)
+		}
+		rt.Breakers = b
+		rt.closers = append(rt.closers, func() { _ = b.Close() })
+	}
+	if rt.Limiter, err = limiter.New(ctx, rt.JS, VendorLimits(rt.Policy)); err != nil {
+		return nil, err
+	}
+	if rt.Budgets, err = budget.New(ctx, rt.JS, budget.Config{}, budget.Deps{Log: rt.component("budget")}); err != nil {
+		return nil, err
+	}
+	if rt.Hedges, err = hedge.New(ctx, rt.JS, ""); err != nil {
+		return nil, err
+	}
+	if o.Features.CacheEnabled {
+		if rt.Cache, err = respcache.New(ctx, rt.JS, respcache.Config{}, rt.component("cache")); err != nil {
+			return nil, err
+		}
+	}
+	return rt, nil
+}
+
+// VendorLimits collects the vendors' rpm/tpm limits from the policy.
+func VendorLimits(p *policy.Policy) map[string]limiter.Limits {
+	out := map[string]limiter.Limits{}
+	for name, v := range p.Vendors {
+		out[name] = limiter.Limits{RPM: v.RPM, TPM: v.TPM}
+	}
+	return out
+}
+
+// Logger is the logger of one service of the process: the only place a
+// `service` key is added, so every line carries exactly one.
+func (rt *Runtime) Logger(service string) zerolog.Logger {
+	return rt.log.With().Str("service", service).Logger()
+}
+
+// component logs the runtime's own collaborators under the process name.
+func (rt *Runtime) component(name string) zerolog.Logger {
+	return rt.log.With().Str("service", rt.name).Str("component", name).Logger()
+}
+
+// Close stops every supervised stage (each finishes its in-flight work),
+// then the shared collaborators and the connection.
+func (rt *Runtime) Close() {
+	if rt.cancel != nil {
+		rt.cancel()
+	}
+	rt.wg.Wait()
+	for i := len(rt.closers) - 1; i >= 0; i-- {
+		rt.closers[i]()
+	}
+	rt.closers = nil
+}
