@@ -15,7 +15,7 @@ type ServiceConfig struct {
 	svc.Common
 	Executor Config `envconfig:"EXECUTOR"`
 	// Vendor is read as SWITCHYARD_VENDOR, as the contract names it.
-	Vendor string `envconfig:"VENDOR" required:"true"`
+	Vendor string `envconfig:"VENDOR"` // required: Validate says so
 }
 
 // Validate reports every problem at once.

@@ -17,16 +17,9 @@ import (
 	"github.com/switchyard-llm/switchyard/services/sim"
 )
 
-// Config is read with envcfg.Process: only the SWITCHYARD_ names, never a
-// plain ADDR or SCENARIO.
-type config struct {
-	Addr     string `envconfig:"SIM_ADDR" default:"127.0.0.1:8089"`
-	Scenario string `envconfig:"SIM_SCENARIO"`
-}
-
 func main() {
 	log := zerolog.New(os.Stderr).With().Timestamp().Str("service", "sim").Logger()
-	var cfg config
+	var cfg sim.BinaryConfig
 	if err := envcfg.Process(os.LookupEnv, &cfg); err != nil {
 		log.Fatal().Err(err).Msg("config")
 	}
