@@ -7,7 +7,11 @@ require (
 	github.com/nats-io/nats.go v1.55.0
 	github.com/rs/zerolog v1.35.1
 	github.com/switchyard-llm/switchyard/pkg v0.0.0
+	github.com/switchyard-llm/switchyard/services/executor v0.0.0
+	github.com/switchyard-llm/switchyard/services/gate v0.0.0
+	github.com/switchyard-llm/switchyard/services/intake v0.0.0
 	github.com/switchyard-llm/switchyard/services/ledger v0.0.0
+	github.com/switchyard-llm/switchyard/services/router v0.0.0
 	github.com/switchyard-llm/switchyard/services/sim v0.0.0
 	github.com/switchyard-llm/switchyard/services/switchyard v0.0.0
 )
@@ -41,10 +45,6 @@ require (
 	github.com/segmentio/asm v1.2.1 // indirect
 	github.com/shopspring/decimal v1.5.0 // indirect
 	github.com/switchyard-llm/switchyard/schemas v0.0.0 // indirect
-	github.com/switchyard-llm/switchyard/services/executor v0.0.0 // indirect
-	github.com/switchyard-llm/switchyard/services/gate v0.0.0 // indirect
-	github.com/switchyard-llm/switchyard/services/intake v0.0.0 // indirect
-	github.com/switchyard-llm/switchyard/services/router v0.0.0 // indirect
 	go.opentelemetry.io/otel v1.47.0 // indirect
 	go.opentelemetry.io/otel/trace v1.47.0 // indirect
 	golang.org/x/crypto v0.58.0 // indirect
