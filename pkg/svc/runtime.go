@@ -113,7 +113,7 @@ func Open(ctx context.Context, o Options) (_ *Runtime, err error) {
 		return nil, err
 	}
 	if o.Features.BreakersEnabled {
-		b, err := breaker.New(ctx, rt.JS, o.Features.Breaker, breaker.Deps{Log: rt.component("breaker"), Alert: breaker.JetStreamAlert(rt.JS)})
+		b, err := breaker.New(ctx, rt.JS, o.Features.Breaker, breaker.Deps{Log: rt.Logger(rt.name), Alert: breaker.JetStreamAlert(rt.JS)})
 		if err != nil {
 			return nil, fmt.Errorf("circuit breakers: %w", err)
 		}
@@ -123,14 +123,14 @@ func Open(ctx context.Context, o Options) (_ *Runtime, err error) {
 	if rt.Limiter, err = limiter.New(ctx, rt.JS, VendorLimits(rt.Policy)); err != nil {
 		return nil, err
 	}
-	if rt.Budgets, err = budget.New(ctx, rt.JS, budget.Config{}, budget.Deps{Log: rt.component("budget")}); err != nil {
+	if rt.Budgets, err = budget.New(ctx, rt.JS, budget.Config{}, budget.Deps{Log: rt.Logger(rt.name)}); err != nil {
 		return nil, err
 	}
 	if rt.Hedges, err = hedge.New(ctx, rt.JS, ""); err != nil {
 		return nil, err
 	}
 	if o.Features.CacheEnabled {
-		if rt.Cache, err = respcache.New(ctx, rt.JS, respcache.Config{}, rt.component("cache")); err != nil {
+		if rt.Cache, err = respcache.New(ctx, rt.JS, respcache.Config{}, rt.Logger(rt.name)); err != nil {
 			return nil, err
 		}
 	}
@@ -152,7 +152,8 @@ func (rt *Runtime) Logger(service string) zerolog.Logger {
 	return rt.log.With().Str("service", service).Logger()
 }
 
-// component logs the runtime's own collaborators under the process name.
+// component logs the runtime's own collaborators under the process name
+// (breakers, budgets and the cache add their component key themselves).
 func (rt *Runtime) component(name string) zerolog.Logger {
 	return rt.log.With().Str("service", rt.name).Str("component", name).Logger()
 }
