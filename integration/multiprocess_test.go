@@ -194,6 +194,7 @@ func TestSeparateProcessesBehaveLikeUp(t *testing.T) {
 	}()
 
 	// As separate processes on one NATS and one simulator.
+	logs := newLineSink(t)
 	procFigures := func() mpFigures {
 		url := testkit.Server(t)
 		srv := sim.New(*mpScenario(), zerolog.Nop())
@@ -213,7 +214,7 @@ func TestSeparateProcessesBehaveLikeUp(t *testing.T) {
 			for k, v := range mpEnv {
 				cmd.Env = append(cmd.Env, k+"="+v)
 			}
-			cmd.Stderr = &testLogWriter{t: t, prefix: p.name + p.vendor + " "}
+			cmd.Stderr = logs.named(p.name + p.vendor + " ")
 			if err := cmd.Start(); err != nil {
 				t.Fatal(err)
 			}
@@ -224,6 +225,9 @@ func TestSeparateProcessesBehaveLikeUp(t *testing.T) {
 		return runWorkload(t, nc, func() int64 { return srv.Calls().Model("openai", "gpt-4o-mini").Calls })
 	}()
 
+	if bad := logKeyProblems(logs.all()); len(bad) > 0 {
+		t.Errorf("%d log lines of the processes have duplicated or missing keys, e.g. %s", len(bad), bad[0])
+	}
 	t.Logf("inside up:           %+v", upFigures)
 	t.Logf("separate processes:  %+v", procFigures)
 	for _, f := range []struct {

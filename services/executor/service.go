@@ -45,7 +45,9 @@ func FromRuntime(rt *svc.Runtime, cfg Config) (*Executor, error) {
 	if err != nil {
 		return nil, err
 	}
-	return New(cfg, Deps{Log: rt.Logger("executor").With().Str("vendor", cfg.Vendor).Logger(), NC: rt.NC, JS: rt.JS,
+	// No vendor key on the logger: the executor writes it on each line
+	// about a call, and a second one would duplicate it.
+	return New(cfg, Deps{Log: rt.Logger("executor"), NC: rt.NC, JS: rt.JS,
 		Policy: rt.Policies, Adapter: adapter, Breakers: rt.Breakers, Limiter: rt.Limiter, Hedges: rt.Hedges, Metrics: rt.Registry})
 }
 
