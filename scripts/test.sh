@@ -22,6 +22,11 @@ done
 echo "== go vet" >&2
 go vet $(for m in $mods; do echo "$m/..."; done)
 
+echo "== service binaries do not link the NATS server (only up and tests embed one)" >&2
+for s in intake router executor gate ledger sim; do
+  if go list -deps "./services/$s/cmd/$s" | grep -q nats-server; then echo "services/$s/cmd/$s links nats-server"; exit 1; fi
+done
+
 ch_ensure
 
 echo "== chromium (renders the HTML report in a test)" >&2

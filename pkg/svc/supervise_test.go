@@ -1,0 +1,62 @@
+package svc
+
+import (
+	"context"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+
+	"github.com/switchyard-llm/switchyard/pkg/natsx"
+	"github.com/switchyard-llm/switchyard/pkg/policy"
+	"github.com/switchyard-llm/switchyard/pkg/testkit"
+)
+
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// A stage that does not notice its consumer was deleted (the ledger's fetch
+// loop keeps retrying) is restarted by the watchdog, which recreates what
+// it owns; /healthz fails meanwhile and passes again after.
+func TestSupervisorRestartsAStageWhoseConsumerWasDeleted(t *testing.T) {
+	pol, err := policy.Load("../../deployments/policy.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	rt, err := Open(ctx, Options{Name: "test", NATSURL: testkit.Server(t), Policy: pol, Log: zerolog.Nop(), WatchEvery: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rt.Close()
+	var starts atomic.Int32
+	rt.Go(Stage{Name: "oblivious", Stream: natsx.StreamRequests, Consumer: "oblivious", Run: func(ctx context.Context) error {
+		starts.Add(1)
+		if _, err := rt.JS.CreateOrUpdateConsumer(ctx, natsx.StreamRequests, jetstream.ConsumerConfig{Durable: "oblivious"}); err != nil {
+			return err
+		}
+		<-ctx.Done() // never looks at its consumer again
+		return nil
+	}})
+	eventually(t, "healthy", func() bool { return rt.Health.Check() == nil })
+	if err := rt.JS.DeleteConsumer(ctx, natsx.StreamRequests, "oblivious"); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "unhealthy", func() bool { return rt.Health.Check() != nil })
+	t.Logf("while missing: %v", rt.Health.Check())
+	eventually(t, "restarted and healthy", func() bool { return starts.Load() == 2 && rt.Health.Check() == nil })
+	if _, err := rt.JS.Consumer(ctx, natsx.StreamRequests, "oblivious"); err != nil {
+		t.Fatalf("consumer not recreated: %v", err)
+	}
+}
