@@ -211,7 +211,9 @@ func buildCmd(t *testing.T, dir, name, pkg string) string {
 // said "not ready"; a taken HTTP address was only logged and `up` ran on
 // without /healthz). A plain NATS_URL pointing elsewhere is ignored.
 func TestUpStartErrors(t *testing.T) {
-	bin := buildCmd(t, t.TempDir(), "switchyard", "github.com/switchyard-llm/switchyard/services/switchyard")
+	dir := t.TempDir()
+	bin := buildCmd(t, dir, "switchyard", "github.com/switchyard-llm/switchyard/services/switchyard")
+	routerBin := buildCmd(t, dir, "router", "github.com/switchyard-llm/switchyard/services/router/cmd/router")
 	taken, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -227,15 +229,20 @@ func TestUpStartErrors(t *testing.T) {
 		name    string
 		env     map[string]string
 		wantErr string // "" → up must start
+		bin     string // default: switchyard up
 	}{
-		{"http address taken", map[string]string{"SWITCHYARD_HTTP_ADDR": addr}, "address already in use"},
-		{"nats port taken", map[string]string{"SWITCHYARD_NATS_PORT": port}, "address already in use"},
-		{"simulator address taken", map[string]string{"SWITCHYARD_SIM_ADDR": addr}, "address already in use"},
-		{"plain NATS_URL is not ours", map[string]string{"NATS_URL": "nats://" + addr}, ""},
+		{"router binary: http address taken", map[string]string{"SWITCHYARD_HTTP_ADDR": addr}, "address already in use", routerBin},
+		{"http address taken", map[string]string{"SWITCHYARD_HTTP_ADDR": addr}, "address already in use", ""},
+		{"nats port taken", map[string]string{"SWITCHYARD_NATS_PORT": port}, "address already in use", ""},
+		{"simulator address taken", map[string]string{"SWITCHYARD_SIM_ADDR": addr}, "address already in use", ""},
+		{"plain NATS_URL is not ours", map[string]string{"NATS_URL": "nats://" + addr}, "", ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			cmd := exec.Command(bin, "up")
+			if tt.bin != "" {
+				cmd = exec.Command(tt.bin)
+			}
 			cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME"), "SWITCHYARD_DATA_DIR=" + t.TempDir()}
 			for k, v := range base {
 				cmd.Env = append(cmd.Env, k+"="+v)

@@ -37,6 +37,11 @@ type Options struct {
 	// WatchEvery is how often a supervised stage's consumer is checked
 	// (default 2s).
 	WatchEvery time.Duration
+	// StuckAfter: a consumer with work outstanding that has delivered and
+	// acked nothing for this long is reported stuck (default 11m, longer
+	// than any one request may last: timeout_ms ≤ 600 s, so a slow vendor
+	// is not mistaken for a stuck stage).
+	StuckAfter time.Duration
 }
 
 // Runtime is what every stage of a process shares, built once from one
@@ -62,6 +67,7 @@ type Runtime struct {
 	name       string
 	topology   natsx.TopologyConfig
 	watchEvery time.Duration
+	stuckAfter time.Duration
 	ctx        context.Context // lives until Close
 	cancel     context.CancelFunc
 	wg         sync.WaitGroup
@@ -75,12 +81,15 @@ func Open(ctx context.Context, o Options) (_ *Runtime, err error) {
 		return nil, errors.New("runtime: a policy is required")
 	}
 	rt := &Runtime{Policy: o.Policy, Registry: obs.NewRegistry(), Health: &obs.Health{}, log: o.Log, name: o.Name,
-		topology: natsx.DefaultTopology(), watchEvery: o.WatchEvery}
+		topology: natsx.DefaultTopology(), watchEvery: o.WatchEvery, stuckAfter: o.StuckAfter}
 	if o.Topology != nil {
 		rt.topology = *o.Topology
 	}
 	if rt.watchEvery <= 0 {
 		rt.watchEvery = 2 * time.Second
+	}
+	if rt.stuckAfter <= 0 {
+		rt.stuckAfter = 11 * time.Minute
 	}
 	rt.ctx, rt.cancel = context.WithCancel(context.WithoutCancel(ctx))
 	defer func() {

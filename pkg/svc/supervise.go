@@ -24,14 +24,8 @@ type Stage struct {
 	Stream, Consumer string
 }
 
-const (
-	// stuckAfter: a consumer with work outstanding that has delivered and
-	// acked nothing for this long is reported stuck. It is longer than any
-	// one request may last (timeout_ms ≤ 600 s), so slow vendors are not
-	// mistaken for a stuck stage.
-	stuckAfter = 11 * time.Minute
-	maxBackoff = 30 * time.Second
-)
+// maxBackoff bounds the wait between restarts of a failing stage.
+const maxBackoff = 30 * time.Second
 
 // Go runs st under supervision until the runtime closes or the returned
 // cancel is called. /healthz reports the stage: it fails while the stage
@@ -173,7 +167,7 @@ func (s *supervised) consumerState(ctx context.Context) error {
 			last = *t
 		}
 	}
-	if idle := time.Since(last); idle > stuckAfter {
+	if idle := time.Since(last); idle > s.rt.stuckAfter {
 		return fmt.Errorf("stuck: %d waiting, %d unacked, nothing delivered or acked for %s", info.NumPending, info.NumAckPending, idle.Round(time.Second))
 	}
 	return nil

@@ -2,6 +2,8 @@ package svc
 
 import (
 	"context"
+	"fmt"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -59,4 +61,40 @@ func TestSupervisorRestartsAStageWhoseConsumerWasDeleted(t *testing.T) {
 	if _, err := rt.JS.Consumer(ctx, natsx.StreamRequests, "oblivious"); err != nil {
 		t.Fatalf("consumer not recreated: %v", err)
 	}
+}
+
+// A stage whose handlers hang (work delivered, nothing acked, more waiting)
+// is reported stuck.
+func TestSupervisorReportsAStuckStage(t *testing.T) {
+	pol, err := policy.Load("../../deployments/policy.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	rt, err := Open(ctx, Options{Name: "test", NATSURL: testkit.Server(t), Policy: pol, Log: zerolog.Nop(),
+		WatchEvery: 100 * time.Millisecond, StuckAfter: 500 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rt.Close()
+	rt.Go(Stage{Name: "hung", Stream: natsx.StreamRequests, Consumer: "hung", Run: func(ctx context.Context) error {
+		cons, err := rt.JS.CreateOrUpdateConsumer(ctx, natsx.StreamRequests, jetstream.ConsumerConfig{Durable: "hung", AckPolicy: jetstream.AckExplicitPolicy, AckWait: time.Hour})
+		if err != nil {
+			return err
+		}
+		if _, err := cons.Next(); err != nil { // take one message, never ack it
+			return err
+		}
+		<-ctx.Done()
+		return nil
+	}})
+	eventually(t, "healthy", func() bool { return rt.Health.Check() == nil })
+	for i := range 3 {
+		if _, err := rt.JS.Publish(ctx, natsx.SubjectRequests, []byte("x"), jetstream.WithMsgID(fmt.Sprint(i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventually(t, "stuck", func() bool { err := rt.Health.Check(); return err != nil && strings.Contains(err.Error(), "stuck") })
+	t.Logf("healthz: %v", rt.Health.Check())
 }
