@@ -146,7 +146,7 @@ func benchSystem(ctx context.Context, errOut io.Writer, features, budgets bool) 
 	cfg.Sim, cfg.SimAddr, cfg.HTTPAddr = app.SimOn, "127.0.0.1:0", ""
 	cfg.LedgerEnabled, cfg.CacheEnabled, cfg.BreakersEnabled = false, false, features
 	cfg.Scenario = &sim.Scenario{}
-	sys, err := app.Start(ctx, cfg, logger(errOut, "switchyard", "error"))
+	sys, err := app.Start(ctx, cfg, logger(errOut, "", "error")) // each stage adds its service key
 	if err != nil {
 		os.RemoveAll(dataDir)
 		return nil, nil, nil, err

@@ -47,7 +47,7 @@ func runDemo(ctx context.Context, args []string, out, errOut io.Writer) error {
 	}
 	// A short cool-down lets the demo show the breaker closing again.
 	cfg.Breaker.OpenFor = time.Second
-	log := logger(errOut, "switchyard", "error")
+	log := logger(errOut, "", "error") // each stage adds its service key
 	sys, err := app.Start(ctx, cfg, log)
 	if err != nil {
 		return err
