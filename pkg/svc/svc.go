@@ -109,26 +109,20 @@ func Run(ctx context.Context, name string, cfg Config, logOut io.Writer) error {
 	if err != nil {
 		return err
 	}
+	if ln != nil {
+		defer ln.Close() // a failed start frees the address (closing twice is harmless)
+	}
 	pol, err := policy.Load(c.PolicyFile)
 	if err != nil {
-		if ln != nil {
-			_ = ln.Close()
-		}
 		return err
 	}
 	rt, err := Open(ctx, Options{Name: name, NATSURL: c.NATSURL, Policy: pol, Log: log, Features: c.Features})
 	if err != nil {
-		if ln != nil {
-			_ = ln.Close()
-		}
 		return err
 	}
 	defer rt.Close()
 	stages, err := cfg.Build(ctx, rt)
 	if err != nil {
-		if ln != nil {
-			_ = ln.Close()
-		}
 		return err
 	}
 	for _, st := range stages {
@@ -142,6 +136,7 @@ func Run(ctx context.Context, name string, cfg Config, logOut io.Writer) error {
 		if err != nil {
 			return err
 		}
+		<-ctx.Done() // no HTTP server (SWITCHYARD_HTTP_ADDR empty)
 	}
 	return nil // the deferred Close lets the stages finish their in-flight work
 }
