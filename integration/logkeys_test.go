@@ -127,8 +127,18 @@ func TestLogLinesHaveNoDuplicateKeys(t *testing.T) {
 	if len(lines) < 10 {
 		t.Fatalf("only %d log lines: the run logged too little to check", len(lines))
 	}
+	services := map[string]bool{}
+	for _, l := range lines {
+		var v struct{ Service string }
+		if json.Unmarshal([]byte(l), &v) == nil {
+			services[v.Service] = true
+		}
+	}
+	if len(services) < 4 {
+		t.Fatalf("lines from only %v: the run did not exercise enough services", services)
+	}
 	if bad := logKeyProblems(lines); len(bad) > 0 {
 		t.Fatalf("%d of %d log lines have duplicated or missing keys, e.g.:\n%s", len(bad), len(lines), strings.Join(bad[:min(5, len(bad))], "\n"))
 	}
-	t.Logf("%d log lines, each with one service and one level key", len(lines))
+	t.Logf("%d log lines from %d services, each with one service and one level key", len(lines), len(services))
 }
