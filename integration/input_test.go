@@ -45,15 +45,18 @@ func TestRequestNearNATSLimitGetsPayloadTooLarge(t *testing.T) {
 	defer col.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
+	// 1 MiB less 200 bytes: the request fits in a NATS message, a dead
+	// letter of it with its headers does not.
+	const size = 1<<20 - 200
 	head := fmt.Sprintf(`{"id":"big1","tenant":"%s","route":"chat","messages":[{"role":"user","content":"`, e.tenant)
 	tail := `"}]}`
-	data := []byte(head + strings.Repeat("a", 1_000_000-len(head)-len(tail)) + tail)
+	data := []byte(head + strings.Repeat("a", size-len(head)-len(tail)) + tail)
 	e.publishRaw(ctx, e.tenant+".big1", data)
 	if err := col.Wait(ctx, 1); err != nil {
-		t.Fatalf("no reply to a 1,000,000-byte request: %v", err)
+		t.Fatalf("no reply to a %d-byte request: %v", size, err)
 	}
 	r := col.All()["big1"][0]
-	if r.Status != envelope.StatusError || r.Error.Code != envelope.CodePayloadTooLarge || !strings.Contains(r.Error.Message, "1000000 bytes") {
+	if r.Status != envelope.StatusError || r.Error.Code != envelope.CodePayloadTooLarge || !strings.Contains(r.Error.Message, fmt.Sprintf("%d bytes", size)) {
 		t.Fatalf("reply %+v", r.Error)
 	}
 	var entries []dlq.Entry
@@ -61,7 +64,7 @@ func TestRequestNearNATSLimitGetsPayloadTooLarge(t *testing.T) {
 		entries, err = dlq.List(ctx, e.sys.JS, dlq.Filter{Stage: natsx.StageIntake, Tenant: e.tenant})
 		return err == nil && len(entries) == 1
 	})
-	if got := entries[0]; got.Reason != envelope.CodePayloadTooLarge || got.Truncated() != 1_000_000 || len(got.Data) >= 1_000_000 || got.RequestID != "big1" {
+	if got := entries[0]; got.Reason != envelope.CodePayloadTooLarge || got.Truncated() != size || len(got.Data) >= size || got.RequestID != "big1" {
 		t.Fatalf("dead letter: reason %s, truncated %d, %d bytes kept", got.Reason, got.Truncated(), len(got.Data))
 	}
 	waitFor(t, 10*time.Second, func() bool { return e.intakeDrained(ctx) })
