@@ -8,6 +8,7 @@ package intake
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -151,7 +152,19 @@ func (in *Intake) Run(ctx context.Context) error {
 		return fmt.Errorf("intake consumer: %w", err)
 	}
 	h := pipeline.Stage(in.d.Log, in.Handle, in.deadLetter, in.cfg.MaxDeliver, 10*time.Second)
-	return pipeline.Run(ctx, in.d.Log, cons, h, pipeline.RunOptions{Concurrency: in.cfg.Concurrency})
+	return pipeline.Run(ctx, in.d.Log, cons, in.withRequestLog(h), pipeline.RunOptions{Concurrency: in.cfg.Concurrency})
+}
+
+// withRequestLog attaches a logger carrying the request's identity to the
+// context, so the pipeline's own lines about the request (retries, dead
+// letters, panics) carry request_id, tenant and trace_id too.
+func (in *Intake) withRequestLog(h pipeline.Handler) pipeline.Handler {
+	return func(ctx context.Context, d *pipeline.Delivery) error {
+		m := inputOf(d)
+		id, tenant, _ := envelope.PeekIdentity(m.Data)
+		l := in.requestLog(id, tenant, stage.TraceID(traceParent(m)))
+		return h(l.WithContext(ctx), d)
+	}
 }
 
 // Message is one message the intake publishes.
@@ -266,7 +279,7 @@ func (in *Intake) Decide(m Input, now time.Time) (Outcome, error) {
 	if received.IsZero() {
 		received = now
 	}
-	trace := traceParent(m.Header)
+	trace := traceParent(m)
 	req, err := in.d.Validator.DecodeRequest(m.Data)
 	if err != nil {
 		var inv *envelope.Invalid
@@ -414,7 +427,7 @@ func (in *Intake) deadLetter(ctx context.Context, d *pipeline.Delivery, reason s
 	m := inputOf(d)
 	now := in.d.Now()
 	id, tenant, replyTo := envelope.PeekIdentity(m.Data)
-	trace := traceParent(m.Header)
+	trace := traceParent(m)
 	out := []Message{deadLetterMsg(m, reason, cause, id, tenant, now)}
 	if id != "" && tenant != "" {
 		received := m.Received
@@ -450,11 +463,19 @@ func clip(s string, n int) string {
 	return s[:n]
 }
 
-func traceParent(h nats.Header) string {
-	if tp := h.Get(natsx.HeaderTraceParent); tp != "" {
+// traceParent is the client's W3C trace context, or a new one. A new one is
+// derived from the stored message (stream, sequence, time), so every log line, every
+// redelivery and the dead letter of one request carry the same trace id.
+func traceParent(m Input) string {
+	if tp := m.Header.Get(natsx.HeaderTraceParent); tp != "" {
 		return tp
 	}
 	var b [24]byte
-	_, _ = rand.Read(b[:])
+	if m.Stream != "" {
+		sum := sha256.Sum256([]byte(m.Stream + "/" + strconv.FormatUint(m.Seq, 10) + "/" + strconv.FormatInt(m.Received.UnixNano(), 10)))
+		copy(b[:], sum[:])
+	} else {
+		_, _ = rand.Read(b[:])
+	}
 	return "00-" + hex.EncodeToString(b[:16]) + "-" + hex.EncodeToString(b[16:]) + "-01"
 }
