@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/switchyard-llm/switchyard/pkg/dlq"
 	"github.com/switchyard-llm/switchyard/pkg/natsx"
 	"github.com/switchyard-llm/switchyard/pkg/testkit"
 )
@@ -106,5 +107,27 @@ func TestDLQReplayDryRunShowsPatchedEnvelope(t *testing.T) {
 	}
 	if code, out, _ := run(t, "dlq", "show", seq); code != 0 || !strings.Contains(out, "colour") {
 		t.Fatalf("dead letter gone after a dry run (exit %d): %s", code, out)
+	}
+}
+
+// TestDLQShowSaysTruncated: a dead letter whose payload was cut to fit the
+// DLQ says so, with the original size, and is not replayed.
+func TestDLQShowSaysTruncated(t *testing.T) {
+	js := natsForCLI(t)
+	hdr := nats.Header{}
+	data := dlq.CapPayload([]byte(`{"id":"big","tenant":"acme","user":"`+strings.Repeat("x", 1_000_000)+`"}`), hdr)
+	hdr.Set(natsx.HeaderStage, natsx.StageIntake)
+	hdr.Set(natsx.HeaderReason, "payload_too_large")
+	hdr.Set(natsx.HeaderOrigSubject, natsx.SubjectRequests)
+	ack, err := js.PublishMsg(context.Background(), &nats.Msg{Subject: natsx.DLQSubject(natsx.StageIntake), Data: data, Header: hdr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	seq := strconv.FormatUint(ack.Sequence, 10)
+	if code, out, _ := run(t, "dlq", "show", seq); code != 0 || !strings.Contains(out, "the payload was 1000038 bytes; the first 65536 are kept") {
+		t.Fatalf("show (exit %d):\n%.400s", code, out)
+	}
+	if code, out, _ := run(t, "dlq", "replay", "-seq", seq); code == 0 || !strings.Contains(out, "truncated") {
+		t.Fatalf("replay of a truncated dead letter (exit %d): %s", code, out)
 	}
 }
