@@ -174,3 +174,31 @@ func TestLedgerDeadLetterReplayedAsTelemetry(t *testing.T) {
 		t.Fatal("dead letter still listed after the replay")
 	}
 }
+
+// A refused request is not taken for a duplicate: the corrected envelope
+// with the same id (and Nats-Msg-Id), published once the stream's own
+// 100 ms window has passed, is processed and gets its own reply.
+func TestCorrectedRequestReusesRefusedID(t *testing.T) {
+	e := start(t)
+	col, err := e.client.Collect(e.tenant)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer col.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	bad := fmt.Sprintf(`{"id":"fix1","tenant":"%s","route":"chat","colour":"red","messages":[{"role":"user","content":"hi"}]}`, e.tenant)
+	first := time.Now()
+	e.publishRaw(ctx, e.tenant+".fix1", []byte(bad))
+	if err := col.Wait(ctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Until(first.Add(natsx.RequestsDedupeWindow + 50*time.Millisecond)))
+	good, _ := json.Marshal(e.request("fix1", "chat", "hi"))
+	e.publishRaw(ctx, e.tenant+".fix1", good)
+	waitFor(t, 20*time.Second, func() bool { return len(col.All()["fix1"]) == 2 })
+	rs := col.All()["fix1"]
+	if rs[0].Error == nil || rs[0].Error.Code != envelope.CodeInvalidRequest || rs[1].Status != envelope.StatusOK {
+		t.Fatalf("replies: %+v then %+v", rs[0].Error, rs[1])
+	}
+}

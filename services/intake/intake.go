@@ -357,7 +357,10 @@ func (in *Intake) refuse(m Input, inv *envelope.Invalid, trace string, received,
 		return o, nil // nobody to reply to; the dead letter is the record
 	}
 	o.Key = envelope.WorkKey(inv.Tenant, deliveryBase(m.Header, inv.ID))
-	w := &envelope.Work{Key: o.Key, Request: envelope.Request{ID: inv.ID, Tenant: inv.Tenant, ReplyTo: inv.ReplyTo}, ReceivedAt: received, TraceParent: trace}
+	// A refusal's messages get their own ids: the same refusal twice is
+	// replied once, and a corrected envelope reusing the id still gets its
+	// own reply (a refused request is not claimed in the dedupe bucket).
+	w := &envelope.Work{Key: o.Key + refusedSuffix, Request: envelope.Request{ID: inv.ID, Tenant: inv.Tenant, ReplyTo: inv.ReplyTo}, ReceivedAt: received, TraceParent: trace}
 	out, err := failure(w, inv.Code, inv.Message, false, now)
 	if err != nil {
 		return Outcome{}, err
@@ -365,6 +368,9 @@ func (in *Intake) refuse(m Input, inv *envelope.Invalid, trace string, received,
 	o.Out = append(o.Out, out...)
 	return o, nil
 }
+
+// refusedSuffix ends the delivery key of a refused request.
+const refusedSuffix = ":refused"
 
 // failure is the request event and the error reply of a request that ends
 // in the intake: telemetry first, so a client that saw a reply can always
