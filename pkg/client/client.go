@@ -1,6 +1,6 @@
 // Package client is a small Go client of the public contract: publish a
-// request to llm.requests with Nats-Msg-Id = id, and read its reply from
-// the persisted reply subject.
+// request to llm.requests with Nats-Msg-Id = <tenant>.<id>, and read its
+// reply from the persisted reply subject.
 package client
 
 import (
@@ -33,13 +33,14 @@ func New(nc *nats.Conn) (*Client, error) {
 	return &Client{NC: nc, JS: js}, nil
 }
 
-// Publish sends a request. msgID overrides the dedupe id (default: req.ID).
+// Publish sends a request with Nats-Msg-Id = <tenant>.<id> (ids are unique
+// per tenant).
 func (c *Client) Publish(ctx context.Context, req *envelope.Request) error {
 	data, err := json.Marshal(req)
 	if err != nil {
 		return err
 	}
-	return c.PublishRaw(ctx, req.ID, data)
+	return c.PublishRaw(ctx, req.MsgID(), data)
 }
 
 // PublishRaw sends raw bytes as a request with the given Nats-Msg-Id.
@@ -182,7 +183,7 @@ func (c *Client) PublishAsync(req *envelope.Request) error {
 		return err
 	}
 	m := &nats.Msg{Subject: natsx.SubjectRequests, Data: data, Header: nats.Header{}}
-	m.Header.Set(natsx.HeaderMsgID, req.ID)
+	m.Header.Set(natsx.HeaderMsgID, req.MsgID())
 	_, err = c.JS.PublishMsgAsync(m)
 	return err
 }

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -135,7 +136,8 @@ func entryOf(seq uint64, subject string, h nats.Header, data []byte) *Entry {
 type ReplayOptions struct {
 	DryRun bool
 	// Patch is a JSON merge patch (RFC 7386) applied to the request before
-	// it is published: how an operator corrects a refused envelope.
+	// it is published (for a work envelope, to the request inside it; for
+	// telemetry, to the event): how an operator corrects a refused envelope.
 	Patch json.RawMessage
 }
 
@@ -143,56 +145,171 @@ type ReplayOptions struct {
 type Result struct {
 	Seq       uint64 `json:"seq"`
 	RequestID string `json:"request_id"`
-	MsgID     string `json:"msg_id"`
-	Replayed  bool   `json:"replayed"`
-	Error     string `json:"error,omitempty"`
+	// Kind is what is replayed: request, work or telemetry.
+	Kind    string `json:"kind,omitempty"`
+	Subject string `json:"subject,omitempty"`
+	MsgID   string `json:"msg_id"`
+	// Payload is what is (or, in a dry run, would be) published, after the patch.
+	Payload  json.RawMessage `json:"payload,omitempty"`
+	Replayed bool            `json:"replayed"`
+	Error    string          `json:"error,omitempty"`
+}
+
+// Replay kinds.
+const (
+	KindRequest   = "request"
+	KindWork      = "work"
+	KindTelemetry = "telemetry"
+)
+
+// Truncated is the original payload size of a dead letter whose payload was
+// cut to fit the DLQ (CapPayload), or 0.
+func (e *Entry) Truncated() int {
+	n, _ := strconv.Atoi(e.Header.Get(HeaderTruncated))
+	return n
+}
+
+// workEnvelope is the part of an internal work envelope a replay looks at;
+// the rest is kept as it is.
+type workEnvelope struct {
+	Key     string          `json:"key"`
+	Request json.RawMessage `json:"request"`
+}
+
+func (e *Entry) work() (map[string]json.RawMessage, *workEnvelope) {
+	var w workEnvelope
+	var all map[string]json.RawMessage
+	if json.Unmarshal(e.Data, &w) != nil || w.Key == "" || len(w.Request) == 0 || json.Unmarshal(e.Data, &all) != nil {
+		return nil, nil
+	}
+	return all, &w
 }
 
 // Payload returns the request envelope a dead letter holds: the payload
 // itself, or the request inside an internal work envelope.
 func (e *Entry) Payload() []byte {
-	var w struct {
-		Key     string          `json:"key"`
-		Request json.RawMessage `json:"request"`
-	}
-	if json.Unmarshal(e.Data, &w) == nil && w.Key != "" && len(w.Request) > 0 {
+	if _, w := e.work(); w != nil {
 		return w.Request
 	}
 	return e.Data
 }
 
-// Replay publishes one dead letter back to llm.requests with a new message
-// id (so the dedupe window does not drop it, and each replay is distinct
-// downstream), then deletes it from the DLQ so it cannot be replayed twice.
-func Replay(ctx context.Context, js jetstream.JetStream, e *Entry, o ReplayOptions) Result {
-	r := Result{Seq: e.Seq, RequestID: e.RequestID}
-	payload := e.Payload()
-	if len(o.Patch) > 0 {
-		patched, err := MergePatch(payload, o.Patch)
-		if err != nil {
-			r.Error = err.Error()
-			return r
-		}
-		payload = patched
+// replayMsg is what Replay publishes.
+type replayMsg struct {
+	kind, subject, msgID, requestID string
+	data                            []byte
+	hdr                             nats.Header
+}
+
+// plan decides where a dead letter goes back to: each stage's dead letter
+// to that stage's input. A request (intake's dead letters, and the client
+// request the router dead-letters when a chain is exhausted) goes to
+// llm.requests under a replay key, so the intake neither drops it as a
+// duplicate nor takes its replies for the first run's; a work envelope goes
+// back to its original subject (Switchyard-Original-Subject) with a replay
+// key; telemetry goes back to llm.telemetry.*, where the ledger stores it
+// once (its tables collapse a row stored twice).
+func (e *Entry) plan(patch json.RawMessage) (replayMsg, error) {
+	if n := e.Truncated(); n > 0 {
+		return replayMsg{}, fmt.Errorf("payload was truncated from %d bytes to fit the DLQ; it cannot be replayed", n)
 	}
+	seq := strconv.FormatUint(e.Seq, 10)
+	orig := e.Header.Get(natsx.HeaderOrigSubject)
+	all, w := e.work()
+	switch {
+	case strings.HasPrefix(orig, "llm.telemetry."):
+		data, err := patched(e.Data, patch)
+		if err != nil {
+			return replayMsg{}, err
+		}
+		hdr := nats.Header{}
+		if tp := e.Header.Get(natsx.HeaderTraceParent); tp != "" {
+			hdr.Set(natsx.HeaderTraceParent, tp)
+		}
+		hdr.Set(natsx.HeaderMsgID, "dlq-replay:"+natsx.StreamDLQ+":"+seq)
+		return replayMsg{kind: KindTelemetry, subject: orig, msgID: hdr.Get(natsx.HeaderMsgID), requestID: e.RequestID, data: data, hdr: hdr}, nil
+	case w != nil && orig != "" && orig != natsx.SubjectRequests && isPipelineSubject(orig):
+		req, err := patched(w.Request, patch)
+		if err != nil {
+			return replayMsg{}, err
+		}
+		key := w.Key + ":replay:" + seq
+		all["request"] = req
+		all["key"], _ = json.Marshal(key)
+		data, err := json.Marshal(all)
+		if err != nil {
+			return replayMsg{}, err
+		}
+		hdr := nats.Header{}
+		if tp := e.Header.Get(natsx.HeaderTraceParent); tp != "" {
+			hdr.Set(natsx.HeaderTraceParent, tp)
+		}
+		hdr.Set(natsx.HeaderMsgID, key+":replayed")
+		return replayMsg{kind: KindWork, subject: orig, msgID: key + ":replayed", requestID: requestID(req, e.RequestID), data: data, hdr: hdr}, nil
+	case orig == "" || orig == natsx.SubjectRequests:
+		req, err := patched(e.Payload(), patch)
+		if err != nil {
+			return replayMsg{}, err
+		}
+		id := requestID(req, e.RequestID)
+		if id == "" {
+			id = "unidentified"
+		}
+		var ident struct {
+			Tenant string `json:"tenant"`
+		}
+		_ = json.Unmarshal(req, &ident)
+		base := id + ":replay:" + seq
+		hdr := nats.Header{}
+		hdr.Set(natsx.HeaderDedupeKey, base)
+		hdr.Set(natsx.HeaderMsgID, ident.Tenant+"."+base)
+		return replayMsg{kind: KindRequest, subject: natsx.SubjectRequests, msgID: hdr.Get(natsx.HeaderMsgID), requestID: id, data: req, hdr: hdr}, nil
+	default:
+		return replayMsg{}, fmt.Errorf("no replay target: original subject %q is not a stage's input", orig)
+	}
+}
+
+func isPipelineSubject(s string) bool {
+	switch s {
+	case natsx.SubjectClassified, natsx.SubjectResults, natsx.SubjectEscalations, natsx.SubjectVerdicts:
+		return true
+	}
+	return strings.HasPrefix(s, natsx.SubjectExecPrefix)
+}
+
+func patched(doc, patch json.RawMessage) ([]byte, error) {
+	if len(patch) == 0 {
+		return doc, nil
+	}
+	return MergePatch(doc, patch)
+}
+
+func requestID(req []byte, fallback string) string {
 	var id struct {
 		ID string `json:"id"`
 	}
-	_ = json.Unmarshal(payload, &id)
-	if id.ID != "" {
-		r.RequestID = id.ID
+	if json.Unmarshal(req, &id) == nil && id.ID != "" {
+		return id.ID
 	}
-	base := r.RequestID
-	if base == "" {
-		base = "unidentified"
+	return fallback
+}
+
+// Replay publishes one dead letter back to its stage's input (see plan)
+// with a message id derived from its DLQ sequence, so replaying it twice
+// publishes it once, then deletes it from the DLQ so it cannot be replayed
+// again. A dry run only fills in what would be published.
+func Replay(ctx context.Context, js jetstream.JetStream, e *Entry, o ReplayOptions) Result {
+	r := Result{Seq: e.Seq, RequestID: e.RequestID}
+	m, err := e.plan(o.Patch)
+	if err != nil {
+		r.Error = err.Error()
+		return r
 	}
-	r.MsgID = base + ":replay:" + strconv.FormatUint(e.Seq, 10)
+	r.Kind, r.Subject, r.MsgID, r.RequestID, r.Payload = m.kind, m.subject, m.msgID, m.requestID, asJSON(m.data)
 	if o.DryRun {
 		return r
 	}
-	m := &nats.Msg{Subject: natsx.SubjectRequests, Data: payload, Header: nats.Header{}}
-	m.Header.Set(natsx.HeaderMsgID, r.MsgID)
-	if _, err := js.PublishMsg(ctx, m); err != nil {
+	if _, err := js.PublishMsg(ctx, &nats.Msg{Subject: m.subject, Data: m.data, Header: m.hdr}); err != nil {
 		r.Error = err.Error()
 		return r
 	}
@@ -207,6 +324,15 @@ func Replay(ctx context.Context, js jetstream.JetStream, e *Entry, o ReplayOptio
 		r.Error = "replayed, but not removed from the DLQ: " + err.Error()
 	}
 	return r
+}
+
+// asJSON keeps a JSON payload as it is and quotes anything else.
+func asJSON(b []byte) json.RawMessage {
+	if json.Valid(b) {
+		return b
+	}
+	q, _ := json.Marshal(string(b))
+	return q
 }
 
 // Purge deletes the matching dead letters and returns how many.

@@ -162,6 +162,16 @@ func (r *Request) ReplySubject() string {
 	return DefaultReplySubject(r.Tenant, r.ID)
 }
 
+// WorkKey is a request's delivery key: its id (or a replay-specific key)
+// scoped by its tenant, because ids are unique per tenant only. Every
+// Nats-Msg-Id the request causes downstream starts with it, so two tenants'
+// requests never deduplicate against each other.
+func WorkKey(tenant, base string) string { return tenant + "." + base }
+
+// MsgID is the Nats-Msg-Id a client sets when it publishes the request to
+// llm.requests: <tenant>.<id>.
+func (r *Request) MsgID() string { return WorkKey(r.Tenant, r.ID) }
+
 // Classification is what intake learned about a request.
 type Classification struct {
 	Task          string   `json:"task"`
@@ -208,8 +218,8 @@ func (r *Result) OK() bool { return r != nil && r.ErrorClass == "" }
 // Work is the internal envelope passed between stages. The routing state
 // travels with the message, so routers, executors and gates keep none.
 type Work struct {
-	// Key is the delivery key: the request id, or a replay-specific key. It
-	// prefixes every Nats-Msg-Id the request's messages carry downstream.
+	// Key is the delivery key, WorkKey(tenant, id or a replay-specific key).
+	// It prefixes every Nats-Msg-Id the request's messages carry downstream.
 	Key        string         `json:"key"`
 	Request    Request        `json:"request"`
 	Class      Classification `json:"class"`

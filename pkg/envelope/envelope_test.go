@@ -162,6 +162,14 @@ func FuzzDecodeRequest(f *testing.F) {
 	f.Add([]byte(`{"id":1}`))
 	f.Add([]byte(`[]`))
 	f.Add([]byte(`null`))
+	body := `"messages":[{"role":"user","content":"hi"}]`
+	f.Add([]byte("\xEF\xBB\xBF{\"id\":\"r1\",\"tenant\":\"acme\"," + body + "}"))
+	f.Add([]byte(`{"id":"r1","tenant":"acme",` + body + `} trailing`))
+	f.Add([]byte(`{"id":"r1","tenant":"acme",` + body + `}{}`))
+	f.Add([]byte(`{"id":"r1","tenant":"acme","x":` + strings.Repeat("[", 10000) + strings.Repeat("]", 10000) + `}`))
+	f.Add([]byte(`{"id":"r1","tenant":"acme","x":` + strings.Repeat(`{"a":`, 100) + `1` + strings.Repeat("}", 100) + `}`))
+	f.Add([]byte(`{"id":"r1","tenant":"acme","reply_to":"llm.exec.openai",` + body + `}`))
+	f.Add([]byte(`{"id":"r1","tenant":"acme",` + body + `,"response_format":{"type":"json_schema","json_schema":{"schema":{"$ref":"file:///etc/passwd"}}}}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		r, err := v.DecodeRequest(data)
 		if err == nil {
@@ -170,8 +178,12 @@ func FuzzDecodeRequest(f *testing.F) {
 			}
 			return
 		}
-		if _, ok := err.(*Invalid); !ok {
+		inv, ok := err.(*Invalid)
+		if !ok {
 			t.Fatalf("unclassified error %T", err)
+		}
+		if strings.Contains(inv.Message, "file://") {
+			t.Fatalf("message shows a file URL: %s", inv.Message)
 		}
 	})
 }

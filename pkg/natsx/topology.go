@@ -68,6 +68,10 @@ const (
 	HeaderDedupeKey = "Switchyard-Dedupe-Key"
 )
 
+// RequestsDedupeWindow is LLM_REQUESTS's own dedupe window: the server's
+// minimum (see the stream's comment).
+const RequestsDedupeWindow = 100 * time.Millisecond
+
 // ExecSubject is the queue subject of one vendor's executors.
 func ExecSubject(vendor string) string { return SubjectExecPrefix + vendor }
 
@@ -106,7 +110,11 @@ func (c TopologyConfig) Streams() []jetstream.StreamConfig {
 			Retention:   jetstream.WorkQueuePolicy,
 			Storage:     c.Storage,
 			Replicas:    c.Replicas,
-			Duplicates:  c.DedupeWindow,
+			// Request ids are unique per tenant, and the server dedupes on
+			// Nats-Msg-Id alone: a client that sets it to the bare id would
+			// drop another tenant's request. The intake dedupes on tenant+id
+			// for DedupeWindow; the stream keeps the server's minimum.
+			Duplicates: RequestsDedupeWindow,
 		},
 		{
 			Name:        StreamPipeline,

@@ -133,6 +133,17 @@ func Transient(err error, retryAfter time.Duration) error {
 	return &TransientError{Err: err, RetryAfter: retryAfter}
 }
 
+// For is the logger attached to ctx (zerolog's WithContext), or log. A stage
+// that attaches a logger carrying the request's identity before the
+// middleware runs gets it on the middleware's lines too (retries, dead
+// letters, panics).
+func For(ctx context.Context, log zerolog.Logger) *zerolog.Logger {
+	if l := zerolog.Ctx(ctx); l != zerolog.DefaultContextLogger && l.GetLevel() != zerolog.Disabled {
+		return l
+	}
+	return &log
+}
+
 // Recover turns a panic into a terminal error, so one poison message cannot
 // crash a stage.
 func Recover(log zerolog.Logger) Middleware {
@@ -140,7 +151,8 @@ func Recover(log zerolog.Logger) Middleware {
 		return func(ctx context.Context, d *Delivery) (err error) {
 			defer func() {
 				if r := recover(); r != nil {
-					log.Error().Str("panic", fmt.Sprint(r)).Bytes("stack", debug.Stack()).Str("subject", d.Msg.Subject()).Msg("handler panicked")
+					l := For(ctx, log)
+					l.Error().Str("panic", fmt.Sprint(r)).Bytes("stack", debug.Stack()).Str("subject", d.Msg.Subject()).Msg("handler panicked")
 					err = Terminal("panic", fmt.Errorf("handler panicked: %v", r))
 				}
 			}()
@@ -171,11 +183,13 @@ func DeadLetter(log zerolog.Logger, dl DeadLetterFunc) Middleware {
 			dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 			defer cancel()
 			if dlErr := dl(dctx, d, te.Reason, te.Err); dlErr != nil {
-				log.Error().Err(dlErr).Str("reason", te.Reason).Msg("dead letter failed, handing message back")
+				l := For(ctx, log)
+				l.Error().Err(dlErr).Str("reason", te.Reason).Msg("dead letter failed, handing message back")
 				_ = d.NakWithDelay(time.Second)
 				return nil
 			}
-			log.Warn().Err(te.Err).Str("reason", te.Reason).Str("subject", d.Msg.Subject()).Uint64("deliveries", d.NumDelivered()).Msg("message dead-lettered")
+			l := For(ctx, log)
+			l.Warn().Err(te.Err).Str("reason", te.Reason).Str("subject", d.Msg.Subject()).Uint64("deliveries", d.NumDelivered()).Msg("message dead-lettered")
 			_ = d.Term(te.Reason)
 			return nil
 		}
@@ -220,7 +234,8 @@ func Retry(log zerolog.Logger, maxDeliver int, b Backoff) Middleware {
 			if errors.As(err, &tr) && tr.RetryAfter > 0 {
 				delay = tr.RetryAfter
 			}
-			log.Warn().Err(err).Str("subject", d.Msg.Subject()).Uint64("deliveries", d.NumDelivered()).Dur("retry_in", delay).Msg("transient failure, retrying")
+			l := For(ctx, log)
+			l.Warn().Err(err).Str("subject", d.Msg.Subject()).Uint64("deliveries", d.NumDelivered()).Dur("retry_in", delay).Msg("transient failure, retrying")
 			_ = d.NakWithDelay(delay)
 			return nil
 		}

@@ -1,15 +1,20 @@
 // Package intake is the first stage: it validates request envelopes against
 // the public schema, classifies them (task, PII, token estimate), resolves
 // their route and hands them to the router on llm.classified. A request it
-// refuses gets an error reply with a stable code and a dead letter.
+// refuses gets an error reply with a stable code and a dead letter. Request
+// ids are unique per tenant: the intake deduplicates on tenant+id.
 package intake
 
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -17,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
+	"github.com/switchyard-llm/switchyard/pkg/dlq"
 	"github.com/switchyard-llm/switchyard/pkg/envelope"
 	"github.com/switchyard-llm/switchyard/pkg/natsx"
 	"github.com/switchyard-llm/switchyard/pkg/pipeline"
@@ -32,6 +38,9 @@ type Config struct {
 	AckWait        time.Duration `envconfig:"ACK_WAIT" default:"30s"`
 	MaxAckPending  int           `envconfig:"MAX_ACK_PENDING" default:"2048"`
 	DefaultTimeout time.Duration `envconfig:"DEFAULT_TIMEOUT" default:"30s"`
+	// DedupeWindow is how long a tenant+id is remembered: the same request
+	// published again within it is processed and replied once.
+	DedupeWindow time.Duration `envconfig:"DEDUPE_WINDOW" default:"10m"`
 }
 
 // Validate reports every problem at once.
@@ -55,6 +64,9 @@ func (c Config) Validate() error {
 	if c.DefaultTimeout <= 0 {
 		errs = append(errs, errors.New("SWITCHYARD_INTAKE_DEFAULT_TIMEOUT: must be positive"))
 	}
+	if c.DedupeWindow < time.Second {
+		errs = append(errs, errors.New("SWITCHYARD_INTAKE_DEDUPE_WINDOW: must be at least 1s"))
+	}
 	return errors.Join(errs...)
 }
 
@@ -71,11 +83,13 @@ type Deps struct {
 
 // Intake is the intake/classifier stage.
 type Intake struct {
-	cfg      Config
-	d        Deps
-	pub      stage.Publisher
-	accepted prometheus.Counter
-	rejected *prometheus.CounterVec
+	cfg        Config
+	d          Deps
+	pub        stage.Publisher
+	dedupe     Deduper
+	accepted   prometheus.Counter
+	duplicates prometheus.Counter
+	rejected   *prometheus.CounterVec
 }
 
 // New builds the stage.
@@ -91,11 +105,12 @@ func New(cfg Config, d Deps) (*Intake, error) {
 	}
 	in := &Intake{
 		cfg: cfg, d: d, pub: stage.Publisher{JS: d.JS, NC: d.NC},
-		accepted: prometheus.NewCounter(prometheus.CounterOpts{Name: "switchyard_intake_accepted_total", Help: "Requests classified and handed to the router."}),
-		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "switchyard_intake_rejected_total", Help: "Requests refused, by error code."}, []string{"code"}),
+		accepted:   prometheus.NewCounter(prometheus.CounterOpts{Name: "switchyard_intake_accepted_total", Help: "Requests classified and handed to the router."}),
+		rejected:   prometheus.NewCounterVec(prometheus.CounterOpts{Name: "switchyard_intake_rejected_total", Help: "Requests refused, by error code."}, []string{"code"}),
+		duplicates: prometheus.NewCounter(prometheus.CounterOpts{Name: "switchyard_intake_duplicates_total", Help: "Requests dropped because the same tenant and id were accepted within the dedupe window."}),
 	}
 	if d.Metrics != nil {
-		for _, c := range []prometheus.Collector{in.accepted, in.rejected} {
+		for _, c := range []prometheus.Collector{in.accepted, in.rejected, in.duplicates} {
 			if err := d.Metrics.Register(c); err != nil {
 				return nil, err
 			}
@@ -119,62 +134,192 @@ func (in *Intake) ConsumerConfig() jetstream.ConsumerConfig {
 
 // Run consumes until ctx is done.
 func (in *Intake) Run(ctx context.Context) error {
+	if in.dedupe == nil {
+		kv, err := natsx.OpenOrCreateKV(ctx, in.d.JS, jetstream.KeyValueConfig{
+			Bucket:      DedupeBucket,
+			Description: "intake: tenant+id of requests accepted within the dedupe window",
+			TTL:         in.cfg.DedupeWindow,
+			History:     1,
+			Storage:     jetstream.FileStorage,
+		})
+		if err != nil {
+			return fmt.Errorf("intake dedupe: %w", err)
+		}
+		in.dedupe = kvDeduper{kv}
+	}
 	cons, err := in.d.JS.CreateOrUpdateConsumer(ctx, natsx.StreamRequests, in.ConsumerConfig())
 	if err != nil {
 		return fmt.Errorf("intake consumer: %w", err)
 	}
 	h := pipeline.Stage(in.d.Log, in.Handle, in.deadLetter, in.cfg.MaxDeliver, 10*time.Second)
-	return pipeline.Run(ctx, in.d.Log, cons, h, pipeline.RunOptions{Concurrency: in.cfg.Concurrency})
+	return pipeline.Run(ctx, in.d.Log, cons, in.withRequestLog(h), pipeline.RunOptions{Concurrency: in.cfg.Concurrency})
 }
 
-func (in *Intake) deadLetter(ctx context.Context, d *pipeline.Delivery, reason string, cause error) error {
-	id, tenant := "", ""
-	if r, err := in.d.Validator.DecodeRequest(d.Data()); err == nil {
-		id, tenant = r.ID, r.Tenant
+// withRequestLog attaches a logger carrying the request's identity to the
+// context, so the pipeline's own lines about the request (retries, dead
+// letters, panics) carry request_id, tenant and trace_id too.
+func (in *Intake) withRequestLog(h pipeline.Handler) pipeline.Handler {
+	return func(ctx context.Context, d *pipeline.Delivery) error {
+		m := inputOf(d)
+		id, tenant, _ := envelope.PeekIdentity(m.Data)
+		l := in.requestLog(id, tenant, stage.TraceID(traceParent(m)))
+		return h(l.WithContext(ctx), d)
 	}
-	return in.pub.DeadLetter(ctx, natsx.StageIntake, reason, cause, d, id, tenant)
 }
 
-// Handle processes one request envelope.
+// Message is one message the intake publishes.
+type Message struct {
+	Subject string
+	MsgID   string
+	Header  nats.Header
+	Data    []byte
+	// Core publishes on core NATS: a reply to a tenant's _INBOX (request-reply
+	// clients expect a plain message there). Everything else goes to JetStream.
+	Core bool
+}
+
+// Input is one request message as the intake sees it.
+type Input struct {
+	Data   []byte
+	Header nats.Header
+	// Subject, Stream, Seq and Deliveries describe the delivery; they name
+	// the dead letter.
+	Subject    string
+	Stream     string
+	Seq        uint64
+	Deliveries uint64
+	// Received is when JetStream stored the request: the start of its deadline.
+	Received time.Time
+}
+
+// Outcome is what the intake decided for one request and what it publishes.
+type Outcome struct {
+	// Key is the tenant-scoped delivery key (envelope.WorkKey); empty when
+	// the envelope names no readable id and tenant.
+	Key                 string
+	ID, Tenant, TraceID string
+	// Code is empty for an accepted request, else the refusal's error code;
+	// Problem says what is wrong.
+	Code, Problem string
+	Out           []Message
+}
+
+// Accepted reports whether the request goes on to the router.
+func (o *Outcome) Accepted() bool { return o.Code == "" }
+
+func inputOf(d *pipeline.Delivery) Input {
+	in := Input{Data: d.Data(), Header: d.Headers(), Subject: d.Msg.Subject(), Deliveries: d.NumDelivered()}
+	if d.Meta != nil {
+		in.Stream, in.Seq, in.Received = d.Meta.Stream, d.Meta.Sequence.Stream, d.Meta.Timestamp
+	}
+	return in
+}
+
+// Handle processes one request envelope: it decides, claims the request's
+// tenant+id (a duplicate within the dedupe window is dropped), and publishes
+// what Decide returned.
 func (in *Intake) Handle(ctx context.Context, d *pipeline.Delivery) error {
-	now := in.d.Now()
-	received := now
-	if d.Meta != nil && !d.Meta.Timestamp.IsZero() {
-		received = d.Meta.Timestamp
+	m := inputOf(d)
+	o, err := in.Decide(m, in.d.Now())
+	log := in.requestLog(o.ID, o.Tenant, o.TraceID)
+	if err != nil {
+		log.Error().Err(err).Msg("request not processed")
+		return err
 	}
-	key := d.Headers().Get(natsx.HeaderMsgID)
+	if o.Accepted() && in.dedupe != nil {
+		first, err := in.dedupe.Claim(ctx, o.Key, strconv.FormatUint(m.Seq, 10))
+		if err != nil {
+			return pipeline.Transient(fmt.Errorf("dedupe claim: %w", err), 0)
+		}
+		if !first {
+			in.duplicates.Inc()
+			log.Info().Msg("duplicate request dropped: the same tenant and id were accepted within the dedupe window")
+			return nil
+		}
+	}
+	if err := in.publish(ctx, o.Out); err != nil {
+		return err
+	}
+	if o.Accepted() {
+		in.accepted.Inc()
+		log.Debug().Msg("request classified")
+		return nil
+	}
+	in.rejected.WithLabelValues(o.Code).Inc()
+	log.Info().Str("code", o.Code).Str("problem", o.Problem).Bool("replied", o.Key != "").Msg("request refused")
+	return nil
+}
 
-	req, err := in.d.Validator.DecodeRequest(d.Data())
+// requestLog carries the request's identity on every line about it.
+func (in *Intake) requestLog(id, tenant, traceID string) zerolog.Logger {
+	return in.d.Log.With().Str("request_id", id).Str("tenant", tenant).Str("trace_id", traceID).Logger()
+}
+
+func (in *Intake) publish(ctx context.Context, out []Message) error {
+	for _, m := range out {
+		if m.Core && in.d.NC != nil {
+			if err := in.d.NC.PublishMsg(&nats.Msg{Subject: m.Subject, Data: m.Data, Header: m.Header}); err != nil {
+				return pipeline.Transient(fmt.Errorf("publish %s: %w", m.Subject, err), 0)
+			}
+			continue
+		}
+		if err := in.pub.PublishRaw(ctx, m.Subject, m.MsgID, m.Data, m.Header); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Decide validates and classifies one request and returns what to publish:
+// the work envelope for the router, or (refused) a dead letter plus, when
+// the envelope names an id and tenant, the request event and the error
+// reply. It does no I/O.
+func (in *Intake) Decide(m Input, now time.Time) (Outcome, error) {
+	received := m.Received
+	if received.IsZero() {
+		received = now
+	}
+	trace := traceParent(m)
+	req, err := in.d.Validator.DecodeRequest(m.Data)
 	if err != nil {
 		var inv *envelope.Invalid
 		if !errors.As(err, &inv) {
-			return err
+			return Outcome{}, pipeline.Terminal("decode", err)
 		}
-		return in.refuse(ctx, d, inv, key, received, now)
-	}
-	if key == "" {
-		key = req.ID
+		return in.refuse(m, inv, trace, received, now)
 	}
 	w := &envelope.Work{
-		Key:         key,
+		Key:         envelope.WorkKey(req.Tenant, deliveryBase(m.Header, req.ID)),
 		Request:     *req,
 		Class:       Classify(req),
 		ReceivedAt:  received,
-		TraceParent: traceParent(d.Headers()),
+		TraceParent: trace,
 	}
 	timeout := in.cfg.DefaultTimeout
 	if req.TimeoutMS > 0 {
 		timeout = time.Duration(req.TimeoutMS) * time.Millisecond
 	}
 	w.Deadline = received.Add(timeout)
+	if inv := in.resolveRoute(w); inv != nil {
+		return in.refuse(m, inv, trace, received, now)
+	}
+	data, err := json.Marshal(w)
+	if err != nil {
+		return Outcome{}, pipeline.Terminal("marshal", err)
+	}
+	return Outcome{Key: w.Key, ID: req.ID, Tenant: req.Tenant, TraceID: stage.TraceID(trace),
+		Out: []Message{{Subject: natsx.SubjectClassified, MsgID: w.Key + ":classified", Data: data, Header: traceHeader(trace)}}}, nil
+}
 
+// resolveRoute sets the route and its chain, or refuses an unknown route.
+func (in *Intake) resolveRoute(w *envelope.Work) *envelope.Invalid {
+	req := &w.Request
 	pol := in.d.Policy.Current()
 	var route *policy.Route
 	if req.Route != "" {
 		r, ok := pol.Route(req.Route)
 		if !ok {
-			inv := &envelope.Invalid{Code: envelope.CodeUnknownRoute, Message: fmt.Sprintf("route: %q is not defined in policy %s", req.Route, pol.Version), ID: req.ID, Tenant: req.Tenant}
-			return in.refuse(ctx, d, inv, key, received, now)
+			return &envelope.Invalid{Code: envelope.CodeUnknownRoute, Message: fmt.Sprintf("route: %q is not defined in policy %s", req.Route, pol.Version), ID: req.ID, Tenant: req.Tenant, ReplyTo: req.ReplyTo}
 		}
 		route = r
 	} else {
@@ -187,36 +332,156 @@ func (in *Intake) Handle(ctx context.Context, d *pipeline.Delivery) error {
 	for i, t := range route.Chain {
 		w.Chain[i] = envelope.Target{Vendor: t.Vendor, Model: t.Model}
 	}
-	if err := in.pub.PublishWork(ctx, natsx.SubjectClassified, key+":classified", w); err != nil {
-		return err
-	}
-	in.accepted.Inc()
 	return nil
 }
 
-// refuse dead-letters the raw message and, when the envelope names an id
-// and tenant, replies with the error and records the request.
-func (in *Intake) refuse(ctx context.Context, d *pipeline.Delivery, inv *envelope.Invalid, key string, received, now time.Time) error {
-	in.rejected.WithLabelValues(inv.Code).Inc()
-	if err := in.pub.DeadLetter(ctx, natsx.StageIntake, inv.Code, inv, d, inv.ID, inv.Tenant); err != nil {
-		return err
+// deliveryBase is the untenanted part of the delivery key: the request id,
+// or the replay-specific key `switchyard dlq replay` sends in
+// Switchyard-Dedupe-Key, so a replay is not taken for a duplicate. The
+// client's Nats-Msg-Id plays no part: a client that sets it to the bare id
+// still cannot collide with another tenant.
+func deliveryBase(h nats.Header, id string) string {
+	if k := h.Get(natsx.HeaderDedupeKey); k != "" {
+		return k
 	}
-	in.d.Log.Info().Str("code", inv.Code).Str("request_id", inv.ID).Str("tenant", inv.Tenant).Str("problem", inv.Message).Msg("request refused")
-	if inv.ID == "" || inv.Tenant == "" {
-		return nil // nobody to reply to; the dead letter is the record
-	}
-	if key == "" {
-		key = inv.ID
-	}
-	w := &envelope.Work{Key: key, Request: envelope.Request{ID: inv.ID, Tenant: inv.Tenant}, ReceivedAt: received}
-	return in.pub.FailRequest(ctx, w, inv.Code, inv.Message, false, now)
+	return id
 }
 
-func traceParent(h nats.Header) string {
-	if tp := h.Get(natsx.HeaderTraceParent); tp != "" {
+// refuse dead-letters the raw message (cut to fit the DLQ) and, when the
+// envelope names an id and tenant, records the request and replies with the
+// error.
+func (in *Intake) refuse(m Input, inv *envelope.Invalid, trace string, received, now time.Time) (Outcome, error) {
+	o := Outcome{ID: inv.ID, Tenant: inv.Tenant, TraceID: stage.TraceID(trace), Code: inv.Code, Problem: inv.Message}
+	o.Out = append(o.Out, deadLetterMsg(m, inv.Code, inv, inv.ID, inv.Tenant, now))
+	if inv.ID == "" || inv.Tenant == "" {
+		return o, nil // nobody to reply to; the dead letter is the record
+	}
+	o.Key = envelope.WorkKey(inv.Tenant, deliveryBase(m.Header, inv.ID))
+	// A refusal's messages get their own ids: the same refusal twice is
+	// replied once, and a corrected envelope reusing the id still gets its
+	// own reply (a refused request is not claimed in the dedupe bucket).
+	w := &envelope.Work{Key: o.Key + refusedSuffix, Request: envelope.Request{ID: inv.ID, Tenant: inv.Tenant, ReplyTo: inv.ReplyTo}, ReceivedAt: received, TraceParent: trace}
+	out, err := failure(w, inv.Code, inv.Message, false, now)
+	if err != nil {
+		return Outcome{}, err
+	}
+	o.Out = append(o.Out, out...)
+	return o, nil
+}
+
+// refusedSuffix ends the delivery key of a refused request.
+const refusedSuffix = ":refused"
+
+// failure is the request event and the error reply of a request that ends
+// in the intake: telemetry first, so a client that saw a reply can always
+// find the request in the ledger.
+func failure(w *envelope.Work, code, msg string, retryable bool, now time.Time) ([]Message, error) {
+	r := stage.ReplyFor(w, now)
+	r.Status = envelope.StatusError
+	r.Error = &envelope.Error{Code: code, Message: msg, Retryable: retryable}
+	ev, err := json.Marshal(stage.RequestEventFor(w, r, now))
+	if err != nil {
+		return nil, pipeline.Terminal("marshal", err)
+	}
+	reply, err := json.Marshal(r)
+	if err != nil {
+		return nil, pipeline.Terminal("marshal", err)
+	}
+	subject := w.Request.ReplySubject()
+	return []Message{
+		{Subject: natsx.SubjectRequest, MsgID: w.Key + ":request", Data: ev, Header: traceHeader(w.TraceParent)},
+		{Subject: subject, MsgID: w.Key + ":reply", Data: reply, Header: traceHeader(w.TraceParent), Core: !strings.HasPrefix(subject, "llm.replies.")},
+	}, nil
+}
+
+// deadLetterMsg is the dead letter of a request message. Its payload is
+// capped (dlq.CapPayload): a request near NATS's 1 MiB limit would make a
+// dead letter too large to publish.
+func deadLetterMsg(m Input, reason string, cause error, id, tenant string, now time.Time) Message {
+	hdr := nats.Header{}
+	hdr.Set(natsx.HeaderStage, natsx.StageIntake)
+	hdr.Set(natsx.HeaderReason, reason)
+	if cause != nil {
+		hdr.Set(natsx.HeaderError, clip(cause.Error(), 1024))
+	}
+	subject := m.Subject
+	if subject == "" {
+		subject = natsx.SubjectRequests
+	}
+	hdr.Set(natsx.HeaderOrigSubject, subject)
+	hdr.Set(natsx.HeaderFailedAt, now.UTC().Format(time.RFC3339Nano))
+	hdr.Set(natsx.HeaderDeliveries, strconv.FormatUint(max(m.Deliveries, 1), 10))
+	if id != "" {
+		hdr.Set(natsx.HeaderRequestID, id)
+	}
+	if tenant != "" {
+		hdr.Set(natsx.HeaderTenant, tenant)
+	}
+	if k := m.Header.Get(natsx.HeaderDedupeKey); k != "" {
+		hdr.Set(natsx.HeaderDedupeKey, k)
+	}
+	msgID := "dlq:" + natsx.StageIntake
+	if m.Stream != "" {
+		msgID += ":" + m.Stream + ":" + strconv.FormatUint(m.Seq, 10)
+	}
+	return Message{Subject: natsx.DLQSubject(natsx.StageIntake), MsgID: msgID, Data: dlq.CapPayload(m.Data, hdr), Header: hdr}
+}
+
+// deadLetter records a request the pipeline gave up on (max deliveries, a
+// panic) and, when its id and tenant can be read, replies `internal`.
+func (in *Intake) deadLetter(ctx context.Context, d *pipeline.Delivery, reason string, cause error) error {
+	m := inputOf(d)
+	now := in.d.Now()
+	id, tenant, replyTo := envelope.PeekIdentity(m.Data)
+	trace := traceParent(m)
+	out := []Message{deadLetterMsg(m, reason, cause, id, tenant, now)}
+	if id != "" && tenant != "" {
+		received := m.Received
+		if received.IsZero() {
+			received = now
+		}
+		w := &envelope.Work{Key: envelope.WorkKey(tenant, deliveryBase(m.Header, id)), Request: envelope.Request{ID: id, Tenant: tenant, ReplyTo: replyTo}, ReceivedAt: received, TraceParent: trace}
+		reply, err := failure(w, envelope.CodeInternal, "intake could not process the request ("+reason+"); it was dead-lettered", true, now)
+		if err != nil {
+			return err
+		}
+		out = append(out, reply...)
+	}
+	if err := in.publish(ctx, out); err != nil {
+		return err
+	}
+	log := in.requestLog(id, tenant, stage.TraceID(trace))
+	log.Warn().Str("reason", reason).AnErr("cause", cause).Msg("request dead-lettered")
+	return nil
+}
+
+func traceHeader(traceparent string) nats.Header {
+	if traceparent == "" {
+		return nil
+	}
+	return nats.Header{natsx.HeaderTraceParent: []string{traceparent}}
+}
+
+func clip(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n]
+}
+
+// traceParent is the client's W3C trace context, or a new one. A new one is
+// derived from the stored message (stream, sequence, time), so every log line, every
+// redelivery and the dead letter of one request carry the same trace id.
+func traceParent(m Input) string {
+	if tp := m.Header.Get(natsx.HeaderTraceParent); tp != "" {
 		return tp
 	}
 	var b [24]byte
-	_, _ = rand.Read(b[:])
+	if m.Stream != "" {
+		sum := sha256.Sum256([]byte(m.Stream + "/" + strconv.FormatUint(m.Seq, 10) + "/" + strconv.FormatInt(m.Received.UnixNano(), 10)))
+		copy(b[:], sum[:])
+	} else {
+		_, _ = rand.Read(b[:])
+	}
 	return "00-" + hex.EncodeToString(b[:16]) + "-" + hex.EncodeToString(b[16:]) + "-01"
 }

@@ -1,8 +1,10 @@
 package cli
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -21,6 +23,7 @@ func runDLQ(ctx context.Context, args []string, out, errOut io.Writer) error {
 	}
 	sub, args := args[0], args[1:]
 	fs := newFlags("dlq "+sub, errOut)
+	withUsage(fs, errOut, "dlq ls|show|replay|purge [flags]  (show takes the sequence number as argument or -seq)")
 	stage := fs.String("stage", "", "intake, router, executor, gate or ledger")
 	reason := fs.String("reason", "", "reason code, e.g. invalid_request, all_vendors_failed")
 	tenant := fs.String("tenant", "", "tenant")
@@ -31,13 +34,21 @@ func runDLQ(ctx context.Context, args []string, out, errOut io.Writer) error {
 	patch := fs.String("patch", "", "replay: JSON merge patch applied to each request, e.g. '{\"tenant\":\"acme\"}'")
 	patchFile := fs.String("patch-file", "", "replay: merge patch read from a file")
 	yes := fs.Bool("yes", false, "purge: confirm deleting")
-	if err := parse(fs, args); err != nil {
+	if isHelp(sub) {
+		fs.Usage()
+		return flag.ErrHelp
+	}
+	positional, err := parseInterspersed(fs, args)
+	if err != nil {
 		return err
 	}
-	if sub == "show" && *seq == 0 && fs.NArg() == 1 {
-		if _, err := fmt.Sscan(fs.Arg(0), seq); err != nil {
+	switch {
+	case sub == "show" && *seq == 0 && len(positional) == 1:
+		if _, err := fmt.Sscan(positional[0], seq); err != nil {
 			return usageErr("show takes a sequence number")
 		}
+	case len(positional) > 0:
+		return usageErr("unexpected argument %q", positional[0])
 	}
 	f := dlq.Filter{Stage: *stage, Reason: *reason, Tenant: *tenant, Seq: *seq}
 	if *since != "" {
@@ -117,9 +128,9 @@ func replay(ctx context.Context, js jetstream.JetStream, out, errOut io.Writer, 
 			failed++
 			fmt.Fprintf(out, "seq %d (%s): not replayed: %s\n", r.Seq, r.RequestID, r.Error)
 		case o.DryRun:
-			fmt.Fprintf(out, "seq %d (%s): would replay to llm.requests as %s\n", r.Seq, r.RequestID, r.MsgID)
+			fmt.Fprintf(out, "seq %d (%s): would replay the %s to %s as %s:\n%s\n", r.Seq, r.RequestID, r.Kind, r.Subject, r.MsgID, indentJSON(r.Payload))
 		default:
-			fmt.Fprintf(out, "seq %d (%s): replayed as %s\n", r.Seq, r.RequestID, r.MsgID)
+			fmt.Fprintf(out, "seq %d (%s): replayed the %s to %s as %s\n", r.Seq, r.RequestID, r.Kind, r.Subject, r.MsgID)
 			if r.Error != "" {
 				fmt.Fprintf(out, "  warning: %s\n", r.Error)
 			}
@@ -172,13 +183,26 @@ func showEntry(out io.Writer, e *dlq.Entry, format string) error {
 		enc.SetIndent("", "  ")
 		return enc.Encode(struct {
 			*dlq.Entry
-			Payload json.RawMessage `json:"payload"`
-		}{e, asJSON(e.Data)})
+			Truncated int             `json:"truncated_from_bytes,omitempty"`
+			Payload   json.RawMessage `json:"payload"`
+		}{e, e.Truncated(), asJSON(e.Data)})
 	}
 	fmt.Fprintf(out, "seq:        %d\nsubject:    %s\nstage:      %s\nreason:     %s\nrequest:    %s\ntenant:     %s\nfailed at:  %s\nerror:      %s\n",
 		e.Seq, e.Subject, e.Stage, e.Reason, e.RequestID, e.Tenant, e.FailedAt.Format(time.RFC3339Nano), e.Error)
+	if n := e.Truncated(); n > 0 {
+		fmt.Fprintf(out, "truncated:  yes: the payload was %d bytes; the first %d are kept (not replayable)\n", n, len(e.Data))
+	}
 	fmt.Fprintf(out, "payload:\n%s\n", e.Data)
 	return nil
+}
+
+// indentJSON pretty-prints a payload for a dry run.
+func indentJSON(b []byte) string {
+	var buf bytes.Buffer
+	if json.Indent(&buf, b, "  ", "  ") != nil {
+		return "  " + string(b)
+	}
+	return "  " + buf.String()
 }
 
 func asJSON(b []byte) json.RawMessage {

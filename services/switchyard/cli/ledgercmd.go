@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"io"
 	"time"
@@ -17,8 +18,18 @@ func runLedger(ctx context.Context, args []string, out, errOut io.Writer) error 
 	if len(args) > 0 && args[0] == "reprice" {
 		return runLedgerReprice(ctx, args[1:], out, errOut)
 	}
+	const usage = "ledger migrate | ledger reprice --since … [--until …] --catalog policy.yaml [--dry-run]"
+	if len(args) > 0 && isHelp(args[0]) {
+		fmt.Fprintln(errOut, "usage: switchyard "+usage)
+		return flag.ErrHelp
+	}
 	if len(args) == 0 || args[0] != "migrate" {
-		return usageErr("ledger migrate | ledger reprice --since … [--until …] --catalog policy.yaml [--dry-run]")
+		return usageErr(usage)
+	}
+	fs := newFlags("ledger migrate", errOut)
+	withUsage(fs, errOut, "ledger migrate (applies the ClickHouse migrations; SWITCHYARD_CLICKHOUSE_* pick the server)")
+	if err := parse(fs, args[1:]); err != nil {
+		return err
 	}
 	cfg, err := ledgerConfig()
 	if err != nil {

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -20,21 +21,39 @@ func runPolicy(ctx context.Context, args []string, out, errOut io.Writer) error 
 	}
 	sub, args := args[0], args[1:]
 	fs := newFlags("policy "+sub, errOut)
+	withUsage(fs, errOut, "policy check FILE | apply FILE [-by NAME] [-m COMMENT] | show | history")
 	by := fs.String("by", defaultActor(), "apply: who applies it (recorded in the history)")
 	comment := fs.String("m", "", "apply: what changed and why")
-	if err := parse(fs, args); err != nil {
+	if isHelp(sub) {
+		fs.Usage()
+		return flag.ErrHelp
+	}
+	files, err := parseInterspersed(fs, args)
+	if err != nil {
 		return err
 	}
 	if sub == "check" {
-		if fs.NArg() != 1 {
+		if len(files) != 1 {
 			return usageErr("policy check FILE")
 		}
-		p, err := policy.Load(fs.Arg(0))
+		p, err := policy.Load(files[0])
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(out, "%s: valid (version %q, %d vendors, %d models, %d routes)\n", fs.Arg(0), p.Version, len(p.Vendors), len(p.Models), len(p.Routes))
+		fmt.Fprintf(out, "%s: valid (version %q, %d vendors, %d models, %d routes)\n", files[0], p.Version, len(p.Vendors), len(p.Models), len(p.Routes))
 		return nil
+	}
+	switch sub {
+	case "apply":
+		if len(files) != 1 {
+			return usageErr("policy apply FILE [-by NAME] [-m COMMENT]")
+		}
+	case "show", "history":
+		if len(files) != 0 {
+			return usageErr("policy %s takes no argument", sub)
+		}
+	default:
+		return usageErr("unknown policy command %q (check, apply, show, history)", sub)
 	}
 	nc, err := connectNATS("policy")
 	if err != nil {
@@ -51,10 +70,7 @@ func runPolicy(ctx context.Context, args []string, out, errOut io.Writer) error 
 	}
 	switch sub {
 	case "apply":
-		if fs.NArg() != 1 {
-			return usageErr("policy apply FILE [-by NAME] [-m COMMENT]")
-		}
-		src, err := os.ReadFile(fs.Arg(0))
+		src, err := os.ReadFile(files[0])
 		if err != nil {
 			return err
 		}

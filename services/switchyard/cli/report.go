@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -21,13 +22,21 @@ func runReport(ctx context.Context, args []string, out, errOut io.Writer) error 
 	}
 	kind, args := args[0], args[1:]
 	fs := newFlags("report "+kind, errOut)
+	withUsage(fs, errOut, "report "+strings.Join(reportKinds, "|")+" [flags]")
 	since := fs.String("since", "24h", "start: a duration ago (24h) or an RFC 3339 time")
 	until := fs.String("until", "", "end: a duration ago or an RFC 3339 time (default now)")
 	by := fs.String("by", "", "group by: comma-separated vendor, model, endpoint_tag, tenant, prompt_version, route, day")
 	format := fs.String("format", "table", "table, json, csv or html (a self-contained page with charts)")
 	policyFile := fs.String("policy", envOr("SWITCHYARD_POLICY", "deployments/policy.yaml"), "policy file with routes and prices (savings report)")
+	if isHelp(kind) {
+		fs.Usage()
+		return flag.ErrHelp
+	}
 	if err := parse(fs, args); err != nil {
 		return err
+	}
+	if fs.NArg() > 0 {
+		return usageErr("unexpected argument %q (flags: -since, -until, -by, -format, -policy)", fs.Arg(0))
 	}
 	q, err := reportQuery(*since, *until, *by)
 	if err != nil {

@@ -75,7 +75,7 @@ func runSubmit(ctx context.Context, args []string, out, errOut io.Writer) error 
 	}
 	ctx, cancel := context.WithTimeout(ctx, *wait)
 	defer cancel()
-	if err := c.PublishRaw(ctx, req.ID, raw); err != nil {
+	if err := c.PublishRaw(ctx, req.MsgID(), raw); err != nil {
 		return err
 	}
 	reply, err := c.Reply(ctx, req.Tenant, req.ID)

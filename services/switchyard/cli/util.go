@@ -2,6 +2,9 @@ package cli
 
 import (
 	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
 	"runtime"
 	"strings"
 )
@@ -19,3 +22,33 @@ func splitComma(s string) []string {
 func jsonUnmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }
 
 func runtimeProcs() int { return runtime.GOMAXPROCS(0) }
+
+func isHelp(arg string) bool {
+	return arg == "-h" || arg == "-help" || arg == "--help" || arg == "help"
+}
+
+// withUsage makes fs print a usage line (and what follows it) above its flags.
+func withUsage(fs *flag.FlagSet, w io.Writer, usage string) {
+	fs.Usage = func() {
+		fmt.Fprintf(w, "usage: switchyard %s\n\nflags:\n", usage)
+		fs.PrintDefaults()
+	}
+}
+
+// parseInterspersed parses flags wherever they stand among the positional
+// arguments (`policy apply FILE -by … -m …`): Go's flag package stops at the
+// first non-flag. It returns the positional arguments in order.
+func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
+	var positional []string
+	for {
+		if err := parse(fs, args); err != nil {
+			return nil, err
+		}
+		rest := fs.Args()
+		if len(rest) == 0 {
+			return positional, nil
+		}
+		positional = append(positional, rest[0])
+		args = rest[1:]
+	}
+}
