@@ -26,7 +26,7 @@ func TestAdapterConformance(t *testing.T) {
 	cases := []struct {
 		kind       string
 		model      string
-		missingKey string
+		missingKey provider.Class
 		overloaded bool
 	}{
 		{"openai", "gpt-4o-mini", provider.ClassAuth, false},

@@ -58,7 +58,7 @@ type Options struct {
 	CachedRatio float64
 	// MissingKeyClass is the class of the reply to a call without a key:
 	// provider.ClassAuth (default) or provider.ClassForbidden (Gemini sends 403).
-	MissingKeyClass string
+	MissingKeyClass provider.Class
 	// Overloaded: the vendor has a 529 overloaded status (Anthropic).
 	Overloaded bool
 }
@@ -173,8 +173,8 @@ func Run(t *testing.T, newAdapter NewAdapter, o Options) {
 	type errCase struct {
 		name      string
 		prompt    string
-		class     string
-		classAlt  string
+		class     provider.Class
+		classAlt  provider.Class
 		status    int
 		retryable bool
 		after     time.Duration
