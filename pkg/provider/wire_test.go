@@ -211,7 +211,7 @@ func TestClassifyStatusIsDeliberate(t *testing.T) {
 // the executor and gate produce for skipped, cut-short or rejected calls.
 func TestClassTable(t *testing.T) {
 	cases := []struct {
-		c                        Class
+		c                         Class
 		retryable, health, called bool
 	}{
 		{ClassServerError, true, true, true},
