@@ -215,7 +215,8 @@ type wireResponse struct {
 
 // DecodeResponse decodes a 2xx Messages body. Usage is normalised: the
 // API's input_tokens excludes cache reads and writes, envelope.Usage's
-// InputTokens includes them.
+// InputTokens includes them. Extended thinking is billed and counted in
+// output_tokens; the API gives no separate figure, so ReasoningTokens is 0.
 func DecodeResponse(body []byte) (*provider.Response, error) {
 	var w wireResponse
 	if err := json.Unmarshal(body, &w); err != nil {

@@ -288,10 +288,12 @@ func DecodeResponse(body []byte) (*provider.Response, error) {
 	}
 	resp := &provider.Response{}
 	if u := w.UsageMetadata; u != nil {
+		// Thoughts are billed as output but not counted in candidates.
 		resp.Usage = envelope.Usage{
-			InputTokens:  clampTokens(u.PromptTokenCount),
-			OutputTokens: clampTokens(u.CandidatesTokenCount) + clampTokens(u.ThoughtsTokenCount),
-			CachedTokens: min(clampTokens(u.CachedContentTokenCount), clampTokens(u.PromptTokenCount)),
+			InputTokens:     clampTokens(u.PromptTokenCount),
+			OutputTokens:    clampTokens(u.CandidatesTokenCount) + clampTokens(u.ThoughtsTokenCount),
+			CachedTokens:    min(clampTokens(u.CachedContentTokenCount), clampTokens(u.PromptTokenCount)),
+			ReasoningTokens: clampTokens(u.ThoughtsTokenCount),
 		}
 	}
 	if len(w.Candidates) == 0 {

@@ -87,7 +87,7 @@ func TestDecodeResponse(t *testing.T) {
 		bad     bool
 	}{
 		{"ok", `{"candidates":[{"content":{"role":"model","parts":[{"text":"thinking...","thought":true},{"text":"Hel"},{"text":"lo"}]},"finishReason":"STOP"}],"usageMetadata":{"promptTokenCount":100,"candidatesTokenCount":5,"cachedContentTokenCount":60,"thoughtsTokenCount":7}}`,
-			"Hello", "stop", envelope.Usage{InputTokens: 100, OutputTokens: 12, CachedTokens: 60}, false},
+			"Hello", "stop", envelope.Usage{InputTokens: 100, OutputTokens: 12, CachedTokens: 60, ReasoningTokens: 7}, false},
 		{"max tokens", `{"candidates":[{"content":{"parts":[{"text":"x"}]},"finishReason":"MAX_TOKENS"}]}`, "x", "length", envelope.Usage{}, false},
 		{"safety", `{"candidates":[{"finishReason":"SAFETY"}]}`, "", "content_filter", envelope.Usage{}, false},
 		{"empty content", `{"candidates":[{"content":{"role":"model"},"finishReason":"STOP"}]}`, "", "stop", envelope.Usage{}, false},

@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"math"
 	"net/http"
 	"strings"
 
@@ -272,8 +273,15 @@ type wireUsage struct {
 	PromptTokens        int `json:"prompt_tokens"`
 	CompletionTokens    int `json:"completion_tokens"`
 	PromptTokensDetails *struct {
-		CachedTokens int `json:"cached_tokens"`
+		CachedTokens     int `json:"cached_tokens"`
+		CacheWriteTokens int `json:"cache_write_tokens"` // OpenRouter
 	} `json:"prompt_tokens_details"`
+	// Reasoning tokens are part of completion_tokens and billed as output.
+	CompletionTokensDetails *struct {
+		ReasoningTokens int `json:"reasoning_tokens"`
+	} `json:"completion_tokens_details"`
+	// Cost is OpenRouter's charge for the call in USD (credits).
+	Cost *float64 `json:"cost"`
 }
 
 // DecodeResponse decodes a 2xx Chat Completions body. A body that is not a
@@ -319,8 +327,15 @@ func DecodeResponse(body []byte) (*provider.Response, error) {
 	}
 	if u := w.Usage; u != nil {
 		resp.Usage = envelope.Usage{InputTokens: u.PromptTokens, OutputTokens: u.CompletionTokens}
-		if u.PromptTokensDetails != nil {
-			resp.Usage.CachedTokens = u.PromptTokensDetails.CachedTokens
+		if d := u.PromptTokensDetails; d != nil {
+			resp.Usage.CachedTokens = d.CachedTokens
+			resp.Usage.CacheWriteTokens = d.CacheWriteTokens
+		}
+		if d := u.CompletionTokensDetails; d != nil {
+			resp.Usage.ReasoningTokens = d.ReasoningTokens
+		}
+		if u.Cost != nil && *u.Cost >= 0 && !math.IsInf(*u.Cost, 0) {
+			resp.Usage.VendorCostUSD, resp.Usage.VendorCostReported = *u.Cost, true
 		}
 		sanitiseUsage(&resp.Usage)
 	}
@@ -340,6 +355,8 @@ func sanitiseUsage(u *envelope.Usage) {
 	if u.CachedTokens > u.InputTokens {
 		u.CachedTokens = u.InputTokens
 	}
+	u.CacheWriteTokens = min(max(u.CacheWriteTokens, 0), u.InputTokens-u.CachedTokens)
+	u.ReasoningTokens = min(max(u.ReasoningTokens, 0), u.OutputTokens)
 }
 
 func normaliseFinish(r string) string {

@@ -89,6 +89,14 @@ func TestDecodeResponse(t *testing.T) {
 		{"content filter", `{"choices":[{"message":{"content":""},"finish_reason":"content_filter"}]}`, "", "content_filter", envelope.Usage{}, ""},
 		{"cached clamp", `{"choices":[{"message":{"content":"x"},"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":-1,"prompt_tokens_details":{"cached_tokens":9}}}`,
 			"x", "stop", envelope.Usage{InputTokens: 3, CachedTokens: 3}, ""},
+		{"reasoning subset of completion", `{"choices":[{"message":{"content":"42"},"finish_reason":"stop"}],"usage":{"prompt_tokens":10,"completion_tokens":50,"completion_tokens_details":{"reasoning_tokens":40}}}`,
+			"42", "stop", envelope.Usage{InputTokens: 10, OutputTokens: 50, ReasoningTokens: 40}, ""},
+		{"reasoning clamped to completion", `{"choices":[{"message":{"content":"x"},"finish_reason":"stop"}],"usage":{"prompt_tokens":1,"completion_tokens":5,"completion_tokens_details":{"reasoning_tokens":9}}}`,
+			"x", "stop", envelope.Usage{InputTokens: 1, OutputTokens: 5, ReasoningTokens: 5}, ""},
+		{"openrouter cost and cache write", `{"choices":[{"message":{"content":"x"},"finish_reason":"stop"}],"usage":{"prompt_tokens":100,"completion_tokens":5,"cost":0.00042,"prompt_tokens_details":{"cached_tokens":20,"cache_write_tokens":30}}}`,
+			"x", "stop", envelope.Usage{InputTokens: 100, OutputTokens: 5, CachedTokens: 20, CacheWriteTokens: 30, VendorCostUSD: 0.00042, VendorCostReported: true}, ""},
+		{"openrouter free model reports cost 0", `{"choices":[{"message":{"content":"x"},"finish_reason":"stop"}],"usage":{"prompt_tokens":10,"completion_tokens":5,"cost":0}}`,
+			"x", "stop", envelope.Usage{InputTokens: 10, OutputTokens: 5, VendorCostReported: true}, ""},
 		{"error object in 200", `{"error":{"message":"upstream failed","code":502}}`, "", "", envelope.Usage{}, provider.ClassBadResponse},
 		{"openrouter choice error", `{"choices":[{"error":{"message":"provider died","code":502},"message":{"content":""}}]}`, "", "", envelope.Usage{}, provider.ClassBadResponse},
 		{"no choices", `{"choices":[]}`, "", "", envelope.Usage{}, provider.ClassBadResponse},
@@ -263,5 +271,28 @@ func TestStatusErrorPerVendor(t *testing.T) {
 				t.Fatalf("got %+v, want class %s retryable %v", e, tc.want, tc.retryable)
 			}
 		})
+	}
+}
+
+// TestOpenRouterAsksForUsageAccounting: OpenRouter reports usage.cost
+// when the body asks for it; other OpenAI-compatible vendors get no such
+// field.
+func TestOpenRouterAsksForUsageAccounting(t *testing.T) {
+	req := &provider.Request{Model: "m", Messages: msgs()}
+	for _, tc := range []struct {
+		openRouter bool
+		want       string
+	}{{true, `{"include":true}`}, {false, ""}} {
+		body, err := New(Config{OpenRouter: tc.openRouter}).BuildBody(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var m map[string]json.RawMessage
+		if err := json.Unmarshal(body, &m); err != nil {
+			t.Fatal(err)
+		}
+		if got := string(m["usage"]); got != tc.want {
+			t.Errorf("openRouter=%v: usage %q, want %q", tc.openRouter, got, tc.want)
+		}
 	}
 }
