@@ -217,7 +217,11 @@ func (l *Ledger) decode(ctx context.Context, msgs []jetstream.Msg) *batch {
 			}
 			key := [2]string{e.RequestID, e.AttemptID}
 			if i, dup := attempts[key]; dup {
-				b.attempts[i] = &e
+				// A started event never replaces its finished attempt,
+				// whatever order the batch holds them in.
+				if e.Outcome != envelope.OutcomeStarted || b.attempts[i].Outcome == envelope.OutcomeStarted {
+					b.attempts[i] = &e
+				}
 			} else {
 				attempts[key] = len(b.attempts)
 				b.attempts = append(b.attempts, &e)
