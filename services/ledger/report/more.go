@@ -37,7 +37,12 @@ func modelsSQL(p *plan) string {
 // ALL (which ClickHouse 18.16 runs, unlike most JOINs).
 func tenantsSQL(p *plan) string {
 	dims, group := p.selectDims(), p.groupBy()
-	return "SELECT " + dims +
+	// The outer query reads the inner queries' dimension columns by name.
+	names := ""
+	if len(p.names) > 0 {
+		names = strings.Join(p.names, ", ") + ", "
+	}
+	return "SELECT " + names +
 		"sum(requests_n) AS requests, sum(attempts_n) AS attempts, " +
 		"sum(input_n) AS input_tokens, sum(output_n) AS output_tokens, sum(reasoning_n) AS reasoning_tokens, " +
 		"round(sum(cost_n), 6) AS cost_usd, sum(unpriced_n) AS unpriced_attempts FROM (" +

@@ -83,6 +83,10 @@ func TestMoreReports(t *testing.T) {
 			{"acme", "3", "3", "1500", "300", "60", "0.0025", "0.000833", "0"},
 			{"globex", "2", "5", "600", "210", "0", "0.0015", "0.00075", "1"},
 		}},
+		{"tenants by day", report.Tenants, report.Query{By: []string{"day"}}, append([]string{"day"}, tenantCols...), [][]string{
+			{"2025-03-14", "4", "7", "2000", "500", "60", "0.004", "0.001", "0"},
+			{"2025-03-15", "1", "1", "100", "10", "0", "0", "0", "1"},
+		}},
 		{"tenants by route until day 2", report.Tenants, report.Query{Until: day2.Truncate(24 * time.Hour), By: []string{"route"}},
 			append([]string{"route"}, tenantCols...), [][]string{
 				{"summarize", "3", "3", "1500", "300", "60", "0.0025", "0.000833", "0"},
