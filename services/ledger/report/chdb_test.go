@@ -78,11 +78,21 @@ func TestReportQueriesRunOnCurrentClickHouse(t *testing.T) {
 		rows int // on 18.16
 	}
 	fns := map[string]func(context.Context, string, report.Query) (*report.Table, error){
-		"cost":    func(ctx context.Context, db string, q report.Query) (*report.Table, error) { return report.Cost(ctx, conn, db, q) },
-		"errors":  func(ctx context.Context, db string, q report.Query) (*report.Table, error) { return report.Errors(ctx, conn, db, q) },
-		"latency": func(ctx context.Context, db string, q report.Query) (*report.Table, error) { return report.Latency(ctx, conn, db, q) },
-		"models":  func(ctx context.Context, db string, q report.Query) (*report.Table, error) { return report.Models(ctx, conn, db, q) },
-		"tenants": func(ctx context.Context, db string, q report.Query) (*report.Table, error) { return report.Tenants(ctx, conn, db, q) },
+		"cost": func(ctx context.Context, db string, q report.Query) (*report.Table, error) {
+			return report.Cost(ctx, conn, db, q)
+		},
+		"errors": func(ctx context.Context, db string, q report.Query) (*report.Table, error) {
+			return report.Errors(ctx, conn, db, q)
+		},
+		"latency": func(ctx context.Context, db string, q report.Query) (*report.Table, error) {
+			return report.Latency(ctx, conn, db, q)
+		},
+		"models": func(ctx context.Context, db string, q report.Query) (*report.Table, error) {
+			return report.Models(ctx, conn, db, q)
+		},
+		"tenants": func(ctx context.Context, db string, q report.Query) (*report.Table, error) {
+			return report.Tenants(ctx, conn, db, q)
+		},
 	}
 	var runs []run
 	var queries []string
