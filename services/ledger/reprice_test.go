@@ -347,3 +347,39 @@ func TestRepriceKeepsVendorCostAndStartedRows(t *testing.T) {
 		t.Fatalf("attempts %q, want %q", got, want)
 	}
 }
+
+// TestDailyRollupCountsCallsAndAbandoned: the rollup's attempts are vendor
+// calls (a saturated or circuit_open row was never one), it sums reasoning
+// tokens and counts calls left started as abandoned.
+func TestDailyRollupCountsCallsAndAbandoned(t *testing.T) {
+	conn, cfg := chtest.Migrated(t)
+	db := "`" + cfg.ClickHouseDatabase + "`"
+	ctx := context.Background()
+	b, err := conn.PrepareBatch(ctx, "INSERT INTO "+db+".attempts (request_id, attempt_id, ts, tenant, vendor, model, outcome, error_class, "+
+		"output_tokens, reasoning_tokens, cost_usd)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range []struct {
+		id, outcome, class string
+		out, reasoning     uint32
+		cost               float64
+	}{
+		{"a#1", "ok", "", 500, 300, 0.002},
+		{"b#1", "error", "saturated", 0, 0, 0},
+		{"b#2", "error", "circuit_open", 0, 0, 0},
+		{"c#1", "started", "", 0, 0, 0},
+		{"d#1", "error", "server_error", 0, 0, 0},
+	} {
+		if err := b.Append(r.id[:1], r.id, rday1, "acme", "openai", "gpt-4o-mini", r.outcome, r.class, r.out, r.reasoning, r.cost); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := b.Send(); err != nil {
+		t.Fatal(err)
+	}
+	got := queryStrings(t, conn, "SELECT attempts, round(cost_usd, 6), output_tokens, reasoning_tokens, abandoned FROM "+db+".daily_rollup")
+	if want := [][]string{{"3", "0.002", "500", "300", "1"}}; !slices.EqualFunc(got, want, slices.Equal[[]string]) {
+		t.Fatalf("rollup %q, want %q", got, want)
+	}
+}
