@@ -210,7 +210,9 @@ func (l *Ledger) decode(ctx context.Context, msgs []jetstream.Msg) *batch {
 				l.deadLetter(ctx, m, ReasonInvalidEvent, e.RequestID, err)
 				continue
 			}
-			if !Reprice(l.catalog, &e) {
+			// A started event and its finished one are one call: the
+			// unknown model is reported once, for the finished one.
+			if !Reprice(l.catalog, &e) && e.Outcome != envelope.OutcomeStarted {
 				l.m.unknownModelAttempt()
 				l.log.Warn().Str("vendor", e.Vendor).Str("model", e.Model).Str("request_id", e.RequestID).
 					Msg("model not in the pricing catalog: stored with price_known=0")
