@@ -105,7 +105,8 @@ func New(kind string, cfg Config) (provider.Adapter, error) {
 	case ProtocolGemini:
 		return gemini.New(gemini.Config{BaseURL: base, APIKey: cfg.APIKey, HTTPClient: cfg.HTTPClient, Headers: cfg.Headers}), nil
 	case ProtocolOpenAI:
-		return openai.New(openai.Config{BaseURL: base, APIKey: cfg.APIKey, HTTPClient: cfg.HTTPClient, Headers: cfg.Headers}), nil
+		return openai.New(openai.Config{BaseURL: base, APIKey: cfg.APIKey, HTTPClient: cfg.HTTPClient, Headers: cfg.Headers,
+			OpenRouter: k == KindOpenRouter}), nil
 	}
 	return nil, fmt.Errorf("adapters: unknown protocol %q", proto)
 }

@@ -103,11 +103,34 @@ type Reply struct {
 // Usage is normalised across vendors: InputTokens counts every prompt token,
 // cached ones included; CachedTokens is the cached (cache-read) subset and
 // CacheWriteTokens the subset written to a vendor's prompt cache.
+// OutputTokens counts every billed output token, reasoning included, and
+// ReasoningTokens is the subset the model spent thinking (OpenAI's
+// completion_tokens_details.reasoning_tokens; Gemini's thoughtsTokenCount,
+// which Gemini bills as output but leaves out of candidatesTokenCount, so
+// the adapter adds it to OutputTokens; Anthropic counts thinking in
+// output_tokens without a separate figure, so it stays 0 there).
 type Usage struct {
 	InputTokens      int `json:"input_tokens"`
 	OutputTokens     int `json:"output_tokens"`
 	CachedTokens     int `json:"cached_tokens"`
 	CacheWriteTokens int `json:"cache_write_tokens,omitempty"`
+	ReasoningTokens  int `json:"reasoning_tokens,omitempty"`
+	// VendorCostUSD is what the vendor says the call cost (OpenRouter's
+	// usage.cost), valid when VendorCostReported: a free model reports 0.
+	// When reported it is the attempt's cost (pricing.Cost); the catalog
+	// price is the fallback.
+	VendorCostUSD      float64 `json:"vendor_cost_usd,omitempty"`
+	VendorCostReported bool    `json:"vendor_cost_reported,omitempty"`
+}
+
+// Add adds o's token counts to u. Vendor-reported costs are per call and
+// are not summed here: a reply's cost_usd is the sum of its attempts' costs.
+func (u *Usage) Add(o Usage) {
+	u.InputTokens += o.InputTokens
+	u.OutputTokens += o.OutputTokens
+	u.CachedTokens += o.CachedTokens
+	u.CacheWriteTokens += o.CacheWriteTokens
+	u.ReasoningTokens += o.ReasoningTokens
 }
 
 // Attempt outcomes.
@@ -278,6 +301,13 @@ func AttemptID(requestID string, attempt int) string {
 }
 
 // AttemptEvent is one row of the attempts table (llm.telemetry.attempt).
+//
+// An executor publishes one with Outcome "started" (no usage, no cost)
+// before it calls the vendor, and the finished attempt's event, with the
+// same AttemptID and the same TS (the call's start, Result.StartedAt),
+// replaces it in the ledger whichever arrives first. TS must be equal:
+// the attempts table is partitioned by month of ts, and rows only replace
+// each other within a partition.
 type AttemptEvent struct {
 	RequestID     string    `json:"request_id"`
 	AttemptID     string    `json:"attempt_id"`
@@ -299,12 +329,35 @@ type AttemptEvent struct {
 	OutputTokens  int       `json:"output_tokens"`
 	CachedTokens  int       `json:"cached_tokens"`
 	CacheWrite    int       `json:"cache_write_tokens"`
-	CostUSD       float64   `json:"cost_usd"`
-	PriceKnown    bool      `json:"price_known"`
-	LatencyMS     int64     `json:"latency_ms"`
-	Hedged        bool      `json:"hedged"`
-	CacheHit      bool      `json:"cache_hit"`
-	TraceID       string    `json:"trace_id"`
+	// ReasoningTokens is the subset of OutputTokens spent thinking.
+	ReasoningTokens int `json:"reasoning_tokens"`
+	// VendorCostUSD is the vendor-reported cost (see Usage), valid when
+	// VendorCostReported; the ledger then stores it as the attempt's cost.
+	VendorCostUSD      float64 `json:"vendor_cost_usd"`
+	VendorCostReported bool    `json:"vendor_cost_reported"`
+	CostUSD            float64 `json:"cost_usd"`
+	PriceKnown         bool    `json:"price_known"`
+	LatencyMS          int64   `json:"latency_ms"`
+	Hedged             bool    `json:"hedged"`
+	// CacheHit: the vendor served part of the prompt from its prompt cache
+	// (CachedTokens > 0). The ledger derives it from the tokens itself.
+	CacheHit bool   `json:"cache_hit"`
+	TraceID  string `json:"trace_id"`
+}
+
+// SetUsage copies a call's usage into the event: every token count and the
+// vendor-reported cost.
+func (e *AttemptEvent) SetUsage(u Usage) {
+	e.InputTokens, e.OutputTokens, e.CachedTokens, e.CacheWrite = u.InputTokens, u.OutputTokens, u.CachedTokens, u.CacheWriteTokens
+	e.ReasoningTokens = u.ReasoningTokens
+	e.VendorCostUSD, e.VendorCostReported = u.VendorCostUSD, u.VendorCostReported
+}
+
+// Usage is the event's usage, as SetUsage stored it.
+func (e *AttemptEvent) Usage() Usage {
+	return Usage{InputTokens: e.InputTokens, OutputTokens: e.OutputTokens, CachedTokens: e.CachedTokens,
+		CacheWriteTokens: e.CacheWrite, ReasoningTokens: e.ReasoningTokens,
+		VendorCostUSD: e.VendorCostUSD, VendorCostReported: e.VendorCostReported}
 }
 
 // RequestEvent is one row of the requests table (llm.telemetry.request).
@@ -336,5 +389,15 @@ type RequestEvent struct {
 	InputTokens    int       `json:"input_tokens"`
 	OutputTokens   int       `json:"output_tokens"`
 	CachedTokens   int       `json:"cached_tokens"`
-	TraceID        string    `json:"trace_id"`
+	// ReasoningTokens is the subset of OutputTokens spent thinking.
+	ReasoningTokens int    `json:"reasoning_tokens"`
+	TraceID         string `json:"trace_id"`
+}
+
+// AddUsage adds one attempt's token counts to the request's totals.
+func (e *RequestEvent) AddUsage(u Usage) {
+	e.InputTokens += u.InputTokens
+	e.OutputTokens += u.OutputTokens
+	e.CachedTokens += u.CachedTokens
+	e.ReasoningTokens += u.ReasoningTokens
 }

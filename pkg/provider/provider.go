@@ -41,26 +41,9 @@ type Adapter interface {
 	Complete(ctx context.Context, req *Request) (*Response, error)
 }
 
-// Error classes. Retryable ones let the router fall to the next target.
-const (
-	ClassRateLimited     = "rate_limited"      // 429
-	ClassTimeout         = "timeout"           // 408, deadline, client timeout
-	ClassConflict        = "conflict"          // 409
-	ClassServerError     = "server_error"      // 5xx
-	ClassOverloaded      = "overloaded"        // 529, 503 overloaded
-	ClassConnection      = "connection"        // reset, refused
-	ClassBadResponse     = "bad_response"      // unparseable 200, 200-with-error body
-	ClassInvalidRequest  = "invalid_request"   // 400
-	ClassAuth            = "auth"              // 401
-	ClassForbidden       = "forbidden"         // 403
-	ClassNotFound        = "not_found"         // 404
-	ClassPayloadTooLarge = "payload_too_large" // 413
-	ClassUnprocessable   = "unprocessable"     // 422
-)
-
 // Error is a classified vendor failure.
 type Error struct {
-	Class      string
+	Class      Class
 	HTTPStatus int
 	Retryable  bool
 	RetryAfter time.Duration
@@ -74,34 +57,58 @@ func (e *Error) Error() string {
 	return fmt.Sprintf("vendor %s: %s", e.Class, e.Message)
 }
 
-// ClassifyStatus maps an HTTP status to an error class and retryability.
-func ClassifyStatus(status int) (class string, retryable bool) {
-	switch {
-	case status == 429:
-		return ClassRateLimited, true
-	case status == 408:
-		return ClassTimeout, true
-	case status == 409:
-		return ClassConflict, true
-	case status == 529:
-		return ClassOverloaded, true
-	case status >= 500:
-		return ClassServerError, true
-	case status == 400:
-		return ClassInvalidRequest, false
-	case status == 401:
-		return ClassAuth, false
-	case status == 403:
-		return ClassForbidden, false
-	case status == 404:
-		return ClassNotFound, false
-	case status == 413:
-		return ClassPayloadTooLarge, false
-	case status == 422:
-		return ClassUnprocessable, false
-	default:
-		return ClassInvalidRequest, false
+// ClassifyStatus maps an HTTP status to its class by the table every vendor
+// shares; adapters refine it with what their vendor's error body says
+// (Reclassify). Every status has a deliberate class: 402 is an account
+// problem, 405 and 410 are "no such endpoint or model", 451 a content
+// refusal, any other 4xx client_error (terminal), any other 5xx
+// server_error, anything else (1xx, 3xx) an unusable answer.
+func ClassifyStatus(status int) (class Class, retryable bool) {
+	class = classifyStatus(status)
+	return class, class.Retryable()
+}
+
+func classifyStatus(status int) Class {
+	switch status {
+	case 400:
+		return ClassInvalidRequest
+	case 401:
+		return ClassAuth
+	case 402:
+		return ClassPaymentRequired
+	case 403:
+		return ClassForbidden
+	case 404, 405, 410:
+		return ClassNotFound
+	case 408, 504:
+		return ClassTimeout
+	case 409:
+		return ClassConflict
+	case 413:
+		return ClassPayloadTooLarge
+	case 422:
+		return ClassUnprocessable
+	case 429:
+		return ClassRateLimited
+	case 451:
+		return ClassContentRefused
+	case 529:
+		return ClassOverloaded
 	}
+	switch {
+	case status >= 400 && status < 500:
+		return ClassClientError
+	case status >= 500 && status < 600:
+		return ClassServerError
+	}
+	return ClassBadResponse
+}
+
+// Reclassify gives e another class (and that class's retryability): an
+// adapter's refinement of the status table from the vendor's error body.
+func (e *Error) Reclassify(c Class) *Error {
+	e.Class, e.Retryable = c, c.Retryable()
+	return e
 }
 
 // AsError classifies any error returned by an adapter. Errors that are not

@@ -175,7 +175,7 @@ func ParseRetryAfter(h http.Header, now time.Time) time.Duration {
 // the vendor's own message (already extracted from its error body); secret,
 // when non-empty, is scrubbed from it.
 func StatusError(status int, h http.Header, message, secret string) *Error {
-	class, retryable := ClassifyStatus(status)
+	class := classifyStatus(status)
 	if status == http.StatusServiceUnavailable && strings.Contains(strings.ToLower(message), "overloaded") {
 		class = ClassOverloaded
 	}
@@ -188,7 +188,7 @@ func StatusError(status int, h http.Header, message, secret string) *Error {
 	return &Error{
 		Class:      class,
 		HTTPStatus: status,
-		Retryable:  retryable,
+		Retryable:  class.Retryable(),
 		RetryAfter: ParseRetryAfter(h, time.Now()),
 		Message:    CleanMessage(message, secret),
 	}

@@ -92,7 +92,7 @@ func TestStatusError(t *testing.T) {
 	cases := []struct {
 		status    int
 		msg       string
-		class     string
+		class     Class
 		retryable bool
 	}{
 		{400, "bad", ClassInvalidRequest, false},
@@ -164,7 +164,7 @@ func TestPostJSONClassifiesTransportErrors(t *testing.T) {
 		ctx    context.Context
 		client *http.Client
 		url    string
-		class  string
+		class  Class
 	}{
 		{"context deadline", ctx, nil, slow.URL, ClassTimeout},
 		{"client timeout", context.Background(), &http.Client{Timeout: 50 * time.Millisecond}, slow.URL, ClassTimeout},
@@ -177,5 +177,62 @@ func TestPostJSONClassifiesTransportErrors(t *testing.T) {
 				t.Fatalf("got %v, want %s", err, tc.class)
 			}
 		})
+	}
+}
+
+// TestClassifyStatusIsDeliberate: statuses outside the old table are no
+// longer invalid_request by default.
+func TestClassifyStatusIsDeliberate(t *testing.T) {
+	cases := []struct {
+		status    int
+		want      Class
+		retryable bool
+	}{
+		{400, ClassInvalidRequest, false}, {401, ClassAuth, false}, {402, ClassPaymentRequired, false},
+		{403, ClassForbidden, false}, {404, ClassNotFound, false}, {405, ClassNotFound, false},
+		{408, ClassTimeout, true}, {409, ClassConflict, true}, {410, ClassNotFound, false},
+		{413, ClassPayloadTooLarge, false}, {418, ClassClientError, false}, {422, ClassUnprocessable, false},
+		{429, ClassRateLimited, true}, {451, ClassContentRefused, false}, {499, ClassClientError, false},
+		{500, ClassServerError, true}, {502, ClassServerError, true}, {504, ClassTimeout, true},
+		{529, ClassOverloaded, true}, {599, ClassServerError, true}, {302, ClassBadResponse, true},
+	}
+	for _, tc := range cases {
+		c, r := ClassifyStatus(tc.status)
+		if c != tc.want || r != tc.retryable {
+			t.Errorf("ClassifyStatus(%d) = %s, %v; want %s, %v", tc.status, c, r, tc.want, tc.retryable)
+		}
+		if _, known := c.Info(); !known {
+			t.Errorf("ClassifyStatus(%d) = %s, not in the class table", tc.status, c)
+		}
+	}
+}
+
+// TestClassTable: the not-a-vendor-failure classes are exactly the ones
+// the executor and gate produce for skipped, cut-short or rejected calls.
+func TestClassTable(t *testing.T) {
+	cases := []struct {
+		c                         Class
+		retryable, health, called bool
+	}{
+		{ClassServerError, true, true, true},
+		{ClassRateLimited, true, true, true},
+		{ClassTimeout, true, true, true},
+		{ClassInvalidRequest, false, false, true},
+		{ClassContextLength, false, false, true},
+		{ClassPaymentRequired, false, false, true},
+		{ClassSaturated, true, false, false},
+		{ClassCircuitOpen, true, false, false},
+		{ClassCancelled, false, false, true},
+		{ClassQuality, true, false, true},
+		{Class("brand_new"), true, true, true},
+	}
+	for _, tc := range cases {
+		if tc.c.Retryable() != tc.retryable || tc.c.CountsAgainstVendor() != tc.health || tc.c.Called() != tc.called {
+			t.Errorf("%s: retryable %v health %v called %v", tc.c, tc.c.Retryable(), tc.c.CountsAgainstVendor(), tc.c.Called())
+		}
+	}
+	skipped := ClassesOf(OriginSkipped)
+	if len(skipped) != 2 || skipped[0] != ClassCircuitOpen || skipped[1] != ClassSaturated {
+		t.Errorf("skipped classes %v", skipped)
 	}
 }

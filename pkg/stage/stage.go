@@ -197,9 +197,7 @@ func RequestEventFor(w *envelope.Work, r *envelope.Reply, now time.Time) *envelo
 		TraceID:        TraceID(w.TraceParent),
 	}
 	for _, a := range w.Attempts {
-		ev.InputTokens += a.Usage.InputTokens
-		ev.OutputTokens += a.Usage.OutputTokens
-		ev.CachedTokens += a.Usage.CachedTokens
+		ev.AddUsage(a.Usage)
 	}
 	if r.Error != nil {
 		ev.ErrorCode = r.Error.Code

@@ -338,7 +338,7 @@ func (e *Executor) call(ctx context.Context, d *pipeline.Delivery, w *envelope.W
 		}
 	}
 	if timeout <= 0 {
-		return &envelope.Result{ErrorClass: provider.ClassTimeout, Retryable: true, ErrorMessage: "request deadline passed before the call", StartedAt: e.d.Now().UTC()}
+		return &envelope.Result{ErrorClass: string(provider.ClassTimeout), Retryable: true, ErrorMessage: "request deadline passed before the call", StartedAt: e.d.Now().UTC()}
 	}
 	cctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
@@ -375,10 +375,10 @@ func (e *Executor) call(ctx context.Context, d *pipeline.Delivery, w *envelope.W
 	}
 	if err != nil {
 		ve := provider.AsError(err)
-		res.ErrorClass, res.HTTPStatus, res.Retryable = ve.Class, ve.HTTPStatus, ve.Retryable
+		res.ErrorClass, res.HTTPStatus, res.Retryable = string(ve.Class), ve.HTTPStatus, ve.Retryable
 		res.ErrorMessage, res.RetryAfterMS = ve.Message, ve.RetryAfter.Milliseconds()
-		e.calls.WithLabelValues(t.Vendor, t.Model, ve.Class).Inc()
-		e.d.Log.Debug().Str("request_id", w.Request.ID).Str("vendor", t.Vendor).Str("model", t.Model).Str("class", ve.Class).Int("http_status", ve.HTTPStatus).Msg("vendor call failed")
+		e.calls.WithLabelValues(t.Vendor, t.Model, string(ve.Class)).Inc()
+		e.d.Log.Debug().Str("request_id", w.Request.ID).Str("vendor", t.Vendor).Str("model", t.Model).Str("class", string(ve.Class)).Int("http_status", ve.HTTPStatus).Msg("vendor call failed")
 		return res
 	}
 	res.Content, res.FinishReason, res.Usage, res.HTTPStatus = resp.Content, resp.FinishReason, resp.Usage, resp.HTTPStatus

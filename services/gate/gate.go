@@ -242,10 +242,7 @@ func (g *Gate) finishOK(ctx context.Context, w *envelope.Work, res *envelope.Res
 	r.Vendor, r.Model = t.Vendor, t.Model
 	r.Degraded = degraded
 	for _, a := range w.Attempts {
-		r.Usage.InputTokens += a.Usage.InputTokens
-		r.Usage.OutputTokens += a.Usage.OutputTokens
-		r.Usage.CachedTokens += a.Usage.CachedTokens
-		r.Usage.CacheWriteTokens += a.Usage.CacheWriteTokens
+		r.Usage.Add(a.Usage)
 	}
 	if err := g.pub.Finish(ctx, w, r, now); err != nil {
 		return err
@@ -279,15 +276,12 @@ func (g *Gate) recordAttempt(ctx context.Context, w *envelope.Work, a *envelope.
 		Outcome:       a.Outcome,
 		ErrorClass:    a.ErrorClass,
 		HTTPStatus:    a.HTTPStatus,
-		InputTokens:   a.Usage.InputTokens,
-		OutputTokens:  a.Usage.OutputTokens,
-		CachedTokens:  a.Usage.CachedTokens,
-		CacheWrite:    a.Usage.CacheWriteTokens,
 		CostUSD:       a.CostUSD,
 		PriceKnown:    res.PriceKnown,
 		LatencyMS:     a.LatencyMS,
 		Hedged:        w.Hedged,
 		TraceID:       stage.TraceID(w.TraceParent),
 	}
+	ev.SetUsage(a.Usage)
 	return g.pub.Publish(ctx, natsx.SubjectAttempt, ev.AttemptID, ev, nats.Header{natsx.HeaderTraceParent: []string{w.TraceParent}})
 }

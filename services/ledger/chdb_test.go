@@ -32,6 +32,7 @@ try {
     version: String(s.query("SELECT version()", "TSV")).trim(),
     rollup: String(s.query("SELECT toString(day), tenant, attempts, cost_usd, requests FROM switchyard_chdb.daily_rollup", "TSV")).trim(),
     migrations: String(s.query("SELECT count() FROM switchyard_chdb.schema_migrations FINAL", "TSV")).trim(),
+    accounting: String(s.query("SELECT cost_source, reasoning_tokens FROM switchyard_chdb.attempts FINAL", "TSV")).trim(),
   };
   console.log(JSON.stringify(out));
 } finally {
@@ -81,7 +82,7 @@ func TestMigrationsRunOnCurrentClickHouse(t *testing.T) {
 		}
 		t.Fatalf("chdb: %v\n%s\n%s", err, out, stderr)
 	}
-	var res struct{ Version, Rollup, Migrations string }
+	var res struct{ Version, Rollup, Migrations, Accounting string }
 	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
 	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &res); err != nil {
 		t.Fatalf("chdb output %q: %v", out, err)
@@ -90,6 +91,10 @@ func TestMigrationsRunOnCurrentClickHouse(t *testing.T) {
 	// The duplicate attempt counts once through the view's FINAL.
 	if want := "2025-03-14\tacme\t1\t0.5\t0"; res.Rollup != want {
 		t.Errorf("daily_rollup on chdb = %q, want %q", res.Rollup, want)
+	}
+	// A row written without the accounting columns reads their defaults.
+	if want := "catalog\t0"; res.Accounting != want {
+		t.Errorf("attempts cost_source, reasoning_tokens on chdb = %q, want %q", res.Accounting, want)
 	}
 	if res.Migrations != "1" {
 		t.Errorf("schema_migrations FINAL on chdb = %q, want 1", res.Migrations)

@@ -139,7 +139,7 @@ func Migrate(ctx context.Context, conn driver.Conn, database string, log zerolog
 	run := func(m Migration) error {
 		for i, s := range m.Statements {
 			q := strings.ReplaceAll(s, DatabasePlaceholder, db)
-			if err := conn.Exec(ctx, q); err != nil {
+			if err := conn.Exec(ctx, q); err != nil && !columnExists(q, err) {
 				return fmt.Errorf("migration %s statement %d: %w", m.Name, i+1, err)
 			}
 		}
@@ -182,6 +182,20 @@ func Migrate(ctx context.Context, conn driver.Conn, database string, log zerolog
 		log.Info().Str("migration", m.Name).Str("database", database).Msg("clickhouse migration applied")
 	}
 	return applied, nil
+}
+
+// errColumnExists is ClickHouse's ILLEGAL_COLUMN, which ADD COLUMN returns
+// for a column the table already has (18.16 and current releases alike).
+const errColumnExists = 44
+
+// columnExists reports whether err is an ADD COLUMN finding its column
+// already there: the statement was applied by an earlier, interrupted run.
+// ClickHouse 18.16 has no ADD COLUMN IF NOT EXISTS, so migrations add one
+// column per statement and rely on this.
+func columnExists(stmt string, err error) bool {
+	var ex *clickhouse.Exception
+	return errors.As(err, &ex) && ex.Code == errColumnExists &&
+		strings.Contains(strings.ToUpper(stmt), "ADD COLUMN") && strings.Contains(ex.Message, "already exists")
 }
 
 // record notes a migration in schema_migrations. It uses a batch insert:

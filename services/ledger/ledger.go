@@ -210,14 +210,20 @@ func (l *Ledger) decode(ctx context.Context, msgs []jetstream.Msg) *batch {
 				l.deadLetter(ctx, m, ReasonInvalidEvent, e.RequestID, err)
 				continue
 			}
-			if !Reprice(l.catalog, &e) {
+			// A started event and its finished one are one call: the
+			// unknown model is reported once, for the finished one.
+			if !Reprice(l.catalog, &e) && e.Outcome != envelope.OutcomeStarted {
 				l.m.unknownModelAttempt()
 				l.log.Warn().Str("vendor", e.Vendor).Str("model", e.Model).Str("request_id", e.RequestID).
 					Msg("model not in the pricing catalog: stored with price_known=0")
 			}
 			key := [2]string{e.RequestID, e.AttemptID}
 			if i, dup := attempts[key]; dup {
-				b.attempts[i] = &e
+				// A started event never replaces its finished attempt,
+				// whatever order the batch holds them in.
+				if e.Outcome != envelope.OutcomeStarted || b.attempts[i].Outcome == envelope.OutcomeStarted {
+					b.attempts[i] = &e
+				}
 			} else {
 				attempts[key] = len(b.attempts)
 				b.attempts = append(b.attempts, &e)

@@ -43,8 +43,10 @@ type attemptRecord struct {
 	OutputTokens     uint32    `ch:"output_tokens"`
 	CachedTokens     uint32    `ch:"cached_tokens"`
 	CacheWriteTokens uint32    `ch:"cache_write_tokens"`
+	ReasoningTokens  uint32    `ch:"reasoning_tokens"`
 	CostUSD          float64   `ch:"cost_usd"`
 	PriceKnown       uint8     `ch:"price_known"`
+	CostSource       string    `ch:"cost_source"`
 	LatencyMS        uint32    `ch:"latency_ms"`
 	Hedged           uint8     `ch:"hedged"`
 	CacheHit         uint8     `ch:"cache_hit"`
@@ -55,48 +57,49 @@ type attemptRecord struct {
 func (a *attemptRecord) values() []any {
 	return []any{a.RequestID, a.AttemptID, a.Attempt, a.TS, a.Tenant, a.UserHash, a.EndpointTag, a.PromptVersion,
 		a.Environment, a.Route, a.Strategy, a.Vendor, a.Model, a.Outcome, a.ErrorClass, a.HTTPStatus, a.InputTokens,
-		a.OutputTokens, a.CachedTokens, a.CacheWriteTokens, a.CostUSD, a.PriceKnown, a.LatencyMS, a.Hedged,
-		a.CacheHit, a.TraceID, a.IngestedAt}
+		a.OutputTokens, a.CachedTokens, a.CacheWriteTokens, a.ReasoningTokens, a.CostUSD, a.PriceKnown, a.CostSource,
+		a.LatencyMS, a.Hedged, a.CacheHit, a.TraceID, a.IngestedAt}
 }
 
 // requestRecord is a full requests row, in requestColumns order.
 type requestRecord struct {
-	RequestID      string    `ch:"request_id"`
-	TS             time.Time `ch:"ts"`
-	FinishedAt     time.Time `ch:"finished_at"`
-	Tenant         string    `ch:"tenant"`
-	UserHash       string    `ch:"user_hash"`
-	EndpointTag    string    `ch:"endpoint_tag"`
-	PromptVersion  string    `ch:"prompt_version"`
-	Environment    string    `ch:"environment"`
-	Route          string    `ch:"route"`
-	Strategy       string    `ch:"strategy"`
-	Task           string    `ch:"task"`
-	Status         string    `ch:"status"`
-	ErrorCode      string    `ch:"error_code"`
-	Vendor         string    `ch:"vendor"`
-	Model          string    `ch:"model"`
-	Attempts       uint16    `ch:"attempts"`
-	Fallback       uint8     `ch:"fallback"`
-	FallbackReason string    `ch:"fallback_reason"`
-	Escalated      uint8     `ch:"escalated"`
-	Degraded       uint8     `ch:"degraded"`
-	QualityPassed  uint8     `ch:"quality_passed"`
-	Cached         uint8     `ch:"cached"`
-	CostUSD        float64   `ch:"cost_usd"`
-	LatencyMS      uint32    `ch:"latency_ms"`
-	InputTokens    uint32    `ch:"input_tokens"`
-	OutputTokens   uint32    `ch:"output_tokens"`
-	CachedTokens   uint32    `ch:"cached_tokens"`
-	TraceID        string    `ch:"trace_id"`
-	IngestedAt     time.Time `ch:"ingested_at"`
+	RequestID       string    `ch:"request_id"`
+	TS              time.Time `ch:"ts"`
+	FinishedAt      time.Time `ch:"finished_at"`
+	Tenant          string    `ch:"tenant"`
+	UserHash        string    `ch:"user_hash"`
+	EndpointTag     string    `ch:"endpoint_tag"`
+	PromptVersion   string    `ch:"prompt_version"`
+	Environment     string    `ch:"environment"`
+	Route           string    `ch:"route"`
+	Strategy        string    `ch:"strategy"`
+	Task            string    `ch:"task"`
+	Status          string    `ch:"status"`
+	ErrorCode       string    `ch:"error_code"`
+	Vendor          string    `ch:"vendor"`
+	Model           string    `ch:"model"`
+	Attempts        uint16    `ch:"attempts"`
+	Fallback        uint8     `ch:"fallback"`
+	FallbackReason  string    `ch:"fallback_reason"`
+	Escalated       uint8     `ch:"escalated"`
+	Degraded        uint8     `ch:"degraded"`
+	QualityPassed   uint8     `ch:"quality_passed"`
+	Cached          uint8     `ch:"cached"`
+	CostUSD         float64   `ch:"cost_usd"`
+	LatencyMS       uint32    `ch:"latency_ms"`
+	InputTokens     uint32    `ch:"input_tokens"`
+	OutputTokens    uint32    `ch:"output_tokens"`
+	CachedTokens    uint32    `ch:"cached_tokens"`
+	ReasoningTokens uint32    `ch:"reasoning_tokens"`
+	TraceID         string    `ch:"trace_id"`
+	IngestedAt      time.Time `ch:"ingested_at"`
 }
 
 func (r *requestRecord) values() []any {
 	return []any{r.RequestID, r.TS, r.FinishedAt, r.Tenant, r.UserHash, r.EndpointTag, r.PromptVersion, r.Environment,
 		r.Route, r.Strategy, r.Task, r.Status, r.ErrorCode, r.Vendor, r.Model, r.Attempts, r.Fallback, r.FallbackReason,
 		r.Escalated, r.Degraded, r.QualityPassed, r.Cached, r.CostUSD, r.LatencyMS, r.InputTokens, r.OutputTokens,
-		r.CachedTokens, r.TraceID, r.IngestedAt}
+		r.CachedTokens, r.ReasoningTokens, r.TraceID, r.IngestedAt}
 }
 
 // costEpsilon is the smallest cost change RepriceRange writes.
@@ -151,18 +154,24 @@ func RepriceRange(ctx context.Context, conn driver.Conn, database string, c pric
 			return res, fmt.Errorf("reprice: scan attempt: %w", err)
 		}
 		res.AttemptsScanned++
-		usd, known := pricing.Cost(c, a.Vendor, a.Model, envelope.Usage{
+		// A vendor-reported cost is what was charged, and a started
+		// attempt has no usage to price: both stay as they are.
+		if a.CostSource == string(pricing.SourceVendor) || a.Outcome == envelope.OutcomeStarted {
+			continue
+		}
+		usd, src := pricing.Quote(c, a.Vendor, a.Model, envelope.Usage{
 			InputTokens:      int(a.InputTokens),
 			OutputTokens:     int(a.OutputTokens),
 			CachedTokens:     int(a.CachedTokens),
 			CacheWriteTokens: int(a.CacheWriteTokens),
+			ReasoningTokens:  int(a.ReasoningTokens),
 		})
-		usd = finite(usd)
-		if math.Abs(usd-a.CostUSD) <= costEpsilon && b8(known) == a.PriceKnown {
+		usd, known := finite(usd), src != pricing.SourceNone
+		if math.Abs(usd-a.CostUSD) <= costEpsilon && b8(known) == a.PriceKnown && string(src) == a.CostSource {
 			continue
 		}
 		res.AttemptCostDelta += usd - a.CostUSD
-		a.CostUSD, a.PriceKnown = usd, b8(known)
+		a.CostUSD, a.PriceKnown, a.CostSource = usd, b8(known), string(src)
 		a.IngestedAt = newVersion(now, a.IngestedAt)
 		changed = append(changed, a)
 	}

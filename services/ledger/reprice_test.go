@@ -292,3 +292,94 @@ func TestRepriceRangeRejectsBadInput(t *testing.T) {
 		t.Fatal("until before since: want an error")
 	}
 }
+
+// TestRepriceKeepsVendorCostAndStartedRows: a reprice never replaces what
+// a vendor said it charged, leaves a started row at the lowest version (so
+// its finished event still replaces it), and prices reasoning as output.
+func TestRepriceKeepsVendorCostAndStartedRows(t *testing.T) {
+	conn, cfg := chtest.Migrated(t)
+	db := cfg.ClickHouseDatabase
+	q := "`" + db + "`"
+	ctx := context.Background()
+	base := time.Now().UTC().Truncate(time.Second).Add(-time.Hour)
+	rows := []struct {
+		req, outcome, vendor, model string
+		out, reasoning              uint32
+		cost                        float64
+		known                       uint8
+		source                      string
+		ingested                    time.Time
+	}{
+		{"v1", "ok", "openrouter", "meta-llama/llama-3.3-70b-instruct", 100, 0, 0.0042, 1, "vendor", base},
+		{"s1", "started", "openai", "gpt-4o-mini", 0, 0, 0, 1, "none", ledger.StartedVersion},
+		{"c1", "ok", "openai", "gpt-4o-mini", 100, 80, 0.9, 1, "catalog", base},
+	}
+	for _, r := range rows {
+		b, err := conn.PrepareBatch(ctx, "INSERT INTO "+q+".attempts (request_id, attempt_id, ts, tenant, vendor, model, outcome, "+
+			"input_tokens, output_tokens, reasoning_tokens, cost_usd, price_known, cost_source, ingested_at)")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := b.Append(r.req, r.req+"#1", rday1, "acme", r.vendor, r.model, r.outcome, uint32(1000), r.out, r.reasoning,
+			r.cost, r.known, r.source, r.ingested); err != nil {
+			t.Fatal(err)
+		}
+		if err := b.Send(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	res, err := ledger.RepriceRange(ctx, conn, db, testCatalog, rday1.Truncate(24*time.Hour), time.Time{}, time.Now(), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.AttemptsScanned != 3 || res.AttemptsChanged != 1 {
+		t.Fatalf("result %+v, want 3 scanned and only c1 changed", res)
+	}
+	got := queryStrings(t, conn, "SELECT request_id, outcome, round(cost_usd, 9), price_known, cost_source, toUInt64(toUnixTimestamp(ingested_at)) "+
+		"FROM "+q+".attempts FINAL ORDER BY request_id")
+	// c1: 1000 in at $0.15 + 100 out (80 of them reasoning) at $0.60.
+	want := [][]string{
+		{"c1", "ok", "0.00021", "1", "catalog", got[0][5]},
+		{"s1", "started", "0", "1", "none", "1"},
+		{"v1", "ok", "0.0042", "1", "vendor", strconv.FormatInt(base.Unix(), 10)},
+	}
+	if !slices.EqualFunc(got, want, slices.Equal[[]string]) {
+		t.Fatalf("attempts %q, want %q", got, want)
+	}
+}
+
+// TestDailyRollupCountsCallsAndAbandoned: the rollup's attempts are vendor
+// calls (a saturated or circuit_open row was never one), it sums reasoning
+// tokens and counts calls left started as abandoned.
+func TestDailyRollupCountsCallsAndAbandoned(t *testing.T) {
+	conn, cfg := chtest.Migrated(t)
+	db := "`" + cfg.ClickHouseDatabase + "`"
+	ctx := context.Background()
+	b, err := conn.PrepareBatch(ctx, "INSERT INTO "+db+".attempts (request_id, attempt_id, ts, tenant, vendor, model, outcome, error_class, "+
+		"output_tokens, reasoning_tokens, cost_usd)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range []struct {
+		id, outcome, class string
+		out, reasoning     uint32
+		cost               float64
+	}{
+		{"a#1", "ok", "", 500, 300, 0.002},
+		{"b#1", "error", "saturated", 0, 0, 0},
+		{"b#2", "error", "circuit_open", 0, 0, 0},
+		{"c#1", "started", "", 0, 0, 0},
+		{"d#1", "error", "server_error", 0, 0, 0},
+	} {
+		if err := b.Append(r.id[:1], r.id, rday1, "acme", "openai", "gpt-4o-mini", r.outcome, r.class, r.out, r.reasoning, r.cost); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := b.Send(); err != nil {
+		t.Fatal(err)
+	}
+	got := queryStrings(t, conn, "SELECT attempts, round(cost_usd, 6), output_tokens, reasoning_tokens, abandoned FROM "+db+".daily_rollup")
+	if want := [][]string{{"3", "0.002", "500", "300", "1"}}; !slices.EqualFunc(got, want, slices.Equal[[]string]) {
+		t.Fatalf("rollup %q, want %q", got, want)
+	}
+}

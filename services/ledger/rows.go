@@ -14,12 +14,12 @@ import (
 const (
 	attemptColumns = "request_id, attempt_id, attempt, ts, tenant, user_hash, endpoint_tag, prompt_version, " +
 		"environment, route, strategy, vendor, model, outcome, error_class, http_status, input_tokens, " +
-		"output_tokens, cached_tokens, cache_write_tokens, cost_usd, price_known, latency_ms, hedged, " +
-		"cache_hit, trace_id, ingested_at"
+		"output_tokens, cached_tokens, cache_write_tokens, reasoning_tokens, cost_usd, price_known, cost_source, " +
+		"latency_ms, hedged, cache_hit, trace_id, ingested_at"
 	requestColumns = "request_id, ts, finished_at, tenant, user_hash, endpoint_tag, prompt_version, environment, " +
 		"route, strategy, task, status, error_code, vendor, model, attempts, fallback, fallback_reason, " +
 		"escalated, degraded, quality_passed, cached, cost_usd, latency_ms, input_tokens, output_tokens, " +
-		"cached_tokens, trace_id, ingested_at"
+		"cached_tokens, reasoning_tokens, trace_id, ingested_at"
 )
 
 // DateTime's range. An event outside it could never be inserted and would
@@ -59,27 +59,54 @@ func validateRequest(e *envelope.RequestEvent) error {
 	return errors.Join(errs...)
 }
 
-// Reprice sets the attempt's cost from the catalog: the ledger's figure, not
-// the executor's, is what the tables hold. It reports whether the model's
-// price was known; an unknown model costs 0 with price_known = 0.
+// Reprice sets the attempt's cost: the ledger's figure, not the executor's,
+// is what the tables hold. A vendor-reported cost (OpenRouter's usage.cost)
+// is kept as the cost; otherwise the catalog prices the usage. It reports
+// whether the model's price was known (or the vendor said what it charged);
+// an unknown model costs 0 with price_known = 0. A started attempt has no
+// usage yet: it costs 0, with price_known saying whether the catalog knows
+// its model.
 func Reprice(c pricing.Catalog, e *envelope.AttemptEvent) bool {
-	usd, known := pricing.Cost(c, e.Vendor, e.Model, envelope.Usage{
-		InputTokens:      e.InputTokens,
-		OutputTokens:     e.OutputTokens,
-		CachedTokens:     e.CachedTokens,
-		CacheWriteTokens: e.CacheWrite,
-	})
+	usd, known := pricing.Cost(c, e.Vendor, e.Model, e.Usage())
+	if e.Outcome == envelope.OutcomeStarted {
+		_, known = pricing.Cost(c, e.Vendor, e.Model, envelope.Usage{})
+		usd = 0
+	}
 	e.CostUSD, e.PriceKnown = usd, known
 	return known
 }
 
+// CostSource is the attempts.cost_source of a priced event (see Reprice).
+func CostSource(e *envelope.AttemptEvent) pricing.Source {
+	switch {
+	case e.Outcome == envelope.OutcomeStarted:
+		return pricing.SourceNone
+	case e.VendorCostReported:
+		return pricing.SourceVendor
+	case e.PriceKnown:
+		return pricing.SourceCatalog
+	}
+	return pricing.SourceNone
+}
+
+// StartedVersion is the ingested_at of a started attempt's row: the lowest
+// version there is, so ReplacingMergeTree(ingested_at) keeps the finished
+// attempt's row (same attempt_id and ts) whichever reaches the ledger first.
+var StartedVersion = time.Unix(1, 0).UTC()
+
 func attemptRow(e *envelope.AttemptEvent, ingested time.Time) []any {
+	if e.Outcome == envelope.OutcomeStarted {
+		ingested = StartedVersion
+	}
+	// cache_hit is the vendor's prompt cache serving part of the prompt,
+	// read from the tokens whatever the publisher set.
+	cacheHit := e.CachedTokens > 0
 	return []any{
 		e.RequestID, e.AttemptID, u16(e.Attempt), e.TS.UTC(), e.Tenant, e.UserHash, e.EndpointTag,
 		e.PromptVersion, e.Environment, e.Route, e.Strategy, e.Vendor, e.Model, e.Outcome, e.ErrorClass,
 		u16(e.HTTPStatus), u32(int64(e.InputTokens)), u32(int64(e.OutputTokens)), u32(int64(e.CachedTokens)),
-		u32(int64(e.CacheWrite)), finite(e.CostUSD), b8(e.PriceKnown), u32(e.LatencyMS), b8(e.Hedged),
-		b8(e.CacheHit), e.TraceID, ingested,
+		u32(int64(e.CacheWrite)), u32(int64(e.ReasoningTokens)), finite(e.CostUSD), b8(e.PriceKnown),
+		string(CostSource(e)), u32(e.LatencyMS), b8(e.Hedged), b8(cacheHit), e.TraceID, ingested,
 	}
 }
 
@@ -93,7 +120,7 @@ func requestRow(e *envelope.RequestEvent, ingested time.Time) []any {
 		e.Environment, e.Route, e.Strategy, e.Task, e.Status, e.ErrorCode, e.Vendor, e.Model,
 		u16(e.Attempts), b8(e.Fallback), e.FallbackReason, b8(e.Escalated), b8(e.Degraded),
 		b8(e.QualityPassed), b8(e.Cached), finite(e.CostUSD), u32(e.LatencyMS), u32(int64(e.InputTokens)),
-		u32(int64(e.OutputTokens)), u32(int64(e.CachedTokens)), e.TraceID, ingested,
+		u32(int64(e.OutputTokens)), u32(int64(e.CachedTokens)), u32(int64(e.ReasoningTokens)), e.TraceID, ingested,
 	}
 }
 

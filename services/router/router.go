@@ -491,8 +491,8 @@ func exhaustedMessage(w *envelope.Work) string {
 // terminalCode maps a non-retryable vendor failure to a reply code.
 func terminalCode(res *envelope.Result, t envelope.Target) (string, string) {
 	msg := fmt.Sprintf("%s/%s refused the request (%s, http %d): %s", t.Vendor, t.Model, res.ErrorClass, res.HTTPStatus, res.ErrorMessage)
-	switch res.ErrorClass {
-	case provider.ClassInvalidRequest, provider.ClassUnprocessable:
+	switch provider.Class(res.ErrorClass) {
+	case provider.ClassInvalidRequest, provider.ClassUnprocessable, provider.ClassContextLength:
 		return envelope.CodeInvalidRequest, msg
 	case provider.ClassPayloadTooLarge:
 		return envelope.CodePayloadTooLarge, msg

@@ -21,6 +21,7 @@ const (
 	markerStatusKey    = "status"
 	markerRetryKey     = "retry_after"
 	markerDelayKey     = "delay_ms"
+	markerErrorKey     = "error"
 	maxMarkerDelayMS   = 120_000
 	maxSchemaDepth     = 12
 	maxGeneratedItems  = 16
@@ -39,6 +40,9 @@ type markers struct {
 	// noRetryAfter drops the retry-after header from a 429, as some
 	// gateways and proxies do.
 	noRetryAfter bool
+	// vendorError names a vendor condition to answer with
+	// ([[sim:error=context_length]], [[sim:error=billing]]).
+	vendorError string
 }
 
 func parseMarkers(prompt string) markers {
@@ -68,6 +72,8 @@ func parseMarkers(prompt string) markers {
 			m.length = true
 		case "no_retry_after":
 			m.noRetryAfter = true
+		case markerErrorKey:
+			m.vendorError = val
 		case markerStatusKey:
 			if n >= 400 && n <= 599 {
 				m.status = n

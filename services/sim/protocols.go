@@ -29,6 +29,9 @@ type request struct {
 	maxTokens int    // 0: unbounded
 	wantJSON  bool
 	schema    []byte
+	// usageInclude: an OpenRouter request asked for usage accounting, so
+	// the reply carries usage.cost.
+	usageInclude bool
 }
 
 // apiError is a failure to render in the vendor's error format.
@@ -36,7 +39,8 @@ type apiError struct {
 	status     int
 	msg        string // empty: the vendor's stock message for status
 	param      string // OpenAI param
-	code       string // OpenAI code / Anthropic type override
+	code       string // OpenAI code / Anthropic error type / Google status override
+	typ        string // OpenAI error type override
 	retryAfter int    // seconds; -1 none
 	limit      *limitState
 }
@@ -140,6 +144,10 @@ type openaiRequest struct {
 			Schema json.RawMessage `json:"schema"`
 		} `json:"json_schema"`
 	} `json:"response_format"`
+	// Usage is OpenRouter's usage-accounting switch.
+	Usage *struct {
+		Include bool `json:"include"`
+	} `json:"usage"`
 }
 
 func parseOpenAI(req *request, body []byte) *apiError {
@@ -154,6 +162,7 @@ func parseOpenAI(req *request, body []byte) *apiError {
 		return badRequest("you must provide a model parameter")
 	}
 	req.model = *b.Model
+	req.usageInclude = b.Usage != nil && b.Usage.Include
 	if b.Messages == nil {
 		e := badRequest("Missing required parameter: 'messages'.")
 		e.param, e.code = "messages", "missing_required_parameter"
@@ -472,11 +481,16 @@ type generation struct {
 	content         string
 	length          bool
 	in, out, cached int
+	reasoning       int // thinking tokens, billed as output on top of out
 }
+
+// billedOut is every output token the vendor bills: the answer and the
+// thinking.
+func (g generation) billedOut() int { return g.out + g.reasoning }
 
 func generate(req *request, mk markers, beh *resolved) generation {
 	h := fnv64a(req.prompt)
-	g := generation{in: max(tokens(req.prompt), 1)}
+	g := generation{in: max(tokens(req.prompt), 1), reasoning: beh.reasoning}
 	g.cached = int(float64(g.in) * beh.cachedRatio)
 	switch {
 	case mk.empty:
@@ -520,7 +534,7 @@ func generate(req *request, mk markers, beh *resolved) generation {
 
 // ---- responses ----
 
-func writeOK(w http.ResponseWriter, req *request, g generation) {
+func writeOK(w http.ResponseWriter, req *request, g generation, price Price) {
 	created := time.Now().Unix()
 	id := fmt.Sprintf("%016x%06x", fnv64a(req.prompt), req.id&0xffffff)
 	switch req.proto {
@@ -528,6 +542,14 @@ func writeOK(w http.ResponseWriter, req *request, g generation) {
 		finish := "stop"
 		if g.length {
 			finish = "length"
+		}
+		// Reasoning tokens are inside completion_tokens.
+		usage := map[string]any{
+			"prompt_tokens":             g.in,
+			"completion_tokens":         g.billedOut(),
+			"total_tokens":              g.in + g.billedOut(),
+			"prompt_tokens_details":     map[string]int{"cached_tokens": g.cached, "audio_tokens": 0},
+			"completion_tokens_details": map[string]int{"reasoning_tokens": g.reasoning, "audio_tokens": 0},
 		}
 		choice := map[string]any{
 			"index":         0,
@@ -540,15 +562,12 @@ func writeOK(w http.ResponseWriter, req *request, g generation) {
 			"created": created,
 			"model":   req.model,
 			"choices": []any{choice},
-			"usage": map[string]any{
-				"prompt_tokens":             g.in,
-				"completion_tokens":         g.out,
-				"total_tokens":              g.in + g.out,
-				"prompt_tokens_details":     map[string]int{"cached_tokens": g.cached, "audio_tokens": 0},
-				"completion_tokens_details": map[string]int{"reasoning_tokens": 0, "audio_tokens": 0},
-			},
+			"usage":   usage,
 		}
 		if req.proto == protoOpenRouter {
+			if req.usageInclude {
+				usage["cost"] = price.Cost(g.in, g.billedOut())
+			}
 			resp["id"] = "gen-" + id
 			resp["provider"] = "Simulated"
 			choice["native_finish_reason"] = finish
@@ -581,7 +600,7 @@ func writeOK(w http.ResponseWriter, req *request, g generation) {
 				"input_tokens":                g.in - g.cached,
 				"cache_creation_input_tokens": 0,
 				"cache_read_input_tokens":     g.cached,
-				"output_tokens":               g.out,
+				"output_tokens":               g.billedOut(), // thinking included, not broken out
 			},
 		})
 	case protoGemini:
@@ -593,14 +612,18 @@ func writeOK(w http.ResponseWriter, req *request, g generation) {
 		if g.content != "" {
 			content["parts"] = []any{map[string]string{"text": g.content}}
 		}
+		// Thoughts are billed as output but not counted in candidates.
 		usage := map[string]any{
 			"promptTokenCount":     g.in,
 			"candidatesTokenCount": g.out,
-			"totalTokenCount":      g.in + g.out,
+			"totalTokenCount":      g.in + g.billedOut(),
 			"promptTokensDetails":  []any{map[string]any{"modality": "TEXT", "tokenCount": g.in}},
 		}
 		if g.cached > 0 {
 			usage["cachedContentTokenCount"] = g.cached
+		}
+		if g.reasoning > 0 {
+			usage["thoughtsTokenCount"] = g.reasoning
 		}
 		writeJSON(w, 200, map[string]any{
 			"candidates":    []any{map[string]any{"content": content, "finishReason": finish, "index": 0}},
@@ -694,6 +717,9 @@ func writeError(w http.ResponseWriter, req *request, e apiError) {
 		if e.msg != "" {
 			msg, code = e.msg, e.code
 		}
+		if e.typ != "" {
+			typ = e.typ
+		}
 		body := map[string]any{"message": msg, "type": typ, "param": nilIfEmpty(e.param), "code": nilIfEmpty(code)}
 		writeJSON(w, e.status, map[string]any{"error": body})
 	case protoOpenRouter:
@@ -712,6 +738,9 @@ func writeError(w http.ResponseWriter, req *request, e apiError) {
 		writeJSON(w, e.status, map[string]any{"error": map[string]any{"message": msg, "code": e.status}})
 	case protoAnthropic:
 		typ := anthropicTypes[e.status]
+		if e.code != "" {
+			typ = e.code
+		}
 		if typ == "" {
 			typ = "api_error"
 			if e.status < 500 {
@@ -733,6 +762,9 @@ func writeError(w http.ResponseWriter, req *request, e apiError) {
 		})
 	case protoGemini:
 		st := googleStatus[e.status]
+		if e.code != "" {
+			st = e.code
+		}
 		if st == "" {
 			st = "UNKNOWN"
 			if e.status == 529 {
@@ -767,6 +799,53 @@ func writeError(w http.ResponseWriter, req *request, e apiError) {
 		}
 		writeJSON(w, e.status, map[string]any{"error": errBody})
 	}
+}
+
+// Vendor conditions a prompt marker ([[sim:error=KIND]]) or the scenario
+// can ask for, each answered in the vendor's own words and status.
+const (
+	errContextLength = "context_length" // the prompt does not fit the context window
+	errBilling       = "billing"        // the account cannot pay
+)
+
+// defaultContextWindow is the window a context_length marker reports.
+const defaultContextWindow = 128000
+
+// vendorError renders a vendor condition as that vendor does: a context
+// overflow (prompt tokens, window) or an exhausted account.
+func vendorError(p protocol, kind string, prompt, window int) (apiError, bool) {
+	switch kind {
+	case errContextLength:
+		switch p {
+		case protoOpenAI:
+			return apiError{status: 400, retryAfter: -1, param: "messages", code: "context_length_exceeded",
+				msg: fmt.Sprintf("This model's maximum context length is %d tokens. However, your messages resulted in %d tokens. Please reduce the length of the messages.", window, prompt)}, true
+		case protoOpenRouter:
+			return apiError{status: 400, retryAfter: -1,
+				msg: fmt.Sprintf("This endpoint's maximum context length is %d tokens. However, you requested about %d tokens. Please reduce the length of either one, or use the \"middle-out\" transform to compress your prompt automatically.", window, prompt)}, true
+		case protoAnthropic:
+			return apiError{status: 400, retryAfter: -1, code: "invalid_request_error",
+				msg: fmt.Sprintf("prompt is too long: %d tokens > %d maximum", prompt, window)}, true
+		case protoGemini:
+			return apiError{status: 400, retryAfter: -1, code: "INVALID_ARGUMENT",
+				msg: fmt.Sprintf("The input token count (%d) exceeds the maximum number of tokens allowed (%d).", prompt, window)}, true
+		}
+	case errBilling:
+		switch p {
+		case protoOpenAI:
+			return apiError{status: 429, retryAfter: -1, typ: "insufficient_quota", code: "insufficient_quota",
+				msg: "You exceeded your current quota, please check your plan and billing details. For more information on this error, read the docs: https://platform.openai.com/docs/guides/error-codes/api-errors."}, true
+		case protoOpenRouter:
+			return apiError{status: 402, retryAfter: -1, msg: "Insufficient credits. Add more using https://openrouter.ai/credits"}, true
+		case protoAnthropic:
+			return apiError{status: 400, retryAfter: -1, code: "invalid_request_error",
+				msg: "Your credit balance is too low to access the Anthropic API. Please go to Plans & Billing to upgrade or purchase credits."}, true
+		case protoGemini:
+			return apiError{status: 400, retryAfter: -1, code: "FAILED_PRECONDITION",
+				msg: "User location is not supported for the API use without a billing account linked."}, true
+		}
+	}
+	return apiError{}, false
 }
 
 func boolInt(b bool) int {

@@ -60,6 +60,36 @@ type Behavior struct {
 	// CachedRatio is the fraction (0..1) of prompt tokens reported as
 	// prompt-cache reads, in each vendor's own usage semantics.
 	CachedRatio *float64 `json:"cached_ratio,omitempty"`
+	// ReasoningTokens is how many tokens the model reports having spent
+	// thinking on each call, in each vendor's usage semantics: OpenAI and
+	// OpenRouter inside completion_tokens, with
+	// completion_tokens_details.reasoning_tokens; Gemini as
+	// thoughtsTokenCount, outside candidatesTokenCount; Anthropic inside
+	// output_tokens with no separate count.
+	ReasoningTokens *int `json:"reasoning_tokens,omitempty"`
+	// ContextWindow, when non-zero, refuses a prompt whose tokens plus
+	// max_tokens exceed it, with the vendor's own context-length error.
+	ContextWindow *int `json:"context_window,omitempty"`
+	// ReportedPrice is what OpenRouter charges, reported as usage.cost to
+	// calls that ask for usage accounting (usage.include); default
+	// DefaultReportedPrice.
+	ReportedPrice *Price `json:"reported_price,omitempty"`
+}
+
+// Price is USD per million tokens.
+type Price struct {
+	InputPerMTok  float64 `json:"input_per_mtok"`
+	OutputPerMTok float64 `json:"output_per_mtok"`
+}
+
+// DefaultReportedPrice is the price OpenRouter reports when the scenario
+// sets none: the one deployments/policy.yaml lists for its OpenRouter
+// model, so a demo's vendor-reported costs match its catalog.
+var DefaultReportedPrice = Price{InputPerMTok: 0.13, OutputPerMTok: 0.40}
+
+// Cost is what p charges for in prompt and out output tokens.
+func (p Price) Cost(in, out int) float64 {
+	return (float64(in)*p.InputPerMTok + float64(out)*p.OutputPerMTok) / 1e6
 }
 
 // Latency is a latency model: BaseMS plus a deterministic jitter in
@@ -160,7 +190,11 @@ func (b *Behavior) validate(at string) error {
 			return err
 		}
 	}
-	for name, p := range map[string]*int{"rpm": b.RPM, "tpm": b.TPM, "retry_after_s": b.RetryAfterS} {
+	if p := b.ReportedPrice; p != nil && (p.InputPerMTok < 0 || p.OutputPerMTok < 0 || p.InputPerMTok != p.InputPerMTok || p.OutputPerMTok != p.OutputPerMTok) {
+		return fmt.Errorf("scenario: %s.reported_price must not be negative", at)
+	}
+	for name, p := range map[string]*int{"rpm": b.RPM, "tpm": b.TPM, "retry_after_s": b.RetryAfterS,
+		"reasoning_tokens": b.ReasoningTokens, "context_window": b.ContextWindow} {
 		if p != nil && *p < 0 {
 			return fmt.Errorf("scenario: %s.%s must not be negative", at, name)
 		}
@@ -248,6 +282,9 @@ type resolved struct {
 	invalidJSONRate float64
 	mismatchRate    float64
 	cachedRatio     float64
+	reasoning       int
+	contextWindow   int
+	price           Price
 }
 
 type window struct {
@@ -369,11 +406,20 @@ func overlay(dst *Behavior, src Behavior) {
 	if src.CachedRatio != nil {
 		dst.CachedRatio = src.CachedRatio
 	}
+	if src.ReasoningTokens != nil {
+		dst.ReasoningTokens = src.ReasoningTokens
+	}
+	if src.ContextWindow != nil {
+		dst.ContextWindow = src.ContextWindow
+	}
+	if src.ReportedPrice != nil {
+		dst.ReportedPrice = src.ReportedPrice
+	}
 	dst.Outages = nil
 }
 
 func resolve(b Behavior, outages []window) *resolved {
-	r := &resolved{errorStatus: 500, retryAfterS: -1, outages: outages}
+	r := &resolved{errorStatus: 500, retryAfterS: -1, outages: outages, price: DefaultReportedPrice}
 	if l := b.Latency; l != nil {
 		r.latencyBase = time.Duration(l.BaseMS) * time.Millisecond
 		r.jitter = time.Duration(l.JitterMS) * time.Millisecond
@@ -405,6 +451,15 @@ func resolve(b Behavior, outages []window) *resolved {
 	}
 	if b.CachedRatio != nil {
 		r.cachedRatio = *b.CachedRatio
+	}
+	if b.ReasoningTokens != nil {
+		r.reasoning = *b.ReasoningTokens
+	}
+	if b.ContextWindow != nil {
+		r.contextWindow = *b.ContextWindow
+	}
+	if b.ReportedPrice != nil {
+		r.price = *b.ReportedPrice
 	}
 	return r
 }

@@ -314,6 +314,19 @@ func (s *Server) complete(w http.ResponseWriter, r *http.Request, p protocol, ve
 		return
 	}
 	g := generate(req, mk, beh)
+	if mk.vendorError != "" || (beh.contextWindow > 0 && g.in+req.maxTokens > beh.contextWindow) {
+		kind, window := mk.vendorError, beh.contextWindow
+		if kind == "" {
+			kind = errContextLength
+		}
+		if window == 0 {
+			window = defaultContextWindow
+		}
+		if e, ok := vendorError(p, kind, max(g.in+req.maxTokens, window+1), window); ok {
+			fail(e)
+			return
+		}
+	}
 
 	status := 0
 	switch {
@@ -377,8 +390,8 @@ func (s *Server) complete(w http.ResponseWriter, r *http.Request, p protocol, ve
 		fail(e)
 		return
 	}
-	ms.record(200, g.in, g.out, g.cached, now)
+	ms.record(200, g.in, g.billedOut(), g.cached, now)
 	prompt := req.prompt
 	ms.lastPrompt.Store(&prompt)
-	writeOK(w, req, g)
+	writeOK(w, req, g, beh.price)
 }

@@ -769,3 +769,27 @@ func BenchmarkCompletion(b *testing.B) {
 		})
 	}
 }
+
+// TestContextWindowPerProtocol: a prompt that does not fit the scenario's
+// context window gets each vendor's own context-length error.
+func TestContextWindowPerProtocol(t *testing.T) {
+	sc := sim.Scenario{Defaults: sim.Behavior{ContextWindow: sim.Ptr(600)}}
+	_, base := newSim(t, sc)
+	want := map[string]string{
+		"openai":     "context_length_exceeded",
+		"openrouter": "maximum context length is 600 tokens",
+		"anthropic":  "prompt is too long",
+		"gemini":     "exceeds the maximum number of tokens allowed (600)",
+	}
+	for _, p := range protocols {
+		t.Run(p.vendor, func(t *testing.T) {
+			if r := post(t, p.path(base), p.header, p.body(p.model, "Short and sweet.")); r.status != 200 {
+				t.Fatalf("a prompt that fits: status %d %s", r.status, r.raw)
+			}
+			r := post(t, p.path(base), p.header, p.body(p.model, strings.Repeat("A very long prompt indeed. ", 200)))
+			if r.status != 400 || !strings.Contains(r.raw, want[p.vendor]) {
+				t.Fatalf("got %d %s, want 400 with %q", r.status, r.raw, want[p.vendor])
+			}
+		})
+	}
+}

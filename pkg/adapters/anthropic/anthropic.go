@@ -132,12 +132,7 @@ func (a *Adapter) Complete(ctx context.Context, req *provider.Request) (*provide
 		return nil, a.scrub(err)
 	}
 	if reply.Status < 200 || reply.Status > 299 {
-		typ, msg := ErrorMessage(reply.Body)
-		ve := provider.StatusError(reply.Status, reply.Header, msg, a.cfg.APIKey)
-		if typ == "overloaded_error" {
-			ve.Class, ve.Retryable = provider.ClassOverloaded, true
-		}
-		return nil, ve
+		return nil, StatusError(reply.Status, reply.Header, reply.Body, a.cfg.APIKey)
 	}
 	resp, err := DecodeResponse(reply.Body)
 	if err != nil {
@@ -148,6 +143,27 @@ func (a *Adapter) Complete(ctx context.Context, req *provider.Request) (*provide
 	}
 	resp.HTTPStatus = reply.Status
 	return resp, nil
+}
+
+// StatusError classifies a non-2xx reply: the shared status table, refined
+// by Anthropic's error type (overloaded_error on any status, billing_error,
+// timeout_error) and message ("prompt is too long", "credit balance is too
+// low", which Anthropic sends as a 400).
+func StatusError(status int, h http.Header, body []byte, secret string) *provider.Error {
+	typ, msg := ErrorMessage(body)
+	ve := provider.StatusError(status, h, msg, secret)
+	lower := strings.ToLower(msg)
+	switch {
+	case typ == "overloaded_error":
+		ve.Reclassify(provider.ClassOverloaded)
+	case typ == "billing_error" || strings.Contains(lower, "credit balance is too low"):
+		ve.Reclassify(provider.ClassPaymentRequired)
+	case typ == "timeout_error":
+		ve.Reclassify(provider.ClassTimeout)
+	case typ == "invalid_request_error" && strings.Contains(lower, "prompt is too long"):
+		ve.Reclassify(provider.ClassContextLength)
+	}
+	return ve
 }
 
 func (a *Adapter) scrub(err error) error {
@@ -199,7 +215,8 @@ type wireResponse struct {
 
 // DecodeResponse decodes a 2xx Messages body. Usage is normalised: the
 // API's input_tokens excludes cache reads and writes, envelope.Usage's
-// InputTokens includes them.
+// InputTokens includes them. Extended thinking is billed and counted in
+// output_tokens; the API gives no separate figure, so ReasoningTokens is 0.
 func DecodeResponse(body []byte) (*provider.Response, error) {
 	var w wireResponse
 	if err := json.Unmarshal(body, &w); err != nil {

@@ -24,7 +24,7 @@ func TestBuildBody(t *testing.T) {
 		nMessages  int
 		firstRole  string
 		extraKey   string
-		wantErrCls string
+		wantErrCls provider.Class
 	}{
 		{"system lifted, default max_tokens", provider.Request{Model: "c", Messages: []envelope.Message{
 			{Role: "system", Content: "rule one"}, {Role: "developer", Content: "rule two"}, {Role: "user", Content: "hi"}, {Role: "assistant", Content: "yo"}, {Role: "tool", Content: "t"}}},
@@ -137,7 +137,7 @@ func TestCompleteOverHTTP(t *testing.T) {
 		header    map[string]string
 		body      string
 		json      bool
-		wantClass string
+		wantClass provider.Class
 		wantAfter time.Duration
 		content   string
 	}{
@@ -209,4 +209,35 @@ func FuzzDecodeResponse(f *testing.F) {
 		_, _ = ErrorMessage(body)
 		_ = StripCodeFence(string(body))
 	})
+}
+
+// TestStatusErrorPerVendor: Anthropic's error types and messages refine
+// the status table.
+func TestStatusErrorPerVendor(t *testing.T) {
+	cases := []struct {
+		name      string
+		status    int
+		body      string
+		want      provider.Class
+		retryable bool
+	}{
+		{"prompt too long", 400, `{"type":"error","error":{"type":"invalid_request_error","message":"prompt is too long: 208000 tokens > 200000 maximum"}}`, provider.ClassContextLength, false},
+		{"credit balance", 400, `{"type":"error","error":{"type":"invalid_request_error","message":"Your credit balance is too low to access the Anthropic API. Please go to Plans & Billing to upgrade or purchase credits."}}`, provider.ClassPaymentRequired, false},
+		{"plain 400", 400, `{"type":"error","error":{"type":"invalid_request_error","message":"max_tokens: Field required"}}`, provider.ClassInvalidRequest, false},
+		{"billing_error 402", 402, `{"type":"error","error":{"type":"billing_error","message":"billing"}}`, provider.ClassPaymentRequired, false},
+		{"request_too_large", 413, `{"type":"error","error":{"type":"request_too_large","message":"Request exceeds the maximum allowed number of bytes."}}`, provider.ClassPayloadTooLarge, false},
+		{"timeout_error", 504, `{"type":"error","error":{"type":"timeout_error","message":"Request timed out"}}`, provider.ClassTimeout, true},
+		{"overloaded 529", 529, `{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}`, provider.ClassOverloaded, true},
+		{"not_found", 404, `{"type":"error","error":{"type":"not_found_error","message":"model: claude-9"}}`, provider.ClassNotFound, false},
+		{"unknown 4xx", 418, `{"type":"error","error":{"type":"invalid_request_error","message":"teapot"}}`, provider.ClassClientError, false},
+		{"451", 451, `{"type":"error","error":{"type":"permission_error","message":"legal"}}`, provider.ClassContentRefused, false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			e := StatusError(tc.status, http.Header{}, []byte(tc.body), "")
+			if e.Class != tc.want || e.Retryable != tc.retryable || e.HTTPStatus != tc.status || e.Message == "" {
+				t.Fatalf("got %+v, want class %s retryable %v", e, tc.want, tc.retryable)
+			}
+		})
+	}
 }

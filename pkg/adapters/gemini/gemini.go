@@ -141,12 +141,7 @@ func (a *Adapter) Complete(ctx context.Context, req *provider.Request) (*provide
 		return nil, a.scrub(err)
 	}
 	if reply.Status < 200 || reply.Status > 299 {
-		e := ParseError(reply.Body)
-		ve := provider.StatusError(reply.Status, reply.Header, e.Message, a.cfg.APIKey)
-		if ve.RetryAfter == 0 {
-			ve.RetryAfter = e.RetryDelay
-		}
-		return nil, ve
+		return nil, StatusError(reply.Status, reply.Header, reply.Body, a.cfg.APIKey)
 	}
 	resp, err := DecodeResponse(reply.Body)
 	if err != nil {
@@ -154,6 +149,32 @@ func (a *Adapter) Complete(ctx context.Context, req *provider.Request) (*provide
 	}
 	resp.HTTPStatus = reply.Status
 	return resp, nil
+}
+
+// StatusError classifies a non-2xx reply: the shared status table, refined
+// by the google.rpc status, reason and message. 400 FAILED_PRECONDITION is
+// an account problem (no billing in the caller's region), a 400 with reason
+// API_KEY_INVALID (or "API key not valid") a refused key, "exceeds the maximum number of tokens" a
+// context overflow, 504 DEADLINE_EXCEEDED a timeout. RetryInfo's delay
+// counts when no retry-after header was sent.
+func StatusError(status int, h http.Header, body []byte, secret string) *provider.Error {
+	e := ParseError(body)
+	ve := provider.StatusError(status, h, e.Message, secret)
+	if ve.RetryAfter == 0 {
+		ve.RetryAfter = e.RetryDelay
+	}
+	lower := strings.ToLower(e.Message)
+	switch {
+	case e.Reason == "API_KEY_INVALID" || strings.Contains(lower, "api key not valid"):
+		ve.Reclassify(provider.ClassAuth)
+	case e.Status == "FAILED_PRECONDITION":
+		ve.Reclassify(provider.ClassPaymentRequired)
+	case strings.Contains(lower, "exceeds the maximum number of tokens"):
+		ve.Reclassify(provider.ClassContextLength)
+	case e.Status == "DEADLINE_EXCEEDED":
+		ve.Reclassify(provider.ClassTimeout)
+	}
+	return ve
 }
 
 func (a *Adapter) scrub(err error) error {
@@ -166,6 +187,7 @@ func (a *Adapter) scrub(err error) error {
 type ErrorInfo struct {
 	Message    string
 	Status     string // google.rpc status, e.g. RESOURCE_EXHAUSTED
+	Reason     string // google.rpc.ErrorInfo reason, e.g. API_KEY_INVALID
 	RetryDelay time.Duration
 }
 
@@ -179,6 +201,9 @@ type wireError struct {
 type wireErrorBody struct {
 	Error *wireError `json:"error"`
 }
+
+// ErrorInfoType is the @type of google.rpc.ErrorInfo in error details.
+const ErrorInfoType = "type.googleapis.com/google.rpc.ErrorInfo"
 
 // RetryInfoType is the @type of google.rpc.RetryInfo in error details.
 const RetryInfoType = "type.googleapis.com/google.rpc.RetryInfo"
@@ -209,8 +234,15 @@ func ParseError(body []byte) ErrorInfo {
 		var ri struct {
 			Type       string `json:"@type"`
 			RetryDelay string `json:"retryDelay"`
+			Reason     string `json:"reason"`
 		}
-		if json.Unmarshal(d, &ri) != nil || ri.Type != RetryInfoType {
+		if json.Unmarshal(d, &ri) != nil {
+			continue
+		}
+		if ri.Type == ErrorInfoType {
+			info.Reason = ri.Reason
+		}
+		if ri.Type != RetryInfoType {
 			continue
 		}
 		if dur, err := time.ParseDuration(strings.TrimSpace(ri.RetryDelay)); err == nil && dur > 0 {
@@ -256,10 +288,12 @@ func DecodeResponse(body []byte) (*provider.Response, error) {
 	}
 	resp := &provider.Response{}
 	if u := w.UsageMetadata; u != nil {
+		// Thoughts are billed as output but not counted in candidates.
 		resp.Usage = envelope.Usage{
-			InputTokens:  clampTokens(u.PromptTokenCount),
-			OutputTokens: clampTokens(u.CandidatesTokenCount) + clampTokens(u.ThoughtsTokenCount),
-			CachedTokens: min(clampTokens(u.CachedContentTokenCount), clampTokens(u.PromptTokenCount)),
+			InputTokens:     clampTokens(u.PromptTokenCount),
+			OutputTokens:    clampTokens(u.CandidatesTokenCount) + clampTokens(u.ThoughtsTokenCount),
+			CachedTokens:    min(clampTokens(u.CachedContentTokenCount), clampTokens(u.PromptTokenCount)),
+			ReasoningTokens: clampTokens(u.ThoughtsTokenCount),
 		}
 	}
 	if len(w.Candidates) == 0 {

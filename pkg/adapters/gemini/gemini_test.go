@@ -25,7 +25,7 @@ func TestBuildBody(t *testing.T) {
 		cfg    Config
 		req    provider.Request
 		want   string // canonical JSON of the whole body
-		errCls string
+		errCls provider.Class
 	}{
 		{"roles and system", Config{}, provider.Request{Model: "g", MaxTokens: 20, Temperature: &temp, Messages: []envelope.Message{
 			{Role: "system", Content: "sys"}, {Role: "user", Content: "u1"}, {Role: "assistant", Content: "a1"}, {Role: "user", Content: "u2"}}},
@@ -87,7 +87,7 @@ func TestDecodeResponse(t *testing.T) {
 		bad     bool
 	}{
 		{"ok", `{"candidates":[{"content":{"role":"model","parts":[{"text":"thinking...","thought":true},{"text":"Hel"},{"text":"lo"}]},"finishReason":"STOP"}],"usageMetadata":{"promptTokenCount":100,"candidatesTokenCount":5,"cachedContentTokenCount":60,"thoughtsTokenCount":7}}`,
-			"Hello", "stop", envelope.Usage{InputTokens: 100, OutputTokens: 12, CachedTokens: 60}, false},
+			"Hello", "stop", envelope.Usage{InputTokens: 100, OutputTokens: 12, CachedTokens: 60, ReasoningTokens: 7}, false},
 		{"max tokens", `{"candidates":[{"content":{"parts":[{"text":"x"}]},"finishReason":"MAX_TOKENS"}]}`, "x", "length", envelope.Usage{}, false},
 		{"safety", `{"candidates":[{"finishReason":"SAFETY"}]}`, "", "content_filter", envelope.Usage{}, false},
 		{"empty content", `{"candidates":[{"content":{"role":"model"},"finishReason":"STOP"}]}`, "", "stop", envelope.Usage{}, false},
@@ -145,14 +145,14 @@ func TestCompleteOverHTTP(t *testing.T) {
 		status    int
 		header    map[string]string
 		body      string
-		wantClass string
+		wantClass provider.Class
 		wantAfter time.Duration
 	}{
 		{"ok", 200, nil, `{"candidates":[{"content":{"parts":[{"text":"hi"}]},"finishReason":"STOP"}]}`, "", 0},
 		{"429 body delay", 429, nil, `{"error":{"code":429,"message":"quota","status":"RESOURCE_EXHAUSTED","details":[{"@type":"type.googleapis.com/google.rpc.RetryInfo","retryDelay":"2s"}]}}`, provider.ClassRateLimited, 2 * time.Second},
 		{"429 header wins", 429, map[string]string{"retry-after": "5"}, `{"error":{"code":429,"message":"quota","details":[{"@type":"type.googleapis.com/google.rpc.RetryInfo","retryDelay":"2s"}]}}`, provider.ClassRateLimited, 5 * time.Second},
 		{"503 overloaded", 503, nil, `{"error":{"code":503,"message":"The model is overloaded. Please try again later.","status":"UNAVAILABLE"}}`, provider.ClassOverloaded, 0},
-		{"400 bad key", 400, nil, `{"error":{"code":400,"message":"API key not valid. Please pass a valid API key.","status":"INVALID_ARGUMENT"}}`, provider.ClassInvalidRequest, 0},
+		{"400 bad key", 400, nil, `{"error":{"code":400,"message":"API key not valid. Please pass a valid API key.","status":"INVALID_ARGUMENT"}}`, provider.ClassAuth, 0},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -209,4 +209,35 @@ func FuzzDecodeResponse(f *testing.F) {
 			t.Fatalf("negative delay")
 		}
 	})
+}
+
+// TestStatusErrorPerVendor: google.rpc statuses and messages refine the
+// status table.
+func TestStatusErrorPerVendor(t *testing.T) {
+	cases := []struct {
+		name      string
+		status    int
+		body      string
+		want      provider.Class
+		retryable bool
+	}{
+		{"context length", 400, `{"error":{"code":400,"message":"The input token count (1200000) exceeds the maximum number of tokens allowed (1048576).","status":"INVALID_ARGUMENT"}}`, provider.ClassContextLength, false},
+		{"failed precondition", 400, `{"error":{"code":400,"message":"User location is not supported for the API use without a billing account linked.","status":"FAILED_PRECONDITION"}}`, provider.ClassPaymentRequired, false},
+		{"invalid key", 400, `{"error":{"code":400,"message":"API key not valid. Please pass a valid API key.","status":"INVALID_ARGUMENT","details":[{"@type":"type.googleapis.com/google.rpc.ErrorInfo","reason":"API_KEY_INVALID","domain":"googleapis.com"}]}}`, provider.ClassAuth, false},
+		{"plain invalid argument", 400, `{"error":{"code":400,"message":"* GenerateContentRequest.contents: contents is not specified","status":"INVALID_ARGUMENT"}}`, provider.ClassInvalidRequest, false},
+		{"permission denied", 403, `{"error":{"code":403,"message":"The caller does not have permission","status":"PERMISSION_DENIED"}}`, provider.ClassForbidden, false},
+		{"resource exhausted", 429, `{"error":{"code":429,"message":"quota","status":"RESOURCE_EXHAUSTED"}}`, provider.ClassRateLimited, true},
+		{"deadline exceeded", 504, `{"error":{"code":504,"message":"The request timed out. Please try again.","status":"DEADLINE_EXCEEDED"}}`, provider.ClassTimeout, true},
+		{"unavailable", 503, `{"error":{"code":503,"message":"The service is currently unavailable.","status":"UNAVAILABLE"}}`, provider.ClassServerError, true},
+		{"cancelled 499", 499, `{"error":{"code":499,"message":"The operation was cancelled.","status":"CANCELLED"}}`, provider.ClassClientError, false},
+		{"402", 402, `{"error":{"code":402,"message":"billing"}}`, provider.ClassPaymentRequired, false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			e := StatusError(tc.status, http.Header{}, []byte(tc.body), "")
+			if e.Class != tc.want || e.Retryable != tc.retryable || e.HTTPStatus != tc.status || e.Message == "" {
+				t.Fatalf("got %+v, want class %s retryable %v", e, tc.want, tc.retryable)
+			}
+		})
+	}
 }

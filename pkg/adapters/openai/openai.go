@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"math"
 	"net/http"
 	"strings"
 
@@ -34,6 +35,11 @@ type Config struct {
 	// Models whose name marks them as reasoning models (o1, o3, o4, gpt-5)
 	// use it regardless.
 	MaxCompletionTokens bool
+	// OpenRouter speaks OpenRouter's dialect: the body asks for usage
+	// accounting (usage.include, so the reply carries usage.cost, the
+	// vendor-reported cost) and errors are classified by OpenRouter's table
+	// (402 insufficient credits, 403 moderation).
+	OpenRouter bool
 }
 
 // Adapter speaks Chat Completions.
@@ -74,6 +80,12 @@ type wireRequest struct {
 	MaxCompletionTokens int                      `json:"max_completion_tokens,omitempty"`
 	Temperature         *float64                 `json:"temperature,omitempty"`
 	ResponseFormat      *envelope.ResponseFormat `json:"response_format,omitempty"`
+	Usage               *wireUsageRequest        `json:"usage,omitempty"`
+}
+
+// wireUsageRequest is OpenRouter's usage-accounting switch.
+type wireUsageRequest struct {
+	Include bool `json:"include"`
 }
 
 // BuildBody encodes req as a Chat Completions request body, vendor options
@@ -101,6 +113,10 @@ func (a *Adapter) BuildBody(req *provider.Request) ([]byte, error) {
 			cp.JSONSchema = &js
 		}
 		w.ResponseFormat = &cp
+	}
+	if a.cfg.OpenRouter {
+		// Without it older OpenRouter deployments report no usage.cost.
+		w.Usage = &wireUsageRequest{Include: true}
 	}
 	body, err := json.Marshal(w)
 	if err != nil {
@@ -132,7 +148,7 @@ func (a *Adapter) Complete(ctx context.Context, req *provider.Request) (*provide
 		return nil, a.scrub(err)
 	}
 	if reply.Status < 200 || reply.Status > 299 {
-		return nil, provider.StatusError(reply.Status, reply.Header, ErrorMessage(reply.Body), a.cfg.APIKey)
+		return nil, a.StatusError(reply.Status, reply.Header, reply.Body)
 	}
 	resp, err := DecodeResponse(reply.Body)
 	if err != nil {
@@ -140,6 +156,39 @@ func (a *Adapter) Complete(ctx context.Context, req *provider.Request) (*provide
 	}
 	resp.HTTPStatus = reply.Status
 	return resp, nil
+}
+
+// StatusError classifies a non-2xx reply: the shared status table,
+// refined by the error body. OpenAI: code context_length_exceeded, and a
+// 429 insufficient_quota (an exhausted account, not a rate limit).
+// OpenRouter: a 403 with flagged input is a moderation refusal; its context
+// errors are recognised by message.
+func (a *Adapter) StatusError(status int, h http.Header, body []byte) *provider.Error {
+	ve := provider.StatusError(status, h, ErrorMessage(body), a.cfg.APIKey)
+	var eb wireErrorBody
+	if json.Unmarshal(body, &eb) != nil || eb.Error == nil {
+		return ve
+	}
+	code, typ := codeString(eb.Error.Code), eb.Error.Type
+	msg := strings.ToLower(eb.Error.Message)
+	switch {
+	case code == "context_length_exceeded" || (status == http.StatusBadRequest && strings.Contains(msg, "maximum context length")):
+		ve.Reclassify(provider.ClassContextLength)
+	case code == "insufficient_quota" || typ == "insufficient_quota":
+		ve.Reclassify(provider.ClassPaymentRequired)
+	case a.cfg.OpenRouter && status == http.StatusForbidden && (hasField(eb.Error.Metadata, "flagged_input") || strings.Contains(msg, "flagged")):
+		ve.Reclassify(provider.ClassContentRefused)
+	}
+	return ve
+}
+
+func hasField(obj json.RawMessage, key string) bool {
+	var m map[string]json.RawMessage
+	if json.Unmarshal(obj, &m) != nil {
+		return false
+	}
+	_, ok := m[key]
+	return ok
 }
 
 func (a *Adapter) scrub(err error) error {
@@ -153,6 +202,8 @@ type wireError struct {
 	Type    string          `json:"type"`
 	Code    json.RawMessage `json:"code"` // string at OpenAI, number at OpenRouter
 	Param   json.RawMessage `json:"param"`
+	// Metadata is OpenRouter's: moderation reasons, provider details.
+	Metadata json.RawMessage `json:"metadata"`
 }
 
 type wireErrorBody struct {
@@ -222,8 +273,15 @@ type wireUsage struct {
 	PromptTokens        int `json:"prompt_tokens"`
 	CompletionTokens    int `json:"completion_tokens"`
 	PromptTokensDetails *struct {
-		CachedTokens int `json:"cached_tokens"`
+		CachedTokens     int `json:"cached_tokens"`
+		CacheWriteTokens int `json:"cache_write_tokens"` // OpenRouter
 	} `json:"prompt_tokens_details"`
+	// Reasoning tokens are part of completion_tokens and billed as output.
+	CompletionTokensDetails *struct {
+		ReasoningTokens int `json:"reasoning_tokens"`
+	} `json:"completion_tokens_details"`
+	// Cost is OpenRouter's charge for the call in USD (credits).
+	Cost *float64 `json:"cost"`
 }
 
 // DecodeResponse decodes a 2xx Chat Completions body. A body that is not a
@@ -269,8 +327,15 @@ func DecodeResponse(body []byte) (*provider.Response, error) {
 	}
 	if u := w.Usage; u != nil {
 		resp.Usage = envelope.Usage{InputTokens: u.PromptTokens, OutputTokens: u.CompletionTokens}
-		if u.PromptTokensDetails != nil {
-			resp.Usage.CachedTokens = u.PromptTokensDetails.CachedTokens
+		if d := u.PromptTokensDetails; d != nil {
+			resp.Usage.CachedTokens = d.CachedTokens
+			resp.Usage.CacheWriteTokens = d.CacheWriteTokens
+		}
+		if d := u.CompletionTokensDetails; d != nil {
+			resp.Usage.ReasoningTokens = d.ReasoningTokens
+		}
+		if u.Cost != nil && *u.Cost >= 0 && !math.IsInf(*u.Cost, 0) {
+			resp.Usage.VendorCostUSD, resp.Usage.VendorCostReported = *u.Cost, true
 		}
 		sanitiseUsage(&resp.Usage)
 	}
@@ -290,6 +355,8 @@ func sanitiseUsage(u *envelope.Usage) {
 	if u.CachedTokens > u.InputTokens {
 		u.CachedTokens = u.InputTokens
 	}
+	u.CacheWriteTokens = min(max(u.CacheWriteTokens, 0), u.InputTokens-u.CachedTokens)
+	u.ReasoningTokens = min(max(u.ReasoningTokens, 0), u.OutputTokens)
 }
 
 func normaliseFinish(r string) string {

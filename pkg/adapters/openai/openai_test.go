@@ -78,7 +78,7 @@ func TestDecodeResponse(t *testing.T) {
 		content string
 		finish  string
 		usage   envelope.Usage
-		errCls  string
+		errCls  provider.Class
 	}{
 		{"ok", `{"object":"chat.completion","choices":[{"message":{"role":"assistant","content":"hello"},"finish_reason":"stop"}],"usage":{"prompt_tokens":10,"completion_tokens":2,"prompt_tokens_details":{"cached_tokens":4}}}`,
 			"hello", "stop", envelope.Usage{InputTokens: 10, OutputTokens: 2, CachedTokens: 4}, ""},
@@ -89,6 +89,14 @@ func TestDecodeResponse(t *testing.T) {
 		{"content filter", `{"choices":[{"message":{"content":""},"finish_reason":"content_filter"}]}`, "", "content_filter", envelope.Usage{}, ""},
 		{"cached clamp", `{"choices":[{"message":{"content":"x"},"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":-1,"prompt_tokens_details":{"cached_tokens":9}}}`,
 			"x", "stop", envelope.Usage{InputTokens: 3, CachedTokens: 3}, ""},
+		{"reasoning subset of completion", `{"choices":[{"message":{"content":"42"},"finish_reason":"stop"}],"usage":{"prompt_tokens":10,"completion_tokens":50,"completion_tokens_details":{"reasoning_tokens":40}}}`,
+			"42", "stop", envelope.Usage{InputTokens: 10, OutputTokens: 50, ReasoningTokens: 40}, ""},
+		{"reasoning clamped to completion", `{"choices":[{"message":{"content":"x"},"finish_reason":"stop"}],"usage":{"prompt_tokens":1,"completion_tokens":5,"completion_tokens_details":{"reasoning_tokens":9}}}`,
+			"x", "stop", envelope.Usage{InputTokens: 1, OutputTokens: 5, ReasoningTokens: 5}, ""},
+		{"openrouter cost and cache write", `{"choices":[{"message":{"content":"x"},"finish_reason":"stop"}],"usage":{"prompt_tokens":100,"completion_tokens":5,"cost":0.00042,"prompt_tokens_details":{"cached_tokens":20,"cache_write_tokens":30}}}`,
+			"x", "stop", envelope.Usage{InputTokens: 100, OutputTokens: 5, CachedTokens: 20, CacheWriteTokens: 30, VendorCostUSD: 0.00042, VendorCostReported: true}, ""},
+		{"openrouter free model reports cost 0", `{"choices":[{"message":{"content":"x"},"finish_reason":"stop"}],"usage":{"prompt_tokens":10,"completion_tokens":5,"cost":0}}`,
+			"x", "stop", envelope.Usage{InputTokens: 10, OutputTokens: 5, VendorCostReported: true}, ""},
 		{"error object in 200", `{"error":{"message":"upstream failed","code":502}}`, "", "", envelope.Usage{}, provider.ClassBadResponse},
 		{"openrouter choice error", `{"choices":[{"error":{"message":"provider died","code":502},"message":{"content":""}}]}`, "", "", envelope.Usage{}, provider.ClassBadResponse},
 		{"no choices", `{"choices":[]}`, "", "", envelope.Usage{}, provider.ClassBadResponse},
@@ -141,7 +149,7 @@ func TestCompleteOverHTTP(t *testing.T) {
 		status    int
 		header    map[string]string
 		body      string
-		wantClass string
+		wantClass provider.Class
 		wantAfter time.Duration
 	}{
 		{"ok", 200, nil, `{"choices":[{"message":{"content":"hi"},"finish_reason":"stop"}],"usage":{"prompt_tokens":5,"completion_tokens":1}}`, "", 0},
@@ -225,4 +233,66 @@ func FuzzDecodeResponse(f *testing.F) {
 		}
 		_ = ErrorMessage(body)
 	})
+}
+
+// TestStatusErrorPerVendor: every status gets a deliberate class, refined
+// by what OpenAI and OpenRouter say in their error bodies.
+func TestStatusErrorPerVendor(t *testing.T) {
+	cases := []struct {
+		name       string
+		openRouter bool
+		status     int
+		body       string
+		want       provider.Class
+		retryable  bool
+	}{
+		{"openai context length", false, 400, `{"error":{"message":"This model's maximum context length is 128000 tokens. However, your messages resulted in 130000 tokens.","type":"invalid_request_error","param":"messages","code":"context_length_exceeded"}}`, provider.ClassContextLength, false},
+		{"openai plain 400", false, 400, `{"error":{"message":"Invalid 'temperature'","type":"invalid_request_error","code":"invalid_value"}}`, provider.ClassInvalidRequest, false},
+		{"openai insufficient quota", false, 429, `{"error":{"message":"You exceeded your current quota, please check your plan and billing details.","type":"insufficient_quota","code":"insufficient_quota"}}`, provider.ClassPaymentRequired, false},
+		{"openai rate limit", false, 429, `{"error":{"message":"Rate limit reached","type":"requests","code":"rate_limit_exceeded"}}`, provider.ClassRateLimited, true},
+		{"openai 402", false, 402, `{"error":{"message":"billing"}}`, provider.ClassPaymentRequired, false},
+		{"405", false, 405, `{"error":{"message":"Method Not Allowed"}}`, provider.ClassNotFound, false},
+		{"410", false, 410, `{"error":{"message":"model retired"}}`, provider.ClassNotFound, false},
+		{"451", false, 451, `{"error":{"message":"Unavailable For Legal Reasons"}}`, provider.ClassContentRefused, false},
+		{"418 unknown 4xx", false, 418, `{"error":{"message":"teapot"}}`, provider.ClassClientError, false},
+		{"504", false, 504, `upstream timeout`, provider.ClassTimeout, true},
+		{"openrouter 402 credits", true, 402, `{"error":{"code":402,"message":"Insufficient credits. Add more using https://openrouter.ai/credits"}}`, provider.ClassPaymentRequired, false},
+		{"openrouter 403 moderation", true, 403, `{"error":{"code":403,"message":"meta-llama/llama-3.3-70b-instruct requires moderation on OpenRouter. Your input was flagged for \"harassment\".","metadata":{"reasons":["harassment"],"flagged_input":"..."}}}`, provider.ClassContentRefused, false},
+		{"openrouter 403 other", true, 403, `{"error":{"code":403,"message":"Key disabled"}}`, provider.ClassForbidden, false},
+		{"openrouter context length", true, 400, `{"error":{"code":400,"message":"This endpoint's maximum context length is 131072 tokens. However, you requested about 200000 tokens."}}`, provider.ClassContextLength, false},
+		{"openrouter 408", true, 408, `{"error":{"code":408,"message":"Timed out"}}`, provider.ClassTimeout, true},
+		{"openrouter 503 no provider", true, 503, `{"error":{"code":503,"message":"No allowed providers are available for the selected model."}}`, provider.ClassServerError, true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			a := New(Config{OpenRouter: tc.openRouter})
+			e := a.StatusError(tc.status, http.Header{}, []byte(tc.body))
+			if e.Class != tc.want || e.Retryable != tc.retryable || e.HTTPStatus != tc.status || e.Message == "" {
+				t.Fatalf("got %+v, want class %s retryable %v", e, tc.want, tc.retryable)
+			}
+		})
+	}
+}
+
+// TestOpenRouterAsksForUsageAccounting: OpenRouter reports usage.cost
+// when the body asks for it; other OpenAI-compatible vendors get no such
+// field.
+func TestOpenRouterAsksForUsageAccounting(t *testing.T) {
+	req := &provider.Request{Model: "m", Messages: msgs()}
+	for _, tc := range []struct {
+		openRouter bool
+		want       string
+	}{{true, `{"include":true}`}, {false, ""}} {
+		body, err := New(Config{OpenRouter: tc.openRouter}).BuildBody(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var m map[string]json.RawMessage
+		if err := json.Unmarshal(body, &m); err != nil {
+			t.Fatal(err)
+		}
+		if got := string(m["usage"]); got != tc.want {
+			t.Errorf("openRouter=%v: usage %q, want %q", tc.openRouter, got, tc.want)
+		}
+	}
 }

@@ -11,6 +11,9 @@
 //	[[sim:invalid_json]]   answer JSON requests with malformed JSON
 //	[[sim:empty]]          answer with empty content
 //	[[sim:length]]         finish with the vendor's max-tokens reason
+//	[[sim:error=KIND]]     answer with the vendor's own error for a condition:
+//	                       context_length (the prompt does not fit) or
+//	                       billing (the account cannot pay)
 package vendortest
 
 import (
@@ -18,6 +21,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"strings"
 	"testing"
@@ -40,6 +44,10 @@ func MarkerStatus(code int) string { return fmt.Sprintf("[[sim:status=%d]]", cod
 // MarkerRetryAfter sets the retry-after of a 429, in seconds.
 func MarkerRetryAfter(s int) string { return fmt.Sprintf("[[sim:retry_after=%d]]", s) }
 
+// MarkerError asks for the vendor's own error for a condition
+// ("context_length", "billing").
+func MarkerError(kind string) string { return "[[sim:error=" + kind + "]]" }
+
 // MarkerDelay delays the reply.
 func MarkerDelay(d time.Duration) string { return fmt.Sprintf("[[sim:delay_ms=%d]]", d.Milliseconds()) }
 
@@ -58,9 +66,22 @@ type Options struct {
 	CachedRatio float64
 	// MissingKeyClass is the class of the reply to a call without a key:
 	// provider.ClassAuth (default) or provider.ClassForbidden (Gemini sends 403).
-	MissingKeyClass string
+	MissingKeyClass provider.Class
 	// Overloaded: the vendor has a 529 overloaded status (Anthropic).
 	Overloaded bool
+	// ReasoningModel, when set, is a model for which the server reports
+	// ReasoningTokens thinking tokens per call, billed as output.
+	ReasoningModel  string
+	ReasoningTokens int
+	// ReasoningHidden: the vendor bills thinking inside its output count
+	// without reporting it separately (Anthropic), so Usage.ReasoningTokens
+	// stays 0 while OutputTokens grows.
+	ReasoningHidden bool
+	// ReportedPrice, when set, is what the vendor charges per million input
+	// and output tokens and reports as the call's cost (OpenRouter's
+	// usage.cost); the adapter must ask for it and return it in
+	// Usage.VendorCostUSD. Unset: the vendor reports no cost.
+	ReportedPrice *[2]float64
 }
 
 // NewAdapter builds the adapter under test.
@@ -170,11 +191,62 @@ func Run(t *testing.T, newAdapter NewAdapter, o Options) {
 		})
 	}
 
+	if o.ReasoningModel != "" {
+		t.Run("reasoning_tokens", func(t *testing.T) {
+			t.Parallel()
+			prompt := "Think hard about the plot of Hamlet, then answer in one line."
+			plain, ve := call(t, ctx, a, req(prompt))
+			if ve != nil {
+				t.Fatal(ve)
+			}
+			r := req(prompt)
+			r.Model = o.ReasoningModel
+			thought, ve := call(t, ctx, a, r)
+			if ve != nil {
+				t.Fatal(ve)
+			}
+			pu, u := plain.Usage, thought.Usage
+			if thought.Content != plain.Content || u.InputTokens != pu.InputTokens {
+				t.Fatalf("same prompt, different answer: %q/%+v vs %q/%+v", thought.Content, u, plain.Content, pu)
+			}
+			// Thinking is billed as output, whatever the wire calls it.
+			if u.OutputTokens != pu.OutputTokens+o.ReasoningTokens {
+				t.Fatalf("OutputTokens %d, want %d answer + %d reasoning", u.OutputTokens, pu.OutputTokens, o.ReasoningTokens)
+			}
+			want := o.ReasoningTokens
+			if o.ReasoningHidden {
+				want = 0
+			}
+			if u.ReasoningTokens != want || pu.ReasoningTokens != 0 {
+				t.Fatalf("ReasoningTokens %d (plain %d), want %d (plain 0)", u.ReasoningTokens, pu.ReasoningTokens, want)
+			}
+		})
+	}
+
+	t.Run("vendor_cost", func(t *testing.T) {
+		t.Parallel()
+		resp, ve := call(t, ctx, a, req("What does a kettle cost?"))
+		if ve != nil {
+			t.Fatal(ve)
+		}
+		u := resp.Usage
+		if o.ReportedPrice == nil {
+			if u.VendorCostReported || u.VendorCostUSD != 0 {
+				t.Fatalf("usage %+v: the vendor reports no cost", u)
+			}
+			return
+		}
+		want := (float64(u.InputTokens)*o.ReportedPrice[0] + float64(u.OutputTokens)*o.ReportedPrice[1]) / 1e6
+		if !u.VendorCostReported || u.VendorCostUSD <= 0 || math.Abs(u.VendorCostUSD-want) > 1e-12 {
+			t.Fatalf("usage %+v: want the vendor's reported cost %v", u, want)
+		}
+	})
+
 	type errCase struct {
 		name      string
 		prompt    string
-		class     string
-		classAlt  string
+		class     provider.Class
+		classAlt  provider.Class
 		status    int
 		retryable bool
 		after     time.Duration
@@ -187,6 +259,17 @@ func Run(t *testing.T, newAdapter NewAdapter, o Options) {
 		{"429_retry_after", MarkerStatus(429) + MarkerRetryAfter(3), provider.ClassRateLimited, "", 429, true, 3 * time.Second},
 		{"500_retryable", MarkerStatus(500), provider.ClassServerError, "", 500, true, 0},
 		{"503_retryable", MarkerStatus(503), provider.ClassServerError, provider.ClassOverloaded, 503, true, 0},
+		// Statuses outside the common table are classified deliberately.
+		{"402_payment_required", MarkerStatus(402), provider.ClassPaymentRequired, "", 402, false, 0},
+		{"405_not_found", MarkerStatus(405), provider.ClassNotFound, "", 405, false, 0},
+		{"410_not_found", MarkerStatus(410), provider.ClassNotFound, "", 410, false, 0},
+		{"451_content_refused", MarkerStatus(451), provider.ClassContentRefused, "", 451, false, 0},
+		{"418_client_error", MarkerStatus(418), provider.ClassClientError, "", 418, false, 0},
+		{"504_timeout", MarkerStatus(504), provider.ClassTimeout, "", 504, true, 0},
+		// Conditions each vendor words its own way (and with its own
+		// status: 400, 402 or 429).
+		{"context_length", MarkerError("context_length"), provider.ClassContextLength, "", 0, false, 0},
+		{"billing", MarkerError("billing"), provider.ClassPaymentRequired, "", 0, false, 0},
 	}
 	if o.Overloaded {
 		errCases = append(errCases, errCase{"529_overloaded", MarkerStatus(529), provider.ClassOverloaded, "", 529, true, 0})
@@ -198,7 +281,7 @@ func Run(t *testing.T, newAdapter NewAdapter, o Options) {
 			if ve == nil {
 				t.Fatalf("want error %s", tc.class)
 			}
-			if (ve.Class != tc.class && ve.Class != tc.classAlt) || ve.HTTPStatus != tc.status || ve.Retryable != tc.retryable {
+			if (ve.Class != tc.class && ve.Class != tc.classAlt) || (tc.status != 0 && ve.HTTPStatus != tc.status) || ve.Retryable != tc.retryable {
 				t.Fatalf("got %+v, want class %s status %d retryable %v", ve, tc.class, tc.status, tc.retryable)
 			}
 			if ve.Message == "" {

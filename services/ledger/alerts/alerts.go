@@ -30,6 +30,7 @@ import (
 
 	"github.com/switchyard-llm/switchyard/pkg/natsx"
 	"github.com/switchyard-llm/switchyard/pkg/policy"
+	"github.com/switchyard-llm/switchyard/services/ledger/internal/chsql"
 )
 
 // Alert kinds; each is published on Subject(kind).
@@ -307,7 +308,8 @@ func (a *Alerter) logAlert(f finding) {
 		ev = ev.Str("model", f.model)
 	}
 	if f.period != "" {
-		ev = ev.Str("period", f.period).Float64("level", f.level)
+		// Not "level": that key is the log line's own level.
+		ev = ev.Str("period", f.period).Float64("budget_level", f.level)
 	}
 	ev.Msg("alert")
 }
@@ -473,8 +475,13 @@ func (e *eval) budget(ctx context.Context) ([]finding, error) {
 	return out, nil
 }
 
-// ErrorRateSQL is the attempts and failed attempts per vendor over [?, ?).
-const ErrorRateSQL = "SELECT vendor, toUInt64(count()) AS n, toUInt64(countIf(error_class != '')) AS failed " +
+// ErrorRateSQL is, per vendor over [?, ?), its concluded calls (n) and
+// those that failed by its fault (failed). Skipped targets (saturated,
+// circuit_open), hedge losers cut short (cancelled), calls still started
+// and requests the vendor refused (4xx) are not the vendor failing; see
+// chsql and provider.Class.
+var ErrorRateSQL = "SELECT vendor, toUInt64(countIf(" + chsql.Concluded() + ")) AS n, " +
+	"toUInt64(countIf(" + chsql.VendorFailed() + ")) AS failed " +
 	"FROM %s.attempts FINAL WHERE ts >= toDateTime(?) AND ts < toDateTime(?) GROUP BY vendor"
 
 func (e *eval) vendorErrorRate(ctx context.Context) ([]finding, error) {
@@ -503,7 +510,7 @@ func (e *eval) vendorErrorRate(ctx context.Context) ([]finding, error) {
 			continue
 		}
 		f := e.finding(KindVendorErrorRate, vendor, SeverityCritical, rate, c.Threshold, from, e.end, false,
-			fmt.Sprintf("vendor %s failed %d of %d attempts (%.2f%%) in the last %s, above %.2f%%",
+			fmt.Sprintf("vendor %s failed %d of %d calls (%.2f%%) in the last %s, above %.2f%%",
 				vendor, failed, n, rate*100, c.Window.Duration, c.Threshold*100))
 		f.vendor = vendor
 		out = append(out, f)
@@ -512,14 +519,14 @@ func (e *eval) vendorErrorRate(ctx context.Context) ([]finding, error) {
 }
 
 // LatencySQL is, per vendor/model over the answered attempts (no error
-// class), the count and exact p95 latency of the recent window [w, end) and
+// class, not still started), the count and exact p95 latency of the recent window [w, end) and
 // of the baseline [b, w). Arguments: w, w, w, w, b, end.
-const LatencySQL = "SELECT vendor, model, " +
+var LatencySQL = "SELECT vendor, model, " +
 	"toUInt64(countIf(ts >= toDateTime(?))) AS n_recent, " +
 	"toUInt64(countIf(ts < toDateTime(?))) AS n_base, " +
 	"toFloat64(quantileExactIf(0.95)(latency_ms, ts >= toDateTime(?))) AS p95_recent, " +
 	"toFloat64(quantileExactIf(0.95)(latency_ms, ts < toDateTime(?))) AS p95_base " +
-	"FROM %s.attempts FINAL WHERE ts >= toDateTime(?) AND ts < toDateTime(?) AND error_class = '' " +
+	"FROM %s.attempts FINAL WHERE ts >= toDateTime(?) AND ts < toDateTime(?) AND " + chsql.Answered() + " " +
 	"GROUP BY vendor, model"
 
 func (e *eval) latencyRegression(ctx context.Context) ([]finding, error) {

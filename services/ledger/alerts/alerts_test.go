@@ -1,8 +1,11 @@
 package alerts_test
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -266,4 +269,96 @@ alerts:
 			t.Errorf("error does not mention %s:\n%v", want, err)
 		}
 	}
+}
+
+// TestVendorErrorRateCountsOnlyVendorFailures: targets that were skipped
+// (saturated, circuit_open), hedge losers cut short (cancelled), calls
+// whose outcome is not known yet (started) and requests the vendor
+// refused (4xx such as invalid_request) are not the vendor failing. A
+// limiter spill once raised "openai failed 9014 of 19120 (47%)" while
+// OpenAI never failed.
+func TestVendorErrorRateCountsOnlyVendorFailures(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, `
+alerts:
+  latency_regression: {disabled: true}
+  unknown_model: {disabled: true}
+  vendor_error_rate: {min_attempts: 10}
+`)
+	var rows []row
+	add := func(vendor string, n int, errc, outcome string) {
+		for i := range n {
+			rows = append(rows, row{vendor: vendor, ts: at(11, 57, i), latency: 100, errc: errc, outcome: outcome})
+		}
+	}
+	// openai: 1 vendor failure in 25 calls with a known outcome (4 %).
+	add("openai", 19, "", "")
+	add("openai", 1, "server_error", "")
+	add("openai", 5, "invalid_request", "")
+	add("openai", 20, "saturated", "")
+	add("openai", 10, "circuit_open", "")
+	add("openai", 5, "cancelled", "")
+	add("openai", 10, "", "started")
+	// anthropic: 2 overloaded in 20 calls (10 %), plus a spill.
+	add("anthropic", 18, "", "")
+	add("anthropic", 2, "overloaded", "")
+	add("anthropic", 30, "saturated", "")
+	e.insert(rows...)
+
+	got := e.tick(1)
+	check(t, got[0], alerts.KindVendorErrorRate, "anthropic", alerts.SeverityCritical, 0.1, 0.05, at(11, 55, 0), at(12, 0, 0))
+	if !strings.Contains(got[0].Message, "failed 2 of 20") {
+		t.Errorf("message %q, want the vendor's failures of its calls", got[0].Message)
+	}
+}
+
+// TestAlertLogKeepsLogLevel: an alert's log line has one "level" key, the
+// log level; the budget level is logged as budget_level.
+func TestAlertLogKeepsLogLevel(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, allOff+`
+  budget_usd_per_day: {acme: 10}
+`)
+	var buf syncBuffer
+	a := e.alerterWithLog(zerolog.New(&buf))
+	e.insert(row{ts: at(9, 0, 0), cost: 8.5})
+	e.tickWith(a, 1)
+	var lines int
+	for _, line := range strings.Split(strings.TrimSpace(buf.String()), "\n") {
+		if !strings.Contains(line, `"message":"alert"`) {
+			continue
+		}
+		lines++
+		if n := strings.Count(line, `"level":`); n != 1 {
+			t.Errorf("alert log line has %d level keys: %s", n, line)
+		}
+		var m map[string]any
+		if err := json.Unmarshal([]byte(line), &m); err != nil {
+			t.Fatal(err)
+		}
+		if m["level"] != "warn" || m["budget_level"] != 0.8 || m["severity"] != "warning" {
+			t.Errorf("alert log line %s: want level warn, budget_level 0.8, severity warning", line)
+		}
+	}
+	if lines != 1 {
+		t.Fatalf("%d alert log lines, want 1: %s", lines, buf.String())
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for the logger's writes.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

@@ -66,6 +66,7 @@ type row struct {
 	cost    float64
 	unknown bool // price_known = 0
 	latency uint32
+	outcome string // default "ok", or "error" when errc is set
 }
 
 type received struct {
@@ -142,6 +143,11 @@ func (e *env) alerter() *alerts.Alerter {
 	if testing.Verbose() {
 		log = zerolog.New(zerolog.NewTestWriter(e.t))
 	}
+	return e.alerterWithLog(log)
+}
+
+func (e *env) alerterWithLog(log zerolog.Logger) *alerts.Alerter {
+	e.t.Helper()
 	a, err := alerts.New(alerts.Config{}, alerts.Deps{
 		Log: log, JS: e.js, CH: e.conn, Database: e.db, Policy: e.src,
 		Now: func() time.Time { return time.Unix(0, e.now.Load()).UTC() },
@@ -170,7 +176,7 @@ func (e *env) insert(rows ...row) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	b, err := e.conn.PrepareBatch(ctx, "INSERT INTO `"+e.db+"`.attempts "+
-		"(request_id, attempt_id, attempt, ts, tenant, vendor, model, error_class, cost_usd, price_known, latency_ms)")
+		"(request_id, attempt_id, attempt, ts, tenant, vendor, model, outcome, error_class, cost_usd, price_known, latency_ms)")
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -192,7 +198,13 @@ func (e *env) insert(rows ...row) {
 		if r.unknown {
 			known = 0
 		}
-		if err := b.Append(r.req, r.req+"#1", uint16(1), r.ts.UTC(), r.tenant, r.vendor, r.model, r.errc, r.cost, known, r.latency); err != nil {
+		if r.outcome == "" {
+			r.outcome = "ok"
+			if r.errc != "" {
+				r.outcome = "error"
+			}
+		}
+		if err := b.Append(r.req, r.req+"#1", uint16(1), r.ts.UTC(), r.tenant, r.vendor, r.model, r.outcome, r.errc, r.cost, known, r.latency); err != nil {
 			e.t.Fatal(err)
 		}
 	}

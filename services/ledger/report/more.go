@@ -13,26 +13,47 @@ import (
 	"github.com/switchyard-llm/switchyard/pkg/envelope"
 	"github.com/switchyard-llm/switchyard/pkg/policy"
 	"github.com/switchyard-llm/switchyard/pkg/pricing"
+	"github.com/switchyard-llm/switchyard/services/ledger/internal/chsql"
 )
 
+// modelsSQL: attempts are vendor calls (skipped targets left out); the
+// error rate is failed calls over calls with a known outcome; abandoned
+// counts calls left started; p50 is over answered calls.
 func modelsSQL(p *plan) string {
 	return "SELECT " + p.selectDims() +
-		"count() AS attempts, countIf(error_class != '') AS failed_attempts, " +
-		"round(countIf(error_class != '') / count(), 4) AS error_rate, " +
-		"sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens, " +
+		"count() AS attempts, countIf(" + chsql.Failed() + ") AS failed_attempts, " +
+		"round(countIf(" + chsql.Failed() + ") / countIf(" + chsql.Concluded() + "), 4) AS error_rate, " +
+		"countIf(" + chsql.Abandoned() + ") AS abandoned, " +
+		"sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens, sum(reasoning_tokens) AS reasoning_tokens, " +
 		"round(sum(cost_usd), 6) AS cost_usd, countIf(price_known = 0) AS unpriced_attempts, " +
 		"round(countIf(price_known = 0) / count(), 4) AS unpriced_ratio, " +
-		"quantileExactIf(0.5)(latency_ms, error_class = '') AS p50_ms " +
-		"FROM " + p.db + ".attempts FINAL" + p.where + p.groupBy() + p.orderBy("cost_usd DESC")
+		"quantileExactIf(0.5)(latency_ms, " + chsql.Answered() + ") AS p50_ms " +
+		"FROM " + p.db + ".attempts FINAL" + p.and(chsql.Called()) + p.groupBy() + p.orderBy("cost_usd DESC")
 }
 
+// tenantsSQL counts requests from the requests table (every request,
+// those that made no vendor call included) and attempts, tokens and cost
+// from the attempts table, joined by the grouping dimensions with UNION
+// ALL (which ClickHouse 18.16 runs, unlike most JOINs).
 func tenantsSQL(p *plan) string {
-	return "SELECT " + p.selectDims() +
-		"uniqExact(request_id) AS requests, count() AS attempts, " +
-		"sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens, " +
-		"round(sum(cost_usd), 6) AS cost_usd, " +
-		"countIf(price_known = 0) AS unpriced_attempts " +
-		"FROM " + p.db + ".attempts FINAL" + p.where + p.groupBy() + p.orderBy("cost_usd DESC")
+	dims, group := p.selectDims(), p.groupBy()
+	// The outer query reads the inner queries' dimension columns by name.
+	names := ""
+	if len(p.names) > 0 {
+		names = strings.Join(p.names, ", ") + ", "
+	}
+	return "SELECT " + names +
+		"sum(requests_n) AS requests, sum(attempts_n) AS attempts, " +
+		"sum(input_n) AS input_tokens, sum(output_n) AS output_tokens, sum(reasoning_n) AS reasoning_tokens, " +
+		"round(sum(cost_n), 6) AS cost_usd, sum(unpriced_n) AS unpriced_attempts FROM (" +
+		"SELECT " + dims + "toUInt64(0) AS requests_n, toUInt64(count()) AS attempts_n, " +
+		"toUInt64(sum(input_tokens)) AS input_n, toUInt64(sum(output_tokens)) AS output_n, " +
+		"toUInt64(sum(reasoning_tokens)) AS reasoning_n, toFloat64(sum(cost_usd)) AS cost_n, " +
+		"toUInt64(countIf(price_known = 0)) AS unpriced_n " +
+		"FROM " + p.db + ".attempts FINAL" + p.and(chsql.Called()) + group +
+		" UNION ALL SELECT " + dims + "toUInt64(count()), toUInt64(0), toUInt64(0), toUInt64(0), toUInt64(0), toFloat64(0), toUInt64(0) " +
+		"FROM " + p.db + ".requests FINAL" + p.where + group +
+		")" + group + p.orderBy("cost_usd DESC")
 }
 
 // savingsSQL groups attempts by the dimensions, the route, whether the
@@ -41,14 +62,14 @@ func tenantsSQL(p *plan) string {
 // the sums equals the sum of the per-attempt prices.
 func savingsSQL(p *plan) string {
 	return "SELECT " + p.selectDims() +
-		"route AS route_, toUInt8(error_class = '') AS ok_, price_known AS known_, " +
+		"route AS route_, toUInt8(" + chsql.Answered() + ") AS ok_, price_known AS known_, " +
 		"count() AS attempts, sum(cost_usd) AS cost, " +
 		"sum(toInt64(input_tokens) - least(toInt64(cached_tokens), toInt64(input_tokens)) - " +
 		"least(toInt64(cache_write_tokens), toInt64(input_tokens) - least(toInt64(cached_tokens), toInt64(input_tokens)))) AS fresh, " +
 		"sum(least(toInt64(cached_tokens), toInt64(input_tokens))) AS cached, " +
 		"sum(least(toInt64(cache_write_tokens), toInt64(input_tokens) - least(toInt64(cached_tokens), toInt64(input_tokens)))) AS written, " +
 		"sum(toInt64(output_tokens)) AS output " +
-		"FROM " + p.db + ".attempts FINAL" + p.where +
+		"FROM " + p.db + ".attempts FINAL" + p.and(chsql.Called()) +
 		" GROUP BY " + strings.Join(append(append([]string{}, p.names...), "route_", "ok_", "known_"), ", ") +
 		" ORDER BY " + strings.Join(append(append([]string{}, p.names...), "route_", "ok_", "known_"), ", ")
 }
@@ -64,14 +85,18 @@ func Models(ctx context.Context, conn driver.Conn, db string, q Query) (*Table, 
 	return run(ctx, conn, modelsSQL(p), p.args, nil)
 }
 
-// Tenants reports spend per tenant (default by tenant): requests, attempts,
-// tokens, cost, cost per request and unpriced attempts.
+// Tenants reports spend per tenant (default by tenant): requests (from the
+// requests table: every finished request, those answered from the cache or
+// refused before any vendor call included), attempts (vendor calls),
+// tokens, cost, cost per request and unpriced attempts. Grouped by vendor
+// or model, requests count by their final vendor/model.
 func Tenants(ctx context.Context, conn driver.Conn, db string, q Query) (*Table, error) {
 	p, err := newPlan(db, q, []string{"tenant"})
 	if err != nil {
 		return nil, err
 	}
-	t, err := run(ctx, conn, tenantsSQL(p), p.args, nil)
+	// The time range binds twice: once per table.
+	t, err := run(ctx, conn, tenantsSQL(p), append(slices.Clone(p.args), p.args...), nil)
 	if err != nil {
 		return nil, err
 	}

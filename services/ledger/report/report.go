@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+
+	"github.com/switchyard-llm/switchyard/services/ledger/internal/chsql"
 )
 
 // Query selects the time range and grouping of a report. A zero Since or
@@ -154,13 +156,15 @@ func (p *plan) orderBy(lead ...string) string {
 	return " ORDER BY " + strings.Join(terms, ", ")
 }
 
-// costSQL is the cost report's query.
+// costSQL is the cost report's query: every vendor call (skipped targets
+// are not calls).
 func costSQL(p *plan) string {
 	return "SELECT " + p.selectDims() +
 		"count() AS attempts, uniqExact(request_id) AS requests, " +
-		"sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens, sum(cached_tokens) AS cached_tokens, " +
+		"sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens, " +
+		"sum(reasoning_tokens) AS reasoning_tokens, sum(cached_tokens) AS cached_tokens, " +
 		"round(sum(cost_usd), 6) AS cost_usd, countIf(price_known = 0) AS unpriced_attempts " +
-		"FROM " + p.db + ".attempts FINAL" + p.where + p.groupBy() + p.orderBy("cost_usd DESC")
+		"FROM " + p.db + ".attempts FINAL" + p.and(chsql.Called()) + p.groupBy() + p.orderBy("cost_usd DESC")
 }
 
 func fallbackSQL(p *plan) string {
@@ -178,26 +182,36 @@ func fallbackReasonsSQL(p *plan) string {
 		" ORDER BY " + strings.Join(append(slices.Clone(p.names), "requests DESC", "reason"), ", ")
 }
 
+// errorsSQL counts failed calls per error class, and calls left started
+// (their executor died) as the class "abandoned". Skipped targets and
+// calls cut short by Switchyard are not errors. The class is computed in a
+// subquery: an alias named like the column it reads would be cyclic.
 func errorsSQL(p *plan) string {
 	return "SELECT " + p.selectDims() +
-		"error_class, count() AS attempts " +
-		"FROM " + p.db + ".attempts FINAL" + p.and("error_class != ''") +
+		"class_ AS error_class, count() AS attempts FROM (SELECT " + strings.Join(dimensionColumns, ", ") + ", " +
+		"if(" + chsql.Abandoned() + ", 'abandoned', error_class) AS class_ " +
+		"FROM " + p.db + ".attempts FINAL" + p.and("(("+chsql.Failed()+") OR "+chsql.Abandoned()+")") + ")" +
 		" GROUP BY " + strings.Join(append(slices.Clone(p.names), "error_class"), ", ") +
 		" ORDER BY " + strings.Join(append(slices.Clone(p.names), "attempts DESC", "error_class"), ", ")
 }
+
+// dimensionColumns are the columns the dimensions read.
+var dimensionColumns = []string{"ts", "vendor", "model", "endpoint_tag", "tenant", "prompt_version", "route"}
 
 func latencySQL(p *plan) string {
 	return "SELECT " + p.selectDims() +
 		"count() AS attempts, " +
 		"quantilesExact(0.5, 0.95, 0.99)(latency_ms) AS q, q[1] AS p50_ms, q[2] AS p95_ms, q[3] AS p99_ms, " +
 		"max(latency_ms) AS max_ms " +
-		"FROM " + p.db + ".attempts FINAL" + p.and("error_class = ''") + p.groupBy() + p.orderBy()
+		"FROM " + p.db + ".attempts FINAL" + p.and(chsql.Answered()) + p.groupBy() + p.orderBy()
 }
 
-// Cost sums attempts, tokens and USD from the attempts table (every attempt,
-// failed ones included, at the ledger's catalog prices). unpriced_attempts
-// counts attempts whose model was not in the catalog: their cost is unknown,
-// not zero. With no By it returns one total row.
+// Cost sums attempts, tokens and USD from the attempts table (every vendor
+// call, failed ones included, at the cost the ledger stored: the vendor's
+// reported charge or the catalog price). Skipped targets (open circuit,
+// saturation) are not calls and are left out. unpriced_attempts counts
+// attempts whose model was not in the catalog: their cost is unknown, not
+// zero. With no By it returns one total row.
 func Cost(ctx context.Context, conn driver.Conn, db string, q Query) (*Table, error) {
 	p, err := newPlan(db, q, nil)
 	if err != nil {
@@ -248,8 +262,9 @@ func FallbackReasons(ctx context.Context, conn driver.Conn, db string, q Query) 
 	return run(ctx, conn, fallbackReasonsSQL(p), p.args, nil)
 }
 
-// Errors counts failed attempts per group (default vendor, model) and error
-// class.
+// Errors counts failed calls per group (default vendor, model) and error
+// class; calls whose executor died before the vendor answered count as
+// "abandoned". Skipped targets and hedge losers cut short are not errors.
 func Errors(ctx context.Context, conn driver.Conn, db string, q Query) (*Table, error) {
 	p, err := newPlan(db, q, []string{"vendor", "model"})
 	if err != nil {
@@ -259,7 +274,8 @@ func Errors(ctx context.Context, conn driver.Conn, db string, q Query) (*Table, 
 }
 
 // Latency gives exact p50/p95/p99 and maximum latency (ms) of the attempts a
-// vendor answered (no error class), per group (default vendor, model).
+// vendor answered (no error class, not still started), per group (default
+// vendor, model).
 func Latency(ctx context.Context, conn driver.Conn, db string, q Query) (*Table, error) {
 	p, err := newPlan(db, q, []string{"vendor", "model"})
 	if err != nil {

@@ -28,6 +28,8 @@ type attemptRow struct {
 	cost          float64
 	known         uint8
 	latency       uint32
+	outcome       string // default ok, or error with an error class
+	reasoning     uint32
 }
 
 type requestRow struct {
@@ -43,13 +45,20 @@ type requestRow struct {
 // redelivery would: reports read with FINAL and must count it once.
 var (
 	attempts = []attemptRow{
-		{"r1", "r1#1", day1, "acme", "summarize", "openai", "gpt-4o-mini", "", 1000, 100, 0.001, 1, 100},
-		{"r2", "r2#1", day1, "acme", "summarize", "openai", "gpt-4o-mini", "rate_limited", 0, 0, 0, 1, 30},
-		{"r2", "r2#2", day1, "acme", "summarize", "anthropic", "claude-haiku-4-5", "", 500, 200, 0.0015, 1, 800},
-		{"r3", "r3#1", day1, "globex", "extract", "openai", "gpt-4o-mini", "timeout", 0, 0, 0, 1, 5000},
-		{"r3", "r3#2", day1, "globex", "extract", "anthropic", "claude-haiku-4-5", "", 500, 200, 0.0015, 1, 1200},
-		{"r4", "r4#1", day2, "globex", "extract", "gemini", "mystery", "", 100, 10, 0, 0, 300},
-		{"r2", "r2#2", day1, "acme", "summarize", "anthropic", "claude-haiku-4-5", "", 500, 200, 0.0015, 1, 800},
+		{"r1", "r1#1", day1, "acme", "summarize", "openai", "gpt-4o-mini", "", 1000, 100, 0.001, 1, 100, "", 60},
+		{"r2", "r2#1", day1, "acme", "summarize", "openai", "gpt-4o-mini", "rate_limited", 0, 0, 0, 1, 30, "", 0},
+		{"r2", "r2#2", day1, "acme", "summarize", "anthropic", "claude-haiku-4-5", "", 500, 200, 0.0015, 1, 800, "", 0},
+		{"r3", "r3#1", day1, "globex", "extract", "openai", "gpt-4o-mini", "timeout", 0, 0, 0, 1, 5000, "", 0},
+		{"r3", "r3#2", day1, "globex", "extract", "anthropic", "claude-haiku-4-5", "", 500, 200, 0.0015, 1, 1200, "", 0},
+		{"r4", "r4#1", day2, "globex", "extract", "gemini", "mystery", "", 100, 10, 0, 0, 300, "", 0},
+		// Rows that are not vendor failures: skipped targets (an old
+		// executor recorded them), a hedge loser cut short, and a call
+		// whose executor died (started, never finished).
+		{"r6", "r6#1", day1, "acme", "summarize", "openai", "gpt-4o-mini", "saturated", 0, 0, 0, 1, 0, "", 0},
+		{"r6", "r6#2", day1, "acme", "summarize", "anthropic", "claude-haiku-4-5", "circuit_open", 0, 0, 0, 1, 0, "", 0},
+		{"r3", "r3#3", day1, "globex", "extract", "openai", "gpt-4o-mini", "cancelled", 0, 0, 0, 1, 40, "", 0},
+		{"r7", "r7#1", day1, "globex", "extract", "anthropic", "claude-haiku-4-5", "", 0, 0, 0, 1, 0, "started", 0},
+		{"r2", "r2#2", day1, "acme", "summarize", "anthropic", "claude-haiku-4-5", "", 500, 200, 0.0015, 1, 800, "", 0},
 	}
 	requests = []requestRow{
 		{"r1", day1, "acme", "summarize", "openai", "gpt-4o-mini", 0, ""},
@@ -70,12 +79,19 @@ func seed(t *testing.T) (driver.Conn, string) {
 	// redeliveries do.
 	for i, a := range attempts {
 		b, err := conn.PrepareBatch(ctx, "INSERT INTO "+db+".attempts (request_id, attempt_id, ts, tenant, route, vendor, model, "+
-			"error_class, input_tokens, output_tokens, cost_usd, price_known, latency_ms, ingested_at)")
+			"outcome, error_class, input_tokens, output_tokens, reasoning_tokens, cost_usd, price_known, latency_ms, ingested_at)")
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := b.Append(a.req, a.id, a.ts, a.tenant, a.route, a.vendor, a.model, a.errClass, a.in, a.out, a.cost,
-			a.known, a.latency, day2.Add(time.Duration(i)*time.Second)); err != nil {
+		outcome := a.outcome
+		if outcome == "" {
+			outcome = "ok"
+			if a.errClass != "" {
+				outcome = "error"
+			}
+		}
+		if err := b.Append(a.req, a.id, a.ts, a.tenant, a.route, a.vendor, a.model, outcome, a.errClass, a.in, a.out, a.reasoning,
+			a.cost, a.known, a.latency, day2.Add(time.Duration(i)*time.Second)); err != nil {
 			t.Fatal(err)
 		}
 		if err := b.Send(); err != nil {
@@ -103,7 +119,7 @@ type reportFunc func(context.Context, driver.Conn, string, report.Query) (*repor
 
 func TestReports(t *testing.T) {
 	conn, db := seed(t)
-	costCols := []string{"attempts", "requests", "input_tokens", "output_tokens", "cached_tokens", "cost_usd", "unpriced_attempts"}
+	costCols := []string{"attempts", "requests", "input_tokens", "output_tokens", "reasoning_tokens", "cached_tokens", "cost_usd", "unpriced_attempts"}
 	tests := []struct {
 		name string
 		fn   reportFunc
@@ -111,24 +127,26 @@ func TestReports(t *testing.T) {
 		cols []string
 		rows [][]string
 	}{
-		{"cost total", report.Cost, report.Query{}, costCols, [][]string{{"6", "4", "2100", "510", "0", "0.004", "1"}}},
+		// attempts are vendor calls: the skipped r6 rows are not, the
+		// cancelled r3#3 and the started r7#1 are (their cost unknown).
+		{"cost total", report.Cost, report.Query{}, costCols, [][]string{{"8", "5", "2100", "510", "60", "0", "0.004", "1"}}},
 		{"cost by vendor,model", report.Cost, report.Query{By: []string{"vendor", "model"}},
 			append([]string{"vendor", "model"}, costCols...), [][]string{
-				{"anthropic", "claude-haiku-4-5", "2", "2", "1000", "400", "0", "0.003", "0"},
-				{"openai", "gpt-4o-mini", "3", "3", "1000", "100", "0", "0.001", "0"},
-				{"gemini", "mystery", "1", "1", "100", "10", "0", "0", "1"},
+				{"anthropic", "claude-haiku-4-5", "3", "3", "1000", "400", "0", "0", "0.003", "0"},
+				{"openai", "gpt-4o-mini", "4", "3", "1000", "100", "60", "0", "0.001", "0"},
+				{"gemini", "mystery", "1", "1", "100", "10", "0", "0", "0", "1"},
 			}},
 		{"cost by day", report.Cost, report.Query{By: []string{"day"}},
 			append([]string{"day"}, costCols...), [][]string{
-				{"2025-03-14", "5", "3", "2000", "500", "0", "0.004", "0"},
-				{"2025-03-15", "1", "1", "100", "10", "0", "0", "1"},
+				{"2025-03-14", "7", "4", "2000", "500", "60", "0", "0.004", "0"},
+				{"2025-03-15", "1", "1", "100", "10", "0", "0", "0", "1"},
 			}},
 		{"cost since day 2", report.Cost, report.Query{Since: day2.Truncate(24 * time.Hour), By: []string{"tenant"}},
-			append([]string{"tenant"}, costCols...), [][]string{{"globex", "1", "1", "100", "10", "0", "0", "1"}}},
+			append([]string{"tenant"}, costCols...), [][]string{{"globex", "1", "1", "100", "10", "0", "0", "0", "1"}}},
 		{"cost until day 2", report.Cost, report.Query{Until: day2.Truncate(24 * time.Hour), By: []string{"tenant"}},
 			append([]string{"tenant"}, costCols...), [][]string{
-				{"acme", "3", "2", "1500", "300", "0", "0.0025", "0"},
-				{"globex", "2", "1", "500", "200", "0", "0.0015", "0"},
+				{"acme", "3", "2", "1500", "300", "60", "0", "0.0025", "0"},
+				{"globex", "4", "2", "500", "200", "0", "0", "0.0015", "0"},
 			}},
 		{"fallbacks total", report.Fallbacks, report.Query{},
 			[]string{"requests", "fallbacks", "fallback_rate", "fallback_reasons"},
@@ -149,10 +167,19 @@ func TestReports(t *testing.T) {
 				{"acme", "rate_limited", "2"},
 				{"globex", "timeout", "1"},
 			}},
+		// Skipped targets and the hedge loser are not errors; the call
+		// left started is counted as abandoned.
 		{"errors by vendor/model", report.Errors, report.Query{},
 			[]string{"vendor", "model", "error_class", "attempts"}, [][]string{
+				{"anthropic", "claude-haiku-4-5", "abandoned", "1"},
 				{"openai", "gpt-4o-mini", "rate_limited", "1"},
 				{"openai", "gpt-4o-mini", "timeout", "1"},
+			}},
+		{"errors by tenant", report.Errors, report.Query{By: []string{"tenant"}},
+			[]string{"tenant", "error_class", "attempts"}, [][]string{
+				{"acme", "rate_limited", "1"},
+				{"globex", "abandoned", "1"},
+				{"globex", "timeout", "1"},
 			}},
 		{"latency by vendor/model", report.Latency, report.Query{},
 			[]string{"vendor", "model", "attempts", "p50_ms", "p95_ms", "p99_ms", "max_ms"}, [][]string{
