@@ -15,18 +15,19 @@ import (
 // `switchyard report` (SWITCHYARD_CLICKHOUSE_*, SWITCHYARD_LEDGER_*).
 type ServiceConfig struct {
 	svc.Common
-	Ledger Config        `inline:"true"`
+	// Config is embedded: its variables keep their own names.
+	Config
 	Alerts alerts.Config `envconfig:"ALERTS"`
 }
 
 // Validate reports every problem at once.
 func (c ServiceConfig) Validate() error {
-	return errors.Join(c.Common.Validate(), c.Ledger.Validate(), c.Alerts.Validate())
+	return errors.Join(c.Common.Validate(), c.Config.Validate(), c.Alerts.Validate())
 }
 
 // Build assembles the ledger binary's stages.
 func (c *ServiceConfig) Build(_ context.Context, rt *svc.Runtime) ([]svc.Stage, error) {
-	return []svc.Stage{FromRuntime(rt, c.Ledger, c.Alerts)}, nil
+	return []svc.Stage{FromRuntime(rt, c.Config, c.Alerts)}, nil
 }
 
 // clickHouseRetry is how long the ledger waits between attempts to reach

@@ -49,6 +49,9 @@ const (
 	SimOff  = "off"
 )
 
+// Ledger is the ledger's configuration, embedded in Config under this name.
+type Ledger = ledger.Config
+
 // Config is the configuration of `switchyard up`. Every field is read from
 // its SWITCHYARD_ name only (see LoadConfig); the shared settings
 // (features, stage configs, ClickHouse) have the same names as in the
@@ -72,9 +75,10 @@ type Config struct {
 	Router   router.Config   `envconfig:"ROUTER"`
 	Executor executor.Config `envconfig:"EXECUTOR"`
 	Gate     gate.Config     `envconfig:"GATE"`
-	// Ledger settings have the ledger binary's names (SWITCHYARD_CLICKHOUSE_*,
-	// SWITCHYARD_LEDGER_BATCH_SIZE …), so `up` writes where `report` reads.
-	Ledger ledger.Config `inline:"true"`
+	// Ledger is embedded, so its settings keep the ledger binary's names
+	// (SWITCHYARD_CLICKHOUSE_*, SWITCHYARD_LEDGER_BATCH_SIZE …) and `up`
+	// writes where `report` reads.
+	Ledger
 	Alerts alerts.Config `envconfig:"ALERTS"`
 
 	// ExternalExecutors names vendors whose executors run as processes of
