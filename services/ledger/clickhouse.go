@@ -139,7 +139,7 @@ func Migrate(ctx context.Context, conn driver.Conn, database string, log zerolog
 	run := func(m Migration) error {
 		for i, s := range m.Statements {
 			q := strings.ReplaceAll(s, DatabasePlaceholder, db)
-			if err := conn.Exec(ctx, q); err != nil && !columnExists(q, err) {
+			if err := conn.Exec(ctx, q); err != nil && !columnExists(q, err) && !renamedAlready(q, err) {
 				return fmt.Errorf("migration %s statement %d: %w", m.Name, i+1, err)
 			}
 		}
@@ -196,6 +196,16 @@ func columnExists(stmt string, err error) bool {
 	var ex *clickhouse.Exception
 	return errors.As(err, &ex) && ex.Code == errColumnExists &&
 		strings.Contains(strings.ToUpper(stmt), "ADD COLUMN") && strings.Contains(ex.Message, "already exists")
+}
+
+// errTableExists is ClickHouse's TABLE_ALREADY_EXISTS.
+const errTableExists = 57
+
+// renamedAlready reports a RENAME whose target exists: a re-run of a
+// table-swapping migration (007) that crashed after its RENAME.
+func renamedAlready(stmt string, err error) bool {
+	var ex *clickhouse.Exception
+	return errors.As(err, &ex) && ex.Code == errTableExists && strings.HasPrefix(strings.ToUpper(strings.TrimSpace(stmt)), "RENAME TABLE")
 }
 
 // record notes a migration in schema_migrations. It uses a batch insert:

@@ -238,10 +238,12 @@ func (l *Ledger) decode(ctx context.Context, msgs []jetstream.Msg) *batch {
 				l.deadLetter(ctx, m, ReasonInvalidEvent, e.RequestID, err)
 				continue
 			}
-			if i, dup := requests[e.RequestID]; dup {
+			// Request ids are per tenant: the row's key is (tenant, request_id).
+			key := e.Tenant + "\x00" + e.RequestID
+			if i, dup := requests[key]; dup {
 				b.requests[i] = &e
 			} else {
-				requests[e.RequestID] = len(b.requests)
+				requests[key] = len(b.requests)
 				b.requests = append(b.requests, &e)
 			}
 		default:

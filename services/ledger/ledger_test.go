@@ -303,3 +303,24 @@ func TestLedgerRestart(t *testing.T) {
 		t.Fatalf("requests FINAL: %d, want 20", got)
 	}
 }
+
+// TestRequestsKeyedByTenant: request ids are per tenant, so two tenants'
+// requests with the same id are two rows (003 kept one of them).
+func TestRequestsKeyedByTenant(t *testing.T) {
+	conn, cfg := chtest.Migrated(t)
+	cfg = testConfig(cfg)
+	_, js := startJetStream(t)
+	r := startLedger(t, cfg, ledger.Deps{JS: js, CH: conn})
+	// One at a time, so the rows land in separate inserts and only the
+	// table's sorting key decides whether both are kept.
+	for i, tenant := range []string{"acme", "globex"} {
+		ev := requestEvent("r1")
+		ev.Tenant = tenant
+		publish(t, js, natsx.SubjectRequest, tenant+".r1:request", ev)
+		eventually(t, 30*time.Second, tenant+" acked", func() bool { return r.L.Stats().Acked == uint64(i+1) })
+	}
+	q := "SELECT count() FROM `" + cfg.ClickHouseDatabase + "`.requests FINAL WHERE request_id = 'r1'"
+	if got := chtest.Count(t, conn, q); got != 2 {
+		t.Fatalf("requests FINAL with id r1: %d rows, want 2 (one per tenant)", got)
+	}
+}
