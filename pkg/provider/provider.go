@@ -56,6 +56,10 @@ const (
 	ClassNotFound        = "not_found"         // 404
 	ClassPayloadTooLarge = "payload_too_large" // 413
 	ClassUnprocessable   = "unprocessable"     // 422
+	// ClassContextLength is a 400 saying the prompt does not fit the
+	// model's context window: not retried on that model, but a later one
+	// with a larger window may serve it.
+	ClassContextLength = "context_length_exceeded"
 )
 
 // Error is a classified vendor failure.

@@ -17,7 +17,35 @@ const (
 	CheckFinishReason = "finish_reason"
 	CheckJSON         = "json"
 	CheckJSONSchema   = "json_schema"
+	CheckRefusal      = "refusal"
 )
+
+// refusalOpenings start the answers models give when they decline. An
+// answer that opens with one and stays short is a refusal, not an answer.
+var refusalOpenings = []string{
+	"i'm sorry, but i can't", "i'm sorry, but i cannot", "i am sorry, but i cannot", "i'm sorry, i can't", "i'm sorry, i cannot",
+	"sorry, but i can't", "sorry, i can't", "i can't help with", "i cannot help with", "i can't assist with", "i cannot assist with",
+	"i can't comply", "i cannot comply", "i'm unable to help", "i am unable to help", "i'm unable to assist", "i am unable to assist",
+	"i'm not able to help", "i won't be able to help", "as an ai language model, i cannot", "as an ai, i cannot",
+}
+
+// maxRefusalLen bounds what counts as a refusal: a long answer that opens
+// with an apology usually goes on to answer.
+const maxRefusalLen = 400
+
+// isRefusal reports whether content is a model declining to answer.
+func isRefusal(content string) bool {
+	c := strings.ToLower(strings.TrimSpace(strings.ReplaceAll(content, "’", "'")))
+	if c == "" || len(c) > maxRefusalLen {
+		return false
+	}
+	for _, p := range refusalOpenings {
+		if strings.HasPrefix(c, p) {
+			return true
+		}
+	}
+	return false
+}
 
 // Verdict is the result of judging one answer.
 type Verdict struct {
@@ -41,6 +69,13 @@ func Judge(req *envelope.Request, res *envelope.Result) Verdict {
 		fail(CheckNonEmpty, "empty content")
 	}
 	v.Quality.Checks = append(v.Quality.Checks, CheckFinishReason)
+	if res.FinishReason == "content_filter" {
+		fail(CheckFinishReason, "the vendor's content filter stopped the answer (finish_reason=content_filter)")
+	}
+	v.Quality.Checks = append(v.Quality.Checks, CheckRefusal)
+	if isRefusal(res.Content) {
+		fail(CheckRefusal, "the model refused to answer")
+	}
 	if res.FinishReason == "length" {
 		v.Truncated = true
 		if v.Quality.Reason == "" {

@@ -3,6 +3,7 @@ package gate
 import (
 	"encoding/json"
 	"reflect"
+	"strings"
 	"testing"
 
 	"github.com/switchyard-llm/switchyard/pkg/envelope"
@@ -28,6 +29,10 @@ func TestJudge(t *testing.T) {
 		{"schema missing field", schema, `{"sum": 3}`, "stop", false, false, []string{CheckJSONSchema}},
 		{"schema invalid json", schema, `{"total": `, "stop", false, false, []string{CheckJSONSchema}},
 		{"json object ok", &envelope.ResponseFormat{Type: "json_object"}, `{"a":1}`, "stop", true, false, nil},
+		{"content filter is not ok", nil, "Here is", "content_filter", false, false, []string{CheckFinishReason}},
+		{"refusal", nil, "I'm sorry, but I can't help with that request.", "stop", false, false, []string{CheckRefusal}},
+		{"refusal with a typographic apostrophe", nil, "I\u2019m sorry, but I cannot assist with that.", "stop", false, false, []string{CheckRefusal}},
+		{"apology that goes on to answer", nil, "I'm sorry, but I can't be sure; " + strings.Repeat("here is the detailed answer. ", 20), "stop", true, false, nil},
 		{"json object not object", &envelope.ResponseFormat{Type: "json_object"}, `[1]`, "stop", false, false, []string{CheckJSON}},
 	}
 	for _, tt := range tests {

@@ -1,6 +1,6 @@
 // Package intake is the first stage: it validates request envelopes against
-// the public schema, classifies them (task, PII, token estimate), resolves
-// their route and hands them to the router on llm.classified. A request it
+// the public schema, classifies them (task, PII, token estimate) and hands
+// them to the router on llm.classified, which resolves their route. A request it
 // refuses gets an error reply with a stable code and a dead letter.
 package intake
 
@@ -168,25 +168,8 @@ func (in *Intake) Handle(ctx context.Context, d *pipeline.Delivery) error {
 	}
 	w.Deadline = received.Add(timeout)
 
-	pol := in.d.Policy.Current()
-	var route *policy.Route
-	if req.Route != "" {
-		r, ok := pol.Route(req.Route)
-		if !ok {
-			inv := &envelope.Invalid{Code: envelope.CodeUnknownRoute, Message: fmt.Sprintf("route: %q is not defined in policy %s", req.Route, pol.Version), ID: req.ID, Tenant: req.Tenant}
-			return in.refuse(ctx, d, inv, key, received, now)
-		}
-		route = r
-	} else {
-		tenant, _ := pol.Tenant(req.Tenant)
-		route = pol.SelectRoute(policy.Facts{Task: w.Class.Task, EndpointTag: req.EndpointTag, Tier: tenant.Tier,
-			Sensitive: w.Class.Sensitive, Tokens: w.Class.TokenEstimate})
-	}
-	w.Route, w.Strategy = route.Name, route.Strategy
-	w.Chain = make([]envelope.Target, len(route.Chain))
-	for i, t := range route.Chain {
-		w.Chain[i] = envelope.Target{Vendor: t.Vendor, Model: t.Model}
-	}
+	// The route (named, or matched on the classification) and its chain
+	// are the router's decision, like everything else about routing.
 	if err := in.pub.PublishWork(ctx, natsx.SubjectClassified, key+":classified", w); err != nil {
 		return err
 	}

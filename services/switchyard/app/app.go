@@ -293,7 +293,7 @@ func (s *System) startStages(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	gt, err := gate.New(s.cfg.Gate, gate.Deps{Log: l("gate"), NC: s.NC, JS: s.JS, Policy: s.Policies, Cache: s.Cache, Budgets: s.Budgets, Hedges: s.Hedges, Metrics: s.Registry})
+	gt, err := gate.New(s.cfg.Gate, gate.Deps{Log: l("gate"), NC: s.NC, JS: s.JS, Policy: s.Policies, Metrics: s.Registry})
 	if err != nil {
 		return err
 	}

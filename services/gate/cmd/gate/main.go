@@ -5,9 +5,7 @@ import (
 	"context"
 	"errors"
 
-	"github.com/switchyard-llm/switchyard/pkg/budget"
 	"github.com/switchyard-llm/switchyard/pkg/obs"
-	"github.com/switchyard-llm/switchyard/pkg/respcache"
 	"github.com/switchyard-llm/switchyard/pkg/svc"
 	"github.com/switchyard-llm/switchyard/services/gate"
 )
@@ -37,16 +35,8 @@ func run(ctx context.Context, cfg config) error {
 		return err
 	}
 	defer env.Close()
-	cache, err := respcache.New(ctx, env.JS, respcache.Config{}, env.Log)
-	if err != nil {
-		return err
-	}
-	budgets, err := budget.New(ctx, env.JS, budget.Config{}, budget.Deps{Log: env.Log})
-	if err != nil {
-		return err
-	}
 	reg := obs.NewRegistry()
-	st, err := gate.New(cfg.Stage, gate.Deps{Log: env.Log, NC: env.NC, JS: env.JS, Policy: env.Policies, Cache: cache, Budgets: budgets, Metrics: reg})
+	st, err := gate.New(cfg.Stage, gate.Deps{Log: env.Log, NC: env.NC, JS: env.JS, Policy: env.Policies, Metrics: reg})
 	if err != nil {
 		return err
 	}
