@@ -518,4 +518,3 @@ func eligible(pol *policy.Policy, w *envelope.Work, t envelope.Target) (bool, st
 	}
 	return true, ""
 }
-
