@@ -320,7 +320,7 @@ func skipped(w *envelope.Work, route *policy.Route, env Env) Action {
 	if res.ErrorClass == envelope.SkipDeadline || passed(w, env.Now) {
 		return deadline(w)
 	}
-	if res.ErrorClass == envelope.SkipSaturated && route.OnSaturated == policy.OnSaturatedWait {
+	if res.ErrorClass == envelope.SkipSaturated && route.OnSaturated == policy.OnSaturatedWait && ineligible(w, w.Step, env, nil) == "" {
 		delay := max(time.Duration(res.RetryAfterMS)*time.Millisecond, 50*time.Millisecond)
 		if w.Deadline.IsZero() || env.Now.Add(delay).Before(w.Deadline) {
 			w.StepAttempts-- // waiting for a slot is not a retry
