@@ -125,7 +125,9 @@ func AttemptEventFor(w *envelope.Work, a *envelope.AttemptResult, res *envelope.
 		CostUSD:       a.CostUSD,
 		LatencyMS:     a.LatencyMS,
 		Hedged:        w.Hedged,
-		TraceID:       TraceID(w.TraceParent),
+		// A vendor prompt-cache hit: some prompt tokens were read from it.
+		CacheHit: a.Usage.CachedTokens > 0,
+		TraceID:  TraceID(w.TraceParent),
 	}
 	if res != nil {
 		ev.TS, ev.PriceKnown = res.StartedAt, res.PriceKnown

@@ -208,8 +208,10 @@ func (e *Executor) Handle(ctx context.Context, d *pipeline.Delivery) error {
 	}
 	keep := func(ctx context.Context) func() { return keepAlive(ctx, d, e.cfg.AckWait/3) }
 	emit := func(o stage.Outbound) error { return e.pub.Send(ctx, []stage.Outbound{o}) }
+	log := stage.RequestLogger(e.d.Log, w)
 	outs, err := e.attempt(ctx, w, int(d.NumDelivered()), keep, emit)
 	if err != nil {
+		log.Warn().Err(err).Uint64("deliveries", d.NumDelivered()).Msg("attempt not made")
 		return err
 	}
 	// The vendor may have been called; retry the hand-off here rather than
@@ -222,6 +224,7 @@ func (e *Executor) Handle(ctx context.Context, d *pipeline.Delivery) error {
 		if pubErr == nil {
 			return nil
 		}
+		log.Warn().Err(pubErr).Int("try", i+1).Msg("result hand-off failed; retrying")
 		time.Sleep(time.Duration(100*(i+1)) * time.Millisecond)
 	}
 	return pubErr

@@ -122,10 +122,14 @@ func (g *Gate) Handle(ctx context.Context, d *pipeline.Delivery) error {
 		return err
 	}
 	outs, err := g.judge(w)
-	if err != nil {
-		return err
+	if err == nil {
+		err = g.pub.Send(ctx, outs)
 	}
-	return g.pub.Send(ctx, outs)
+	if err != nil {
+		log := stage.RequestLogger(g.d.Log, w)
+		log.Warn().Err(err).Uint64("deliveries", d.NumDelivered()).Msg("judging failed")
+	}
+	return err
 }
 
 // judge records the attempt's telemetry and hands the work, with the

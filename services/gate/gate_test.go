@@ -32,9 +32,11 @@ func TestJudgeReturnsAttemptAndVerdict(t *testing.T) {
 		passed    *bool // nil: no verdict (a vendor failure)
 		degraded  bool
 		attemptID string
+		cacheHit  bool
 	}{
 		{name: "vendor failure", res: envelope.Result{ErrorClass: "server_error", HTTPStatus: 503, Retryable: true}, outcome: envelope.OutcomeError, attemptID: "k#1"},
-		{name: "passing answer", res: envelope.Result{Content: "hello", FinishReason: "stop"}, outcome: envelope.OutcomeOK, passed: ptr(true), attemptID: "k#1"},
+		{name: "passing answer", res: envelope.Result{Content: "hello", FinishReason: "stop", Usage: envelope.Usage{InputTokens: 100, CachedTokens: 80}},
+			outcome: envelope.OutcomeOK, passed: ptr(true), attemptID: "k#1", cacheHit: true},
 		{name: "truncated answer", res: envelope.Result{Content: "hel", FinishReason: "length"}, outcome: envelope.OutcomeOK, passed: ptr(true), degraded: true, attemptID: "k#1"},
 		{name: "invalid JSON", res: envelope.Result{Content: "nope", FinishReason: "stop"}, format: &envelope.ResponseFormat{Type: "json_object"},
 			outcome: envelope.OutcomeQualityFailed, passed: ptr(false), attemptID: "k#1"},
@@ -49,7 +51,7 @@ func TestJudgeReturnsAttemptAndVerdict(t *testing.T) {
 			res.StartedAt = started
 			w := &envelope.Work{Key: "k", Request: envelope.Request{ID: "k", Tenant: "t", ResponseFormat: tt.format}, Route: "chat",
 				Chain: []envelope.Target{{Vendor: "a", Model: "m"}}, Current: &res,
-				Attempts: []envelope.AttemptResult{{Attempt: 1, Vendor: "a", Model: "m", Outcome: map[bool]string{true: envelope.OutcomeOK, false: envelope.OutcomeError}[res.ErrorClass == ""], ErrorClass: res.ErrorClass}}}
+				Attempts: []envelope.AttemptResult{{Attempt: 1, Vendor: "a", Model: "m", Outcome: map[bool]string{true: envelope.OutcomeOK, false: envelope.OutcomeError}[res.ErrorClass == ""], ErrorClass: res.ErrorClass, Usage: res.Usage}}}
 			outs, err := testGate().judge(w)
 			if err != nil || len(outs) != 2 {
 				t.Fatalf("got %d messages, %v", len(outs), err)
@@ -61,7 +63,7 @@ func TestJudgeReturnsAttemptAndVerdict(t *testing.T) {
 			if err := json.Unmarshal(outs[0].Data, &ev); err != nil {
 				t.Fatal(err)
 			}
-			if ev.Outcome != tt.outcome || ev.AttemptID != tt.attemptID || !ev.TS.Equal(started) {
+			if ev.Outcome != tt.outcome || ev.AttemptID != tt.attemptID || !ev.TS.Equal(started) || ev.CacheHit != tt.cacheHit {
 				t.Fatalf("attempt event: %+v", ev)
 			}
 			var v envelope.Work

@@ -437,6 +437,8 @@ func (r *Router) deadLetter(ctx context.Context, d *pipeline.Delivery, reason st
 	if err := r.pub.DeadLetter(ctx, natsx.StageRouter, reason, cause, d, w.Request.ID, w.Request.Tenant); err != nil {
 		return err
 	}
+	log := stage.RequestLogger(r.d.Log, &w)
+	log.Warn().Str("reason", reason).AnErr("cause", cause).Msg("dead-lettered; replying internal and settling the budget")
 	outs, err := r.fail(ctx, &w, envelope.CodeInternal, "router could not process the request ("+reason+"); it was dead-lettered", true, false, r.d.Now())
 	if err != nil {
 		return err
