@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/switchyard-llm/switchyard/pkg/envelope"
 	"github.com/switchyard-llm/switchyard/pkg/natsx"
 	"github.com/switchyard-llm/switchyard/pkg/policy"
@@ -402,4 +404,24 @@ func TestStageDeadLetterSettlesBudget(t *testing.T) {
 			})
 		})
 	}
+}
+
+// Intake no longer resolves routes; a request naming an unknown route is
+// still refused with unknown_route (by the router) and dead-lettered.
+func TestUnknownRouteStillRefused(t *testing.T) {
+	e := start(t)
+	got := e.submitAll([]*envelope.Request{e.request("u1", "no-such-route", "hello")}, 30*time.Second)["u1"][0]
+	if got.Error == nil || got.Error.Code != envelope.CodeUnknownRoute || len(got.Attempts) != 0 {
+		t.Fatalf("want unknown_route with no attempt, got %+v", got)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	s, err := e.sys.JS.Stream(ctx, natsx.StreamDLQ)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, func() bool {
+		info, err := s.Info(ctx, jetstream.WithSubjectFilter(natsx.DLQSubject(natsx.StageRouter)))
+		return err == nil && info.State.Subjects[natsx.DLQSubject(natsx.StageRouter)] == 1
+	})
 }
