@@ -3,12 +3,15 @@ package executor
 import (
 	"context"
 	"encoding/json"
+	"net/http"
+	"net/http/httptest"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
+	"github.com/switchyard-llm/switchyard/pkg/adapters"
 	"github.com/switchyard-llm/switchyard/pkg/envelope"
 	"github.com/switchyard-llm/switchyard/pkg/natsx"
 	"github.com/switchyard-llm/switchyard/pkg/policy"
@@ -135,5 +138,35 @@ func TestSkipsGoToTheRouter(t *testing.T) {
 				t.Fatalf("called %v, started events %d, attempts %d, result %+v", called, emitted, len(w.Attempts), w.Current)
 			}
 		})
+	}
+}
+
+// A vendor that sends its headers and part of the body, then stalls, is cut
+// at the attempt deadline too (a real adapter over loopback).
+func TestAttemptDeadlineCutsAStallMidBody(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusOK)
+		_, _ = w.Write([]byte(`{"id":"x","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"par`))
+		w.(http.Flusher).Flush()
+		<-r.Context().Done()
+	}))
+	defer srv.Close()
+	a, err := adapters.New("openai", adapters.Config{BaseURL: srv.URL, APIKey: "k"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := testExecutor(t, a)
+	w := work(time.Now())
+	w.AttemptDeadline = time.Now().Add(300 * time.Millisecond)
+	began := time.Now()
+	if _, err := e.attempt(context.Background(), w, 1, nil, func(stage.Outbound) error { return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(began); took > 3*time.Second {
+		t.Fatalf("a stalled body held the attempt for %v (budget 300 ms)", took)
+	}
+	if w.Current.ErrorClass != provider.ClassTimeout || !w.Current.Retryable {
+		t.Fatalf("want a retryable timeout, got %+v", w.Current)
 	}
 }
