@@ -40,7 +40,7 @@ func Out(subject, msgID string, v any, hdr nats.Header) (Outbound, error) {
 
 // WorkOut hands a work envelope to the next stage, with its trace context.
 func WorkOut(subject, msgID string, w *envelope.Work) (Outbound, error) {
-	return Out(subject, msgID, w, traceHeader(w))
+	return Out(subject, msgID, w, workHeader(w))
 }
 
 // Send publishes messages in order; the first failure stops it (a
@@ -149,6 +149,20 @@ func AttemptOut(ev *envelope.AttemptEvent, traceParent string) (Outbound, error)
 // tenant and trace id as typed fields on every line.
 func RequestLogger(log zerolog.Logger, w *envelope.Work) zerolog.Logger {
 	return log.With().Str("request_id", w.Request.ID).Str("tenant", w.Request.Tenant).Str("trace_id", TraceID(w.TraceParent)).Logger()
+}
+
+// RequestStage is pipeline.Stage whose own lines (retries, dead letters)
+// carry the request's id, tenant and trace id, read from the work message's
+// headers (see PublishWork), like every other line about a request.
+func RequestStage(log zerolog.Logger, h pipeline.Handler, dl pipeline.DeadLetterFunc, maxDeliver int, timeout time.Duration) pipeline.Handler {
+	return func(ctx context.Context, d *pipeline.Delivery) error {
+		l := log
+		if hd := d.Headers(); hd.Get(natsx.HeaderRequestID) != "" {
+			l = log.With().Str("request_id", hd.Get(natsx.HeaderRequestID)).Str("tenant", hd.Get(natsx.HeaderTenant)).
+				Str("trace_id", TraceID(hd.Get(natsx.HeaderTraceParent))).Logger()
+		}
+		return pipeline.Stage(l, h, dl, maxDeliver, timeout)(ctx, d)
+	}
 }
 
 // HandToRouter is the dead-letter action of the stages after the router

@@ -40,7 +40,7 @@ func (p Publisher) Publish(ctx context.Context, subject, msgID string, v any, hd
 // PublishWork hands a work envelope to the next stage, carrying the W3C
 // trace context in the traceparent header as well as in the envelope.
 func (p Publisher) PublishWork(ctx context.Context, subject, msgID string, w *envelope.Work) error {
-	return p.Publish(ctx, subject, msgID, w, traceHeader(w))
+	return p.Publish(ctx, subject, msgID, w, workHeader(w))
 }
 
 // PublishRaw publishes bytes to a JetStream subject.
@@ -216,6 +216,18 @@ func TraceID(traceparent string) string {
 		return ""
 	}
 	return parts[1]
+}
+
+// workHeader is the trace context plus the request's id and tenant, so a
+// stage can log about a message (retries, dead letters) before decoding it.
+func workHeader(w *envelope.Work) nats.Header {
+	h := traceHeader(w)
+	if h == nil {
+		h = nats.Header{}
+	}
+	h.Set(natsx.HeaderRequestID, w.Request.ID)
+	h.Set(natsx.HeaderTenant, w.Request.Tenant)
+	return h
 }
 
 func traceHeader(w *envelope.Work) nats.Header {

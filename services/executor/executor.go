@@ -179,7 +179,7 @@ func (e *Executor) Run(ctx context.Context) error {
 	if conc == 0 {
 		conc = e.maxConcurrency()
 	}
-	h := pipeline.Stage(e.d.Log, e.Handle, stage.HandToRouter(e.pub, natsx.StageExecutor, e.d.Log), e.cfg.MaxDeliver, 0)
+	h := stage.RequestStage(e.d.Log, e.Handle, stage.HandToRouter(e.pub, natsx.StageExecutor, e.d.Log), e.cfg.MaxDeliver, 0)
 	return pipeline.Run(ctx, e.d.Log, cons, h, pipeline.RunOptions{Concurrency: conc, Grace: e.timeout() + 5*time.Second})
 }
 
@@ -211,7 +211,6 @@ func (e *Executor) Handle(ctx context.Context, d *pipeline.Delivery) error {
 	log := stage.RequestLogger(e.d.Log, w)
 	outs, err := e.attempt(ctx, w, int(d.NumDelivered()), keep, emit)
 	if err != nil {
-		log.Warn().Err(err).Uint64("deliveries", d.NumDelivered()).Msg("attempt not made")
 		return err
 	}
 	// The vendor may have been called; retry the hand-off here rather than

@@ -111,7 +111,7 @@ func (g *Gate) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("gate consumer: %w", err)
 	}
-	h := pipeline.Stage(g.d.Log, g.Handle, stage.HandToRouter(g.pub, natsx.StageGate, g.d.Log), g.cfg.MaxDeliver, 10*time.Second)
+	h := stage.RequestStage(g.d.Log, g.Handle, stage.HandToRouter(g.pub, natsx.StageGate, g.d.Log), g.cfg.MaxDeliver, 10*time.Second)
 	return pipeline.Run(ctx, g.d.Log, cons, h, pipeline.RunOptions{Concurrency: g.cfg.Concurrency})
 }
 
@@ -122,14 +122,10 @@ func (g *Gate) Handle(ctx context.Context, d *pipeline.Delivery) error {
 		return err
 	}
 	outs, err := g.judge(w)
-	if err == nil {
-		err = g.pub.Send(ctx, outs)
-	}
 	if err != nil {
-		log := stage.RequestLogger(g.d.Log, w)
-		log.Warn().Err(err).Uint64("deliveries", d.NumDelivered()).Msg("judging failed")
+		return err
 	}
-	return err
+	return g.pub.Send(ctx, outs)
 }
 
 // judge records the attempt's telemetry and hands the work, with the

@@ -141,7 +141,7 @@ func (r *Router) Run(ctx context.Context) error {
 	if err := r.observe(ctx); err != nil {
 		return err
 	}
-	h := pipeline.Stage(r.d.Log, r.Handle, r.deadLetter, r.cfg.MaxDeliver, 10*time.Second)
+	h := stage.RequestStage(r.d.Log, r.Handle, r.deadLetter, r.cfg.MaxDeliver, 10*time.Second)
 	return pipeline.Run(ctx, r.d.Log, cons, h, pipeline.RunOptions{Concurrency: r.cfg.Concurrency})
 }
 
@@ -161,9 +161,7 @@ func (r *Router) Handle(ctx context.Context, d *pipeline.Delivery) error {
 	}
 	outs, err := r.handle(ctx, w, ev, r.d.Now())
 	if err != nil {
-		log := stage.RequestLogger(r.d.Log, w)
-		log.Warn().Err(err).Str("event", ev.String()).Uint64("deliveries", d.NumDelivered()).Msg("routing failed")
-		return err
+		return err // logged with the request's fields by RequestStage
 	}
 	return r.pub.Send(ctx, outs)
 }
