@@ -283,7 +283,7 @@ func (e *Executor) attempt(ctx context.Context, w *envelope.Work, delivery int, 
 	}
 	a.ErrorClass, a.HTTPStatus, a.LatencyMS, a.Usage, a.CostUSD = res.ErrorClass, res.HTTPStatus, res.LatencyMS, res.Usage, res.CostUSD
 	w.Attempts = append(w.Attempts, a)
-	o, err := stage.WorkOut(natsx.SubjectResults, w.Key+":result:"+id, w)
+	o, err := stage.WorkOut(natsx.SubjectResults, outID(w), w)
 	if err != nil {
 		return nil, err
 	}
@@ -298,11 +298,21 @@ func (e *Executor) skip(w *envelope.Work, t envelope.Target, reason, msg string,
 	log.Debug().Str("vendor", t.Vendor).Str("model", t.Model).Str("reason", reason).Msg("target skipped")
 	w.Current = &envelope.Result{Skipped: true, ErrorClass: reason, ErrorMessage: msg, Retryable: true,
 		RetryAfterMS: retryAfter.Milliseconds(), StartedAt: e.d.Now().UTC()}
-	o, err := stage.WorkOut(natsx.SubjectVerdicts, w.Key+":skip:"+strconv.Itoa(w.Branch)+":"+strconv.Itoa(w.Dispatch), w)
+	o, err := stage.WorkOut(natsx.SubjectVerdicts, outID(w), w)
 	if err != nil {
 		return nil, err
 	}
 	return []stage.Outbound{o}, nil
+}
+
+// outID is the message id of what the executor hands on for one dispatch,
+// result or skip alike: both subjects are in LLM_PIPELINE, so once one is
+// published, whatever a redelivery of the same dispatch produces (a second
+// call's result, or a skip) is dropped as a duplicate and the router never
+// hears of one dispatch twice. The second call still shows in the ledger
+// through its own started event.
+func outID(w *envelope.Work) string {
+	return w.Key + ":out:" + strconv.Itoa(w.Branch) + ":" + strconv.Itoa(w.Dispatch)
 }
 
 // BreakerKeys names the breakers guarding a target: its vendor's and its

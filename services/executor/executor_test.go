@@ -71,7 +71,7 @@ func TestAttemptStartedThenResult(t *testing.T) {
 		emit := func(o stage.Outbound) error { started = append(started, o); return nil }
 		w := work(time.Now())
 		outs, err := e.attempt(context.Background(), w, tt.delivery, nil, emit)
-		if err != nil || len(outs) != 1 || outs[0].Subject != natsx.SubjectResults || outs[0].MsgID != "k:result:"+tt.id {
+		if err != nil || len(outs) != 1 || outs[0].Subject != natsx.SubjectResults || outs[0].MsgID != "k:out:0:1" {
 			t.Fatalf("delivery %d: %+v, %v", tt.delivery, outs, err)
 		}
 		var ev envelope.AttemptEvent
@@ -131,7 +131,7 @@ func TestSkipsGoToTheRouter(t *testing.T) {
 			tt.mutate(w, now)
 			emitted := 0
 			outs, err := e.attempt(context.Background(), w, 1, nil, func(stage.Outbound) error { emitted++; return nil })
-			if err != nil || len(outs) != 1 || outs[0].Subject != natsx.SubjectVerdicts || outs[0].MsgID != "k:skip:0:1" {
+			if err != nil || len(outs) != 1 || outs[0].Subject != natsx.SubjectVerdicts || outs[0].MsgID != "k:out:0:1" {
 				t.Fatalf("%+v, %v", outs, err)
 			}
 			if called || emitted != 0 || len(w.Attempts) != 0 || !w.Current.Skipped || w.Current.ErrorClass != tt.reason {
