@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
+	"unicode"
 
 	"github.com/santhosh-tekuri/jsonschema/v6"
 
@@ -18,7 +19,42 @@ const (
 	CheckJSON         = "json"
 	CheckJSONSchema   = "json_schema"
 	CheckRefusal      = "refusal"
+	CheckToxicity     = "toxicity"
 )
+
+// Options are the route's optional checks.
+type Options struct {
+	// Toxicity fails answers with abusive language (route toxicity: true).
+	Toxicity bool
+}
+
+// abusive are phrases an answer to a customer must never contain. A word
+// list is crude, but it is explainable and catches the failure that
+// matters (a model insulting the user); a classifier can replace it behind
+// the same check.
+var abusive = []string{
+	"idiot", "moron", "imbecile", "stupid question", "you are stupid", "you're stupid", "shut up",
+	"kill yourself", "go to hell", "piece of shit", "fuck you", "dumbass", "retard", "loser",
+}
+
+// isToxic reports whether content contains an abusive phrase (as words,
+// not inside longer words).
+func isToxic(content string) bool {
+	c := " " + strings.Map(func(r rune) rune {
+		if unicode.IsLetter(r) || unicode.IsDigit(r) || r == '\'' {
+			return unicode.ToLower(r)
+		}
+		return ' '
+	}, content) + " "
+	c = strings.Join(strings.Fields(c), " ")
+	c = " " + c + " "
+	for _, p := range abusive {
+		if strings.Contains(c, " "+p+" ") {
+			return true
+		}
+	}
+	return false
+}
 
 // refusalOpenings start the answers models give when they decline. An
 // answer that opens with one and stays short is a refusal, not an answer.
@@ -55,7 +91,7 @@ type Verdict struct {
 }
 
 // Judge runs every check that applies to the request.
-func Judge(req *envelope.Request, res *envelope.Result) Verdict {
+func Judge(req *envelope.Request, res *envelope.Result, opts Options) Verdict {
 	v := Verdict{Quality: envelope.Quality{Passed: true}}
 	fail := func(check, reason string) {
 		v.Quality.Passed = false
@@ -75,6 +111,12 @@ func Judge(req *envelope.Request, res *envelope.Result) Verdict {
 	v.Quality.Checks = append(v.Quality.Checks, CheckRefusal)
 	if isRefusal(res.Content) {
 		fail(CheckRefusal, "the model refused to answer")
+	}
+	if opts.Toxicity {
+		v.Quality.Checks = append(v.Quality.Checks, CheckToxicity)
+		if isToxic(res.Content) {
+			fail(CheckToxicity, "the answer contains abusive language")
+		}
 	}
 	if res.FinishReason == "length" {
 		v.Truncated = true

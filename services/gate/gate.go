@@ -141,7 +141,11 @@ func (g *Gate) judge(w *envelope.Work) ([]stage.Outbound, error) {
 	case !res.OK():
 		g.verdicts.WithLabelValues("vendor_error").Inc()
 	default:
-		v := Judge(&w.Request, res)
+		var opts Options
+		if route, ok := g.d.Policy.Current().Route(w.Route); ok {
+			opts.Toxicity = route.Toxicity
+		}
+		v := Judge(&w.Request, res, opts)
 		q := v.Quality
 		w.Quality, w.Degraded = &q, v.Truncated
 		if q.Passed {

@@ -12,10 +12,24 @@ import (
 	"github.com/switchyard-llm/switchyard/pkg/envelope"
 	"github.com/switchyard-llm/switchyard/pkg/natsx"
 	"github.com/switchyard-llm/switchyard/pkg/pipeline"
+	"github.com/switchyard-llm/switchyard/pkg/policy"
 )
 
+type fixedPolicy struct{ p *policy.Policy }
+
+func (f fixedPolicy) Current() *policy.Policy { return f.p }
+
 func testGate() *Gate {
-	return &Gate{d: Deps{Log: zerolog.Nop(), Now: time.Now},
+	p, err := policy.Parse([]byte(`
+default_route: chat
+vendors: {a: {kind: openai, base_url: http://a}}
+models: [{vendor: a, model: m}]
+routes: [{name: chat, chain: [{vendor: a, model: m}]}, {name: polite, toxicity: true, chain: [{vendor: a, model: m}]}]
+`))
+	if err != nil {
+		panic(err)
+	}
+	return &Gate{d: Deps{Log: zerolog.Nop(), Now: time.Now, Policy: fixedPolicy{p}},
 		verdicts: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "v"}, []string{"verdict"})}
 }
 
@@ -33,6 +47,7 @@ func TestJudgeReturnsAttemptAndVerdict(t *testing.T) {
 		degraded  bool
 		attemptID string
 		cacheHit  bool
+		route     string
 	}{
 		{name: "vendor failure", res: envelope.Result{ErrorClass: "server_error", HTTPStatus: 503, Retryable: true}, outcome: envelope.OutcomeError, attemptID: "k#1"},
 		{name: "passing answer", res: envelope.Result{Content: "hello", FinishReason: "stop", Usage: envelope.Usage{InputTokens: 100, CachedTokens: 80}},
@@ -42,6 +57,10 @@ func TestJudgeReturnsAttemptAndVerdict(t *testing.T) {
 			outcome: envelope.OutcomeQualityFailed, passed: ptr(false), attemptID: "k#1"},
 		{name: "content filter", res: envelope.Result{Content: "partial", FinishReason: "content_filter"}, outcome: envelope.OutcomeQualityFailed, passed: ptr(false), attemptID: "k#1"},
 		{name: "refusal", res: envelope.Result{Content: "I'm sorry, but I can't help with that.", FinishReason: "stop"}, outcome: envelope.OutcomeQualityFailed, passed: ptr(false), attemptID: "k#1"},
+		{name: "abusive answer on a toxicity route", res: envelope.Result{Content: "What an idiot question.", FinishReason: "stop"}, route: "polite",
+			outcome: envelope.OutcomeQualityFailed, passed: ptr(false), attemptID: "k#1"},
+		{name: "abusive answer elsewhere", res: envelope.Result{Content: "What an idiot question.", FinishReason: "stop"},
+			outcome: envelope.OutcomeOK, passed: ptr(true), attemptID: "k#1"},
 		{name: "repeated call after a redelivery keeps its own id", res: envelope.Result{Content: "hello", FinishReason: "stop", AttemptID: "k#1@2"},
 			outcome: envelope.OutcomeOK, passed: ptr(true), attemptID: "k#1@2"},
 	}
@@ -49,7 +68,11 @@ func TestJudgeReturnsAttemptAndVerdict(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			res := tt.res
 			res.StartedAt = started
-			w := &envelope.Work{Key: "k", Request: envelope.Request{ID: "k", Tenant: "t", ResponseFormat: tt.format}, Route: "chat",
+			route := tt.route
+			if route == "" {
+				route = "chat"
+			}
+			w := &envelope.Work{Key: "k", Request: envelope.Request{ID: "k", Tenant: "t", ResponseFormat: tt.format}, Route: route,
 				Chain: []envelope.Target{{Vendor: "a", Model: "m"}}, Current: &res,
 				Attempts: []envelope.AttemptResult{{Attempt: 1, Vendor: "a", Model: "m", Outcome: map[bool]string{true: envelope.OutcomeOK, false: envelope.OutcomeError}[res.ErrorClass == ""], ErrorClass: res.ErrorClass, Usage: res.Usage}}}
 			outs, err := testGate().judge(w)
