@@ -236,7 +236,24 @@ type Result struct {
 }
 
 // OK reports whether the vendor returned an answer.
-func (r *Result) OK() bool { return r != nil && r.ErrorClass == "" }
+func (r *Result) OK() bool { return r != nil && r.ErrorClass == "" && !r.Skipped }
+
+// Why a target was skipped (Result.ErrorClass of a Skipped result).
+const (
+	SkipCircuitOpen = "circuit_open" // the vendor's or model's breaker is open
+	SkipSaturated   = "saturated"    // the vendor is at its rpm/tpm limit
+	SkipDeadline    = "deadline"     // the request's deadline passed before the call
+	SkipStale       = "stale"        // the attempt's deadline passed while it queued
+	SkipHedgeWon    = "hedge_won"    // another branch of a hedged request answered
+)
+
+// StageFailure marks work a stage dead-lettered: the stage hands it to the
+// router on llm.verdicts, and the router replies and settles the budget.
+type StageFailure struct {
+	Stage   string `json:"stage"`
+	Reason  string `json:"reason"`
+	Message string `json:"message,omitempty"`
+}
 
 // Work is the internal envelope passed between stages. The routing state
 // travels with the message, so routers, executors and gates keep none.
@@ -272,13 +289,22 @@ type Work struct {
 	// AttemptDeadline bounds the attempt in flight. The router sets it so a
 	// silent vendor leaves time for the rest of the chain; the executor never
 	// waits past it (nor past Deadline).
-	AttemptDeadline time.Time       `json:"attempt_deadline,omitzero"`
-	Attempts        []AttemptResult `json:"attempts,omitempty"`
-	Current         *Result         `json:"current,omitempty"`
-	Quality         *Quality        `json:"quality,omitempty"`
-	FallbackReason  string          `json:"fallback_reason,omitempty"`
-	Escalated       bool            `json:"escalated,omitempty"`
-	TraceParent     string          `json:"traceparent,omitempty"`
+	AttemptDeadline time.Time `json:"attempt_deadline,omitzero"`
+	// Dispatch counts the router's hand-offs to executors (per branch): it
+	// keeps the message ids of successive dispatches distinct even when a
+	// skipped target added no attempt.
+	Dispatch int `json:"dispatch,omitempty"`
+	// Degraded is set by the gate for an answer it accepts with a flag (a
+	// truncated one).
+	Degraded bool `json:"degraded,omitempty"`
+	// Failed is set by a stage that dead-lettered the work.
+	Failed         *StageFailure   `json:"failed,omitempty"`
+	Attempts       []AttemptResult `json:"attempts,omitempty"`
+	Current        *Result         `json:"current,omitempty"`
+	Quality        *Quality        `json:"quality,omitempty"`
+	FallbackReason string          `json:"fallback_reason,omitempty"`
+	Escalated      bool            `json:"escalated,omitempty"`
+	TraceParent    string          `json:"traceparent,omitempty"`
 }
 
 // Target returns the chain step being attempted.

@@ -49,13 +49,48 @@ func name(key string) string {
 	return hex.EncodeToString(sum[:16])
 }
 
-// Win claims the request for branch; it is true for exactly one caller.
+// Win claims the request for branch; it is true for exactly one branch,
+// and stays true for that branch when its handler runs again after a
+// redelivery (so the winner's reply is never lost).
 func (t *Tracker) Win(ctx context.Context, key string, branch int) (bool, error) {
 	_, err := t.kv.Create(ctx, name(key)+".won", []byte(strconv.Itoa(branch)))
 	if errors.Is(err, jetstream.ErrKeyExists) {
-		return false, nil
+		e, gerr := t.kv.Get(ctx, name(key)+".won")
+		if gerr != nil {
+			return false, gerr
+		}
+		return string(e.Value()) == strconv.Itoa(branch), nil
 	}
 	return err == nil, err
+}
+
+// Done records that branch has finished (won, lost, failed or was skipped)
+// having spent costUSD over calls vendor calls, and reports whether every
+// branch (of branches) is now done, with their total cost and calls. The
+// router settles a hedged request's budget then, so the loser's cost is
+// charged too. Recording a branch again overwrites it (idempotent).
+func (t *Tracker) Done(ctx context.Context, key string, branch, branches int, costUSD float64, calls int) (all bool, totalUSD float64, totalCalls int, err error) {
+	n := name(key)
+	val := strconv.FormatFloat(costUSD, 'g', -1, 64) + " " + strconv.Itoa(calls)
+	if _, err := t.kv.Put(ctx, n+".done."+strconv.Itoa(branch), []byte(val)); err != nil {
+		return false, 0, 0, err
+	}
+	for b := range branches {
+		e, err := t.kv.Get(ctx, n+".done."+strconv.Itoa(b))
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			return false, 0, 0, nil
+		}
+		if err != nil {
+			return false, 0, 0, err
+		}
+		var c float64
+		var k int
+		if _, err := fmt.Sscanf(string(e.Value()), "%g %d", &c, &k); err != nil {
+			return false, 0, 0, fmt.Errorf("hedge: branch record %q: %w", e.Value(), err)
+		}
+		totalUSD, totalCalls = totalUSD+c, totalCalls+k
+	}
+	return true, totalUSD, totalCalls, nil
 }
 
 // Won reports whether some branch has already won.

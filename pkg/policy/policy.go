@@ -88,6 +88,9 @@ type Route struct {
 	// RedactPII replaces personal data with placeholders before the vendor
 	// call and restores them in the answer.
 	RedactPII bool `yaml:"redact_pii" json:"redact_pii"`
+	// Toxicity makes the gate fail answers with abusive language (a
+	// failed quality verdict, handled by on_quality_fail).
+	Toxicity bool `yaml:"toxicity,omitempty" json:"toxicity,omitempty"`
 	// Hedge configures the hedged strategy.
 	Hedge Hedge `yaml:"hedge" json:"hedge"`
 	// QualityFloor is the lowest catalog quality the cost strategy picks.

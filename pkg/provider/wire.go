@@ -179,6 +179,9 @@ func StatusError(status int, h http.Header, message, secret string) *Error {
 	if status == http.StatusServiceUnavailable && strings.Contains(strings.ToLower(message), "overloaded") {
 		class = ClassOverloaded
 	}
+	if status == http.StatusBadRequest && isContextLength(message) {
+		class = ClassContextLength
+	}
 	if message == "" {
 		message = http.StatusText(status)
 		if message == "" {
@@ -192,6 +195,19 @@ func StatusError(status int, h http.Header, message, secret string) *Error {
 		RetryAfter: ParseRetryAfter(h, time.Now()),
 		Message:    CleanMessage(message, secret),
 	}
+}
+
+// isContextLength recognises the vendors' "prompt too long" 400s (OpenAI's
+// context_length_exceeded, Anthropic's "prompt is too long", Gemini's
+// "exceeds the maximum number of tokens").
+func isContextLength(message string) bool {
+	m := strings.ToLower(message)
+	for _, s := range []string{"context_length_exceeded", "maximum context length", "context window", "prompt is too long", "exceeds the maximum number of tokens"} {
+		if strings.Contains(m, s) {
+			return true
+		}
+	}
+	return false
 }
 
 // BadResponse is the error for a 2xx reply that carries no usable completion.

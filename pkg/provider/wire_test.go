@@ -102,6 +102,9 @@ func TestStatusError(t *testing.T) {
 		{503, "The model is overloaded.", ClassOverloaded, true},
 		{503, "maintenance", ClassServerError, true},
 		{529, "Overloaded", ClassOverloaded, true},
+		{400, "This model's maximum context length is 128000 tokens. However, your messages resulted in 130000 tokens.", ClassContextLength, false},
+		{400, "prompt is too long: 210000 tokens > 200000 maximum", ClassContextLength, false},
+		{400, "The input token count (1200000) exceeds the maximum number of tokens allowed (1048576).", ClassContextLength, false},
 	}
 	for _, tc := range cases {
 		e := StatusError(tc.status, h, tc.msg, "sk-secret-123")

@@ -67,20 +67,31 @@ func Reserve(ctx context.Context, b *budget.Budgets, p *policy.Policy, route *po
 	return err
 }
 
-// Settler returns the Publisher.OnFinish hook that settles a request's
-// reservation with its real cost. Settling is idempotent per reservation.
-func Settler(b *budget.Budgets) func(ctx context.Context, w *envelope.Work, r *envelope.Reply) error {
-	return func(ctx context.Context, w *envelope.Work, r *envelope.Reply) error {
-		if b == nil || len(w.Budget) == 0 {
-			return nil
-		}
-		var res budget.Reservation
-		if err := json.Unmarshal(w.Budget, &res); err != nil {
-			return fmt.Errorf("budget reservation: %w", err)
-		}
-		if len(r.Attempts) == 0 && !r.Cached {
-			return b.Release(ctx, res) // no vendor was called
-		}
-		return b.Settle(ctx, res, r.CostUSD)
+// Settle finishes the request's reservation: with costUSD when a vendor
+// was called (or the answer came from the cache), released when none was.
+// It is idempotent per reservation, and a request without one is a no-op.
+func Settle(ctx context.Context, b *budget.Budgets, w *envelope.Work, costUSD float64, charged bool) error {
+	if b == nil || len(w.Budget) == 0 {
+		return nil
 	}
+	var res budget.Reservation
+	if err := json.Unmarshal(w.Budget, &res); err != nil {
+		return fmt.Errorf("budget reservation: %w", err)
+	}
+	if !charged {
+		return b.Release(ctx, res)
+	}
+	return b.Settle(ctx, res, costUSD)
+}
+
+// HeldUSD is the amount the request's reservation holds (0 without one).
+func HeldUSD(w *envelope.Work) (float64, bool) {
+	if len(w.Budget) == 0 {
+		return 0, false
+	}
+	var res budget.Reservation
+	if json.Unmarshal(w.Budget, &res) != nil {
+		return 0, false
+	}
+	return res.EstimateUSD, true
 }

@@ -26,10 +26,6 @@ import (
 type Publisher struct {
 	JS jetstream.JetStream
 	NC *nats.Conn
-	// OnFinish, when set, runs before a finished request's telemetry and
-	// reply are published (the budget settlement). It must be idempotent:
-	// a redelivered finish runs it again.
-	OnFinish func(ctx context.Context, w *envelope.Work, r *envelope.Reply) error
 }
 
 // Publish marshals v and publishes it to a JetStream subject.
@@ -44,7 +40,7 @@ func (p Publisher) Publish(ctx context.Context, subject, msgID string, v any, hd
 // PublishWork hands a work envelope to the next stage, carrying the W3C
 // trace context in the traceparent header as well as in the envelope.
 func (p Publisher) PublishWork(ctx context.Context, subject, msgID string, w *envelope.Work) error {
-	return p.Publish(ctx, subject, msgID, w, traceHeader(w))
+	return p.Publish(ctx, subject, msgID, w, workHeader(w))
 }
 
 // PublishRaw publishes bytes to a JetStream subject.
@@ -126,11 +122,6 @@ func (p Publisher) SendReply(ctx context.Context, key, subject string, r *envelo
 // that saw a reply can always find the request in the ledger eventually.
 // Both carry deterministic ids, so a redelivered finish publishes nothing new.
 func (p Publisher) Finish(ctx context.Context, w *envelope.Work, r *envelope.Reply, now time.Time) error {
-	if p.OnFinish != nil {
-		if err := p.OnFinish(ctx, w, r); err != nil {
-			return err
-		}
-	}
 	ev := RequestEventFor(w, r, now)
 	if err := p.Publish(ctx, natsx.SubjectRequest, w.Key+":request", ev, traceHeader(w)); err != nil {
 		return err
@@ -225,6 +216,18 @@ func TraceID(traceparent string) string {
 	return parts[1]
 }
 
+// workHeader is the trace context plus the request's id and tenant, so a
+// stage can log about a message (retries, dead letters) before decoding it.
+func workHeader(w *envelope.Work) nats.Header {
+	h := traceHeader(w)
+	if h == nil {
+		h = nats.Header{}
+	}
+	h.Set(natsx.HeaderRequestID, w.Request.ID)
+	h.Set(natsx.HeaderTenant, w.Request.Tenant)
+	return h
+}
+
 func traceHeader(w *envelope.Work) nats.Header {
 	if w.TraceParent == "" {
 		return nil
@@ -249,20 +252,4 @@ func DecodeWork(data []byte) (*envelope.Work, error) {
 		return nil, pipeline.Terminal("malformed_work", fmt.Errorf("work envelope without request id or key"))
 	}
 	return &w, nil
-}
-
-// WorkDeadLetter is the dead-letter action of stages that handle work
-// envelopes: the message goes to the stage's DLQ and, when it can be decoded,
-// the client gets an internal error reply, so nobody waits forever.
-func WorkDeadLetter(p Publisher, stageName string, now func() time.Time) pipeline.DeadLetterFunc {
-	return func(ctx context.Context, d *pipeline.Delivery, reason string, cause error) error {
-		var w envelope.Work
-		if json.Unmarshal(d.Data(), &w) != nil || w.Request.ID == "" || w.Key == "" {
-			return p.DeadLetter(ctx, stageName, reason, cause, d, "", "")
-		}
-		if err := p.DeadLetter(ctx, stageName, reason, cause, d, w.Request.ID, w.Request.Tenant); err != nil {
-			return err
-		}
-		return p.FailRequest(ctx, &w, envelope.CodeInternal, stageName+" could not process the request ("+reason+"); it was dead-lettered", true, now())
-	}
 }

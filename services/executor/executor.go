@@ -99,10 +99,11 @@ type Executor struct {
 	calls   *prometheus.CounterVec
 	latency *prometheus.HistogramVec
 	cost    *prometheus.CounterVec
+	skipped *prometheus.CounterVec
 	handled atomic.Int64
 }
 
-// Handled is how many attempts this replica has performed.
+// Handled is how many vendor calls this replica has made.
 func (e *Executor) Handled() int64 { return e.handled.Load() }
 
 // New builds the stage.
@@ -128,7 +129,12 @@ func New(cfg Config, d Deps) (*Executor, error) {
 			Buckets: prometheus.ExponentialBuckets(0.005, 2, 14)}, []string{"vendor", "model"}),
 	}
 	e.cost = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "switchyard_executor_cost_usd_total", Help: "Vendor spend priced from the catalog, by vendor and model."}, []string{"vendor", "model"})
+	e.skipped = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "switchyard_executor_skipped_total",
+		Help: "Targets not called (open circuit, rpm/tpm saturation, deadline, hedge already won), by reason: not vendor failures."}, []string{"vendor", "model", "reason"})
 	var err error
+	if e.skipped, err = obs.Register(d.Metrics, e.skipped); err != nil {
+		return nil, err
+	}
 	if e.cost, err = obs.Register(d.Metrics, e.cost); err != nil {
 		return nil, err
 	}
@@ -173,7 +179,7 @@ func (e *Executor) Run(ctx context.Context) error {
 	if conc == 0 {
 		conc = e.maxConcurrency()
 	}
-	h := pipeline.Stage(e.d.Log, e.Handle, stage.WorkDeadLetter(e.pub, natsx.StageExecutor, e.d.Now), e.cfg.MaxDeliver, 0)
+	h := stage.RequestStage(e.d.Log, e.Handle, stage.HandToRouter(e.pub, natsx.StageExecutor, e.d.Log), e.cfg.MaxDeliver, 0)
 	return pipeline.Run(ctx, e.d.Log, cons, h, pipeline.RunOptions{Concurrency: conc, Grace: e.timeout() + 5*time.Second})
 }
 
@@ -184,14 +190,15 @@ func (e *Executor) timeout() time.Duration {
 	return e.cfg.DefaultTimeout
 }
 
-// Handle performs one attempt and reports it on llm.results.
+// Handle performs one attempt. The vendor's answer or failure goes to the
+// gate on llm.results; a target not called (Skipped) goes straight back to
+// the router on llm.verdicts.
 func (e *Executor) Handle(ctx context.Context, d *pipeline.Delivery) error {
 	w, err := stage.DecodeWork(d.Data())
 	if err != nil {
 		return err
 	}
-	t := w.Target()
-	if t.Vendor != e.cfg.Vendor {
+	if t := w.Target(); t.Vendor != e.cfg.Vendor {
 		return pipeline.Terminal("wrong_vendor", fmt.Errorf("work for %q on %q's queue", t.Vendor, e.cfg.Vendor))
 	}
 	if wait := w.NotBefore.Sub(e.d.Now()); wait > 0 {
@@ -199,148 +206,220 @@ func (e *Executor) Handle(ctx context.Context, d *pipeline.Delivery) error {
 		// is due. The vendor sees no call and the slot is free meanwhile.
 		return d.NakWithDelay(wait)
 	}
-	if w.Hedged && e.d.Hedges != nil {
-		if won, err := e.d.Hedges.Won(ctx, w.Key); err == nil && won {
-			e.calls.WithLabelValues(t.Vendor, t.Model, "hedge_cancelled").Inc()
-			return nil // another branch answered: this one is cancelled, unbilled
-		}
+	keep := func(ctx context.Context) func() { return keepAlive(ctx, d, e.cfg.AckWait/3) }
+	emit := func(o stage.Outbound) error { return e.pub.Send(ctx, []stage.Outbound{o}) }
+	log := stage.RequestLogger(e.d.Log, w)
+	outs, err := e.attempt(ctx, w, int(d.NumDelivered()), keep, emit)
+	if err != nil {
+		return err
 	}
-	res := e.guardedCall(ctx, d, w, t)
-	e.handled.Add(1)
-	w.Current = res
-	outcome := envelope.OutcomeOK
-	if !res.OK() {
-		outcome = envelope.OutcomeError
-	}
-	w.Attempts = append(w.Attempts, envelope.AttemptResult{
-		Attempt: w.AttemptNumber(), Vendor: t.Vendor, Model: t.Model, Outcome: outcome,
-		ErrorClass: res.ErrorClass, HTTPStatus: res.HTTPStatus, LatencyMS: res.LatencyMS,
-		Usage: res.Usage, CostUSD: res.CostUSD,
-	})
-	id := w.Key + ":result:" + strconv.Itoa(w.Attempts[len(w.Attempts)-1].Attempt)
-	// The vendor has been called; retry the hand-off here rather than
+	// The vendor may have been called; retry the hand-off here rather than
 	// redelivering the message, which would call the vendor again.
 	var pubErr error
 	for i := range 5 {
 		pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		pubErr = e.pub.PublishWork(pctx, natsx.SubjectResults, id, w)
+		pubErr = e.pub.Send(pctx, outs)
 		cancel()
 		if pubErr == nil {
 			return nil
 		}
+		log.Warn().Err(pubErr).Int("try", i+1).Msg("result hand-off failed; retrying")
 		time.Sleep(time.Duration(100*(i+1)) * time.Millisecond)
 	}
 	return pubErr
+}
+
+// attempt calls the vendor for w's current target, unless it must not be
+// called (another hedge branch won, a deadline passed, an open circuit, the
+// vendor at its rpm/tpm limit). It returns the messages to publish: the
+// result for the gate, or the skip for the router. delivery is the
+// message's delivery count: a call repeated after a redelivery (this
+// executor died mid-call) gets its own attempt id, so both calls show. emit
+// publishes the attempt-started event before the vendor is called; keep
+// keeps the message alive during the call.
+func (e *Executor) attempt(ctx context.Context, w *envelope.Work, delivery int, keep func(context.Context) func(), emit func(stage.Outbound) error) ([]stage.Outbound, error) {
+	t := w.Target()
+	now := e.d.Now()
+	if w.Hedged && e.d.Hedges != nil {
+		if won, err := e.d.Hedges.Won(ctx, w.Key); err == nil && won {
+			return e.skip(w, t, envelope.SkipHedgeWon, "another branch answered", 0)
+		}
+	}
+	if !w.Deadline.IsZero() && !now.Before(w.Deadline) {
+		return e.skip(w, t, envelope.SkipDeadline, "request deadline passed before the call", 0)
+	}
+	if !w.AttemptDeadline.IsZero() && !now.Before(w.AttemptDeadline) {
+		return e.skip(w, t, envelope.SkipStale, "the attempt's deadline passed while it waited in the queue", 0)
+	}
+	permits, why := e.permit(ctx, t)
+	if why != "" {
+		return e.skip(w, t, envelope.SkipCircuitOpen, why, 0)
+	}
+	if sat := e.acquire(ctx, w, t); sat != nil {
+		e.release(permits)
+		return e.skip(w, t, envelope.SkipSaturated, sat.Error(), sat.RetryAfter)
+	}
+	id := envelope.AttemptID(w.Key, w.AttemptNumber())
+	if delivery > 1 {
+		id += "@" + strconv.Itoa(delivery)
+	}
+	a := envelope.AttemptResult{Attempt: w.AttemptNumber(), Vendor: t.Vendor, Model: t.Model, Outcome: envelope.OutcomeStarted}
+	started := stage.AttemptEventFor(w, &a, &envelope.Result{AttemptID: id, StartedAt: now.UTC()})
+	if o, err := stage.AttemptOut(started, w.TraceParent); err != nil {
+		e.release(permits)
+		return nil, err
+	} else if err := emit(o); err != nil {
+		e.release(permits)
+		return nil, err
+	}
+	res := e.call(ctx, w, t, keep)
+	res.AttemptID = id
+	e.record(permits, t, res)
+	e.handled.Add(1)
+	w.Current = res
+	a.Outcome = envelope.OutcomeOK
+	if !res.OK() {
+		a.Outcome = envelope.OutcomeError
+	}
+	a.ErrorClass, a.HTTPStatus, a.LatencyMS, a.Usage, a.CostUSD = res.ErrorClass, res.HTTPStatus, res.LatencyMS, res.Usage, res.CostUSD
+	w.Attempts = append(w.Attempts, a)
+	o, err := stage.WorkOut(natsx.SubjectResults, outID(w), w)
+	if err != nil {
+		return nil, err
+	}
+	return []stage.Outbound{o}, nil
+}
+
+// skip reports a target not called: not a vendor failure, so no attempt,
+// no breaker count and no error metric, only the skipped counter.
+func (e *Executor) skip(w *envelope.Work, t envelope.Target, reason, msg string, retryAfter time.Duration) ([]stage.Outbound, error) {
+	e.skipped.WithLabelValues(t.Vendor, t.Model, reason).Inc()
+	log := stage.RequestLogger(e.d.Log, w)
+	log.Debug().Str("vendor", t.Vendor).Str("model", t.Model).Str("reason", reason).Msg("target skipped")
+	w.Current = &envelope.Result{Skipped: true, ErrorClass: reason, ErrorMessage: msg, Retryable: true,
+		RetryAfterMS: retryAfter.Milliseconds(), StartedAt: e.d.Now().UTC()}
+	o, err := stage.WorkOut(natsx.SubjectVerdicts, outID(w), w)
+	if err != nil {
+		return nil, err
+	}
+	return []stage.Outbound{o}, nil
+}
+
+// outID is the message id of what the executor hands on for one dispatch,
+// result or skip alike: both subjects are in LLM_PIPELINE, so once one is
+// published, whatever a redelivery of the same dispatch produces (a second
+// call's result, or a skip) is dropped as a duplicate and the router never
+// hears of one dispatch twice. The second call still shows in the ledger
+// through its own started event.
+func outID(w *envelope.Work) string {
+	return w.Key + ":out:" + strconv.Itoa(w.Branch) + ":" + strconv.Itoa(w.Dispatch)
+}
+
+// BreakerKeys names the breakers guarding a target: its vendor's and its
+// model's.
+func BreakerKeys(t envelope.Target) []string { return []string{t.Vendor, t.Vendor + "/" + t.Model} }
+
+// permit asks the shared breakers of the vendor (every model down: an
+// outage) and of the model (one model failing) to let the call through. It
+// returns why not when either refuses.
+func (e *Executor) permit(ctx context.Context, t envelope.Target) ([]breaker.Permit, string) {
+	if e.d.Breakers == nil {
+		return nil, ""
+	}
+	var permits []breaker.Permit
+	for _, key := range BreakerKeys(t) {
+		p, err := e.d.Breakers.Allow(ctx, key)
+		if err != nil || !p.Allowed() {
+			e.release(permits)
+			if err != nil {
+				return nil, "circuit state unavailable: " + err.Error()
+			}
+			return nil, "circuit " + key + " open"
+		}
+		permits = append(permits, p)
+	}
+	return permits, ""
+}
+
+// release gives permits back unused.
+func (e *Executor) release(permits []breaker.Permit) {
+	if len(permits) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for _, p := range permits {
+		if err := e.d.Breakers.Release(ctx, p); err != nil {
+			e.d.Log.Warn().Err(err).Str("breaker", p.Key()).Msg("breaker permit not released")
+		}
+	}
+}
+
+// record tells the breakers how the call went: retryable failures
+// (timeouts included) count against the vendor, terminal ones (a bad
+// request) and cancelled hedge branches say nothing about its health. The
+// context is made after the call, however long it took, so the outcome is
+// always recorded.
+func (e *Executor) record(permits []breaker.Permit, t envelope.Target, res *envelope.Result) {
+	if len(permits) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for _, p := range permits {
+		var err error
+		switch {
+		case res.OK():
+			err = e.d.Breakers.Record(ctx, p, true)
+		case res.Retryable:
+			err = e.d.Breakers.Record(ctx, p, false)
+		default:
+			err = e.d.Breakers.Release(ctx, p)
+		}
+		if err != nil {
+			e.d.Log.Warn().Err(err).Str("vendor", t.Vendor).Str("model", t.Model).Msg("breaker outcome not recorded")
+		}
+	}
+}
+
+// acquire takes a slot from the vendor's shared rpm/tpm window. It returns
+// the saturation when there is none, nil when the call may go ahead. If the
+// limiter itself fails (NATS trouble) the call goes ahead: the consumer's
+// MaxAckPending still bounds concurrency.
+func (e *Executor) acquire(ctx context.Context, w *envelope.Work, t envelope.Target) *limiter.Saturated {
+	if e.d.Limiter == nil {
+		return nil
+	}
+	callID := w.Key + ":" + strconv.Itoa(w.Branch) + ":" + strconv.Itoa(w.Dispatch)
+	err := e.d.Limiter.Acquire(ctx, t.Vendor, w.Class.TokenEstimate, callID)
+	var sat *limiter.Saturated
+	switch {
+	case err == nil:
+		return nil
+	case errors.As(err, &sat):
+		return sat
+	default:
+		log := stage.RequestLogger(e.d.Log, w)
+		log.Warn().Err(err).Str("vendor", t.Vendor).Msg("limiter unavailable; calling without it")
+		return nil
+	}
 }
 
 // ClassCancelled is the error class of a hedge branch's call cut short
 // because the other branch answered first.
 const ClassCancelled = "cancelled"
 
-// ClassSaturated is the error class of an attempt not made because the
-// vendor is at its rpm/tpm limit: the router spills or waits.
-const ClassSaturated = "saturated"
-
-// ClassCircuitOpen is the error class of an attempt refused by an open
-// circuit breaker: retryable, so the router falls to the next target.
-const ClassCircuitOpen = "circuit_open"
-
-// BreakerKeys names the breakers guarding a target: its vendor's and its
-// model's.
-func BreakerKeys(t envelope.Target) []string { return []string{t.Vendor, t.Vendor + "/" + t.Model} }
-
-// guardedCall asks the shared breaker before calling and tells it how the
-// call went: retryable failures count against the vendor, terminal ones
-// (a bad request) say nothing about its health.
-func (e *Executor) guardedCall(ctx context.Context, d *pipeline.Delivery, w *envelope.Work, t envelope.Target) *envelope.Result {
-	if e.d.Breakers == nil {
-		if res := e.acquire(ctx, w, t); res != nil {
-			return res
-		}
-		return e.call(ctx, d, w, t)
-	}
-	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-	defer cancel()
-	// The vendor's breaker (every model down: an outage) and the model's
-	// (one model failing) must both let the call through.
-	var permits []breaker.Permit
-	release := func() {
-		for _, p := range permits {
-			if err := e.d.Breakers.Release(rctx, p); err != nil {
-				e.d.Log.Warn().Err(err).Msg("breaker permit not released")
-			}
-		}
-	}
-	for _, key := range BreakerKeys(t) {
-		permit, err := e.d.Breakers.Allow(ctx, key)
-		if err != nil || !permit.Allowed() {
-			release()
-			msg := "circuit " + key + " open"
-			if err != nil {
-				msg = "circuit state unavailable: " + err.Error()
-			}
-			e.calls.WithLabelValues(t.Vendor, t.Model, ClassCircuitOpen).Inc()
-			return &envelope.Result{ErrorClass: ClassCircuitOpen, Retryable: true, ErrorMessage: msg, StartedAt: e.d.Now().UTC()}
-		}
-		permits = append(permits, permit)
-	}
-	if res := e.acquire(ctx, w, t); res != nil {
-		release()
-		return res
-	}
-	res := e.call(ctx, d, w, t)
-	for _, p := range permits {
-		var err error
-		switch {
-		case res.OK():
-			err = e.d.Breakers.Record(rctx, p, true)
-		case res.Retryable:
-			err = e.d.Breakers.Record(rctx, p, false)
-		default:
-			err = e.d.Breakers.Release(rctx, p)
-		}
-		if err != nil {
-			e.d.Log.Warn().Err(err).Str("vendor", t.Vendor).Str("model", t.Model).Msg("breaker outcome not recorded")
-		}
-	}
-	return res
-}
-
-// acquire takes a slot from the vendor's shared rpm/tpm window. It returns
-// a saturated result when there is none, nil when the call may go ahead.
-// If the limiter itself fails (NATS trouble) the call goes ahead: the
-// consumer's MaxAckPending still bounds concurrency.
-func (e *Executor) acquire(ctx context.Context, w *envelope.Work, t envelope.Target) *envelope.Result {
-	if e.d.Limiter == nil {
-		return nil
-	}
-	err := e.d.Limiter.Acquire(ctx, t.Vendor, w.Class.TokenEstimate, envelope.AttemptID(w.Key, w.AttemptNumber()))
-	var sat *limiter.Saturated
-	switch {
-	case err == nil:
-		return nil
-	case errors.As(err, &sat):
-		e.calls.WithLabelValues(t.Vendor, t.Model, ClassSaturated).Inc()
-		return &envelope.Result{ErrorClass: ClassSaturated, Retryable: true, ErrorMessage: sat.Error(),
-			RetryAfterMS: sat.RetryAfter.Milliseconds(), StartedAt: e.d.Now().UTC()}
-	default:
-		e.d.Log.Warn().Err(err).Str("vendor", t.Vendor).Msg("limiter unavailable; calling without it")
-		return nil
-	}
-}
-
-// call performs the vendor request, keeping the message alive meanwhile.
-func (e *Executor) call(ctx context.Context, d *pipeline.Delivery, w *envelope.Work, t envelope.Target) *envelope.Result {
+// call performs the vendor request within the attempt's time budget:
+// min(vendor timeout, attempt deadline, request deadline).
+func (e *Executor) call(ctx context.Context, w *envelope.Work, t envelope.Target, keep func(context.Context) func()) *envelope.Result {
+	now := e.d.Now()
 	timeout := e.timeout()
-	if !w.Deadline.IsZero() {
-		if left := time.Until(w.Deadline); left < timeout {
-			timeout = left
+	for _, dl := range []time.Time{w.AttemptDeadline, w.Deadline} {
+		if !dl.IsZero() {
+			timeout = min(timeout, dl.Sub(now))
 		}
 	}
-	if timeout <= 0 {
-		return &envelope.Result{ErrorClass: string(provider.ClassTimeout), Retryable: true, ErrorMessage: "request deadline passed before the call", StartedAt: e.d.Now().UTC()}
-	}
-	cctx, cancel := context.WithTimeout(ctx, timeout)
+	cctx, cancel := context.WithTimeout(ctx, max(timeout, 0))
 	defer cancel()
 	if w.Hedged && e.d.Hedges != nil {
 		// The losing branch of a hedged request is cancelled mid-call.
@@ -348,8 +427,10 @@ func (e *Executor) call(ctx context.Context, d *pipeline.Delivery, w *envelope.W
 		cctx, stop = e.d.Hedges.CancelWhenWon(cctx, w.Key)
 		defer stop()
 	}
-	stop := keepAlive(cctx, d, e.cfg.AckWait/3)
-	defer stop()
+	if keep != nil {
+		stop := keep(cctx)
+		defer stop()
+	}
 
 	msgs, redactor := e.redact(w)
 	req := &provider.Request{
@@ -375,10 +456,15 @@ func (e *Executor) call(ctx context.Context, d *pipeline.Delivery, w *envelope.W
 	}
 	if err != nil {
 		ve := provider.AsError(err)
+		if errors.Is(cctx.Err(), context.DeadlineExceeded) {
+			// Our time budget ran out: a timeout, whatever the transport said.
+			ve = &provider.Error{Class: provider.ClassTimeout, Retryable: true, Message: fmt.Sprintf("no answer within %s: %s", timeout.Round(time.Millisecond), ve.Message)}
+		}
 		res.ErrorClass, res.HTTPStatus, res.Retryable = string(ve.Class), ve.HTTPStatus, ve.Retryable
 		res.ErrorMessage, res.RetryAfterMS = ve.Message, ve.RetryAfter.Milliseconds()
 		e.calls.WithLabelValues(t.Vendor, t.Model, string(ve.Class)).Inc()
-		e.d.Log.Debug().Str("request_id", w.Request.ID).Str("vendor", t.Vendor).Str("model", t.Model).Str("class", string(ve.Class)).Int("http_status", ve.HTTPStatus).Msg("vendor call failed")
+		log := stage.RequestLogger(e.d.Log, w)
+		log.Debug().Str("vendor", t.Vendor).Str("model", t.Model).Str("class", string(ve.Class)).Int("http_status", ve.HTTPStatus).Msg("vendor call failed")
 		return res
 	}
 	res.Content, res.FinishReason, res.Usage, res.HTTPStatus = resp.Content, resp.FinishReason, resp.Usage, resp.HTTPStatus

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
+	"unicode"
 
 	"github.com/santhosh-tekuri/jsonschema/v6"
 
@@ -16,7 +17,70 @@ const (
 	CheckFinishReason = "finish_reason"
 	CheckJSON         = "json"
 	CheckJSONSchema   = "json_schema"
+	CheckRefusal      = "refusal"
+	CheckToxicity     = "toxicity"
 )
+
+// Options are the route's optional checks.
+type Options struct {
+	// Toxicity fails answers with abusive language (route toxicity: true).
+	Toxicity bool
+}
+
+// abusive are phrases an answer to a customer must never contain. A word
+// list is crude, but it is explainable and catches the failure that
+// matters (a model insulting the user); a classifier can replace it behind
+// the same check.
+var abusive = []string{
+	"idiot", "moron", "imbecile", "stupid question", "you are stupid", "you're stupid", "shut up",
+	"kill yourself", "go to hell", "piece of shit", "fuck you", "dumbass", "retard", "loser",
+}
+
+// isToxic reports whether content contains an abusive phrase (as words,
+// not inside longer words).
+func isToxic(content string) bool {
+	c := " " + strings.Map(func(r rune) rune {
+		if unicode.IsLetter(r) || unicode.IsDigit(r) || r == '\'' {
+			return unicode.ToLower(r)
+		}
+		return ' '
+	}, content) + " "
+	c = strings.Join(strings.Fields(c), " ")
+	c = " " + c + " "
+	for _, p := range abusive {
+		if strings.Contains(c, " "+p+" ") {
+			return true
+		}
+	}
+	return false
+}
+
+// refusalOpenings start the answers models give when they decline. An
+// answer that opens with one and stays short is a refusal, not an answer.
+var refusalOpenings = []string{
+	"i'm sorry, but i can't", "i'm sorry, but i cannot", "i am sorry, but i cannot", "i'm sorry, i can't", "i'm sorry, i cannot",
+	"sorry, but i can't", "sorry, i can't", "i can't help with", "i cannot help with", "i can't assist with", "i cannot assist with",
+	"i can't comply", "i cannot comply", "i'm unable to help", "i am unable to help", "i'm unable to assist", "i am unable to assist",
+	"i'm not able to help", "i won't be able to help", "as an ai language model, i cannot", "as an ai, i cannot",
+}
+
+// maxRefusalLen bounds what counts as a refusal: a long answer that opens
+// with an apology usually goes on to answer.
+const maxRefusalLen = 400
+
+// isRefusal reports whether content is a model declining to answer.
+func isRefusal(content string) bool {
+	c := strings.ToLower(strings.TrimSpace(strings.ReplaceAll(content, "’", "'")))
+	if c == "" || len(c) > maxRefusalLen {
+		return false
+	}
+	for _, p := range refusalOpenings {
+		if strings.HasPrefix(c, p) {
+			return true
+		}
+	}
+	return false
+}
 
 // Verdict is the result of judging one answer.
 type Verdict struct {
@@ -26,7 +90,7 @@ type Verdict struct {
 }
 
 // Judge runs every check that applies to the request.
-func Judge(req *envelope.Request, res *envelope.Result) Verdict {
+func Judge(req *envelope.Request, res *envelope.Result, opts Options) Verdict {
 	v := Verdict{Quality: envelope.Quality{Passed: true}}
 	fail := func(check, reason string) {
 		v.Quality.Passed = false
@@ -40,6 +104,19 @@ func Judge(req *envelope.Request, res *envelope.Result) Verdict {
 		fail(CheckNonEmpty, "empty content")
 	}
 	v.Quality.Checks = append(v.Quality.Checks, CheckFinishReason)
+	if res.FinishReason == "content_filter" {
+		fail(CheckFinishReason, "the vendor's content filter stopped the answer (finish_reason=content_filter)")
+	}
+	v.Quality.Checks = append(v.Quality.Checks, CheckRefusal)
+	if isRefusal(res.Content) {
+		fail(CheckRefusal, "the model refused to answer")
+	}
+	if opts.Toxicity {
+		v.Quality.Checks = append(v.Quality.Checks, CheckToxicity)
+		if isToxic(res.Content) {
+			fail(CheckToxicity, "the answer contains abusive language")
+		}
+	}
 	if res.FinishReason == "length" {
 		v.Truncated = true
 		if v.Quality.Reason == "" {

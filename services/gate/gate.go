@@ -1,14 +1,13 @@
 // Package gate judges every attempt's answer. It records each attempt's
-// telemetry, finishes requests whose answer passes (or is accepted as
-// degraded), escalates a failing answer to the next model when the route
-// allows, and hands vendor failures back to the router.
+// telemetry and hands the work with its verdict back to the router on
+// llm.verdicts; the router alone decides what follows (reply, retry,
+// escalation, hedge winner).
 package gate
 
 import (
 	"context"
 	"errors"
 	"fmt"
-	"strconv"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -16,14 +15,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
-	"github.com/switchyard-llm/switchyard/pkg/budget"
 	"github.com/switchyard-llm/switchyard/pkg/envelope"
-	"github.com/switchyard-llm/switchyard/pkg/hedge"
 	"github.com/switchyard-llm/switchyard/pkg/natsx"
 	"github.com/switchyard-llm/switchyard/pkg/pipeline"
 	"github.com/switchyard-llm/switchyard/pkg/policy"
-	"github.com/switchyard-llm/switchyard/pkg/respcache"
-	"github.com/switchyard-llm/switchyard/pkg/spend"
 	"github.com/switchyard-llm/switchyard/pkg/stage"
 )
 
@@ -59,16 +54,10 @@ func (c Config) Validate() error {
 
 // Deps are the gate's collaborators.
 type Deps struct {
-	Log    zerolog.Logger
-	NC     *nats.Conn
-	JS     jetstream.JetStream
-	Policy policy.Source
-	// Hedges decides which branch of a hedged request answers.
-	Hedges *hedge.Tracker
-	// Budgets settles finished requests' reservations with their real cost.
-	Budgets *budget.Budgets
-	// Cache stores passing answers of requests the router marked cacheable.
-	Cache   *respcache.Cache
+	Log     zerolog.Logger
+	NC      *nats.Conn
+	JS      jetstream.JetStream
+	Policy  policy.Source
 	Now     func() time.Time
 	Metrics prometheus.Registerer
 }
@@ -92,7 +81,7 @@ func New(cfg Config, d Deps) (*Gate, error) {
 	if d.Now == nil {
 		d.Now = time.Now
 	}
-	g := &Gate{cfg: cfg, d: d, pub: stage.Publisher{JS: d.JS, NC: d.NC, OnFinish: spend.Settler(d.Budgets)},
+	g := &Gate{cfg: cfg, d: d, pub: stage.Publisher{JS: d.JS, NC: d.NC},
 		verdicts: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "switchyard_gate_verdicts_total", Help: "Gate verdicts."}, []string{"verdict"}),
 	}
 	if d.Metrics != nil {
@@ -122,166 +111,60 @@ func (g *Gate) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("gate consumer: %w", err)
 	}
-	h := pipeline.Stage(g.d.Log, g.Handle, stage.WorkDeadLetter(g.pub, natsx.StageGate, g.d.Now), g.cfg.MaxDeliver, 10*time.Second)
+	h := stage.RequestStage(g.d.Log, g.Handle, stage.HandToRouter(g.pub, natsx.StageGate, g.d.Log), g.cfg.MaxDeliver, 10*time.Second)
 	return pipeline.Run(ctx, g.d.Log, cons, h, pipeline.RunOptions{Concurrency: g.cfg.Concurrency})
 }
 
-// Handle judges one attempt result.
+// Handle judges one attempt result and publishes what judge returns.
 func (g *Gate) Handle(ctx context.Context, d *pipeline.Delivery) error {
 	w, err := stage.DecodeWork(d.Data())
 	if err != nil {
 		return err
 	}
-	if w.Current == nil || len(w.Attempts) == 0 {
-		return pipeline.Terminal("malformed_work", errors.New("result without an attempt"))
-	}
-	now := g.d.Now()
-	n := len(w.Attempts)
-	last := &w.Attempts[n-1]
-	res := w.Current
-
-	if !res.OK() {
-		g.verdicts.WithLabelValues("vendor_error").Inc()
-		if err := g.recordAttempt(ctx, w, last, res); err != nil {
-			return err
-		}
-		return g.pub.PublishWork(ctx, natsx.SubjectEscalations, w.Key+":escalate:"+strconv.Itoa(last.Attempt), w)
-	}
-
-	v := Judge(&w.Request, res)
-	q := v.Quality
-	w.Quality = &q
-	if w.Hedged {
-		return g.hedgeBranch(ctx, w, last, res, v, now)
-	}
-	route, _ := g.d.Policy.Current().Route(w.Route)
-	if !q.Passed {
-		last.Outcome = envelope.OutcomeQualityFailed
-		if err := g.recordAttempt(ctx, w, last, res); err != nil {
-			return err
-		}
-		onFail := policy.OnQualityReject
-		if route != nil {
-			onFail = route.OnQualityFail
-		}
-		switch {
-		case onFail == policy.OnQualityEscalate && w.Step+1 < len(w.Chain):
-			g.verdicts.WithLabelValues("escalated").Inc()
-			w.Escalated = true
-			if w.FallbackReason == "" {
-				w.FallbackReason = "quality"
-			}
-			if route.Strategy == policy.StrategyCascade {
-				withDraft(w, res.Content, q.Reason)
-			}
-			w.Step++
-			w.StepAttempts = 1
-			w.Current = nil
-			// Straight to the next executor: the router has nothing to decide.
-			t := w.Target()
-			return g.pub.PublishWork(ctx, natsx.ExecSubject(t.Vendor), w.Key+":exec:"+strconv.Itoa(w.AttemptNumber()), w)
-		case onFail == policy.OnQualityDegrade:
-			g.verdicts.WithLabelValues("degraded").Inc()
-			return g.finishOK(ctx, w, res, true, now)
-		default:
-			g.verdicts.WithLabelValues("rejected").Inc()
-			return g.pub.FailRequest(ctx, w, envelope.CodeQualityRejected, "answer failed quality checks: "+q.Reason, false, now)
-		}
-	}
-	if err := g.recordAttempt(ctx, w, last, res); err != nil {
-		return err
-	}
-	g.verdicts.WithLabelValues("passed").Inc()
-	return g.finishOK(ctx, w, res, v.Truncated, now)
-}
-
-// hedgeBranch finishes a hedged request with the first acceptable answer.
-// A later answer (the loser) is billed but not replied; a failing answer
-// goes to the router as this branch's failure.
-func (g *Gate) hedgeBranch(ctx context.Context, w *envelope.Work, last *envelope.AttemptResult, res *envelope.Result, v Verdict, now time.Time) error {
-	if !v.Quality.Passed {
-		last.Outcome = envelope.OutcomeQualityFailed
-		if err := g.recordAttempt(ctx, w, last, res); err != nil {
-			return err
-		}
-		res.ErrorClass, res.Retryable = "quality", true
-		return g.pub.PublishWork(ctx, natsx.SubjectEscalations, w.Key+":escalate:"+strconv.Itoa(last.Attempt), w)
-	}
-	if err := g.recordAttempt(ctx, w, last, res); err != nil {
-		return err
-	}
-	if g.d.Hedges == nil {
-		return g.finishOK(ctx, w, res, v.Truncated, now)
-	}
-	won, err := g.d.Hedges.Win(ctx, w.Key, w.Branch)
+	outs, err := g.judge(w)
 	if err != nil {
-		return pipeline.Transient(err, 0)
-	}
-	if !won {
-		g.verdicts.WithLabelValues("hedge_lost").Inc()
-		return nil
-	}
-	g.verdicts.WithLabelValues("hedge_won").Inc()
-	return g.finishOK(ctx, w, res, v.Truncated, now)
-}
-
-// withDraft gives the next model of a cascade the rejected draft and why it
-// was rejected, so it improves on it rather than starting over.
-func withDraft(w *envelope.Work, draft, reason string) {
-	w.Request.Messages = append(w.Request.Messages,
-		envelope.Message{Role: "assistant", Content: draft},
-		envelope.Message{Role: "user", Content: "The answer above was rejected by a quality check (" + reason + "). Write a corrected answer that passes it."},
-	)
-}
-
-func (g *Gate) finishOK(ctx context.Context, w *envelope.Work, res *envelope.Result, degraded bool, now time.Time) error {
-	t := w.Target()
-	r := stage.ReplyFor(w, now)
-	r.Status = envelope.StatusOK
-	r.Content, r.FinishReason = res.Content, res.FinishReason
-	r.Vendor, r.Model = t.Vendor, t.Model
-	r.Degraded = degraded
-	for _, a := range w.Attempts {
-		r.Usage.Add(a.Usage)
-	}
-	if err := g.pub.Finish(ctx, w, r, now); err != nil {
 		return err
 	}
-	if g.d.Cache != nil && w.CacheKey != "" && !degraded {
-		// Best effort: a failed store only costs a future hit.
-		if err := g.d.Cache.Put(ctx, w.CacheKey, respcache.EntryFromReply(r), time.Duration(w.CacheTTLMS)*time.Millisecond); err != nil {
-			g.d.Log.Debug().Err(err).Str("request_id", w.Request.ID).Msg("answer not cached")
-		}
-	}
-	return nil
+	return g.pub.Send(ctx, outs)
 }
 
-// recordAttempt publishes the attempt's telemetry event; its id is the
-// attempt id, so a redelivered result is stored once.
-func (g *Gate) recordAttempt(ctx context.Context, w *envelope.Work, a *envelope.AttemptResult, res *envelope.Result) error {
-	ev := &envelope.AttemptEvent{
-		RequestID:     w.Request.ID,
-		AttemptID:     envelope.AttemptID(w.Key, a.Attempt),
-		Attempt:       a.Attempt,
-		TS:            res.StartedAt,
-		Tenant:        w.Request.Tenant,
-		UserHash:      stage.HashUser(w.Request.Tenant, w.Request.User),
-		EndpointTag:   w.Request.EndpointTag,
-		PromptVersion: w.Request.PromptVersion,
-		Environment:   w.Request.Environment,
-		Route:         w.Route,
-		Strategy:      w.Strategy,
-		Vendor:        a.Vendor,
-		Model:         a.Model,
-		Outcome:       a.Outcome,
-		ErrorClass:    a.ErrorClass,
-		HTTPStatus:    a.HTTPStatus,
-		CostUSD:       a.CostUSD,
-		PriceKnown:    res.PriceKnown,
-		LatencyMS:     a.LatencyMS,
-		Hedged:        w.Hedged,
-		TraceID:       stage.TraceID(w.TraceParent),
+// judge records the attempt's telemetry and hands the work, with the
+// verdict, back to the router on llm.verdicts. The gate decides nothing
+// about what follows: not the reply, not an escalation, not a hedge winner.
+func (g *Gate) judge(w *envelope.Work) ([]stage.Outbound, error) {
+	if w.Current == nil || len(w.Attempts) == 0 {
+		return nil, pipeline.Terminal("malformed_work", errors.New("result without an attempt"))
 	}
-	ev.SetUsage(a.Usage)
-	return g.pub.Publish(ctx, natsx.SubjectAttempt, ev.AttemptID, ev, nats.Header{natsx.HeaderTraceParent: []string{w.TraceParent}})
+	last := &w.Attempts[len(w.Attempts)-1]
+	res := w.Current
+	switch {
+	case !res.OK():
+		g.verdicts.WithLabelValues("vendor_error").Inc()
+	default:
+		var opts Options
+		if route, ok := g.d.Policy.Current().Route(w.Route); ok {
+			opts.Toxicity = route.Toxicity
+		}
+		v := Judge(&w.Request, res, opts)
+		q := v.Quality
+		w.Quality, w.Degraded = &q, v.Truncated
+		if q.Passed {
+			g.verdicts.WithLabelValues("passed").Inc()
+		} else {
+			last.Outcome = envelope.OutcomeQualityFailed
+			g.verdicts.WithLabelValues("failed").Inc()
+			log := stage.RequestLogger(g.d.Log, w)
+			log.Debug().Str("vendor", last.Vendor).Str("model", last.Model).Str("reason", q.Reason).Msg("answer failed the quality gate")
+		}
+	}
+	ev := stage.AttemptEventFor(w, last, res)
+	attempt, err := stage.AttemptOut(ev, w.TraceParent)
+	if err != nil {
+		return nil, err
+	}
+	verdict, err := stage.WorkOut(natsx.SubjectVerdicts, w.Key+":verdict:"+ev.AttemptID, w)
+	if err != nil {
+		return nil, err
+	}
+	return []stage.Outbound{attempt, verdict}, nil
 }

@@ -26,11 +26,10 @@ func (c *ServiceConfig) Build(_ context.Context, rt *svc.Runtime) ([]svc.Stage, 
 	return []svc.Stage{g.Stage()}, nil
 }
 
-// FromRuntime builds the gate the one way every process runs it: with the
-// process's hedge tracker, budgets and cache.
+// FromRuntime builds the gate the one way every process runs it. The gate
+// only judges, so it needs no breakers, budgets, hedges or cache.
 func FromRuntime(rt *svc.Runtime, cfg Config) (*Gate, error) {
-	return New(cfg, Deps{Log: rt.Logger("gate"), NC: rt.NC, JS: rt.JS, Policy: rt.Policies,
-		Hedges: rt.Hedges, Budgets: rt.Budgets, Cache: rt.Cache, Metrics: rt.Registry})
+	return New(cfg, Deps{Log: rt.Logger("gate"), NC: rt.NC, JS: rt.JS, Policy: rt.Policies, Metrics: rt.Registry})
 }
 
 // Stage is the gate under supervision.

@@ -1,8 +1,10 @@
 // Package intake is the first stage: it validates request envelopes against
-// the public schema, classifies them (task, PII, token estimate), resolves
-// their route and hands them to the router on llm.classified. A request it
-// refuses gets an error reply with a stable code and a dead letter. Request
-// ids are unique per tenant: the intake deduplicates on tenant+id.
+// the public schema, classifies them (task, PII, token estimate) and hands
+// them to the router on llm.classified; the route (named, or matched on the
+// classification) is the router's decision, like everything else about
+// routing. A request it refuses gets an error reply with a stable code and
+// a dead letter. Request ids are unique per tenant: the intake deduplicates
+// on tenant+id.
 package intake
 
 import (
@@ -300,9 +302,6 @@ func (in *Intake) Decide(m Input, now time.Time) (Outcome, error) {
 		timeout = time.Duration(req.TimeoutMS) * time.Millisecond
 	}
 	w.Deadline = received.Add(timeout)
-	if inv := in.resolveRoute(w); inv != nil {
-		return in.refuse(m, inv, trace, received, now)
-	}
 	data, err := json.Marshal(w)
 	if err != nil {
 		return Outcome{}, pipeline.Terminal("marshal", err)
@@ -311,29 +310,6 @@ func (in *Intake) Decide(m Input, now time.Time) (Outcome, error) {
 		Out: []Message{{Subject: natsx.SubjectClassified, MsgID: w.Key + ":classified", Data: data, Header: traceHeader(trace)}}}, nil
 }
 
-// resolveRoute sets the route and its chain, or refuses an unknown route.
-func (in *Intake) resolveRoute(w *envelope.Work) *envelope.Invalid {
-	req := &w.Request
-	pol := in.d.Policy.Current()
-	var route *policy.Route
-	if req.Route != "" {
-		r, ok := pol.Route(req.Route)
-		if !ok {
-			return &envelope.Invalid{Code: envelope.CodeUnknownRoute, Message: fmt.Sprintf("route: %q is not defined in policy %s", req.Route, pol.Version), ID: req.ID, Tenant: req.Tenant, ReplyTo: req.ReplyTo}
-		}
-		route = r
-	} else {
-		tenant, _ := pol.Tenant(req.Tenant)
-		route = pol.SelectRoute(policy.Facts{Task: w.Class.Task, EndpointTag: req.EndpointTag, Tier: tenant.Tier,
-			Sensitive: w.Class.Sensitive, Tokens: w.Class.TokenEstimate})
-	}
-	w.Route, w.Strategy = route.Name, route.Strategy
-	w.Chain = make([]envelope.Target, len(route.Chain))
-	for i, t := range route.Chain {
-		w.Chain[i] = envelope.Target{Vendor: t.Vendor, Model: t.Model}
-	}
-	return nil
-}
 
 // deliveryBase is the untenanted part of the delivery key: the request id,
 // or the replay-specific key `switchyard dlq replay` sends in

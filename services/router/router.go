@@ -1,9 +1,12 @@
-// Package router owns the routing decision. It sends each classified request
-// to the first target of its route's chain and, when the gate reports a
-// failed attempt, decides what happens next: the next target for a
-// retryable failure, an immediate error reply for a terminal one, and an
-// all_vendors_failed reply plus a dead letter when the chain is exhausted.
+// Package router owns every routing decision. It resolves each classified
+// request's route and chain, and after every verdict (a judged answer, a
+// vendor failure, a skipped target, a stage's dead letter) decides what
+// follows: a retry, a fallback, an escalation, a hedge, a spill or wait on
+// saturation, a downgrade on budget, or the reply. The decision is one pure
+// function (decide.go); this file is the shell that performs its effects.
 // The routing state travels in the work envelope, so replicas share nothing.
+// The router is the only stage after intake that replies, so it is the only
+// one that settles budget reservations.
 package router
 
 import (
@@ -27,7 +30,6 @@ import (
 	"github.com/switchyard-llm/switchyard/pkg/natsx"
 	"github.com/switchyard-llm/switchyard/pkg/pipeline"
 	"github.com/switchyard-llm/switchyard/pkg/policy"
-	"github.com/switchyard-llm/switchyard/pkg/provider"
 	"github.com/switchyard-llm/switchyard/pkg/respcache"
 	"github.com/switchyard-llm/switchyard/pkg/spend"
 	"github.com/switchyard-llm/switchyard/pkg/stage"
@@ -106,7 +108,7 @@ func New(cfg Config, d Deps) (*Router, error) {
 	if d.Now == nil {
 		d.Now = time.Now
 	}
-	r := &Router{cfg: cfg, d: d, seen: newObserved(), hedging: hedge.NewBudget(), pub: stage.Publisher{JS: d.JS, NC: d.NC, OnFinish: spend.Settler(d.Budgets)},
+	r := &Router{cfg: cfg, d: d, seen: newObserved(), hedging: hedge.NewBudget(), pub: stage.Publisher{JS: d.JS, NC: d.NC},
 		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "switchyard_router_decisions_total", Help: "Routing decisions by kind."}, []string{"decision"}),
 	}
 	if d.Metrics != nil {
@@ -121,8 +123,8 @@ func New(cfg Config, d Deps) (*Router, error) {
 func (r *Router) ConsumerConfig() jetstream.ConsumerConfig {
 	return jetstream.ConsumerConfig{
 		Durable:        r.cfg.Consumer,
-		Description:    "router: dispatches classified requests and failed attempts",
-		FilterSubjects: []string{natsx.SubjectClassified, natsx.SubjectEscalations},
+		Description:    "router: routes classified requests and decides after every verdict",
+		FilterSubjects: []string{natsx.SubjectClassified, natsx.SubjectVerdicts, natsx.SubjectEscalations},
 		AckPolicy:      jetstream.AckExplicitPolicy,
 		AckWait:        r.cfg.AckWait,
 		MaxDeliver:     r.cfg.MaxDeliver,
@@ -139,60 +141,253 @@ func (r *Router) Run(ctx context.Context) error {
 	if err := r.observe(ctx); err != nil {
 		return err
 	}
-	h := pipeline.Stage(r.d.Log, r.Handle, stage.WorkDeadLetter(r.pub, natsx.StageRouter, r.d.Now), r.cfg.MaxDeliver, 10*time.Second)
+	h := stage.RequestStage(r.d.Log, r.Handle, r.deadLetter, r.cfg.MaxDeliver, 10*time.Second)
 	return pipeline.Run(ctx, r.d.Log, cons, h, pipeline.RunOptions{Concurrency: r.cfg.Concurrency})
 }
 
-// Handle routes one work envelope.
+// Handle routes one work envelope: a new request from llm.classified, or a
+// verdict (judged answer, vendor failure, skipped target, stage failure)
+// from llm.verdicts. The handler returns what it publishes; Send publishes.
 func (r *Router) Handle(ctx context.Context, d *pipeline.Delivery) error {
 	w, err := stage.DecodeWork(d.Data())
 	if err != nil {
 		return err
 	}
-	now := r.d.Now()
-	if d.Msg.Subject() == natsx.SubjectClassified {
-		w.Step = 0
-		if hit, err := r.fromCache(ctx, w, now); hit || err != nil {
-			return err
+	ev := EvClassified
+	if d.Msg.Subject() != natsx.SubjectClassified {
+		if ev, err = eventOf(w); err != nil {
+			return pipeline.Terminal("bad_verdict", err)
 		}
-		if refused, err := r.reserve(ctx, w, now); refused || err != nil {
-			return err
-		}
-		if refused, err := r.applyStrategy(ctx, w, now); refused || err != nil {
-			return err
-		}
-		if hedged, err := r.dispatchHedged(ctx, w, now); hedged || err != nil {
-			return err
-		}
-		return r.dispatch(ctx, w, now)
 	}
-	return r.afterFailure(ctx, w, now)
+	outs, err := r.handle(ctx, w, ev, r.d.Now())
+	if err != nil {
+		return err // logged with the request's fields by RequestStage
+	}
+	return r.pub.Send(ctx, outs)
+}
+
+// handle decides what follows ev and performs the decision's effects on
+// budgets, the cache and the hedge bucket; it returns the messages to
+// publish (dispatches, or the telemetry and reply that finish the request).
+func (r *Router) handle(ctx context.Context, w *envelope.Work, ev Event, now time.Time) ([]stage.Outbound, error) {
+	log := stage.RequestLogger(r.d.Log, w)
+	pol := r.d.Policy.Current()
+	env := Env{Policy: pol, Now: now, Open: r.open(now), Stats: r.seen, Rand: defaultRand}
+	if ev == EvClassified {
+		w.Step, w.StepAttempts = 0, 0
+		route, ok := resolveRoute(pol, w)
+		if ok {
+			w.Route, w.Strategy = route.Name, route.Strategy
+			if outs, hit := r.fromCache(ctx, log, w, route, now); hit {
+				return outs, nil
+			}
+			if err := r.reserve(ctx, &env, route, w); err != nil {
+				return nil, err
+			}
+			env.Hedge = r.mayHedge(route, w, now)
+		} else if w.Route == "" {
+			w.Route = w.Request.Route
+		}
+	}
+	act := decide(w, ev, env)
+	if act.Kind == Downgrade {
+		cheaper, _ := pol.Route(act.Route)
+		w = act.Work[0]
+		w.Route, w.Strategy = cheaper.Name, cheaper.Strategy
+		if err := r.reserve(ctx, &env, cheaper, w); err != nil {
+			return nil, err
+		}
+		env.Hedge = r.mayHedge(cheaper, w, now)
+		act = decide(w, ev, env)
+	}
+	r.decisions.WithLabelValues(act.Decision).Inc()
+	if len(act.Work) > 0 {
+		w = act.Work[0]
+	}
+	log.Debug().Str("event", ev.String()).Str("decision", act.Decision).Int("step", w.Step).Msg("routing decision")
+	switch act.Kind {
+	case Dispatch:
+		var outs []stage.Outbound
+		for _, x := range act.Work {
+			t := x.Target()
+			id := x.Key + ":exec:" + strconv.Itoa(x.Branch) + ":" + strconv.Itoa(x.Dispatch)
+			o, err := stage.WorkOut(natsx.ExecSubject(t.Vendor), id, x)
+			if err != nil {
+				return nil, err
+			}
+			outs = append(outs, o)
+		}
+		return outs, nil
+	case Finish:
+		if w.Hedged && r.d.Hedges != nil {
+			won, err := r.d.Hedges.Win(ctx, w.Key, w.Branch)
+			if err != nil {
+				return nil, pipeline.Transient(err, 0)
+			}
+			if !won {
+				r.decisions.WithLabelValues("hedge_lost").Inc()
+				return nil, r.hedgeDone(ctx, w)
+			}
+		}
+		return r.finishOK(ctx, log, w, act.Degraded, now)
+	case Fail:
+		return r.fail(ctx, w, act.Code, act.Message, act.Retryable, act.DeadLetter, now)
+	case BranchFailed:
+		return r.branchFailed(ctx, w, now)
+	default: // Nothing: a cancelled hedge branch
+		if w.Hedged && r.d.Hedges != nil {
+			return nil, r.hedgeDone(ctx, w)
+		}
+		return nil, nil
+	}
+}
+
+// open reports circuits that are open and still cooling down: traffic goes
+// straight past them. A cooled-down breaker is left to the executor, whose
+// Allow takes a half-open probe slot.
+func (r *Router) open(now time.Time) func(envelope.Target) bool {
+	if r.d.Breakers == nil {
+		return nil
+	}
+	cooling := func(key string) bool {
+		st := r.d.Breakers.Status(key)
+		return st.State == breaker.StateOpen && now.Before(st.OpenUntil)
+	}
+	return func(t envelope.Target) bool { return cooling(t.Vendor) || cooling(t.Vendor+"/"+t.Model) }
+}
+
+// mayHedge says whether a request on route may be hedged: a hedged route, a
+// hedge tracker, and the tenant's hedging ratio not used up.
+func (r *Router) mayHedge(route *policy.Route, w *envelope.Work, now time.Time) bool {
+	if route.Strategy != policy.StrategyHedged || r.d.Hedges == nil {
+		return false
+	}
+	if !r.hedging.Allow(w.Request.Tenant, route.Hedge.MaxRatio, now) {
+		r.decisions.WithLabelValues("hedge_over_budget").Inc()
+		return false // within budget only: this one runs as a plain fallback
+	}
+	return true
 }
 
 // fromCache answers from the response cache when the route caches and the
-// request may be cached; otherwise it marks the work so the gate stores a
-// passing answer. A cache that cannot be read is a miss, never an error.
-func (r *Router) fromCache(ctx context.Context, w *envelope.Work, now time.Time) (bool, error) {
-	if r.d.Cache == nil {
-		return false, nil
-	}
-	route, ok := r.d.Policy.Current().Route(w.Route)
-	if !ok || route.Cache.TTL.Duration <= 0 || !r.d.Cache.Eligible(&w.Request, w.Class.Sensitive, route.Cache.AllowSensitive) {
-		return false, nil
+// request may be cached; otherwise it marks the work so a passing answer is
+// stored. A cache that cannot be read is a miss, never an error.
+func (r *Router) fromCache(ctx context.Context, log zerolog.Logger, w *envelope.Work, route *policy.Route, now time.Time) ([]stage.Outbound, bool) {
+	if r.d.Cache == nil || route.Cache.TTL.Duration <= 0 || !r.d.Cache.Eligible(&w.Request, w.Class.Sensitive, route.Cache.AllowSensitive) {
+		return nil, false
 	}
 	key := respcache.Key(&w.Request, route.Name, respcache.Fingerprint(route))
 	entry, hit, err := r.d.Cache.Get(ctx, key)
 	if err != nil {
-		r.d.Log.Warn().Err(err).Msg("response cache unavailable; treating as a miss")
+		log.Warn().Err(err).Msg("response cache unavailable; treating as a miss")
 	}
 	if !hit {
 		w.CacheKey, w.CacheTTLMS = key, route.Cache.TTL.Milliseconds()
-		return false, nil
+		return nil, false
 	}
 	r.decisions.WithLabelValues("cache_hit").Inc()
 	reply := entry.Reply(&w.Request, w.Route)
 	reply.LatencyMS = now.Sub(w.ReceivedAt).Milliseconds()
-	return true, r.pub.Finish(ctx, w, &reply, now)
+	outs, err := stage.FinishOuts(w, &reply, now)
+	if err != nil {
+		return nil, false
+	}
+	return outs, true
+}
+
+// reserve holds the request's cost estimate against its tenant's budgets;
+// a refusal goes to the decision (refuse, or downgrade where the tenant's
+// policy says so).
+func (r *Router) reserve(ctx context.Context, env *Env, route *policy.Route, w *envelope.Work) error {
+	env.Refused = nil
+	err := spend.Reserve(ctx, r.d.Budgets, env.Policy, route, w)
+	var ref *spend.Refusal
+	switch {
+	case errors.As(err, &ref):
+		env.Refused = &Refusal{Code: ref.Code, Message: ref.Error()}
+		return nil
+	case err != nil:
+		return pipeline.Transient(err, 0)
+	}
+	return nil
+}
+
+// finishOK replies with the answer, settles the budget and stores the
+// answer in the response cache.
+func (r *Router) finishOK(ctx context.Context, log zerolog.Logger, w *envelope.Work, degraded bool, now time.Time) ([]stage.Outbound, error) {
+	t, res := w.Target(), w.Current
+	reply := stage.ReplyFor(w, now)
+	reply.Status = envelope.StatusOK
+	reply.Content, reply.FinishReason = res.Content, res.FinishReason
+	reply.Vendor, reply.Model = t.Vendor, t.Model
+	reply.Degraded = degraded
+	for _, a := range w.Attempts {
+		reply.Usage.InputTokens += a.Usage.InputTokens
+		reply.Usage.OutputTokens += a.Usage.OutputTokens
+		reply.Usage.CachedTokens += a.Usage.CachedTokens
+		reply.Usage.CacheWriteTokens += a.Usage.CacheWriteTokens
+	}
+	if err := r.settle(ctx, w); err != nil {
+		return nil, err
+	}
+	if r.d.Cache != nil && w.CacheKey != "" && !degraded {
+		// Best effort: a failed store only costs a future hit.
+		if err := r.d.Cache.Put(ctx, w.CacheKey, respcache.EntryFromReply(reply), time.Duration(w.CacheTTLMS)*time.Millisecond); err != nil {
+			log.Debug().Err(err).Msg("answer not cached")
+		}
+	}
+	return stage.FinishOuts(w, reply, now)
+}
+
+// fail replies with an error (dead-lettering the request when asked) and
+// settles the budget.
+func (r *Router) fail(ctx context.Context, w *envelope.Work, code, msg string, retryable, deadLetter bool, now time.Time) ([]stage.Outbound, error) {
+	if err := r.settle(ctx, w); err != nil {
+		return nil, err
+	}
+	var outs []stage.Outbound
+	if deadLetter {
+		o, err := stage.DeadLetterRequestOut(natsx.StageRouter, code, msg, w, now)
+		if err != nil {
+			return nil, err
+		}
+		outs = append(outs, o)
+	}
+	reply := stage.ReplyFor(w, now)
+	reply.Status = envelope.StatusError
+	reply.Error = &envelope.Error{Code: code, Message: msg, Retryable: retryable}
+	fin, err := stage.FinishOuts(w, reply, now)
+	return append(outs, fin...), err
+}
+
+// settle finishes the request's budget reservation with what its vendor
+// calls cost. The router is the only stage that finishes a request, so this
+// is the only place a reservation is settled. A hedged request settles once
+// every branch is done (see hedgeDone), so the loser's cost is charged too.
+func (r *Router) settle(ctx context.Context, w *envelope.Work) error {
+	if w.Hedged && r.d.Hedges != nil {
+		return r.hedgeDone(ctx, w)
+	}
+	if err := spend.Settle(ctx, r.d.Budgets, w, spentUSD(w), len(w.Attempts) > 0); err != nil {
+		return pipeline.Transient(err, 0)
+	}
+	return nil
+}
+
+// hedgeDone records that this branch is done; the last branch to finish
+// settles the reservation with every branch's cost.
+func (r *Router) hedgeDone(ctx context.Context, w *envelope.Work) error {
+	all, total, calls, err := r.d.Hedges.Done(ctx, w.Key, w.Branch, hedgeBranches, spentUSD(w), len(w.Attempts))
+	if err != nil {
+		return pipeline.Transient(err, 0)
+	}
+	if !all {
+		return nil
+	}
+	if err := spend.Settle(ctx, r.d.Budgets, w, total, calls > 0); err != nil {
+		return pipeline.Transient(err, 0)
+	}
+	return nil
 }
 
 // hedgeBranches is how many branches a hedged request runs.
@@ -202,70 +397,51 @@ const hedgeBranches = 2
 // primary's, so their attempt ids never collide.
 const hedgeAttemptBase = 100
 
-// dispatchHedged sends a hedged route's request to its first two targets:
-// the primary now and the hedge after the route's delay. The first
-// acceptable answer wins (the gate decides), a hedge not yet started when
-// the primary answers is cancelled, and both calls are billed. A tenant's
-// hedges are capped at the route's max_ratio of its requests.
-func (r *Router) dispatchHedged(ctx context.Context, w *envelope.Work, now time.Time) (bool, error) {
-	route, ok := r.d.Policy.Current().Route(w.Route)
-	if !ok || route.Strategy != policy.StrategyHedged || r.d.Hedges == nil || len(w.Chain) < 2 {
-		return false, nil
+// branchFailed records a failed hedge branch. The request fails only when
+// every branch has failed and none has answered.
+func (r *Router) branchFailed(ctx context.Context, w *envelope.Work, now time.Time) ([]stage.Outbound, error) {
+	if r.d.Hedges == nil {
+		return r.fail(ctx, w, envelope.CodeAllVendorsFailed, exhaustedMessage(w), true, true, now)
 	}
-	if !r.hedging.Allow(w.Request.Tenant, route.Hedge.MaxRatio, now) {
-		r.decisions.WithLabelValues("hedge_over_budget").Inc()
-		return false, nil // within budget only: this one runs as a plain fallback
-	}
-	r.decisions.WithLabelValues("hedged").Inc()
-	primary, second := *w, *w
-	primary.Hedged, primary.Branch, primary.Step = true, 0, 0
-	second.Hedged, second.Branch, second.Step, second.AttemptBase = true, 1, 1, hedgeAttemptBase
-	second.NotBefore = now.Add(route.Hedge.After.Duration)
-	if err := r.dispatch(ctx, &primary, now); err != nil {
-		return true, err
-	}
-	return true, r.dispatch(ctx, &second, now)
-}
-
-// hedgeFailed records a failed branch. The request fails only when every
-// branch has failed and none has answered.
-func (r *Router) hedgeFailed(ctx context.Context, w *envelope.Work, now time.Time) error {
 	if won, err := r.d.Hedges.Won(ctx, w.Key); err != nil {
-		return pipeline.Transient(err, 0)
+		return nil, pipeline.Transient(err, 0)
 	} else if won {
-		return nil
+		return nil, r.hedgeDone(ctx, w)
 	}
 	all, err := r.d.Hedges.Fail(ctx, w.Key, w.Branch, hedgeBranches)
 	if err != nil {
-		return pipeline.Transient(err, 0)
+		return nil, pipeline.Transient(err, 0)
 	}
 	if !all {
-		return nil // the other branch may still answer
+		return nil, r.hedgeDone(ctx, w) // the other branch may still answer
 	}
 	r.decisions.WithLabelValues("exhausted").Inc()
-	w.Step = len(w.Chain)
-	msg := "both branches of the hedged request failed: " + exhaustedMessage(w)
-	if err := r.pub.DeadLetterRequest(ctx, natsx.StageRouter, envelope.CodeAllVendorsFailed, msg, w); err != nil {
-		return err
+	if passed(w, now) {
+		a := deadline(w)
+		return r.fail(ctx, w, a.Code, a.Message, true, a.DeadLetter, now)
 	}
-	return r.pub.FailRequest(ctx, w, envelope.CodeAllVendorsFailed, msg, true, now)
+	w.Step = len(w.Chain)
+	return r.fail(ctx, w, envelope.CodeAllVendorsFailed, "both branches of the hedged request failed: "+exhaustedMessage(w), true, true, now)
 }
 
-// applyStrategy orders the chain by the route's strategy and the request's
-// limits; a request no target qualifies for is refused as policy_blocked.
-func (r *Router) applyStrategy(ctx context.Context, w *envelope.Work, now time.Time) (bool, error) {
-	pol := r.d.Policy.Current()
-	route, ok := pol.Route(w.Route)
-	if !ok {
-		return false, nil
+// deadLetter is the router's own dead-letter action: the message goes to
+// llm.dlq.router and, when it decodes, the client gets an internal error and
+// the reservation is settled.
+func (r *Router) deadLetter(ctx context.Context, d *pipeline.Delivery, reason string, cause error) error {
+	var w envelope.Work
+	if json.Unmarshal(d.Data(), &w) != nil || w.Request.ID == "" || w.Key == "" {
+		return r.pub.DeadLetter(ctx, natsx.StageRouter, reason, cause, d, "", "")
 	}
-	chain, why := plan(pol, route, w, r.seen, defaultRand)
-	if why != "" {
-		r.decisions.WithLabelValues("policy_blocked").Inc()
-		return true, r.pub.FailRequest(ctx, w, envelope.CodePolicyBlocked, why, false, now)
+	if err := r.pub.DeadLetter(ctx, natsx.StageRouter, reason, cause, d, w.Request.ID, w.Request.Tenant); err != nil {
+		return err
 	}
-	w.Chain, w.Strategy = chain, route.Strategy
-	return false, nil
+	log := stage.RequestLogger(r.d.Log, &w)
+	log.Warn().Str("reason", reason).AnErr("cause", cause).Msg("dead-lettered; replying internal and settling the budget")
+	outs, err := r.fail(ctx, &w, envelope.CodeInternal, "router could not process the request ("+reason+"); it was dead-lettered", true, false, r.d.Now())
+	if err != nil {
+		return err
+	}
+	return r.pub.Send(ctx, outs)
 }
 
 // observe feeds the latency-aware and least-loaded strategies: attempt
@@ -316,191 +492,6 @@ func (r *Router) observe(ctx context.Context) error {
 	return nil
 }
 
-// reserve holds the request's cost estimate against its tenant's budgets.
-// Over budget, the request is refused (budget_exceeded / quota_exceeded)
-// or, where the tenant's policy says so, moved to its cheaper route.
-func (r *Router) reserve(ctx context.Context, w *envelope.Work, now time.Time) (refused bool, err error) {
-	pol := r.d.Policy.Current()
-	route, ok := pol.Route(w.Route)
-	if !ok {
-		return false, nil
-	}
-	err = spend.Reserve(ctx, r.d.Budgets, pol, route, w)
-	var ref *spend.Refusal
-	if errors.As(err, &ref) {
-		tenant, _ := pol.Tenant(w.Request.Tenant)
-		if cheaper, ok := pol.Route(tenant.DowngradeRoute); ok && tenant.OnExceeded == policy.OnExceededDowngrade && cheaper.Name != w.Route {
-			r.decisions.WithLabelValues("budget_downgrade").Inc()
-			w.Route, w.Strategy, w.Step, w.StepAttempts = cheaper.Name, cheaper.Strategy, 0, 0
-			w.Chain = w.Chain[:0]
-			for _, t := range cheaper.Chain {
-				w.Chain = append(w.Chain, envelope.Target{Vendor: t.Vendor, Model: t.Model})
-			}
-			err = spend.Reserve(ctx, r.d.Budgets, pol, cheaper, w)
-		}
-	}
-	if errors.As(err, &ref) {
-		r.decisions.WithLabelValues(ref.Code).Inc()
-		return true, r.pub.FailRequest(ctx, w, ref.Code, ref.Error(), false, now)
-	}
-	if err != nil {
-		return false, pipeline.Transient(err, 0)
-	}
-	return false, nil
-}
-
-// afterFailure decides what follows a failed attempt.
-func (r *Router) afterFailure(ctx context.Context, w *envelope.Work, now time.Time) error {
-	res := w.Current
-	if res == nil || res.OK() {
-		return pipeline.Terminal("bad_escalation", errors.New("escalation without a failed result"))
-	}
-	if w.Hedged && r.d.Hedges != nil {
-		return r.hedgeFailed(ctx, w, now)
-	}
-	last := w.Target()
-	if !res.Retryable {
-		r.decisions.WithLabelValues("terminal").Inc()
-		code, msg := terminalCode(res, last)
-		if code != envelope.CodeInvalidRequest && code != envelope.CodePayloadTooLarge {
-			// A configuration problem (auth, unknown model): replayable once fixed.
-			if err := r.pub.DeadLetterRequest(ctx, natsx.StageRouter, code, msg, w); err != nil {
-				return err
-			}
-		}
-		return r.pub.FailRequest(ctx, w, code, msg, false, now)
-	}
-	if res.ErrorClass == executorSaturated {
-		if delay, ok := r.waitForSlot(w, res, now); ok {
-			r.decisions.WithLabelValues("wait_saturated").Inc()
-			w.NotBefore = now.Add(delay)
-			w.StepAttempts-- // waiting for a slot is not a retry
-			return r.dispatch(ctx, w, now)
-		}
-		r.decisions.WithLabelValues("spill_saturated").Inc()
-	} else if delay, ok := r.retryDelay(w, res, now); ok {
-		r.decisions.WithLabelValues("retry").Inc()
-		w.NotBefore = now.Add(delay)
-		return r.dispatch(ctx, w, now)
-	}
-	if w.FallbackReason == "" {
-		w.FallbackReason = res.ErrorClass
-	}
-	w.Step++
-	w.StepAttempts = 0
-	w.NotBefore = time.Time{}
-	return r.dispatch(ctx, w, now)
-}
-
-// executorSaturated is the executor's error class for a call not made
-// because the vendor is at its limit.
-const executorSaturated = "saturated"
-
-// waitForSlot says how long to wait for the vendor's next slot when the
-// route prefers waiting to spilling, unless the wait would overrun the
-// deadline.
-func (r *Router) waitForSlot(w *envelope.Work, res *envelope.Result, now time.Time) (time.Duration, bool) {
-	route, ok := r.d.Policy.Current().Route(w.Route)
-	if !ok || route.OnSaturated != policy.OnSaturatedWait {
-		return 0, false
-	}
-	delay := max(time.Duration(res.RetryAfterMS)*time.Millisecond, 50*time.Millisecond)
-	if !w.Deadline.IsZero() && !now.Add(delay).Before(w.Deadline) {
-		return 0, false
-	}
-	return delay, true
-}
-
-// retryDelay decides whether a retryable failure is retried on the same
-// target, and after how long: capped exponential backoff with jitter, never
-// sooner than the vendor's retry-after, and never past the request's
-// deadline (a wait that would overrun it falls over instead).
-func (r *Router) retryDelay(w *envelope.Work, res *envelope.Result, now time.Time) (time.Duration, bool) {
-	route, ok := r.d.Policy.Current().Route(w.Route)
-	if !ok || w.StepAttempts > route.Retry.Attempts {
-		return 0, false
-	}
-	b := pipeline.Backoff{Base: route.Retry.Base.Duration, Max: route.Retry.Max.Duration}
-	delay := b.Delay(uint64(w.StepAttempts))
-	if res.RetryAfterMS > 0 {
-		ra := time.Duration(res.RetryAfterMS) * time.Millisecond
-		if ra > route.Retry.MaxRetryAfter.Duration {
-			return 0, false
-		}
-		delay = max(delay, ra)
-	}
-	if !w.Deadline.IsZero() && !now.Add(delay).Before(w.Deadline) {
-		return 0, false
-	}
-	return delay, true
-}
-
-// dispatch sends the work to the current step's executor, or ends the
-// request when no step is left or its deadline has passed.
-func (r *Router) dispatch(ctx context.Context, w *envelope.Work, now time.Time) error {
-	if !w.Deadline.IsZero() && !now.Before(w.Deadline) {
-		r.decisions.WithLabelValues("deadline").Inc()
-		msg := fmt.Sprintf("deadline passed after %d attempt(s)", len(w.Attempts))
-		if len(w.Attempts) > 0 {
-			if err := r.pub.DeadLetterRequest(ctx, natsx.StageRouter, envelope.CodeDeadlineExceeded, msg, w); err != nil {
-				return err
-			}
-		}
-		return r.pub.FailRequest(ctx, w, envelope.CodeDeadlineExceeded, msg, true, now)
-	}
-	if skipped, why := r.skipIneligible(w); skipped > 0 && w.Step >= len(w.Chain) && len(w.Attempts) == 0 {
-		r.decisions.WithLabelValues("policy_blocked").Inc()
-		msg := fmt.Sprintf("no model of route %s may serve this request (%s)", w.Route, why)
-		return r.pub.FailRequest(ctx, w, envelope.CodePolicyBlocked, msg, false, now)
-	}
-	r.skipOpenCircuits(w, now)
-	if w.Step >= len(w.Chain) && w.Hedged && r.d.Hedges != nil {
-		return r.hedgeFailed(ctx, w, now) // this branch has no target left
-	}
-	if w.Step >= len(w.Chain) {
-		r.decisions.WithLabelValues("exhausted").Inc()
-		msg := exhaustedMessage(w)
-		if err := r.pub.DeadLetterRequest(ctx, natsx.StageRouter, envelope.CodeAllVendorsFailed, msg, w); err != nil {
-			return err
-		}
-		return r.pub.FailRequest(ctx, w, envelope.CodeAllVendorsFailed, msg, true, now)
-	}
-	t := w.Target()
-	w.Current = nil
-	w.StepAttempts++
-	if w.Step == 0 {
-		r.decisions.WithLabelValues("primary").Inc()
-	} else {
-		r.decisions.WithLabelValues("fallback").Inc()
-	}
-	id := w.Key + ":exec:" + strconv.Itoa(w.AttemptNumber())
-	return r.pub.PublishWork(ctx, natsx.ExecSubject(t.Vendor), id, w)
-}
-
-func exhaustedMessage(w *envelope.Work) string {
-	s := fmt.Sprintf("all %d target(s) of route %s failed:", len(w.Chain), w.Route)
-	for _, a := range w.Attempts {
-		s += fmt.Sprintf(" %s/%s=%s", a.Vendor, a.Model, a.ErrorClass)
-		if a.ErrorClass == "" {
-			s += a.Outcome
-		}
-	}
-	return s
-}
-
-// terminalCode maps a non-retryable vendor failure to a reply code.
-func terminalCode(res *envelope.Result, t envelope.Target) (string, string) {
-	msg := fmt.Sprintf("%s/%s refused the request (%s, http %d): %s", t.Vendor, t.Model, res.ErrorClass, res.HTTPStatus, res.ErrorMessage)
-	switch provider.Class(res.ErrorClass) {
-	case provider.ClassInvalidRequest, provider.ClassUnprocessable, provider.ClassContextLength:
-		return envelope.CodeInvalidRequest, msg
-	case provider.ClassPayloadTooLarge:
-		return envelope.CodePayloadTooLarge, msg
-	default:
-		return envelope.CodeInternal, msg
-	}
-}
-
 // eligible says whether a model may serve the request: its residency must
 // include the request's (or, when the request names none, one of its
 // tenant's regions), its context window must hold the prompt, and it must
@@ -526,54 +517,4 @@ func eligible(pol *policy.Policy, w *envelope.Work, t envelope.Target) (bool, st
 		return false, "json output"
 	}
 	return true, ""
-}
-
-// skipIneligible moves past chain steps whose model may not see the
-// request (see eligible): such a model never receives it, not even as a
-// last resort. It returns how many it skipped and the last reason.
-func (r *Router) skipIneligible(w *envelope.Work) (int, string) {
-	pol := r.d.Policy.Current()
-	skipped, why := 0, ""
-	for w.Step < len(w.Chain) {
-		t := w.Chain[w.Step]
-		ok, reason := eligible(pol, w, t)
-		if ok {
-			return skipped, why
-		}
-		r.d.Log.Debug().Str("request_id", w.Request.ID).Str("vendor", t.Vendor).Str("model", t.Model).Str("reason", reason).Msg("target skipped: not eligible")
-		w.Step++
-		w.StepAttempts = 0
-		skipped, why = skipped+1, reason
-	}
-	return skipped, why
-}
-
-// cooling reports whether a breaker is open and still in its cool-down.
-func (r *Router) cooling(key string, now time.Time) bool {
-	st := r.d.Breakers.Status(key)
-	return st.State == breaker.StateOpen && now.Before(st.OpenUntil)
-}
-
-// skipOpenCircuits moves past targets whose breaker is open and still
-// cooling down: traffic goes straight to the next target, with no wasted
-// call or timeout. The last target is always tried, so an exhausted chain
-// reports real vendor errors. A cooled-down breaker is left for the
-// executor, whose Allow takes a half-open probe slot.
-func (r *Router) skipOpenCircuits(w *envelope.Work, now time.Time) {
-	if r.d.Breakers == nil {
-		return
-	}
-	for w.Step < len(w.Chain)-1 {
-		t := w.Chain[w.Step]
-		if !r.cooling(t.Vendor, now) && !r.cooling(t.Vendor+"/"+t.Model, now) {
-			return
-		}
-		r.decisions.WithLabelValues("circuit_open").Inc()
-		r.d.Log.Debug().Str("request_id", w.Request.ID).Str("vendor", t.Vendor).Str("model", t.Model).Msg("target skipped: circuit open")
-		if w.FallbackReason == "" {
-			w.FallbackReason = "circuit_open"
-		}
-		w.Step++
-		w.StepAttempts = 0
-	}
 }

@@ -1,0 +1,191 @@
+package stage
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/rs/zerolog"
+
+	"github.com/switchyard-llm/switchyard/pkg/envelope"
+	"github.com/switchyard-llm/switchyard/pkg/natsx"
+	"github.com/switchyard-llm/switchyard/pkg/pipeline"
+)
+
+// Outbound is one message a stage handler wants published. Handlers return
+// them instead of publishing, so they can be tested without JetStream; the
+// stage's runner publishes them in order with Publisher.Send.
+type Outbound struct {
+	Subject string
+	MsgID   string
+	Data    []byte
+	Header  nats.Header
+	// Core publishes on core NATS rather than JetStream (a reply to a
+	// custom reply_to outside llm.replies.>).
+	Core bool
+}
+
+// Out marshals v into an Outbound.
+func Out(subject, msgID string, v any, hdr nats.Header) (Outbound, error) {
+	data, err := json.Marshal(v)
+	if err != nil {
+		return Outbound{}, pipeline.Terminal("marshal", err)
+	}
+	return Outbound{Subject: subject, MsgID: msgID, Data: data, Header: hdr}, nil
+}
+
+// WorkOut hands a work envelope to the next stage, with its trace context.
+func WorkOut(subject, msgID string, w *envelope.Work) (Outbound, error) {
+	return Out(subject, msgID, w, workHeader(w))
+}
+
+// Send publishes messages in order; the first failure stops it (a
+// redelivered handler publishes them again, deduplicated by message id).
+func (p Publisher) Send(ctx context.Context, outs []Outbound) error {
+	for _, o := range outs {
+		if o.Core && p.NC != nil {
+			if err := p.NC.PublishMsg(&nats.Msg{Subject: o.Subject, Data: o.Data, Header: o.Header}); err != nil {
+				return pipeline.Transient(fmt.Errorf("publish %s: %w", o.Subject, err), 0)
+			}
+			continue
+		}
+		if err := p.PublishRaw(ctx, o.Subject, o.MsgID, o.Data, o.Header); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// FinishOuts are the messages that finish a request: its telemetry event
+// first, then the reply, so a client that saw a reply can always find the
+// request in the ledger eventually.
+func FinishOuts(w *envelope.Work, r *envelope.Reply, now time.Time) ([]Outbound, error) {
+	ev, err := Out(natsx.SubjectRequest, w.Key+":request", RequestEventFor(w, r, now), traceHeader(w))
+	if err != nil {
+		return nil, err
+	}
+	subject := w.Request.ReplySubject()
+	reply, err := Out(subject, w.Key+":reply", r, traceHeader(w))
+	if err != nil {
+		return nil, err
+	}
+	reply.Core = !strings.HasPrefix(subject, "llm.replies.")
+	return []Outbound{ev, reply}, nil
+}
+
+// DeadLetterRequestOut dead-letters the client's original request (not the
+// internal envelope), so a replay goes back through llm.requests.
+func DeadLetterRequestOut(stageName, reason, detail string, w *envelope.Work, now time.Time) (Outbound, error) {
+	data, err := json.Marshal(&w.Request)
+	if err != nil {
+		return Outbound{}, pipeline.Terminal("marshal", err)
+	}
+	hdr := nats.Header{}
+	hdr.Set(natsx.HeaderStage, stageName)
+	hdr.Set(natsx.HeaderReason, reason)
+	hdr.Set(natsx.HeaderError, truncate(detail, 1024))
+	hdr.Set(natsx.HeaderOrigSubject, natsx.SubjectRequests)
+	hdr.Set(natsx.HeaderFailedAt, now.UTC().Format(time.RFC3339Nano))
+	hdr.Set(natsx.HeaderRequestID, w.Request.ID)
+	hdr.Set(natsx.HeaderTenant, w.Request.Tenant)
+	return Outbound{Subject: natsx.DLQSubject(stageName), MsgID: "dlq:" + stageName + ":" + w.Key, Data: data, Header: hdr}, nil
+}
+
+// AttemptEventFor is the attempts-table row of one attempt. id is the
+// attempt's id (Result.AttemptID when the executor set one).
+func AttemptEventFor(w *envelope.Work, a *envelope.AttemptResult, res *envelope.Result) *envelope.AttemptEvent {
+	id := envelope.AttemptID(w.Key, a.Attempt)
+	if res != nil && res.AttemptID != "" {
+		id = res.AttemptID
+	}
+	ev := &envelope.AttemptEvent{
+		RequestID:     w.Request.ID,
+		AttemptID:     id,
+		Attempt:       a.Attempt,
+		Tenant:        w.Request.Tenant,
+		UserHash:      HashUser(w.Request.Tenant, w.Request.User),
+		EndpointTag:   w.Request.EndpointTag,
+		PromptVersion: w.Request.PromptVersion,
+		Environment:   w.Request.Environment,
+		Route:         w.Route,
+		Strategy:      w.Strategy,
+		Vendor:        a.Vendor,
+		Model:         a.Model,
+		Outcome:       a.Outcome,
+		ErrorClass:    a.ErrorClass,
+		HTTPStatus:    a.HTTPStatus,
+		InputTokens:   a.Usage.InputTokens,
+		OutputTokens:  a.Usage.OutputTokens,
+		CachedTokens:  a.Usage.CachedTokens,
+		CacheWrite:    a.Usage.CacheWriteTokens,
+		CostUSD:       a.CostUSD,
+		LatencyMS:     a.LatencyMS,
+		Hedged:        w.Hedged,
+		// A vendor prompt-cache hit: some prompt tokens were read from it.
+		CacheHit: a.Usage.CachedTokens > 0,
+		TraceID:  TraceID(w.TraceParent),
+	}
+	if res != nil {
+		ev.TS, ev.PriceKnown = res.StartedAt, res.PriceKnown
+	}
+	return ev
+}
+
+// AttemptOut is the attempt event's message; its id is the attempt id, so a
+// redelivered result is stored once.
+func AttemptOut(ev *envelope.AttemptEvent, traceParent string) (Outbound, error) {
+	id := ev.AttemptID
+	if ev.Outcome == envelope.OutcomeStarted {
+		id += ":started"
+	}
+	return Out(natsx.SubjectAttempt, id, ev, nats.Header{natsx.HeaderTraceParent: []string{traceParent}})
+}
+
+// RequestLogger derives the logger for lines about one request: request id,
+// tenant and trace id as typed fields on every line.
+func RequestLogger(log zerolog.Logger, w *envelope.Work) zerolog.Logger {
+	return log.With().Str("request_id", w.Request.ID).Str("tenant", w.Request.Tenant).Str("trace_id", TraceID(w.TraceParent)).Logger()
+}
+
+// RequestStage is pipeline.Stage whose own lines (retries, dead letters)
+// carry the request's id, tenant and trace id, read from the work message's
+// headers (see PublishWork), like every other line about a request.
+func RequestStage(log zerolog.Logger, h pipeline.Handler, dl pipeline.DeadLetterFunc, maxDeliver int, timeout time.Duration) pipeline.Handler {
+	return func(ctx context.Context, d *pipeline.Delivery) error {
+		l := log
+		if hd := d.Headers(); hd.Get(natsx.HeaderRequestID) != "" {
+			l = log.With().Str("request_id", hd.Get(natsx.HeaderRequestID)).Str("tenant", hd.Get(natsx.HeaderTenant)).
+				Str("trace_id", TraceID(hd.Get(natsx.HeaderTraceParent))).Logger()
+		}
+		return pipeline.Stage(l, h, dl, maxDeliver, timeout)(ctx, d)
+	}
+}
+
+// HandToRouter is the dead-letter action of the stages after the router
+// (executor, gate): the message goes to the stage's DLQ and, when it decodes,
+// the work goes back to the router on llm.verdicts marked as failed. Only
+// the router finishes requests, so only it replies and settles the budget.
+func HandToRouter(p Publisher, stageName string, log zerolog.Logger) pipeline.DeadLetterFunc {
+	return func(ctx context.Context, d *pipeline.Delivery, reason string, cause error) error {
+		var w envelope.Work
+		if json.Unmarshal(d.Data(), &w) != nil || w.Request.ID == "" || w.Key == "" {
+			return p.DeadLetter(ctx, stageName, reason, cause, d, "", "")
+		}
+		if err := p.DeadLetter(ctx, stageName, reason, cause, d, w.Request.ID, w.Request.Tenant); err != nil {
+			return err
+		}
+		msg := stageName + " could not process the request (" + reason + "); it was dead-lettered"
+		if cause != nil {
+			msg += ": " + truncate(cause.Error(), 300)
+		}
+		w.Failed = &envelope.StageFailure{Stage: stageName, Reason: reason, Message: msg}
+		rl := RequestLogger(log, &w)
+		rl.Warn().Str("stage", stageName).Str("reason", reason).Msg("dead-lettered; handing the request back to the router")
+		id := w.Key + ":failed:" + stageName + ":" + strconv.Itoa(w.Branch) + ":" + strconv.Itoa(w.Dispatch)
+		return p.PublishWork(ctx, natsx.SubjectVerdicts, id, &w)
+	}
+}

@@ -1,0 +1,172 @@
+package executor
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
+
+	"github.com/switchyard-llm/switchyard/pkg/adapters"
+	"github.com/switchyard-llm/switchyard/pkg/envelope"
+	"github.com/switchyard-llm/switchyard/pkg/natsx"
+	"github.com/switchyard-llm/switchyard/pkg/policy"
+	"github.com/switchyard-llm/switchyard/pkg/provider"
+	"github.com/switchyard-llm/switchyard/pkg/stage"
+)
+
+type fixedPolicy struct{ p *policy.Policy }
+
+func (f fixedPolicy) Current() *policy.Policy { return f.p }
+
+// adapterFunc is a one-function fake vendor.
+type adapterFunc func(ctx context.Context, req *provider.Request) (*provider.Response, error)
+
+func (f adapterFunc) Complete(ctx context.Context, req *provider.Request) (*provider.Response, error) {
+	return f(ctx, req)
+}
+
+func testExecutor(t *testing.T, a provider.Adapter) *Executor {
+	t.Helper()
+	p, err := policy.Parse([]byte(`
+default_route: r
+vendors: {a: {kind: openai, base_url: http://a}}
+models: [{vendor: a, model: m, price: {input_per_mtok: 1, output_per_mtok: 2}}]
+routes: [{name: r, chain: [{vendor: a, model: m}]}]
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	counter := func(name string, labels ...string) *prometheus.CounterVec {
+		return prometheus.NewCounterVec(prometheus.CounterOpts{Name: name}, labels)
+	}
+	return &Executor{cfg: Config{Vendor: "a", DefaultTimeout: time.Minute}, d: Deps{Log: zerolog.Nop(), Policy: fixedPolicy{p}, Adapter: a, Now: time.Now},
+		calls: counter("c", "vendor", "model", "class"), cost: counter("u", "vendor", "model"), skipped: counter("s", "vendor", "model", "reason"),
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "l"}, []string{"vendor", "model"})}
+}
+
+func work(now time.Time) *envelope.Work {
+	return &envelope.Work{Key: "k", Request: envelope.Request{ID: "k", Tenant: "t", Messages: []envelope.Message{{Role: "user", Content: "hi"}}},
+		Route: "r", Chain: []envelope.Target{{Vendor: "a", Model: "m"}}, ReceivedAt: now, Deadline: now.Add(30 * time.Second), Dispatch: 1}
+}
+
+func answer(context.Context, *provider.Request) (*provider.Response, error) {
+	return &provider.Response{Content: "hello", FinishReason: "stop", Usage: envelope.Usage{InputTokens: 10, OutputTokens: 5}, HTTPStatus: 200}, nil
+}
+
+// The executor announces the attempt before the call (outcome started,
+// same attempt id as the result) and hands the result to the gate; a call
+// repeated after a redelivery has an attempt id of its own.
+func TestAttemptStartedThenResult(t *testing.T) {
+	for _, tt := range []struct {
+		delivery int
+		id       string
+	}{{1, "k#1"}, {3, "k#1@3"}} {
+		e := testExecutor(t, adapterFunc(answer))
+		var started []stage.Outbound
+		emit := func(o stage.Outbound) error { started = append(started, o); return nil }
+		w := work(time.Now())
+		outs, err := e.attempt(context.Background(), w, tt.delivery, nil, emit)
+		if err != nil || len(outs) != 1 || outs[0].Subject != natsx.SubjectResults || outs[0].MsgID != "k:out:0:1" {
+			t.Fatalf("delivery %d: %+v, %v", tt.delivery, outs, err)
+		}
+		var ev envelope.AttemptEvent
+		if len(started) != 1 || json.Unmarshal(started[0].Data, &ev) != nil || ev.Outcome != envelope.OutcomeStarted || ev.AttemptID != tt.id || started[0].MsgID != tt.id+":started" {
+			t.Fatalf("delivery %d: started event %+v", tt.delivery, started)
+		}
+		var res envelope.Work
+		_ = json.Unmarshal(outs[0].Data, &res)
+		if res.Current.AttemptID != tt.id || len(res.Attempts) != 1 || res.Attempts[0].Outcome != envelope.OutcomeOK || res.Current.CostUSD != 20e-6 {
+			t.Fatalf("delivery %d: result %+v %+v", tt.delivery, res.Current, res.Attempts)
+		}
+	}
+}
+
+// A vendor that never answers is cut at the attempt deadline the router
+// set, and the failure is a retryable timeout.
+func TestAttemptDeadlineBoundsTheCall(t *testing.T) {
+	e := testExecutor(t, adapterFunc(func(ctx context.Context, _ *provider.Request) (*provider.Response, error) {
+		<-ctx.Done()
+		return nil, ctx.Err()
+	}))
+	w := work(time.Now())
+	w.AttemptDeadline = time.Now().Add(150 * time.Millisecond)
+	began := time.Now()
+	outs, err := e.attempt(context.Background(), w, 1, nil, func(stage.Outbound) error { return nil })
+	if err != nil || len(outs) != 1 {
+		t.Fatal(err)
+	}
+	if took := time.Since(began); took > 2*time.Second {
+		t.Fatalf("the call ran %v past its 150 ms budget", took)
+	}
+	if res := w.Current; res.ErrorClass != string(provider.ClassTimeout) || !res.Retryable || len(w.Attempts) != 1 {
+		t.Fatalf("want a retryable timeout attempt, got %+v", res)
+	}
+}
+
+// A target that must not be called is skipped: no vendor call, no started
+// event, no attempt; the skip goes straight to the router.
+func TestSkipsGoToTheRouter(t *testing.T) {
+	tests := []struct {
+		name   string
+		mutate func(w *envelope.Work, now time.Time)
+		reason string
+	}{
+		{"request deadline passed", func(w *envelope.Work, now time.Time) { w.Deadline = now.Add(-time.Second) }, envelope.SkipDeadline},
+		{"attempt deadline passed in the queue", func(w *envelope.Work, now time.Time) { w.AttemptDeadline = now.Add(-time.Second) }, envelope.SkipStale},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			called := false
+			e := testExecutor(t, adapterFunc(func(ctx context.Context, r *provider.Request) (*provider.Response, error) {
+				called = true
+				return answer(ctx, r)
+			}))
+			now := time.Now()
+			w := work(now)
+			tt.mutate(w, now)
+			emitted := 0
+			outs, err := e.attempt(context.Background(), w, 1, nil, func(stage.Outbound) error { emitted++; return nil })
+			if err != nil || len(outs) != 1 || outs[0].Subject != natsx.SubjectVerdicts || outs[0].MsgID != "k:out:0:1" {
+				t.Fatalf("%+v, %v", outs, err)
+			}
+			if called || emitted != 0 || len(w.Attempts) != 0 || !w.Current.Skipped || w.Current.ErrorClass != tt.reason {
+				t.Fatalf("called %v, started events %d, attempts %d, result %+v", called, emitted, len(w.Attempts), w.Current)
+			}
+		})
+	}
+}
+
+// A vendor that sends its headers and part of the body, then stalls, is cut
+// at the attempt deadline too (a real adapter over loopback).
+func TestAttemptDeadlineCutsAStallMidBody(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusOK)
+		_, _ = w.Write([]byte(`{"id":"x","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"par`))
+		w.(http.Flusher).Flush()
+		<-r.Context().Done()
+	}))
+	defer srv.Close()
+	a, err := adapters.New("openai", adapters.Config{BaseURL: srv.URL, APIKey: "k"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := testExecutor(t, a)
+	w := work(time.Now())
+	w.AttemptDeadline = time.Now().Add(300 * time.Millisecond)
+	began := time.Now()
+	if _, err := e.attempt(context.Background(), w, 1, nil, func(stage.Outbound) error { return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(began); took > 3*time.Second {
+		t.Fatalf("a stalled body held the attempt for %v (budget 300 ms)", took)
+	}
+	if w.Current.ErrorClass != string(provider.ClassTimeout) || !w.Current.Retryable {
+		t.Fatalf("want a retryable timeout, got %+v", w.Current)
+	}
+}

@@ -1,0 +1,116 @@
+package gate
+
+import (
+	"encoding/json"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
+
+	"github.com/switchyard-llm/switchyard/pkg/envelope"
+	"github.com/switchyard-llm/switchyard/pkg/natsx"
+	"github.com/switchyard-llm/switchyard/pkg/pipeline"
+	"github.com/switchyard-llm/switchyard/pkg/policy"
+)
+
+type fixedPolicy struct{ p *policy.Policy }
+
+func (f fixedPolicy) Current() *policy.Policy { return f.p }
+
+func testGate() *Gate {
+	p, err := policy.Parse([]byte(`
+default_route: chat
+vendors: {a: {kind: openai, base_url: http://a}}
+models: [{vendor: a, model: m}]
+routes: [{name: chat, chain: [{vendor: a, model: m}]}, {name: polite, toxicity: true, chain: [{vendor: a, model: m}]}]
+`))
+	if err != nil {
+		panic(err)
+	}
+	return &Gate{d: Deps{Log: zerolog.Nop(), Now: time.Now, Policy: fixedPolicy{p}},
+		verdicts: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "v"}, []string{"verdict"})}
+}
+
+// The gate only judges: for every result it returns the attempt's
+// telemetry and the work with its verdict for the router, and nothing else
+// (no reply, no escalation, no cache write).
+func TestJudgeReturnsAttemptAndVerdict(t *testing.T) {
+	started := time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)
+	tests := []struct {
+		name      string
+		res       envelope.Result
+		format    *envelope.ResponseFormat
+		outcome   string
+		passed    *bool // nil: no verdict (a vendor failure)
+		degraded  bool
+		attemptID string
+		cacheHit  bool
+		route     string
+	}{
+		{name: "vendor failure", res: envelope.Result{ErrorClass: "server_error", HTTPStatus: 503, Retryable: true}, outcome: envelope.OutcomeError, attemptID: "k#1"},
+		{name: "passing answer", res: envelope.Result{Content: "hello", FinishReason: "stop", Usage: envelope.Usage{InputTokens: 100, CachedTokens: 80}},
+			outcome: envelope.OutcomeOK, passed: ptr(true), attemptID: "k#1", cacheHit: true},
+		{name: "truncated answer", res: envelope.Result{Content: "hel", FinishReason: "length"}, outcome: envelope.OutcomeOK, passed: ptr(true), degraded: true, attemptID: "k#1"},
+		{name: "invalid JSON", res: envelope.Result{Content: "nope", FinishReason: "stop"}, format: &envelope.ResponseFormat{Type: "json_object"},
+			outcome: envelope.OutcomeQualityFailed, passed: ptr(false), attemptID: "k#1"},
+		{name: "content filter", res: envelope.Result{Content: "partial", FinishReason: "content_filter"}, outcome: envelope.OutcomeQualityFailed, passed: ptr(false), attemptID: "k#1"},
+		{name: "refusal", res: envelope.Result{Content: "I'm sorry, but I can't help with that.", FinishReason: "stop"}, outcome: envelope.OutcomeQualityFailed, passed: ptr(false), attemptID: "k#1"},
+		{name: "abusive answer on a toxicity route", res: envelope.Result{Content: "What an idiot question.", FinishReason: "stop"}, route: "polite",
+			outcome: envelope.OutcomeQualityFailed, passed: ptr(false), attemptID: "k#1"},
+		{name: "abusive answer elsewhere", res: envelope.Result{Content: "What an idiot question.", FinishReason: "stop"},
+			outcome: envelope.OutcomeOK, passed: ptr(true), attemptID: "k#1"},
+		{name: "repeated call after a redelivery keeps its own id", res: envelope.Result{Content: "hello", FinishReason: "stop", AttemptID: "k#1@2"},
+			outcome: envelope.OutcomeOK, passed: ptr(true), attemptID: "k#1@2"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			res := tt.res
+			res.StartedAt = started
+			route := tt.route
+			if route == "" {
+				route = "chat"
+			}
+			w := &envelope.Work{Key: "k", Request: envelope.Request{ID: "k", Tenant: "t", ResponseFormat: tt.format}, Route: route,
+				Chain: []envelope.Target{{Vendor: "a", Model: "m"}}, Current: &res,
+				Attempts: []envelope.AttemptResult{{Attempt: 1, Vendor: "a", Model: "m", Outcome: map[bool]string{true: envelope.OutcomeOK, false: envelope.OutcomeError}[res.ErrorClass == ""], ErrorClass: res.ErrorClass, Usage: res.Usage}}}
+			outs, err := testGate().judge(w)
+			if err != nil || len(outs) != 2 {
+				t.Fatalf("got %d messages, %v", len(outs), err)
+			}
+			if outs[0].Subject != natsx.SubjectAttempt || outs[0].MsgID != tt.attemptID || outs[1].Subject != natsx.SubjectVerdicts {
+				t.Fatalf("subjects/ids: %s %s, %s", outs[0].Subject, outs[0].MsgID, outs[1].Subject)
+			}
+			var ev envelope.AttemptEvent
+			if err := json.Unmarshal(outs[0].Data, &ev); err != nil {
+				t.Fatal(err)
+			}
+			if ev.Outcome != tt.outcome || ev.AttemptID != tt.attemptID || !ev.TS.Equal(started) || ev.CacheHit != tt.cacheHit {
+				t.Fatalf("attempt event: %+v", ev)
+			}
+			var v envelope.Work
+			if err := json.Unmarshal(outs[1].Data, &v); err != nil {
+				t.Fatal(err)
+			}
+			switch {
+			case tt.passed == nil && v.Quality != nil:
+				t.Fatalf("a vendor failure got a verdict: %+v", v.Quality)
+			case tt.passed != nil && (v.Quality == nil || v.Quality.Passed != *tt.passed || v.Degraded != tt.degraded):
+				t.Fatalf("verdict %+v degraded %v, want passed %v degraded %v", v.Quality, v.Degraded, *tt.passed, tt.degraded)
+			case tt.passed != nil && !*tt.passed && v.Quality.Reason == "":
+				t.Fatal("a failed verdict needs a reason")
+			}
+		})
+	}
+}
+
+func TestJudgeRefusesMalformedWork(t *testing.T) {
+	_, err := testGate().judge(&envelope.Work{Key: "k", Request: envelope.Request{ID: "k"}})
+	var te *pipeline.TerminalError
+	if !errors.As(err, &te) || te.Reason != "malformed_work" {
+		t.Fatalf("want a terminal malformed_work error, got %v", err)
+	}
+}
+
+func ptr[T any](v T) *T { return &v }
