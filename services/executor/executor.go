@@ -273,7 +273,9 @@ func (e *Executor) attempt(ctx context.Context, w *envelope.Work, delivery int, 
 		return nil, err
 	}
 	res := e.call(ctx, w, t, keep)
-	res.AttemptID = id
+	// The finished row must land in the started row's partition (by month
+	// of ts) to replace it: both carry the same timestamp.
+	res.AttemptID, res.StartedAt = id, now.UTC()
 	e.record(permits, t, res)
 	e.handled.Add(1)
 	w.Current = res
