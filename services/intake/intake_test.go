@@ -81,7 +81,6 @@ func TestDecideRefusals(t *testing.T) {
 		{"refusal goes to a valid reply_to", `{"id":"r1","tenant":"acme","reply_to":"llm.replies.acme.inbox","colour":"red",` + msgs + `}`, envelope.CodeInvalidRequest, "colour", "llm.replies.acme.inbox"},
 		{"response schema does not compile", `{"id":"r1","tenant":"acme","route":"extract","response_format":{"type":"json_schema","json_schema":{"schema":{"type":12}}},` + msgs + `}`, envelope.CodeInvalidRequest, "response_format/json_schema/schema: does not compile", "llm.replies.acme.r1"},
 		{"max_cost_usd 0", `{"id":"r1","tenant":"acme","policy":{"max_cost_usd":0},` + msgs + `}`, envelope.CodeInvalidRequest, "omit it for no cost limit", "llm.replies.acme.r1"},
-		{"unknown route", `{"id":"r1","tenant":"acme","route":"nope",` + msgs + `}`, envelope.CodeUnknownRoute, `route: "nope"`, "llm.replies.acme.r1"},
 		{"no identity", `{"tenant":"acme",` + msgs + `}`, envelope.CodeInvalidRequest, "id", ""},
 		{"not JSON", `{{`, envelope.CodeInvalidRequest, "not valid JSON", ""},
 	}
@@ -178,7 +177,7 @@ func TestDecideKeys(t *testing.T) {
 			if err := json.Unmarshal(o.Out[0].Data, &w); err != nil {
 				t.Fatal(err)
 			}
-			if w.Key != tc.key || w.Route != "chat" || len(w.Chain) == 0 || !w.Deadline.Equal(testNow.Add(30*time.Second)) {
+			if w.Key != tc.key || w.Request.Route != "chat" || w.Route != "" || len(w.Chain) != 0 || !w.Deadline.Equal(testNow.Add(30*time.Second)) {
 				t.Errorf("work %+v", w)
 			}
 		})
