@@ -26,9 +26,9 @@ type sample struct {
 	Rate  float64 `envconfig:"RATE"`
 	Inner inner   `envconfig:"STAGE"`
 	Flat
-	Skip  string  `ignored:"true"`
-	Need  string  `envconfig:"NEED" required:"true"`
-	Ptr   *inner  `envconfig:"PTR"`
+	Skip string `ignored:"true"`
+	Need string `envconfig:"NEED" required:"true"`
+	Ptr  *inner `envconfig:"PTR"`
 	Embedded
 }
 

@@ -310,7 +310,6 @@ func (in *Intake) Decide(m Input, now time.Time) (Outcome, error) {
 		Out: []Message{{Subject: natsx.SubjectClassified, MsgID: w.Key + ":classified", Data: data, Header: traceHeader(trace)}}}, nil
 }
 
-
 // deliveryBase is the untenanted part of the delivery key: the request id,
 // or the replay-specific key `switchyard dlq replay` sends in
 // Switchyard-Dedupe-Key, so a replay is not taken for a duplicate. The
