@@ -74,8 +74,8 @@ var (
 	// "- `<called>` — the vendor was called …: `error_class NOT IN (…)`".
 	conditionDef = regexp.MustCompile("(?s)- `<(\\w+)>` — [^`]*?`([^`]+)`")
 	docDB        = regexp.MustCompile(`\b(switchyard|db)\.`)
-	sinceParam = regexp.MustCompile(`ts >= toDateTime\(\?\)`)
-	untilParam = regexp.MustCompile(`ts < toDateTime\(\?\)`)
+	sinceParam   = regexp.MustCompile(`ts >= toDateTime\(\?\)`)
+	untilParam   = regexp.MustCompile(`ts < toDateTime\(\?\)`)
 )
 
 // runnable turns a documented statement into one for the test database:
