@@ -6,9 +6,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/switchyard-llm/switchyard/pkg/budget"
 	"github.com/switchyard-llm/switchyard/pkg/envelope"
 	"github.com/switchyard-llm/switchyard/pkg/policy"
-	"github.com/switchyard-llm/switchyard/pkg/spend"
 	"github.com/switchyard-llm/switchyard/services/sim"
 	"github.com/switchyard-llm/switchyard/services/switchyard/app"
 )
@@ -35,7 +35,7 @@ func TestBudgetHoldsUnderConcurrency(t *testing.T) {
 	pol := e.sys.Policy
 	route, _ := pol.Route("chat")
 	w := &envelope.Work{Request: *reqs[0], Class: envelope.Classification{TokenEstimate: len(reqs[0].Messages[0].Content)/4 + 4 + 100}}
-	estimate := spend.EstimateUSD(pol, route, w)
+	estimate := budget.EstimateUSD(pol, route, w)
 	limit := estimate * 10.5
 
 	// Apply the same policy plus the tenant's budget.

@@ -4,12 +4,12 @@ import (
 	"math"
 	"testing"
 
-	"github.com/switchyard-llm/switchyard/pkg/adapters/anthropic"
-	"github.com/switchyard-llm/switchyard/pkg/adapters/gemini"
-	"github.com/switchyard-llm/switchyard/pkg/adapters/openai"
 	"github.com/switchyard-llm/switchyard/pkg/envelope"
 	"github.com/switchyard-llm/switchyard/pkg/policy"
 	"github.com/switchyard-llm/switchyard/pkg/provider"
+	"github.com/switchyard-llm/switchyard/pkg/provider/anthropic"
+	"github.com/switchyard-llm/switchyard/pkg/provider/gemini"
+	"github.com/switchyard-llm/switchyard/pkg/provider/openai"
 )
 
 type catalog map[policy.Key]*policy.Model

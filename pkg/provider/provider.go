@@ -1,6 +1,8 @@
 // Package provider defines the adapter every LLM vendor implements and the
 // error classification the router acts on. The adapters live in
-// pkg/adapters, one sub-package per wire protocol. (Not "vendor": a
+// sub-packages, one per wire protocol (openai, anthropic, gemini), built
+// by vendor kind in pkg/provider/adapters and held to one conformance suite
+// (pkg/provider/vendortest). (Not "vendor": a
 // directory of that name at a module root is Go's vendoring directory.)
 package provider
 

@@ -3,9 +3,9 @@ package executor
 import (
 	"fmt"
 
-	"github.com/switchyard-llm/switchyard/pkg/adapters"
 	"github.com/switchyard-llm/switchyard/pkg/policy"
 	"github.com/switchyard-llm/switchyard/pkg/provider"
+	"github.com/switchyard-llm/switchyard/pkg/provider/adapters"
 )
 
 // simulatorKey is sent when a vendor has no key variable: the simulator

@@ -28,7 +28,6 @@ import (
 	"github.com/switchyard-llm/switchyard/pkg/policy"
 	"github.com/switchyard-llm/switchyard/pkg/pricing"
 	"github.com/switchyard-llm/switchyard/pkg/provider"
-	"github.com/switchyard-llm/switchyard/pkg/stage"
 )
 
 // Config tunes one vendor's executor (env prefix SWITCHYARD_EXECUTOR_, plus
@@ -95,7 +94,7 @@ type Executor struct {
 	cfg     Config
 	d       Deps
 	vendor  policy.Vendor
-	pub     stage.Publisher
+	pub     pipeline.Publisher
 	calls   *prometheus.CounterVec
 	latency *prometheus.HistogramVec
 	cost    *prometheus.CounterVec
@@ -123,7 +122,7 @@ func New(cfg Config, d Deps) (*Executor, error) {
 	if d.Now == nil {
 		d.Now = time.Now
 	}
-	e := &Executor{cfg: cfg, d: d, vendor: v, pub: stage.Publisher{JS: d.JS, NC: d.NC},
+	e := &Executor{cfg: cfg, d: d, vendor: v, pub: pipeline.Publisher{JS: d.JS, NC: d.NC},
 		calls: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "switchyard_executor_calls_total", Help: "Vendor calls by vendor, model and outcome class."}, []string{"vendor", "model", "class"}),
 		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "switchyard_executor_vendor_latency_seconds", Help: "Vendor call latency.",
 			Buckets: prometheus.ExponentialBuckets(0.005, 2, 14)}, []string{"vendor", "model"}),
@@ -179,7 +178,7 @@ func (e *Executor) Run(ctx context.Context) error {
 	if conc == 0 {
 		conc = e.maxConcurrency()
 	}
-	h := stage.RequestStage(e.d.Log, e.Handle, stage.HandToRouter(e.pub, natsx.StageExecutor, e.d.Log), e.cfg.MaxDeliver, 0)
+	h := pipeline.RequestStage(e.d.Log, e.Handle, pipeline.HandToRouter(e.pub, natsx.StageExecutor, e.d.Log), e.cfg.MaxDeliver, 0)
 	return pipeline.Run(ctx, e.d.Log, cons, h, pipeline.RunOptions{Concurrency: conc, Grace: e.timeout() + 5*time.Second})
 }
 
@@ -194,7 +193,7 @@ func (e *Executor) timeout() time.Duration {
 // gate on llm.results; a target not called (Skipped) goes straight back to
 // the router on llm.verdicts.
 func (e *Executor) Handle(ctx context.Context, d *pipeline.Delivery) error {
-	w, err := stage.DecodeWork(d.Data())
+	w, err := pipeline.DecodeWork(d.Data())
 	if err != nil {
 		return err
 	}
@@ -207,8 +206,8 @@ func (e *Executor) Handle(ctx context.Context, d *pipeline.Delivery) error {
 		return d.NakWithDelay(wait)
 	}
 	keep := func(ctx context.Context) func() { return keepAlive(ctx, d, e.cfg.AckWait/3) }
-	emit := func(o stage.Outbound) error { return e.pub.Send(ctx, []stage.Outbound{o}) }
-	log := stage.RequestLogger(e.d.Log, w)
+	emit := func(o pipeline.Outbound) error { return e.pub.Send(ctx, []pipeline.Outbound{o}) }
+	log := pipeline.RequestLogger(e.d.Log, w)
 	outs, err := e.attempt(ctx, w, int(d.NumDelivered()), keep, emit)
 	if err != nil {
 		return err
@@ -237,7 +236,7 @@ func (e *Executor) Handle(ctx context.Context, d *pipeline.Delivery) error {
 // executor died mid-call) gets its own attempt id, so both calls show. emit
 // publishes the attempt-started event before the vendor is called; keep
 // keeps the message alive during the call.
-func (e *Executor) attempt(ctx context.Context, w *envelope.Work, delivery int, keep func(context.Context) func(), emit func(stage.Outbound) error) ([]stage.Outbound, error) {
+func (e *Executor) attempt(ctx context.Context, w *envelope.Work, delivery int, keep func(context.Context) func(), emit func(pipeline.Outbound) error) ([]pipeline.Outbound, error) {
 	t := w.Target()
 	now := e.d.Now()
 	if w.Hedged && e.d.Hedges != nil {
@@ -264,8 +263,8 @@ func (e *Executor) attempt(ctx context.Context, w *envelope.Work, delivery int, 
 		id += "@" + strconv.Itoa(delivery)
 	}
 	a := envelope.AttemptResult{Attempt: w.AttemptNumber(), Vendor: t.Vendor, Model: t.Model, Outcome: envelope.OutcomeStarted}
-	started := stage.AttemptEventFor(w, &a, &envelope.Result{AttemptID: id, StartedAt: now.UTC()})
-	if o, err := stage.AttemptOut(started, w.TraceParent); err != nil {
+	started := pipeline.AttemptEventFor(w, &a, &envelope.Result{AttemptID: id, StartedAt: now.UTC()})
+	if o, err := pipeline.AttemptOut(started, w.TraceParent); err != nil {
 		e.release(permits)
 		return nil, err
 	} else if err := emit(o); err != nil {
@@ -285,26 +284,26 @@ func (e *Executor) attempt(ctx context.Context, w *envelope.Work, delivery int, 
 	}
 	a.ErrorClass, a.HTTPStatus, a.LatencyMS, a.Usage, a.CostUSD = res.ErrorClass, res.HTTPStatus, res.LatencyMS, res.Usage, res.CostUSD
 	w.Attempts = append(w.Attempts, a)
-	o, err := stage.WorkOut(natsx.SubjectResults, outID(w), w)
+	o, err := pipeline.WorkOut(natsx.SubjectResults, outID(w), w)
 	if err != nil {
 		return nil, err
 	}
-	return []stage.Outbound{o}, nil
+	return []pipeline.Outbound{o}, nil
 }
 
 // skip reports a target not called: not a vendor failure, so no attempt,
 // no breaker count and no error metric, only the skipped counter.
-func (e *Executor) skip(w *envelope.Work, t envelope.Target, reason, msg string, retryAfter time.Duration) ([]stage.Outbound, error) {
+func (e *Executor) skip(w *envelope.Work, t envelope.Target, reason, msg string, retryAfter time.Duration) ([]pipeline.Outbound, error) {
 	e.skipped.WithLabelValues(t.Vendor, t.Model, reason).Inc()
-	log := stage.RequestLogger(e.d.Log, w)
+	log := pipeline.RequestLogger(e.d.Log, w)
 	log.Debug().Str("vendor", t.Vendor).Str("model", t.Model).Str("reason", reason).Msg("target skipped")
 	w.Current = &envelope.Result{Skipped: true, ErrorClass: reason, ErrorMessage: msg, Retryable: true,
 		RetryAfterMS: retryAfter.Milliseconds(), StartedAt: e.d.Now().UTC()}
-	o, err := stage.WorkOut(natsx.SubjectVerdicts, outID(w), w)
+	o, err := pipeline.WorkOut(natsx.SubjectVerdicts, outID(w), w)
 	if err != nil {
 		return nil, err
 	}
-	return []stage.Outbound{o}, nil
+	return []pipeline.Outbound{o}, nil
 }
 
 // outID is the message id of what the executor hands on for one dispatch,
@@ -401,7 +400,7 @@ func (e *Executor) acquire(ctx context.Context, w *envelope.Work, t envelope.Tar
 	case errors.As(err, &sat):
 		return sat
 	default:
-		log := stage.RequestLogger(e.d.Log, w)
+		log := pipeline.RequestLogger(e.d.Log, w)
 		log.Warn().Err(err).Str("vendor", t.Vendor).Msg("limiter unavailable; calling without it")
 		return nil
 	}
@@ -465,7 +464,7 @@ func (e *Executor) call(ctx context.Context, w *envelope.Work, t envelope.Target
 		res.ErrorClass, res.HTTPStatus, res.Retryable = string(ve.Class), ve.HTTPStatus, ve.Retryable
 		res.ErrorMessage, res.RetryAfterMS = ve.Message, ve.RetryAfter.Milliseconds()
 		e.calls.WithLabelValues(t.Vendor, t.Model, string(ve.Class)).Inc()
-		log := stage.RequestLogger(e.d.Log, w)
+		log := pipeline.RequestLogger(e.d.Log, w)
 		log.Debug().Str("vendor", t.Vendor).Str("model", t.Model).Str("class", string(ve.Class)).Int("http_status", ve.HTTPStatus).Msg("vendor call failed")
 		return res
 	}

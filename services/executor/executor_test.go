@@ -11,12 +11,12 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
-	"github.com/switchyard-llm/switchyard/pkg/adapters"
 	"github.com/switchyard-llm/switchyard/pkg/envelope"
 	"github.com/switchyard-llm/switchyard/pkg/natsx"
+	"github.com/switchyard-llm/switchyard/pkg/pipeline"
 	"github.com/switchyard-llm/switchyard/pkg/policy"
 	"github.com/switchyard-llm/switchyard/pkg/provider"
-	"github.com/switchyard-llm/switchyard/pkg/stage"
+	"github.com/switchyard-llm/switchyard/pkg/provider/adapters"
 )
 
 type fixedPolicy struct{ p *policy.Policy }
@@ -67,8 +67,8 @@ func TestAttemptStartedThenResult(t *testing.T) {
 		id       string
 	}{{1, "k#1"}, {3, "k#1@3"}} {
 		e := testExecutor(t, adapterFunc(answer))
-		var started []stage.Outbound
-		emit := func(o stage.Outbound) error { started = append(started, o); return nil }
+		var started []pipeline.Outbound
+		emit := func(o pipeline.Outbound) error { started = append(started, o); return nil }
 		w := work(time.Now())
 		outs, err := e.attempt(context.Background(), w, tt.delivery, nil, emit)
 		if err != nil || len(outs) != 1 || outs[0].Subject != natsx.SubjectResults || outs[0].MsgID != "k:out:0:1" {
@@ -96,7 +96,7 @@ func TestAttemptDeadlineBoundsTheCall(t *testing.T) {
 	w := work(time.Now())
 	w.AttemptDeadline = time.Now().Add(150 * time.Millisecond)
 	began := time.Now()
-	outs, err := e.attempt(context.Background(), w, 1, nil, func(stage.Outbound) error { return nil })
+	outs, err := e.attempt(context.Background(), w, 1, nil, func(pipeline.Outbound) error { return nil })
 	if err != nil || len(outs) != 1 {
 		t.Fatal(err)
 	}
@@ -130,7 +130,7 @@ func TestSkipsGoToTheRouter(t *testing.T) {
 			w := work(now)
 			tt.mutate(w, now)
 			emitted := 0
-			outs, err := e.attempt(context.Background(), w, 1, nil, func(stage.Outbound) error { emitted++; return nil })
+			outs, err := e.attempt(context.Background(), w, 1, nil, func(pipeline.Outbound) error { emitted++; return nil })
 			if err != nil || len(outs) != 1 || outs[0].Subject != natsx.SubjectVerdicts || outs[0].MsgID != "k:out:0:1" {
 				t.Fatalf("%+v, %v", outs, err)
 			}
@@ -160,7 +160,7 @@ func TestAttemptDeadlineCutsAStallMidBody(t *testing.T) {
 	w := work(time.Now())
 	w.AttemptDeadline = time.Now().Add(300 * time.Millisecond)
 	began := time.Now()
-	if _, err := e.attempt(context.Background(), w, 1, nil, func(stage.Outbound) error { return nil }); err != nil {
+	if _, err := e.attempt(context.Background(), w, 1, nil, func(pipeline.Outbound) error { return nil }); err != nil {
 		t.Fatal(err)
 	}
 	if took := time.Since(began); took > 3*time.Second {

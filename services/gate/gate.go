@@ -19,7 +19,6 @@ import (
 	"github.com/switchyard-llm/switchyard/pkg/natsx"
 	"github.com/switchyard-llm/switchyard/pkg/pipeline"
 	"github.com/switchyard-llm/switchyard/pkg/policy"
-	"github.com/switchyard-llm/switchyard/pkg/stage"
 )
 
 // Config tunes the gate consumer (env prefix SWITCHYARD_GATE_).
@@ -66,7 +65,7 @@ type Deps struct {
 type Gate struct {
 	cfg      Config
 	d        Deps
-	pub      stage.Publisher
+	pub      pipeline.Publisher
 	verdicts *prometheus.CounterVec
 }
 
@@ -81,7 +80,7 @@ func New(cfg Config, d Deps) (*Gate, error) {
 	if d.Now == nil {
 		d.Now = time.Now
 	}
-	g := &Gate{cfg: cfg, d: d, pub: stage.Publisher{JS: d.JS, NC: d.NC},
+	g := &Gate{cfg: cfg, d: d, pub: pipeline.Publisher{JS: d.JS, NC: d.NC},
 		verdicts: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "switchyard_gate_verdicts_total", Help: "Gate verdicts."}, []string{"verdict"}),
 	}
 	if d.Metrics != nil {
@@ -111,13 +110,13 @@ func (g *Gate) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("gate consumer: %w", err)
 	}
-	h := stage.RequestStage(g.d.Log, g.Handle, stage.HandToRouter(g.pub, natsx.StageGate, g.d.Log), g.cfg.MaxDeliver, 10*time.Second)
+	h := pipeline.RequestStage(g.d.Log, g.Handle, pipeline.HandToRouter(g.pub, natsx.StageGate, g.d.Log), g.cfg.MaxDeliver, 10*time.Second)
 	return pipeline.Run(ctx, g.d.Log, cons, h, pipeline.RunOptions{Concurrency: g.cfg.Concurrency})
 }
 
 // Handle judges one attempt result and publishes what judge returns.
 func (g *Gate) Handle(ctx context.Context, d *pipeline.Delivery) error {
-	w, err := stage.DecodeWork(d.Data())
+	w, err := pipeline.DecodeWork(d.Data())
 	if err != nil {
 		return err
 	}
@@ -131,7 +130,7 @@ func (g *Gate) Handle(ctx context.Context, d *pipeline.Delivery) error {
 // judge records the attempt's telemetry and hands the work, with the
 // verdict, back to the router on llm.verdicts. The gate decides nothing
 // about what follows: not the reply, not an escalation, not a hedge winner.
-func (g *Gate) judge(w *envelope.Work) ([]stage.Outbound, error) {
+func (g *Gate) judge(w *envelope.Work) ([]pipeline.Outbound, error) {
 	if w.Current == nil || len(w.Attempts) == 0 {
 		return nil, pipeline.Terminal("malformed_work", errors.New("result without an attempt"))
 	}
@@ -153,18 +152,18 @@ func (g *Gate) judge(w *envelope.Work) ([]stage.Outbound, error) {
 		} else {
 			last.Outcome = envelope.OutcomeQualityFailed
 			g.verdicts.WithLabelValues("failed").Inc()
-			log := stage.RequestLogger(g.d.Log, w)
+			log := pipeline.RequestLogger(g.d.Log, w)
 			log.Debug().Str("vendor", last.Vendor).Str("model", last.Model).Str("reason", q.Reason).Msg("answer failed the quality gate")
 		}
 	}
-	ev := stage.AttemptEventFor(w, last, res)
-	attempt, err := stage.AttemptOut(ev, w.TraceParent)
+	ev := pipeline.AttemptEventFor(w, last, res)
+	attempt, err := pipeline.AttemptOut(ev, w.TraceParent)
 	if err != nil {
 		return nil, err
 	}
-	verdict, err := stage.WorkOut(natsx.SubjectVerdicts, w.Key+":verdict:"+ev.AttemptID, w)
+	verdict, err := pipeline.WorkOut(natsx.SubjectVerdicts, w.Key+":verdict:"+ev.AttemptID, w)
 	if err != nil {
 		return nil, err
 	}
-	return []stage.Outbound{attempt, verdict}, nil
+	return []pipeline.Outbound{attempt, verdict}, nil
 }

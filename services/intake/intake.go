@@ -29,7 +29,6 @@ import (
 	"github.com/switchyard-llm/switchyard/pkg/natsx"
 	"github.com/switchyard-llm/switchyard/pkg/pipeline"
 	"github.com/switchyard-llm/switchyard/pkg/policy"
-	"github.com/switchyard-llm/switchyard/pkg/stage"
 )
 
 // Config tunes the intake consumer (env prefix SWITCHYARD_INTAKE_).
@@ -87,7 +86,7 @@ type Deps struct {
 type Intake struct {
 	cfg        Config
 	d          Deps
-	pub        stage.Publisher
+	pub        pipeline.Publisher
 	dedupe     Deduper
 	accepted   prometheus.Counter
 	duplicates prometheus.Counter
@@ -106,7 +105,7 @@ func New(cfg Config, d Deps) (*Intake, error) {
 		d.Now = time.Now
 	}
 	in := &Intake{
-		cfg: cfg, d: d, pub: stage.Publisher{JS: d.JS, NC: d.NC},
+		cfg: cfg, d: d, pub: pipeline.Publisher{JS: d.JS, NC: d.NC},
 		accepted:   prometheus.NewCounter(prometheus.CounterOpts{Name: "switchyard_intake_accepted_total", Help: "Requests classified and handed to the router."}),
 		rejected:   prometheus.NewCounterVec(prometheus.CounterOpts{Name: "switchyard_intake_rejected_total", Help: "Requests refused, by error code."}, []string{"code"}),
 		duplicates: prometheus.NewCounter(prometheus.CounterOpts{Name: "switchyard_intake_duplicates_total", Help: "Requests dropped because the same tenant and id were accepted within the dedupe window."}),
@@ -164,7 +163,7 @@ func (in *Intake) withRequestLog(h pipeline.Handler) pipeline.Handler {
 	return func(ctx context.Context, d *pipeline.Delivery) error {
 		m := inputOf(d)
 		id, tenant, _ := envelope.PeekIdentity(m.Data)
-		l := in.requestLog(id, tenant, stage.TraceID(traceParent(m)))
+		l := in.requestLog(id, tenant, pipeline.TraceID(traceParent(m)))
 		return h(l.WithContext(ctx), d)
 	}
 }
@@ -306,7 +305,7 @@ func (in *Intake) Decide(m Input, now time.Time) (Outcome, error) {
 	if err != nil {
 		return Outcome{}, pipeline.Terminal("marshal", err)
 	}
-	return Outcome{Key: w.Key, ID: req.ID, Tenant: req.Tenant, TraceID: stage.TraceID(trace),
+	return Outcome{Key: w.Key, ID: req.ID, Tenant: req.Tenant, TraceID: pipeline.TraceID(trace),
 		Out: []Message{{Subject: natsx.SubjectClassified, MsgID: w.Key + ":classified", Data: data, Header: traceHeader(trace)}}}, nil
 }
 
@@ -326,7 +325,7 @@ func deliveryBase(h nats.Header, id string) string {
 // envelope names an id and tenant, records the request and replies with the
 // error.
 func (in *Intake) refuse(m Input, inv *envelope.Invalid, trace string, received, now time.Time) (Outcome, error) {
-	o := Outcome{ID: inv.ID, Tenant: inv.Tenant, TraceID: stage.TraceID(trace), Code: inv.Code, Problem: inv.Message}
+	o := Outcome{ID: inv.ID, Tenant: inv.Tenant, TraceID: pipeline.TraceID(trace), Code: inv.Code, Problem: inv.Message}
 	o.Out = append(o.Out, deadLetterMsg(m, inv.Code, inv, inv.ID, inv.Tenant, now))
 	if inv.ID == "" || inv.Tenant == "" {
 		return o, nil // nobody to reply to; the dead letter is the record
@@ -351,10 +350,10 @@ const refusedSuffix = ":refused"
 // in the intake: telemetry first, so a client that saw a reply can always
 // find the request in the ledger.
 func failure(w *envelope.Work, code, msg string, retryable bool, now time.Time) ([]Message, error) {
-	r := stage.ReplyFor(w, now)
+	r := pipeline.ReplyFor(w, now)
 	r.Status = envelope.StatusError
 	r.Error = &envelope.Error{Code: code, Message: msg, Retryable: retryable}
-	ev, err := json.Marshal(stage.RequestEventFor(w, r, now))
+	ev, err := json.Marshal(pipeline.RequestEventFor(w, r, now))
 	if err != nil {
 		return nil, pipeline.Terminal("marshal", err)
 	}
@@ -425,7 +424,7 @@ func (in *Intake) deadLetter(ctx context.Context, d *pipeline.Delivery, reason s
 	if err := in.publish(ctx, out); err != nil {
 		return err
 	}
-	log := in.requestLog(id, tenant, stage.TraceID(trace))
+	log := in.requestLog(id, tenant, pipeline.TraceID(trace))
 	log.Warn().Str("reason", reason).AnErr("cause", cause).Msg("request dead-lettered")
 	return nil
 }

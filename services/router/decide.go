@@ -8,11 +8,11 @@ import (
 	"strings"
 	"time"
 
+	"github.com/switchyard-llm/switchyard/pkg/budget"
 	"github.com/switchyard-llm/switchyard/pkg/envelope"
 	"github.com/switchyard-llm/switchyard/pkg/policy"
 	"github.com/switchyard-llm/switchyard/pkg/pricing"
 	"github.com/switchyard-llm/switchyard/pkg/provider"
-	"github.com/switchyard-llm/switchyard/pkg/spend"
 )
 
 // Event is what happened to a request, as the router sees it.
@@ -446,7 +446,7 @@ func ineligible(w *envelope.Work, s int, env Env, extra func(m *policy.Model) st
 		if rp != nil && rp.MaxCostUSD > 0 && spent+expectedUSD(m, w, 256) > rp.MaxCostUSD {
 			return fmt.Sprintf("max_cost_usd %g (spent %.6f)", rp.MaxCostUSD, spent)
 		}
-		if held, ok := spend.HeldUSD(w); ok && spent+expectedUSD(m, w, spend.DefaultOutputTokens) > held+1e-9 {
+		if held, ok := budget.HeldUSD(w); ok && spent+expectedUSD(m, w, budget.DefaultOutputTokens) > held+1e-9 {
 			return fmt.Sprintf("budget: the request's hold of %.6f USD cannot cover it (spent %.6f)", held, spent)
 		}
 	}

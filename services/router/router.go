@@ -31,8 +31,6 @@ import (
 	"github.com/switchyard-llm/switchyard/pkg/pipeline"
 	"github.com/switchyard-llm/switchyard/pkg/policy"
 	"github.com/switchyard-llm/switchyard/pkg/respcache"
-	"github.com/switchyard-llm/switchyard/pkg/spend"
-	"github.com/switchyard-llm/switchyard/pkg/stage"
 )
 
 // Config tunes the router consumer (env prefix SWITCHYARD_ROUTER_).
@@ -93,7 +91,7 @@ type Router struct {
 	d         Deps
 	seen      *observed
 	hedging   *hedge.Budget
-	pub       stage.Publisher
+	pub       pipeline.Publisher
 	decisions *prometheus.CounterVec
 }
 
@@ -108,7 +106,7 @@ func New(cfg Config, d Deps) (*Router, error) {
 	if d.Now == nil {
 		d.Now = time.Now
 	}
-	r := &Router{cfg: cfg, d: d, seen: newObserved(), hedging: hedge.NewBudget(), pub: stage.Publisher{JS: d.JS, NC: d.NC},
+	r := &Router{cfg: cfg, d: d, seen: newObserved(), hedging: hedge.NewBudget(), pub: pipeline.Publisher{JS: d.JS, NC: d.NC},
 		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "switchyard_router_decisions_total", Help: "Routing decisions by kind."}, []string{"decision"}),
 	}
 	if d.Metrics != nil {
@@ -141,7 +139,7 @@ func (r *Router) Run(ctx context.Context) error {
 	if err := r.observe(ctx); err != nil {
 		return err
 	}
-	h := stage.RequestStage(r.d.Log, r.Handle, r.deadLetter, r.cfg.MaxDeliver, 10*time.Second)
+	h := pipeline.RequestStage(r.d.Log, r.Handle, r.deadLetter, r.cfg.MaxDeliver, 10*time.Second)
 	return pipeline.Run(ctx, r.d.Log, cons, h, pipeline.RunOptions{Concurrency: r.cfg.Concurrency})
 }
 
@@ -149,7 +147,7 @@ func (r *Router) Run(ctx context.Context) error {
 // verdict (judged answer, vendor failure, skipped target, stage failure)
 // from llm.verdicts. The handler returns what it publishes; Send publishes.
 func (r *Router) Handle(ctx context.Context, d *pipeline.Delivery) error {
-	w, err := stage.DecodeWork(d.Data())
+	w, err := pipeline.DecodeWork(d.Data())
 	if err != nil {
 		return err
 	}
@@ -169,8 +167,8 @@ func (r *Router) Handle(ctx context.Context, d *pipeline.Delivery) error {
 // handle decides what follows ev and performs the decision's effects on
 // budgets, the cache and the hedge bucket; it returns the messages to
 // publish (dispatches, or the telemetry and reply that finish the request).
-func (r *Router) handle(ctx context.Context, w *envelope.Work, ev Event, now time.Time) ([]stage.Outbound, error) {
-	log := stage.RequestLogger(r.d.Log, w)
+func (r *Router) handle(ctx context.Context, w *envelope.Work, ev Event, now time.Time) ([]pipeline.Outbound, error) {
+	log := pipeline.RequestLogger(r.d.Log, w)
 	pol := r.d.Policy.Current()
 	env := Env{Policy: pol, Now: now, Open: r.open(now), Stats: r.seen, Rand: defaultRand}
 	if ev == EvClassified {
@@ -207,11 +205,11 @@ func (r *Router) handle(ctx context.Context, w *envelope.Work, ev Event, now tim
 	log.Debug().Str("event", ev.String()).Str("decision", act.Decision).Int("step", w.Step).Msg("routing decision")
 	switch act.Kind {
 	case Dispatch:
-		var outs []stage.Outbound
+		var outs []pipeline.Outbound
 		for _, x := range act.Work {
 			t := x.Target()
 			id := x.Key + ":exec:" + strconv.Itoa(x.Branch) + ":" + strconv.Itoa(x.Dispatch)
-			o, err := stage.WorkOut(natsx.ExecSubject(t.Vendor), id, x)
+			o, err := pipeline.WorkOut(natsx.ExecSubject(t.Vendor), id, x)
 			if err != nil {
 				return nil, err
 			}
@@ -272,7 +270,7 @@ func (r *Router) mayHedge(route *policy.Route, w *envelope.Work, now time.Time) 
 // fromCache answers from the response cache when the route caches and the
 // request may be cached; otherwise it marks the work so a passing answer is
 // stored. A cache that cannot be read is a miss, never an error.
-func (r *Router) fromCache(ctx context.Context, log zerolog.Logger, w *envelope.Work, route *policy.Route, now time.Time) ([]stage.Outbound, bool) {
+func (r *Router) fromCache(ctx context.Context, log zerolog.Logger, w *envelope.Work, route *policy.Route, now time.Time) ([]pipeline.Outbound, bool) {
 	if r.d.Cache == nil || route.Cache.TTL.Duration <= 0 || !r.d.Cache.Eligible(&w.Request, w.Class.Sensitive, route.Cache.AllowSensitive) {
 		return nil, false
 	}
@@ -288,7 +286,7 @@ func (r *Router) fromCache(ctx context.Context, log zerolog.Logger, w *envelope.
 	r.decisions.WithLabelValues("cache_hit").Inc()
 	reply := entry.Reply(&w.Request, w.Route)
 	reply.LatencyMS = now.Sub(w.ReceivedAt).Milliseconds()
-	outs, err := stage.FinishOuts(w, &reply, now)
+	outs, err := pipeline.FinishOuts(w, &reply, now)
 	if err != nil {
 		return nil, false
 	}
@@ -300,8 +298,8 @@ func (r *Router) fromCache(ctx context.Context, log zerolog.Logger, w *envelope.
 // policy says so).
 func (r *Router) reserve(ctx context.Context, env *Env, route *policy.Route, w *envelope.Work) error {
 	env.Refused = nil
-	err := spend.Reserve(ctx, r.d.Budgets, env.Policy, route, w)
-	var ref *spend.Refusal
+	err := budget.ReserveRequest(ctx, r.d.Budgets, env.Policy, route, w)
+	var ref *budget.Refusal
 	switch {
 	case errors.As(err, &ref):
 		env.Refused = &Refusal{Code: ref.Code, Message: ref.Error()}
@@ -314,9 +312,9 @@ func (r *Router) reserve(ctx context.Context, env *Env, route *policy.Route, w *
 
 // finishOK replies with the answer, settles the budget and stores the
 // answer in the response cache.
-func (r *Router) finishOK(ctx context.Context, log zerolog.Logger, w *envelope.Work, degraded bool, now time.Time) ([]stage.Outbound, error) {
+func (r *Router) finishOK(ctx context.Context, log zerolog.Logger, w *envelope.Work, degraded bool, now time.Time) ([]pipeline.Outbound, error) {
 	t, res := w.Target(), w.Current
-	reply := stage.ReplyFor(w, now)
+	reply := pipeline.ReplyFor(w, now)
 	reply.Status = envelope.StatusOK
 	reply.Content, reply.FinishReason = res.Content, res.FinishReason
 	reply.Vendor, reply.Model = t.Vendor, t.Model
@@ -336,27 +334,27 @@ func (r *Router) finishOK(ctx context.Context, log zerolog.Logger, w *envelope.W
 			log.Debug().Err(err).Msg("answer not cached")
 		}
 	}
-	return stage.FinishOuts(w, reply, now)
+	return pipeline.FinishOuts(w, reply, now)
 }
 
 // fail replies with an error (dead-lettering the request when asked) and
 // settles the budget.
-func (r *Router) fail(ctx context.Context, w *envelope.Work, code, msg string, retryable, deadLetter bool, now time.Time) ([]stage.Outbound, error) {
+func (r *Router) fail(ctx context.Context, w *envelope.Work, code, msg string, retryable, deadLetter bool, now time.Time) ([]pipeline.Outbound, error) {
 	if err := r.settle(ctx, w); err != nil {
 		return nil, err
 	}
-	var outs []stage.Outbound
+	var outs []pipeline.Outbound
 	if deadLetter {
-		o, err := stage.DeadLetterRequestOut(natsx.StageRouter, code, msg, w, now)
+		o, err := pipeline.DeadLetterRequestOut(natsx.StageRouter, code, msg, w, now)
 		if err != nil {
 			return nil, err
 		}
 		outs = append(outs, o)
 	}
-	reply := stage.ReplyFor(w, now)
+	reply := pipeline.ReplyFor(w, now)
 	reply.Status = envelope.StatusError
 	reply.Error = &envelope.Error{Code: code, Message: msg, Retryable: retryable}
-	fin, err := stage.FinishOuts(w, reply, now)
+	fin, err := pipeline.FinishOuts(w, reply, now)
 	return append(outs, fin...), err
 }
 
@@ -368,7 +366,7 @@ func (r *Router) settle(ctx context.Context, w *envelope.Work) error {
 	if w.Hedged && r.d.Hedges != nil {
 		return r.hedgeDone(ctx, w)
 	}
-	if err := spend.Settle(ctx, r.d.Budgets, w, spentUSD(w), len(w.Attempts) > 0); err != nil {
+	if err := budget.SettleRequest(ctx, r.d.Budgets, w, spentUSD(w), len(w.Attempts) > 0); err != nil {
 		return pipeline.Transient(err, 0)
 	}
 	return nil
@@ -384,7 +382,7 @@ func (r *Router) hedgeDone(ctx context.Context, w *envelope.Work) error {
 	if !all {
 		return nil
 	}
-	if err := spend.Settle(ctx, r.d.Budgets, w, total, calls > 0); err != nil {
+	if err := budget.SettleRequest(ctx, r.d.Budgets, w, total, calls > 0); err != nil {
 		return pipeline.Transient(err, 0)
 	}
 	return nil
@@ -399,7 +397,7 @@ const hedgeAttemptBase = 100
 
 // branchFailed records a failed hedge branch. The request fails only when
 // every branch has failed and none has answered.
-func (r *Router) branchFailed(ctx context.Context, w *envelope.Work, now time.Time) ([]stage.Outbound, error) {
+func (r *Router) branchFailed(ctx context.Context, w *envelope.Work, now time.Time) ([]pipeline.Outbound, error) {
 	if r.d.Hedges == nil {
 		return r.fail(ctx, w, envelope.CodeAllVendorsFailed, exhaustedMessage(w), true, true, now)
 	}
@@ -435,7 +433,7 @@ func (r *Router) deadLetter(ctx context.Context, d *pipeline.Delivery, reason st
 	if err := r.pub.DeadLetter(ctx, natsx.StageRouter, reason, cause, d, w.Request.ID, w.Request.Tenant); err != nil {
 		return err
 	}
-	log := stage.RequestLogger(r.d.Log, &w)
+	log := pipeline.RequestLogger(r.d.Log, &w)
 	log.Warn().Str("reason", reason).AnErr("cause", cause).Msg("dead-lettered; replying internal and settling the budget")
 	outs, err := r.fail(ctx, &w, envelope.CodeInternal, "router could not process the request ("+reason+"); it was dead-lettered", true, false, r.d.Now())
 	if err != nil {

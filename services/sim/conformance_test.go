@@ -6,9 +6,9 @@ import (
 
 	"github.com/rs/zerolog"
 
-	"github.com/switchyard-llm/switchyard/pkg/adapters"
-	"github.com/switchyard-llm/switchyard/pkg/adapters/vendortest"
 	"github.com/switchyard-llm/switchyard/pkg/provider"
+	"github.com/switchyard-llm/switchyard/pkg/provider/adapters"
+	"github.com/switchyard-llm/switchyard/pkg/provider/vendortest"
 	"github.com/switchyard-llm/switchyard/services/sim"
 )
 

@@ -11,7 +11,7 @@ import (
 )
 
 // Prompt markers, honoured in any message, make single calls deterministic
-// for tests (see also pkg/adapters/vendortest).
+// for tests (see also pkg/provider/vendortest).
 const (
 	markerPrefix       = "[[sim:"
 	MarkerInvalidJSON  = "[[sim:invalid_json]]"

@@ -3,9 +3,9 @@ package adapters
 import (
 	"testing"
 
-	"github.com/switchyard-llm/switchyard/pkg/adapters/anthropic"
-	"github.com/switchyard-llm/switchyard/pkg/adapters/gemini"
-	"github.com/switchyard-llm/switchyard/pkg/adapters/openai"
+	"github.com/switchyard-llm/switchyard/pkg/provider/anthropic"
+	"github.com/switchyard-llm/switchyard/pkg/provider/gemini"
+	"github.com/switchyard-llm/switchyard/pkg/provider/openai"
 )
 
 func TestNew(t *testing.T) {

@@ -1,7 +1,7 @@
-// Package stage holds what several stages share when they hand work on or
+// Stage hand-offs: what several stages share when they hand work on or
 // finish a request: publishing with deduplication ids, dead letters, the
 // reply and its request telemetry event.
-package stage
+package pipeline
 
 import (
 	"context"
@@ -18,7 +18,6 @@ import (
 
 	"github.com/switchyard-llm/switchyard/pkg/envelope"
 	"github.com/switchyard-llm/switchyard/pkg/natsx"
-	"github.com/switchyard-llm/switchyard/pkg/pipeline"
 )
 
 // Publisher publishes JSON messages with Nats-Msg-Id set, so a message
@@ -32,7 +31,7 @@ type Publisher struct {
 func (p Publisher) Publish(ctx context.Context, subject, msgID string, v any, hdr nats.Header) error {
 	data, err := json.Marshal(v)
 	if err != nil {
-		return pipeline.Terminal("marshal", err)
+		return Terminal("marshal", err)
 	}
 	return p.PublishRaw(ctx, subject, msgID, data, hdr)
 }
@@ -53,14 +52,14 @@ func (p Publisher) PublishRaw(ctx context.Context, subject, msgID string, data [
 		m.Header.Set(natsx.HeaderMsgID, msgID)
 	}
 	if _, err := p.JS.PublishMsg(ctx, m); err != nil {
-		return pipeline.Transient(fmt.Errorf("publish %s: %w", subject, err), 0)
+		return Transient(fmt.Errorf("publish %s: %w", subject, err), 0)
 	}
 	return nil
 }
 
 // DeadLetter writes the original payload to llm.dlq.<stage> with headers
 // that say why, so `switchyard dlq replay` can send it back.
-func (p Publisher) DeadLetter(ctx context.Context, stageName, reason string, cause error, d *pipeline.Delivery, requestID, tenant string) error {
+func (p Publisher) DeadLetter(ctx context.Context, stageName, reason string, cause error, d *Delivery, requestID, tenant string) error {
 	hdr := nats.Header{}
 	hdr.Set(natsx.HeaderStage, stageName)
 	hdr.Set(natsx.HeaderReason, reason)
@@ -88,7 +87,7 @@ func (p Publisher) DeadLetter(ctx context.Context, stageName, reason string, cau
 func (p Publisher) DeadLetterRequest(ctx context.Context, stageName, reason, detail string, w *envelope.Work) error {
 	data, err := json.Marshal(&w.Request)
 	if err != nil {
-		return pipeline.Terminal("marshal", err)
+		return Terminal("marshal", err)
 	}
 	hdr := nats.Header{}
 	hdr.Set(natsx.HeaderStage, stageName)
@@ -110,10 +109,10 @@ func (p Publisher) SendReply(ctx context.Context, key, subject string, r *envelo
 	}
 	data, err := json.Marshal(r)
 	if err != nil {
-		return pipeline.Terminal("marshal", err)
+		return Terminal("marshal", err)
 	}
 	if err := p.NC.PublishMsg(&nats.Msg{Subject: subject, Data: data, Header: hdr}); err != nil {
-		return pipeline.Transient(fmt.Errorf("publish reply: %w", err), 0)
+		return Transient(fmt.Errorf("publish reply: %w", err), 0)
 	}
 	return nil
 }
@@ -246,10 +245,10 @@ func truncate(s string, n int) string {
 func DecodeWork(data []byte) (*envelope.Work, error) {
 	var w envelope.Work
 	if err := json.Unmarshal(data, &w); err != nil {
-		return nil, pipeline.Terminal("malformed_work", err)
+		return nil, Terminal("malformed_work", err)
 	}
 	if w.Request.ID == "" || w.Key == "" {
-		return nil, pipeline.Terminal("malformed_work", fmt.Errorf("work envelope without request id or key"))
+		return nil, Terminal("malformed_work", fmt.Errorf("work envelope without request id or key"))
 	}
 	return &w, nil
 }

@@ -8,10 +8,10 @@ import (
 	"regexp"
 	"strings"
 
-	"github.com/switchyard-llm/switchyard/pkg/adapters/anthropic"
-	"github.com/switchyard-llm/switchyard/pkg/adapters/gemini"
-	"github.com/switchyard-llm/switchyard/pkg/adapters/openai"
 	"github.com/switchyard-llm/switchyard/pkg/provider"
+	"github.com/switchyard-llm/switchyard/pkg/provider/anthropic"
+	"github.com/switchyard-llm/switchyard/pkg/provider/gemini"
+	"github.com/switchyard-llm/switchyard/pkg/provider/openai"
 )
 
 // Vendor kinds with a built-in default. Any other well-formed name is taken

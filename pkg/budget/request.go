@@ -1,8 +1,8 @@
-// Package spend connects the tenant budgets (pkg/budget) to the pipeline:
-// a cost estimate is reserved before any vendor is called and settled with
-// the real cost when the request finishes, so concurrent requests and
-// router replicas cannot overshoot a budget.
-package spend
+// Budgets of one request: a cost estimate is reserved before any vendor is
+// called and settled with the real cost when the request finishes, so
+// concurrent requests and router replicas cannot overshoot a budget.
+
+package budget
 
 import (
 	"context"
@@ -10,7 +10,6 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/switchyard-llm/switchyard/pkg/budget"
 	"github.com/switchyard-llm/switchyard/pkg/envelope"
 	"github.com/switchyard-llm/switchyard/pkg/policy"
 	"github.com/switchyard-llm/switchyard/pkg/pricing"
@@ -46,19 +45,19 @@ type Refusal struct {
 
 func (r *Refusal) Error() string { return r.Err.Error() }
 
-// Reserve holds the estimate against the tenant's budgets and records the
+// ReserveRequest holds the estimate against the tenant's budgets and records the
 // reservation in the work envelope. A tenant without limits reserves
 // nothing (and costs no KV write). Over the limit it returns *Refusal.
-func Reserve(ctx context.Context, b *budget.Budgets, p *policy.Policy, route *policy.Route, w *envelope.Work) error {
+func ReserveRequest(ctx context.Context, b *Budgets, p *policy.Policy, route *policy.Route, w *envelope.Work) error {
 	tenant, _ := p.Tenant(w.Request.Tenant)
 	if b == nil || tenant.Budget.Unlimited() {
 		return nil
 	}
 	res, err := b.Reserve(ctx, w.Request.Tenant, tenant.Budget, EstimateUSD(p, route, w), w.Key)
 	switch {
-	case errors.Is(err, budget.ErrQuotaExceeded):
+	case errors.Is(err, ErrQuotaExceeded):
 		return &Refusal{Code: envelope.CodeQuotaExceeded, Err: err}
-	case errors.Is(err, budget.ErrBudgetExceeded):
+	case errors.Is(err, ErrBudgetExceeded):
 		return &Refusal{Code: envelope.CodeBudgetExceeded, Err: err}
 	case err != nil:
 		return fmt.Errorf("reserve budget: %w", err)
@@ -67,14 +66,14 @@ func Reserve(ctx context.Context, b *budget.Budgets, p *policy.Policy, route *po
 	return err
 }
 
-// Settle finishes the request's reservation: with costUSD when a vendor
+// SettleRequest finishes the request's reservation: with costUSD when a vendor
 // was called (or the answer came from the cache), released when none was.
 // It is idempotent per reservation, and a request without one is a no-op.
-func Settle(ctx context.Context, b *budget.Budgets, w *envelope.Work, costUSD float64, charged bool) error {
+func SettleRequest(ctx context.Context, b *Budgets, w *envelope.Work, costUSD float64, charged bool) error {
 	if b == nil || len(w.Budget) == 0 {
 		return nil
 	}
-	var res budget.Reservation
+	var res Reservation
 	if err := json.Unmarshal(w.Budget, &res); err != nil {
 		return fmt.Errorf("budget reservation: %w", err)
 	}
@@ -89,7 +88,7 @@ func HeldUSD(w *envelope.Work) (float64, bool) {
 	if len(w.Budget) == 0 {
 		return 0, false
 	}
-	var res budget.Reservation
+	var res Reservation
 	if json.Unmarshal(w.Budget, &res) != nil {
 		return 0, false
 	}

@@ -1,4 +1,4 @@
-package stage
+package pipeline
 
 import (
 	"context"
@@ -13,7 +13,6 @@ import (
 
 	"github.com/switchyard-llm/switchyard/pkg/envelope"
 	"github.com/switchyard-llm/switchyard/pkg/natsx"
-	"github.com/switchyard-llm/switchyard/pkg/pipeline"
 )
 
 // Outbound is one message a stage handler wants published. Handlers return
@@ -33,7 +32,7 @@ type Outbound struct {
 func Out(subject, msgID string, v any, hdr nats.Header) (Outbound, error) {
 	data, err := json.Marshal(v)
 	if err != nil {
-		return Outbound{}, pipeline.Terminal("marshal", err)
+		return Outbound{}, Terminal("marshal", err)
 	}
 	return Outbound{Subject: subject, MsgID: msgID, Data: data, Header: hdr}, nil
 }
@@ -49,7 +48,7 @@ func (p Publisher) Send(ctx context.Context, outs []Outbound) error {
 	for _, o := range outs {
 		if o.Core && p.NC != nil {
 			if err := p.NC.PublishMsg(&nats.Msg{Subject: o.Subject, Data: o.Data, Header: o.Header}); err != nil {
-				return pipeline.Transient(fmt.Errorf("publish %s: %w", o.Subject, err), 0)
+				return Transient(fmt.Errorf("publish %s: %w", o.Subject, err), 0)
 			}
 			continue
 		}
@@ -82,7 +81,7 @@ func FinishOuts(w *envelope.Work, r *envelope.Reply, now time.Time) ([]Outbound,
 func DeadLetterRequestOut(stageName, reason, detail string, w *envelope.Work, now time.Time) (Outbound, error) {
 	data, err := json.Marshal(&w.Request)
 	if err != nil {
-		return Outbound{}, pipeline.Terminal("marshal", err)
+		return Outbound{}, Terminal("marshal", err)
 	}
 	hdr := nats.Header{}
 	hdr.Set(natsx.HeaderStage, stageName)
@@ -151,17 +150,17 @@ func RequestLogger(log zerolog.Logger, w *envelope.Work) zerolog.Logger {
 	return log.With().Str("request_id", w.Request.ID).Str("tenant", w.Request.Tenant).Str("trace_id", TraceID(w.TraceParent)).Logger()
 }
 
-// RequestStage is pipeline.Stage whose own lines (retries, dead letters)
+// RequestStage is Stage whose own lines (retries, dead letters)
 // carry the request's id, tenant and trace id, read from the work message's
 // headers (see PublishWork), like every other line about a request.
-func RequestStage(log zerolog.Logger, h pipeline.Handler, dl pipeline.DeadLetterFunc, maxDeliver int, timeout time.Duration) pipeline.Handler {
-	return func(ctx context.Context, d *pipeline.Delivery) error {
+func RequestStage(log zerolog.Logger, h Handler, dl DeadLetterFunc, maxDeliver int, timeout time.Duration) Handler {
+	return func(ctx context.Context, d *Delivery) error {
 		l := log
 		if hd := d.Headers(); hd.Get(natsx.HeaderRequestID) != "" {
 			l = log.With().Str("request_id", hd.Get(natsx.HeaderRequestID)).Str("tenant", hd.Get(natsx.HeaderTenant)).
 				Str("trace_id", TraceID(hd.Get(natsx.HeaderTraceParent))).Logger()
 		}
-		return pipeline.Stage(l, h, dl, maxDeliver, timeout)(ctx, d)
+		return Stage(l, h, dl, maxDeliver, timeout)(ctx, d)
 	}
 }
 
@@ -169,8 +168,8 @@ func RequestStage(log zerolog.Logger, h pipeline.Handler, dl pipeline.DeadLetter
 // (executor, gate): the message goes to the stage's DLQ and, when it decodes,
 // the work goes back to the router on llm.verdicts marked as failed. Only
 // the router finishes requests, so only it replies and settles the budget.
-func HandToRouter(p Publisher, stageName string, log zerolog.Logger) pipeline.DeadLetterFunc {
-	return func(ctx context.Context, d *pipeline.Delivery, reason string, cause error) error {
+func HandToRouter(p Publisher, stageName string, log zerolog.Logger) DeadLetterFunc {
+	return func(ctx context.Context, d *Delivery, reason string, cause error) error {
 		var w envelope.Work
 		if json.Unmarshal(d.Data(), &w) != nil || w.Request.ID == "" || w.Key == "" {
 			return p.DeadLetter(ctx, stageName, reason, cause, d, "", "")
