@@ -15,11 +15,13 @@ import (
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
 	"github.com/switchyard-llm/switchyard/pkg/client"
 	"github.com/switchyard-llm/switchyard/pkg/envcfg"
 	"github.com/switchyard-llm/switchyard/pkg/envelope"
+	"github.com/switchyard-llm/switchyard/pkg/natsx"
 	"github.com/switchyard-llm/switchyard/pkg/policy"
 	"github.com/switchyard-llm/switchyard/services/ledger"
 	"github.com/switchyard-llm/switchyard/services/ledger/report"
@@ -153,6 +155,41 @@ func (e *env) submitAll(reqs []*envelope.Request, wait time.Duration) map[string
 		e.t.Fatalf("waiting for replies: %v", err)
 	}
 	return col.All()
+}
+
+// settled waits until the pipeline holds no work: LLM_REQUESTS and
+// LLM_PIPELINE are work queues, so once both are empty every stage has
+// acked what it was given, and a stage acks only after publishing what the
+// message caused. Whatever the pipeline will reply for the requests sent so
+// far has been replied: a check for a second reply needs no sleep.
+func (e *env) settled(wait time.Duration) {
+	e.t.Helper()
+	ctx := context.Background()
+	waitFor(e.t, wait, func() bool {
+		for _, name := range []string{natsx.StreamRequests, natsx.StreamPipeline} {
+			s, err := e.sys.JS.Stream(ctx, name)
+			if err != nil || s.CachedInfo().State.Msgs > 0 {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+// repliesStored counts the replies LLM_REPLIES holds per reply subject of
+// the test's tenant (every reply is stored there, deduplicated by id).
+func (e *env) repliesStored() map[string]uint64 {
+	e.t.Helper()
+	ctx := context.Background()
+	s, err := e.sys.JS.Stream(ctx, natsx.StreamReplies)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	info, err := s.Info(ctx, jetstream.WithSubjectFilter("llm.replies."+e.tenant+".>"))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return info.State.Subjects
 }
 
 // count runs a count query until it returns want or the deadline passes,

@@ -25,7 +25,9 @@ func withHedgedRoutes(ratio float64) option {
 		}
 		// A slow primary, a fast second vendor.
 		c.Scenario = &sim.Scenario{Vendors: map[string]sim.VendorScenario{
-			"openai":    {Behavior: sim.Behavior{Latency: &sim.Latency{BaseMS: 400}}},
+			// 1.5 s against a hedge that answers after ~60 ms: the hedge wins
+			// even when a loaded machine adds hundreds of ms to it.
+			"openai":    {Behavior: sim.Behavior{Latency: &sim.Latency{BaseMS: 1500}}},
 			"anthropic": {Behavior: sim.Behavior{Latency: &sim.Latency{BaseMS: 10}}},
 		}}
 	}
@@ -52,10 +54,15 @@ func TestHedgingCutsTailLatency(t *testing.T) {
 		reqs = append(reqs, e.request(fmt.Sprintf("h%02d", i), "hedged", fmt.Sprintf("hedged %d", i)))
 	}
 	replies := e.submitAll(reqs, 60*time.Second)
-	time.Sleep(600 * time.Millisecond) // the slow losers finish; no second reply may follow
+	e.settled(60 * time.Second) // the slow losers have finished: no second reply may follow
 	for id, rs := range replies {
 		if len(rs) != 1 || rs[0].Status != envelope.StatusOK {
 			t.Fatalf("%s: %d replies, %+v", id, len(rs), rs[0].Error)
+		}
+	}
+	for subject, n := range e.repliesStored() {
+		if n != 1 {
+			t.Fatalf("%s: %d stored replies, want 1", subject, n)
 		}
 	}
 	plain, hedged := p99(replies, "p"), p99(replies, "h")

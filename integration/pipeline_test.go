@@ -152,10 +152,12 @@ func TestDuplicateIDProcessedOnce(t *testing.T) {
 	if got := e.eventually("SELECT count() FROM %s.requests FINAL WHERE "+tenant, 1, 30*time.Second); got != 1 {
 		t.Fatalf("requests rows = %d, want 1", got)
 	}
-	// A late duplicate reply would arrive well within this window.
-	time.Sleep(500 * time.Millisecond)
+	e.settled(30 * time.Second)
 	if n := len(col.All()["dup1"]); n != 1 {
 		t.Fatalf("replies = %d, want 1", n)
+	}
+	if n := e.repliesStored()[envelope.DefaultReplySubject(e.tenant, "dup1")]; n != 1 {
+		t.Fatalf("stored replies = %d, want 1", n)
 	}
 	if n := e.simCalls("openai", "gpt-4o-mini"); n != 1 {
 		t.Fatalf("vendor calls = %d, want 1", n)

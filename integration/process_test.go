@@ -93,10 +93,19 @@ func TestExecutorProcessKilledLosesNothing(t *testing.T) {
 	if err := col.Wait(ctx, n); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(300 * time.Millisecond) // a duplicate reply would show up by now
+	e.settled(30 * time.Second) // whatever else would be replied has been
 	for id, rs := range col.All() {
 		if len(rs) != 1 || rs[0].Status != envelope.StatusOK {
 			t.Fatalf("%s: %d replies, first %+v", id, len(rs), rs[0])
+		}
+	}
+	if stored := e.repliesStored(); len(stored) != n {
+		t.Fatalf("stored replies for %d subjects, want %d", len(stored), n)
+	} else {
+		for subject, k := range stored {
+			if k != 1 {
+				t.Fatalf("%s: %d stored replies, want 1", subject, k)
+			}
 		}
 	}
 	if after := executorCalls(procs[1].addr); after <= survivorBefore {
