@@ -34,4 +34,4 @@ command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium
 export SWITCHYARD_TEST_CLICKHOUSE_ADDR=${SWITCHYARD_TEST_CLICKHOUSE_ADDR:-127.0.0.1:9000}
 
 echo "== go test" >&2
-go test -count=1 -timeout 14m "$@" $(for m in $mods; do echo "$m/..."; done)
+go test -race -count=1 -timeout 14m "$@" $(for m in $mods; do echo "$m/..."; done)
