@@ -31,7 +31,10 @@ func TestExecutorProcessKilledLosesNothing(t *testing.T) {
 	}
 	e := start(t, func(c *app.Config) {
 		c.ExternalExecutors = []string{"openai"}
-		c.Scenario = &sim.Scenario{Defaults: sim.Behavior{Latency: &sim.Latency{BaseMS: 40, JitterMS: 20}}}
+		// Calls long enough that the first completions (what the kill waits
+		// for) come while most of the queue is still ahead: the killed
+		// replica dies with calls in flight, on a fast machine too.
+		c.Scenario = &sim.Scenario{Defaults: sim.Behavior{Latency: &sim.Latency{BaseMS: 400, JitterMS: 50}}}
 	})
 	polData, err := policy.Marshal(e.sys.Policy) // vendors already point at the simulator
 	if err != nil {
