@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/switchyard-llm/switchyard/pkg/envcfg"
+	"github.com/switchyard-llm/switchyard/services/edge"
 	"github.com/switchyard-llm/switchyard/services/executor"
 	"github.com/switchyard-llm/switchyard/services/gate"
 	"github.com/switchyard-llm/switchyard/services/intake"
@@ -37,6 +38,7 @@ var loaders = map[string]func(envcfg.Lookup) (any, error){
 	"gate":     process[gate.ServiceConfig],
 	"ledger":   process[ledger.ServiceConfig],
 	"sim":      process[sim.BinaryConfig],
+	"edge":     process[edge.ServiceConfig],
 	"report":   func(l envcfg.Lookup) (any, error) { return cli.LoadLedgerConfig(l) },
 }
 
@@ -181,7 +183,7 @@ func TestPlainVariablesAreNotRead(t *testing.T) {
 // NATS server: only `up` and the tests embed one.
 func TestServiceBinariesDoNotLinkNATSServer(t *testing.T) {
 	var pkgs []string
-	for _, s := range []string{"intake", "router", "executor", "gate", "ledger", "sim"} {
+	for _, s := range []string{"intake", "router", "executor", "gate", "ledger", "sim", "edge"} {
 		pkgs = append(pkgs, fmt.Sprintf("github.com/switchyard-llm/switchyard/services/%s/cmd/%s", s, s))
 	}
 	for _, p := range pkgs {
@@ -223,7 +225,7 @@ func TestUpStartErrors(t *testing.T) {
 	port := strconv.Itoa(taken.Addr().(*net.TCPAddr).Port)
 	base := map[string]string{
 		"SWITCHYARD_POLICY": testPolicy, "SWITCHYARD_NATS_PORT": "-1", "SWITCHYARD_SIM": "on",
-		"SWITCHYARD_SIM_ADDR": "127.0.0.1:0", "SWITCHYARD_HTTP_ADDR": "127.0.0.1:0", "SWITCHYARD_LEDGER": "false",
+		"SWITCHYARD_SIM_ADDR": "127.0.0.1:0", "SWITCHYARD_HTTP_ADDR": "127.0.0.1:0", "SWITCHYARD_LEDGER": "false", "SWITCHYARD_EDGE_ADDR": "127.0.0.1:0",
 	}
 	tests := []struct {
 		name    string

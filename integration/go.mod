@@ -7,6 +7,7 @@ require (
 	github.com/nats-io/nats.go v1.55.0
 	github.com/rs/zerolog v1.35.1
 	github.com/switchyard-llm/switchyard/pkg v0.0.0
+	github.com/switchyard-llm/switchyard/services/edge v0.0.0
 	github.com/switchyard-llm/switchyard/services/executor v0.0.0
 	github.com/switchyard-llm/switchyard/services/gate v0.0.0
 	github.com/switchyard-llm/switchyard/services/intake v0.0.0
@@ -59,6 +60,7 @@ require (
 replace (
 	github.com/switchyard-llm/switchyard/pkg => ../pkg
 	github.com/switchyard-llm/switchyard/schemas => ../schemas
+	github.com/switchyard-llm/switchyard/services/edge => ../services/edge
 	github.com/switchyard-llm/switchyard/services/executor => ../services/executor
 	github.com/switchyard-llm/switchyard/services/gate => ../services/gate
 	github.com/switchyard-llm/switchyard/services/intake => ../services/intake

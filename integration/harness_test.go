@@ -88,6 +88,7 @@ func start(t *testing.T, opts ...option) *env {
 	cfg.SimAddr = "127.0.0.1:0"
 	cfg.Sim = app.SimOn
 	cfg.HTTPAddr = ""
+	cfg.Edge.Addr = "" // withEdge turns it on
 	cfg.Policy = pol
 	cfg.Scenario = &sim.Scenario{}
 	cfg.Ledger.ClickHouseAddr = clickhouseAddr()

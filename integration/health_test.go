@@ -23,7 +23,8 @@ import (
 func startUp(t *testing.T, log zerolog.Logger, env map[string]string, opts ...option) *app.System {
 	t.Helper()
 	base := map[string]string{"SWITCHYARD_POLICY": testPolicy, "SWITCHYARD_DATA_DIR": t.TempDir(), "SWITCHYARD_NATS_PORT": "-1",
-		"SWITCHYARD_SIM": "on", "SWITCHYARD_SIM_ADDR": "127.0.0.1:0", "SWITCHYARD_HTTP_ADDR": "127.0.0.1:0", "SWITCHYARD_LEDGER": "false"}
+		"SWITCHYARD_SIM": "on", "SWITCHYARD_SIM_ADDR": "127.0.0.1:0", "SWITCHYARD_HTTP_ADDR": "127.0.0.1:0", "SWITCHYARD_LEDGER": "false",
+		"SWITCHYARD_EDGE_ADDR": ""}
 	for k, v := range env {
 		base[k] = v
 	}

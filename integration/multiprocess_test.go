@@ -174,7 +174,7 @@ func TestSeparateProcessesBehaveLikeUp(t *testing.T) {
 		polFile := writeMPPolicy(t, addr)
 		_ = srv.Close()
 		env := map[string]string{"SWITCHYARD_POLICY": polFile, "SWITCHYARD_DATA_DIR": t.TempDir(), "SWITCHYARD_NATS_PORT": "-1",
-			"SWITCHYARD_SIM": "on", "SWITCHYARD_SIM_ADDR": "127.0.0.1:0", "SWITCHYARD_HTTP_ADDR": "", "SWITCHYARD_LEDGER": "false"}
+			"SWITCHYARD_SIM": "on", "SWITCHYARD_SIM_ADDR": "127.0.0.1:0", "SWITCHYARD_HTTP_ADDR": "", "SWITCHYARD_LEDGER": "false", "SWITCHYARD_EDGE_ADDR": ""}
 		for k, v := range mpEnv {
 			env[k] = v
 		}

@@ -23,7 +23,7 @@ echo "== go vet" >&2
 go vet $(for m in $mods; do echo "$m/..."; done)
 
 echo "== service binaries do not link the NATS server (only up and tests embed one)" >&2
-for s in intake router executor gate ledger sim; do
+for s in intake router executor gate ledger sim edge; do
   if go list -deps "./services/$s/cmd/$s" | grep -q nats-server; then echo "services/$s/cmd/$s links nats-server"; exit 1; fi
 done
 

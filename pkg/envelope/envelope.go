@@ -7,19 +7,24 @@ package envelope
 import (
 	"encoding/json"
 	"strconv"
+	"strings"
 	"time"
 )
 
 // Request is what clients publish to llm.requests.
 type Request struct {
-	ID             string                     `json:"id"`
-	Tenant         string                     `json:"tenant"`
-	User           string                     `json:"user,omitempty"`
-	EndpointTag    string                     `json:"endpoint_tag,omitempty"`
-	PromptVersion  string                     `json:"prompt_version,omitempty"`
-	Environment    string                     `json:"environment,omitempty"`
-	ReplyTo        string                     `json:"reply_to,omitempty"`
-	Route          string                     `json:"route,omitempty"`
+	ID            string `json:"id"`
+	Tenant        string `json:"tenant"`
+	User          string `json:"user,omitempty"`
+	EndpointTag   string `json:"endpoint_tag,omitempty"`
+	PromptVersion string `json:"prompt_version,omitempty"`
+	Environment   string `json:"environment,omitempty"`
+	ReplyTo       string `json:"reply_to,omitempty"`
+	Route         string `json:"route,omitempty"`
+	// Model pins the request to one catalog model ("<vendor>/<model>"):
+	// the router sends it there and nowhere else (the route, named or
+	// matched, still gives retries, budgets and the quality handling).
+	Model          string                     `json:"model,omitempty"`
 	Messages       []Message                  `json:"messages"`
 	MaxTokens      int                        `json:"max_tokens,omitempty"`
 	Temperature    *float64                   `json:"temperature,omitempty"`
@@ -175,6 +180,16 @@ type Error struct {
 // DefaultReplySubject is where a reply goes when the request names none.
 func DefaultReplySubject(tenant, id string) string {
 	return "llm.replies." + tenant + "." + id
+}
+
+// PinnedTarget is the catalog model the request names in Model, split at
+// the first "/" (a model id may itself hold slashes).
+func (r *Request) PinnedTarget() (Target, bool) {
+	vendor, model, ok := strings.Cut(r.Model, "/")
+	if !ok || vendor == "" || model == "" {
+		return Target{}, false
+	}
+	return Target{Vendor: vendor, Model: model}, true
 }
 
 // ReplySubject returns the request's reply subject or the default one.

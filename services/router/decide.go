@@ -178,6 +178,15 @@ func classified(w *envelope.Work, route *policy.Route, env Env) Action {
 		return fail(w, ref.Code, ref.Message, false, false, ref.Code)
 	}
 	chain, why := plan(env.Policy, route, w, env.Stats, env.Rand)
+	if w.Request.Model != "" {
+		// A pinned model replaces the route's chain: that model or nothing
+		// (still checked against every eligibility rule below).
+		t, ok := w.Request.PinnedTarget()
+		if _, known := env.Policy.Model(t.Vendor, t.Model); !ok || !known {
+			return fail(w, envelope.CodeInvalidRequest, fmt.Sprintf("model: %q is not in the catalog of policy %s", w.Request.Model, env.Policy.Version), false, false, "unknown_model")
+		}
+		chain, why = []envelope.Target{t}, ""
+	}
 	if why != "" {
 		return fail(w, envelope.CodePolicyBlocked, why, false, false, "policy_blocked")
 	}

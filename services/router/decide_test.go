@@ -396,6 +396,49 @@ func TestDecideBudgetDowngrade(t *testing.T) {
 	}
 }
 
+// A request that names a catalog model goes to that model only, whatever
+// the route's chain; a model outside the catalog is refused, and a pinned
+// model that breaks an eligibility rule is not replaced by another one.
+func TestDecidePinnedModel(t *testing.T) {
+	pricey := envelope.Target{Vendor: "b", Model: "pricey"}
+	tests := []struct {
+		name     string
+		model    string
+		apply    func(w *envelope.Work)
+		want     envelope.Target
+		wantCode string
+	}{
+		{name: "model outside the chain", model: "b/g2", want: g2},
+		{name: "model of the chain", model: "a/g1", want: g1},
+		{name: "not in the catalog", model: "a/nope", wantCode: envelope.CodeInvalidRequest},
+		{name: "no vendor", model: "g1", wantCode: envelope.CodeInvalidRequest},
+		{name: "ineligible: no fallback to another model", model: "b/pricey", wantCode: envelope.CodePolicyBlocked,
+			apply: func(w *envelope.Work) { w.Request.Policy = &envelope.RequestPolicy{MaxCostUSD: 0.01} }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			w, env := decideEnv(t, transition{}, []envelope.Target{g1, pricey})
+			w.Request.Model = tt.model
+			if tt.apply != nil {
+				tt.apply(w)
+			}
+			a := decide(w, EvClassified, env)
+			if tt.wantCode != "" {
+				if a.Kind != Fail || a.Code != tt.wantCode {
+					t.Fatalf("want %s, got %+v", tt.wantCode, a)
+				}
+				return
+			}
+			if a.Kind != Dispatch || len(a.Work) != 1 {
+				t.Fatalf("want one dispatch, got %+v", a)
+			}
+			if got := a.Work[0]; got.Target() != tt.want || len(got.Chain) != 1 {
+				t.Fatalf("dispatched to %+v with chain %+v, want %+v alone", got.Target(), got.Chain, tt.want)
+			}
+		})
+	}
+}
+
 // The time budget leaves room for the rest of the chain: each attempt gets
 // a share of the time left (at least 2 s unless less is left), never more
 // than the vendor's timeout.

@@ -9,6 +9,7 @@ require (
 	github.com/prometheus/client_golang v1.25.0
 	github.com/rs/zerolog v1.35.1
 	github.com/switchyard-llm/switchyard/pkg v0.0.0
+	github.com/switchyard-llm/switchyard/services/edge v0.0.0
 	github.com/switchyard-llm/switchyard/services/executor v0.0.0
 	github.com/switchyard-llm/switchyard/services/gate v0.0.0
 	github.com/switchyard-llm/switchyard/services/intake v0.0.0
@@ -58,6 +59,7 @@ require (
 replace (
 	github.com/switchyard-llm/switchyard/pkg => ../../pkg
 	github.com/switchyard-llm/switchyard/schemas => ../../schemas
+	github.com/switchyard-llm/switchyard/services/edge => ../edge
 	github.com/switchyard-llm/switchyard/services/executor => ../executor
 	github.com/switchyard-llm/switchyard/services/gate => ../gate
 	github.com/switchyard-llm/switchyard/services/intake => ../intake

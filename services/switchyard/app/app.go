@@ -33,6 +33,7 @@ import (
 	"github.com/switchyard-llm/switchyard/pkg/policy"
 	"github.com/switchyard-llm/switchyard/pkg/respcache"
 	"github.com/switchyard-llm/switchyard/pkg/svc"
+	"github.com/switchyard-llm/switchyard/services/edge"
 	"github.com/switchyard-llm/switchyard/services/executor"
 	"github.com/switchyard-llm/switchyard/services/gate"
 	"github.com/switchyard-llm/switchyard/services/intake"
@@ -80,6 +81,8 @@ type Config struct {
 	// writes where `report` reads.
 	Ledger
 	Alerts alerts.Config `envconfig:"ALERTS"`
+	// Edge is the HTTP API (SWITCHYARD_EDGE_ADDR empty: none).
+	Edge edge.Config `envconfig:"EDGE"`
 
 	// ExternalExecutors names vendors whose executors run as processes of
 	// their own; `up` starts none for them.
@@ -130,6 +133,9 @@ func (c Config) Validate() error {
 	if c.LedgerEnabled {
 		errs = append(errs, c.Ledger.Validate(), c.Alerts.Validate())
 	}
+	if c.Edge.Addr != "" {
+		errs = append(errs, c.Edge.Validate())
+	}
 	return errors.Join(errs...)
 }
 
@@ -157,6 +163,8 @@ type System struct {
 	Runtime *svc.Runtime
 	// HTTPAddr is where /healthz and /metrics listen ("" when off).
 	HTTPAddr string
+	// EdgeAddr is where the HTTP API listens ("" when off).
+	EdgeAddr string
 
 	cfg       Config
 	mu        sync.Mutex
@@ -301,6 +309,14 @@ func (s *System) startStages() error {
 	}
 	if s.cfg.LedgerEnabled {
 		rt.Go(ledger.FromRuntime(rt, s.cfg.Ledger, s.cfg.Alerts))
+	}
+	if s.cfg.Edge.Addr != "" {
+		e, err := edge.FromRuntime(context.Background(), rt, s.cfg.Edge)
+		if err != nil {
+			return err
+		}
+		s.EdgeAddr = e.Addr()
+		rt.Go(e.Stage())
 	}
 	return nil
 }

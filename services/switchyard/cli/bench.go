@@ -143,7 +143,7 @@ func benchSystem(ctx context.Context, errOut io.Writer, features, budgets bool) 
 	}
 	cfg.Policy = pol
 	cfg.DataDir, cfg.NATSPort, cfg.NATSURL = dataDir, -1, ""
-	cfg.Sim, cfg.SimAddr, cfg.HTTPAddr = app.SimOn, "127.0.0.1:0", ""
+	cfg.Sim, cfg.SimAddr, cfg.HTTPAddr, cfg.Edge.Addr = app.SimOn, "127.0.0.1:0", "", ""
 	cfg.LedgerEnabled, cfg.CacheEnabled, cfg.BreakersEnabled = false, false, features
 	cfg.Scenario = &sim.Scenario{}
 	sys, err := app.Start(ctx, cfg, logger(errOut, "", "error")) // each stage adds its service key

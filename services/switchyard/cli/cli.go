@@ -40,6 +40,7 @@ func commands() []command {
 		{"submit", "publish one request and print its reply", runSubmit},
 		{"report", "cost | fallbacks | errors | latency | models | tenants | savings reports from ClickHouse", runReport},
 		{"dlq", "ls | show | replay | purge dead letters", runDLQ},
+		{"keys", "create | ls | revoke API keys of the HTTP edge", runKeys},
 		{"policy", "check | apply | show | history of the routing policy", runPolicy},
 		{"ledger", "migrate: apply the ClickHouse migrations", runLedger},
 		{"sim", "run the vendor simulator alone", runSim},

@@ -38,7 +38,7 @@ func runDemo(ctx context.Context, args []string, out, errOut io.Writer) error {
 	}
 	defer os.RemoveAll(dataDir)
 	cfg.DataDir, cfg.NATSPort, cfg.NATSURL = dataDir, -1, ""
-	cfg.Sim, cfg.SimAddr, cfg.HTTPAddr = app.SimOn, "127.0.0.1:0", ""
+	cfg.Sim, cfg.SimAddr, cfg.HTTPAddr, cfg.Edge.Addr = app.SimOn, "127.0.0.1:0", "", ""
 	// Gemini drafts for the extract route come back as broken JSON one time
 	// in five: the gate escalates exactly those to the next model.
 	cfg.Scenario = &sim.Scenario{

@@ -1,0 +1,262 @@
+package integration
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/switchyard-llm/switchyard/pkg/apikey"
+	"github.com/switchyard-llm/switchyard/services/switchyard/app"
+	"github.com/switchyard-llm/switchyard/services/switchyard/cli"
+)
+
+// withEdge runs the HTTP edge on a random port.
+func withEdge(c *app.Config) { c.Edge.Addr = "127.0.0.1:0" }
+
+// edgeKey creates a key for the test's tenant with `switchyard keys
+// create`, which must print the key and nothing else on stdout.
+func (e *env) edgeKey(routes string) string {
+	e.t.Helper()
+	e.t.Setenv("SWITCHYARD_NATS_URL", e.sys.NATSURL)
+	args := []string{"keys", "create", "--tenant", e.tenant}
+	if routes != "" {
+		args = append(args, "--routes", routes)
+	}
+	var out, errOut bytes.Buffer
+	if code := cli.Main(context.Background(), args, &out, &errOut); code != 0 {
+		e.t.Fatalf("keys create: exit %d: %s", code, errOut.String())
+	}
+	key := strings.TrimSuffix(out.String(), "\n")
+	if !strings.HasPrefix(key, apikey.Prefix) || strings.ContainsAny(key, " \n\t") {
+		e.t.Fatalf("keys create printed %q on stdout, want only the key", out.String())
+	}
+	return key
+}
+
+type edgeResp struct {
+	status int
+	header http.Header
+	body   map[string]any
+	raw    string
+}
+
+// edgeCall sends one request to the edge and decodes the JSON answer.
+func (e *env) edgeCall(method, path string, hdr map[string]string, body string) edgeResp {
+	e.t.Helper()
+	req, err := http.NewRequest(method, "http://"+e.sys.EdgeAddr+path, strings.NewReader(body))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	for k, v := range hdr {
+		req.Header.Set(k, v)
+	}
+	c := &http.Client{Timeout: 60 * time.Second}
+	res, err := c.Do(req)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer res.Body.Close()
+	raw, _ := io.ReadAll(res.Body)
+	out := edgeResp{status: res.StatusCode, header: res.Header, raw: string(raw)}
+	if err := json.Unmarshal(raw, &out.body); err != nil {
+		e.t.Fatalf("%s %s: status %d, body is not JSON: %q", method, path, res.StatusCode, raw)
+	}
+	if res.Header.Get("x-switchyard-request-id") == "" {
+		e.t.Errorf("%s %s: no x-switchyard-request-id", method, path)
+	}
+	return out
+}
+
+func bearerKey(k string) map[string]string { return map[string]string{"Authorization": "Bearer " + k} }
+
+func chatBody(model, prompt string, extra string) string {
+	return fmt.Sprintf(`{"model":%q,"messages":[{"role":"user","content":%q}]%s}`, model, prompt, extra)
+}
+
+// dig walks a decoded JSON value: "choices.0.message.content".
+func dig(v any, path string) any {
+	for _, p := range strings.Split(path, ".") {
+		switch x := v.(type) {
+		case map[string]any:
+			v = x[p]
+		case []any:
+			var i int
+			if _, err := fmt.Sscan(p, &i); err != nil || i >= len(x) {
+				return nil
+			}
+			v = x[i]
+		default:
+			return nil
+		}
+	}
+	return v
+}
+
+// The HTTP edge over real HTTP: the OpenAI and Anthropic dialects answer
+// through the pipeline (route by name, auto, a pinned catalog model), every
+// error comes in the API's own format and status, a revoked key stops
+// working at once, and each answered request is billed in the ledger.
+func TestEdgeHTTP(t *testing.T) {
+	e := start(t, withEdge)
+	key := e.edgeKey("")
+	auth := bearerKey(key)
+
+	okTests := []struct {
+		name, model, prompt string
+		hdr                 map[string]string
+		wantModel           string // the served model
+		wantRoute           string
+	}{
+		{name: "route by name", model: "chat", prompt: "Hello there", wantModel: "openai/gpt-4o-mini", wantRoute: "chat"},
+		{name: "route: prefix", model: "route:chat", prompt: "Hello again", wantModel: "openai/gpt-4o-mini", wantRoute: "chat"},
+		{name: "auto picks the route by its match rules", model: "auto", prompt: "Please summarize this ticket: the printer is on fire",
+			wantModel: "anthropic/claude-haiku-4-5", wantRoute: "summarize"},
+		{name: "catalog model outside the route's chain", model: "openrouter/meta-llama/llama-3.3-70b-instruct", prompt: "Hello model",
+			wantModel: "openrouter/meta-llama/llama-3.3-70b-instruct", wantRoute: "chat"},
+		{name: "switchyard headers", model: "chat", prompt: "Hello headers", wantModel: "openai/gpt-4o-mini", wantRoute: "chat",
+			hdr: map[string]string{"X-Switchyard-Endpoint-Tag": "edge.test", "X-Switchyard-Stakes": "high"}},
+	}
+	for _, tt := range okTests {
+		t.Run("openai "+tt.name, func(t *testing.T) {
+			hdr := map[string]string{"Authorization": "Bearer " + key}
+			for k, v := range tt.hdr {
+				hdr[k] = v
+			}
+			r := e.edgeCall("POST", "/v1/chat/completions", hdr, chatBody(tt.model, tt.prompt, ""))
+			if r.status != http.StatusOK {
+				t.Fatalf("status %d: %s", r.status, r.raw)
+			}
+			if dig(r.body, "object") != "chat.completion" || dig(r.body, "choices.0.message.role") != "assistant" ||
+				dig(r.body, "choices.0.finish_reason") == nil || !strings.HasPrefix(fmt.Sprint(dig(r.body, "id")), "chatcmpl-") {
+				t.Fatalf("not a chat.completion: %s", r.raw)
+			}
+			if c, _ := dig(r.body, "choices.0.message.content").(string); c == "" {
+				t.Fatalf("empty answer: %s", r.raw)
+			}
+			p, _ := dig(r.body, "usage.prompt_tokens").(float64)
+			c, _ := dig(r.body, "usage.completion_tokens").(float64)
+			tot, _ := dig(r.body, "usage.total_tokens").(float64)
+			if p <= 0 || c <= 0 || tot != p+c {
+				t.Fatalf("usage: %s", r.raw)
+			}
+			if got := dig(r.body, "model"); got != tt.wantModel {
+				t.Fatalf("served model %v, want %s", got, tt.wantModel)
+			}
+			if got := r.header.Get("x-switchyard-route"); got != tt.wantRoute {
+				t.Fatalf("route %q, want %q", got, tt.wantRoute)
+			}
+		})
+	}
+	t.Run("anthropic messages", func(t *testing.T) {
+		r := e.edgeCall("POST", "/v1/messages", map[string]string{"x-api-key": key, "anthropic-version": "2023-06-01"},
+			`{"model":"chat","max_tokens":64,"system":"be brief","messages":[{"role":"user","content":[{"type":"text","text":"Hello"}]}]}`)
+		if r.status != http.StatusOK {
+			t.Fatalf("status %d: %s", r.status, r.raw)
+		}
+		if dig(r.body, "type") != "message" || dig(r.body, "role") != "assistant" || dig(r.body, "content.0.type") != "text" ||
+			dig(r.body, "stop_reason") == nil || dig(r.body, "model") != "openai/gpt-4o-mini" {
+			t.Fatalf("not a message: %s", r.raw)
+		}
+		if in, _ := dig(r.body, "usage.input_tokens").(float64); in <= 0 {
+			t.Fatalf("usage: %s", r.raw)
+		}
+		if out, _ := dig(r.body, "usage.output_tokens").(float64); out <= 0 {
+			t.Fatalf("usage: %s", r.raw)
+		}
+	})
+	t.Run("models", func(t *testing.T) {
+		r := e.edgeCall("GET", "/v1/models", auth, "")
+		ids := map[string]bool{}
+		for _, m := range dig(r.body, "data").([]any) {
+			ids[fmt.Sprint(dig(m, "id"))] = true
+		}
+		for _, want := range []string{"auto", "route:chat", "route:extract", "openai/gpt-4o"} {
+			if !ids[want] {
+				t.Errorf("GET /v1/models lacks %s: %s", want, r.raw)
+			}
+		}
+	})
+
+	// Errors: each API's format and the status an SDK handles correctly.
+	big := strings.Repeat("x", 300<<10)
+	errTests := []struct {
+		name, path string
+		hdr        map[string]string
+		body       string
+		status     int
+		code       string // OpenAI error.code, or Anthropic error.type
+	}{
+		{"missing key", "/v1/chat/completions", nil, chatBody("chat", "hi", ""), 401, "invalid_api_key"},
+		{"bad key", "/v1/chat/completions", bearerKey("sy-notakey"), chatBody("chat", "hi", ""), 401, "invalid_api_key"},
+		{"unknown route", "/v1/chat/completions", auth, chatBody("nosuchroute", "hi", ""), 400, "unknown_route"},
+		{"unknown catalog model", "/v1/chat/completions", auth, chatBody("openai/gpt-nope", "hi", ""), 400, "model_not_found"},
+		{"oversize body", "/v1/chat/completions", auth, chatBody("chat", big, ""), 413, "payload_too_large"},
+		{"stream", "/v1/chat/completions", auth, chatBody("chat", "hi", `,"stream":true`), 400, "streaming_unsupported"},
+		{"unknown parameter", "/v1/chat/completions", auth, chatBody("chat", "hi", `,"tools":[]`), 400, "invalid_request"},
+		{"malformed JSON", "/v1/chat/completions", auth, `{"model":`, 400, "invalid_request"},
+		{"pipeline refusal: bad stakes", "/v1/chat/completions", map[string]string{"Authorization": "Bearer " + key, "X-Switchyard-Stakes": "extreme"},
+			chatBody("chat", "hi", ""), 400, "invalid_request"},
+		{"anthropic bad key", "/v1/messages", map[string]string{"x-api-key": "sy-nope"}, `{"model":"chat","max_tokens":5,"messages":[{"role":"user","content":"hi"}]}`, 401, "authentication_error"},
+		{"anthropic stream", "/v1/messages", map[string]string{"x-api-key": key}, `{"model":"chat","max_tokens":5,"stream":true,"messages":[{"role":"user","content":"hi"}]}`, 400, "invalid_request_error"},
+		{"anthropic oversize", "/v1/messages", map[string]string{"x-api-key": key}, `{"model":"chat","max_tokens":5,"messages":[{"role":"user","content":"` + big + `"}]}`, 413, "request_too_large"},
+		{"anthropic unknown route", "/v1/messages", map[string]string{"x-api-key": key}, `{"model":"nosuchroute","max_tokens":5,"messages":[{"role":"user","content":"hi"}]}`, 400, "invalid_request_error"},
+	}
+	for _, tt := range errTests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := e.edgeCall("POST", tt.path, tt.hdr, tt.body)
+			if r.status != tt.status {
+				t.Fatalf("status %d, want %d: %s", r.status, tt.status, r.raw)
+			}
+			if strings.HasPrefix(tt.path, "/v1/messages") {
+				if dig(r.body, "type") != "error" || dig(r.body, "error.type") != tt.code || dig(r.body, "error.message") == "" {
+					t.Fatalf("want an Anthropic error of type %s: %s", tt.code, r.raw)
+				}
+				return
+			}
+			if dig(r.body, "error.code") != tt.code || dig(r.body, "error.type") == nil || dig(r.body, "error.message") == "" {
+				t.Fatalf("want an OpenAI error with code %s: %s", tt.code, r.raw)
+			}
+			if strings.Contains(r.raw, key) {
+				t.Fatalf("the key is in the answer: %s", r.raw)
+			}
+		})
+	}
+
+	t.Run("revoked mid-test", func(t *testing.T) {
+		k2 := e.edgeKey("chat")
+		if r := e.edgeCall("POST", "/v1/chat/completions", bearerKey(k2), chatBody("chat", "before revoke", "")); r.status != 200 {
+			t.Fatalf("before revoke: %d %s", r.status, r.raw)
+		}
+		// The allow-list holds: the key may use chat only.
+		if r := e.edgeCall("POST", "/v1/chat/completions", bearerKey(k2), chatBody("extract", "x", "")); r.status != 403 {
+			t.Fatalf("route outside the allow-list: %d %s", r.status, r.raw)
+		}
+		var out, errOut bytes.Buffer
+		if code := cli.Main(context.Background(), []string{"keys", "revoke", apikey.Hash(k2)[:16]}, &out, &errOut); code != 0 {
+			t.Fatalf("keys revoke: %d %s", code, errOut.String())
+		}
+		if r := e.edgeCall("POST", "/v1/chat/completions", bearerKey(k2), chatBody("chat", "after revoke", "")); r.status != 401 {
+			t.Fatalf("after revoke: %d %s", r.status, r.raw)
+		}
+		out.Reset()
+		if code := cli.Main(context.Background(), []string{"keys", "ls"}, &out, &errOut); code != 0 || !strings.Contains(out.String(), apikey.Hash(k2)[:16]) {
+			t.Fatalf("keys ls: %d %s", code, out.String())
+		}
+		if strings.Contains(out.String(), k2) || strings.Contains(out.String(), key) {
+			t.Fatalf("keys ls shows a key: %s", out.String())
+		}
+	})
+
+	// Billing: every answered request reached the ledger under the key's tenant.
+	where := fmt.Sprintf(" WHERE tenant = '%s' AND status = 'ok'", e.tenant)
+	if n := e.eventually("SELECT count() FROM %s.requests FINAL"+where, uint64(len(okTests)+2), 30*time.Second); n != uint64(len(okTests)+2) {
+		t.Fatalf("ledger holds %d answered requests of the tenant, want %d", n, len(okTests)+2)
+	}
+}

@@ -1,0 +1,106 @@
+package cli
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/switchyard-llm/switchyard/pkg/apikey"
+)
+
+// runKeys manages the HTTP edge's API keys. `create` prints the new key
+// and only the key on stdout (so `KEY=$(switchyard keys create …)` works);
+// the key is shown once and stored only as its hash.
+func runKeys(ctx context.Context, args []string, out, errOut io.Writer) error {
+	if len(args) == 0 {
+		return usageErr("keys create -tenant T [-routes a,b] | ls | revoke KEY_OR_ID")
+	}
+	sub, args := args[0], args[1:]
+	fs := newFlags("keys "+sub, errOut)
+	withUsage(fs, errOut, "keys create -tenant T [-routes a,b] | ls | revoke KEY_OR_ID")
+	tenant := fs.String("tenant", "", "create: the tenant the key speaks for")
+	routes := fs.String("routes", "", "create: comma-separated routes the key may use (default: every route, auto and catalog models)")
+	if isHelp(sub) {
+		fs.Usage()
+		return flag.ErrHelp
+	}
+	pos, err := parseInterspersed(fs, args)
+	if err != nil {
+		return err
+	}
+	switch sub {
+	case "create":
+		if *tenant == "" || len(pos) != 0 {
+			return usageErr("keys create -tenant T [-routes a,b]")
+		}
+	case "ls":
+		if len(pos) != 0 {
+			return usageErr("keys ls takes no argument")
+		}
+	case "revoke":
+		if len(pos) != 1 {
+			return usageErr("keys revoke KEY_OR_ID")
+		}
+	default:
+		return usageErr("unknown keys command %q (create, ls, revoke)", sub)
+	}
+	nc, err := connectNATS("keys")
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return err
+	}
+	store, err := apikey.Open(ctx, js)
+	if err != nil {
+		return err
+	}
+	switch sub {
+	case "create":
+		var allow []string
+		for _, r := range strings.Split(*routes, ",") {
+			if r = strings.TrimSpace(r); r != "" {
+				allow = append(allow, r)
+			}
+		}
+		key, rec, err := store.Create(ctx, *tenant, allow)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintln(out, key)
+		fmt.Fprintf(errOut, "created key %s for tenant %s (shown once; only its hash is stored)\n", rec.ID, rec.Tenant)
+	case "ls":
+		list, err := store.List(ctx)
+		if err != nil {
+			return err
+		}
+		tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "ID\tTENANT\tROUTES\tCREATED\tREVOKED")
+		for _, r := range list {
+			routes, revoked := "*", "-"
+			if len(r.Routes) > 0 {
+				routes = strings.Join(r.Routes, ",")
+			}
+			if r.Revoked() {
+				revoked = r.RevokedAt.Format(time.RFC3339)
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", r.ID, r.Tenant, routes, r.CreatedAt.Format(time.RFC3339), revoked)
+		}
+		return tw.Flush()
+	case "revoke":
+		rec, err := store.Revoke(ctx, pos[0])
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(out, "revoked key %s of tenant %s\n", rec.ID, rec.Tenant)
+	}
+	return nil
+}
