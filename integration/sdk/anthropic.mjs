@@ -1,0 +1,28 @@
+// The official Anthropic SDK against the Switchyard edge: only baseURL and
+// apiKey differ from a call to Anthropic. Exits non-zero on any mismatch and
+// prints one JSON line of what it saw.
+import Anthropic from "@anthropic-ai/sdk";
+
+const { EDGE_URL, EDGE_KEY, EDGE_MODEL } = process.env;
+const fail = (msg) => { console.error("anthropic sdk: " + msg); process.exit(1); };
+
+const client = new Anthropic({ baseURL: EDGE_URL, apiKey: EDGE_KEY, maxRetries: 0 });
+const { data: msg, response } = await client.messages
+  .create({ model: EDGE_MODEL, max_tokens: 64, system: "Be brief.", messages: [{ role: "user", content: "Hello from the Anthropic SDK" }] })
+  .withResponse();
+const text = msg.content?.[0]?.type === "text" ? msg.content[0].text : "";
+if (msg.type !== "message" || msg.role !== "assistant" || !text) fail("no answer: " + JSON.stringify(msg));
+if (!(msg.usage.input_tokens > 0 && msg.usage.output_tokens > 0)) fail("usage: " + JSON.stringify(msg.usage));
+if (!msg.stop_reason) fail("no stop_reason");
+if (!response.headers.get("x-switchyard-request-id")) fail("no x-switchyard-request-id");
+
+const bad = new Anthropic({ baseURL: EDGE_URL, apiKey: "sy-not-a-key", maxRetries: 0 });
+let authError = "";
+try {
+  await bad.messages.create({ model: EDGE_MODEL, max_tokens: 8, messages: [{ role: "user", content: "hi" }] });
+  fail("a bad key was accepted");
+} catch (e) {
+  if (!(e instanceof Anthropic.AuthenticationError) || e.status !== 401) fail("bad key: want AuthenticationError, got " + e);
+  authError = e.constructor.name;
+}
+console.log(JSON.stringify({ model: msg.model, text, usage: msg.usage, stop_reason: msg.stop_reason, authError }));
