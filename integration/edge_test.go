@@ -6,12 +6,14 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/switchyard-llm/switchyard/pkg/apikey"
+	"github.com/switchyard-llm/switchyard/services/sim"
 	"github.com/switchyard-llm/switchyard/services/switchyard/app"
 	"github.com/switchyard-llm/switchyard/services/switchyard/cli"
 )
@@ -258,5 +260,57 @@ func TestEdgeHTTP(t *testing.T) {
 	where := fmt.Sprintf(" WHERE tenant = '%s' AND status = 'ok'", e.tenant)
 	if n := e.eventually("SELECT count() FROM %s.requests FINAL"+where, uint64(len(okTests)+2), 30*time.Second); n != uint64(len(okTests)+2) {
 		t.Fatalf("ledger holds %d answered requests of the tenant, want %d", n, len(okTests)+2)
+	}
+}
+
+// A client that gives up does not stop the request: it is answered in the
+// pipeline and billed in the ledger all the same. A client that sends its
+// headers too slowly is cut off by the server, and the edge keeps serving.
+func TestEdgeClientGoneAndSlowClient(t *testing.T) {
+	e := start(t, withEdge, func(c *app.Config) {
+		c.Edge.ReadHeaderTimeout = 300 * time.Millisecond
+		c.Scenario = &sim.Scenario{Vendors: map[string]sim.VendorScenario{"openai": {Behavior: sim.Behavior{Latency: &sim.Latency{BaseMS: 800}}}}}
+	})
+	key := e.edgeKey("")
+
+	// Gone: the client's timeout (150 ms) is far shorter than the vendor's 800 ms.
+	req, _ := http.NewRequest("POST", "http://"+e.sys.EdgeAddr+"/v1/chat/completions", strings.NewReader(chatBody("chat", "I will not wait", "")))
+	req.Header.Set("Authorization", "Bearer "+key)
+	req.Header.Set("X-Switchyard-Idempotency-Key", "gone-1")
+	if res, err := (&http.Client{Timeout: 150 * time.Millisecond}).Do(req); err == nil {
+		res.Body.Close()
+		t.Fatalf("the client got an answer (%d) before the vendor answered", res.StatusCode)
+	}
+	where := fmt.Sprintf(" WHERE tenant = '%s' AND request_id = 'gone-1' AND status = 'ok'", e.tenant)
+	if n := e.eventually("SELECT count() FROM %s.requests FINAL"+where, 1, 30*time.Second); n != 1 {
+		t.Fatalf("the abandoned request was not billed: %d ledger rows", n)
+	}
+	// The same idempotency key later gets the stored answer at once.
+	start := time.Now()
+	r := e.edgeCall("POST", "/v1/chat/completions", map[string]string{"Authorization": "Bearer " + key, "X-Switchyard-Idempotency-Key": "gone-1"},
+		chatBody("chat", "I will not wait", ""))
+	if r.status != 200 || r.header.Get("x-switchyard-request-id") != "gone-1" || time.Since(start) > 700*time.Millisecond {
+		t.Fatalf("repeat of gone-1: %d after %s: %s", r.status, time.Since(start), r.raw)
+	}
+
+	// Slow: headers never finish; the server closes the connection.
+	conn, err := net.Dial("tcp", e.sys.EdgeAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := conn.Write([]byte("POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	cut := time.Now()
+	if _, err := io.ReadAll(conn); err != nil {
+		t.Fatalf("the slow connection was not closed by the server: %v", err)
+	}
+	if took := time.Since(cut); took > 3*time.Second {
+		t.Fatalf("the slow connection was closed after %s", took)
+	}
+	if r := e.edgeCall("POST", "/v1/chat/completions", bearerKey(key), chatBody("chat", "still serving", "")); r.status != 200 {
+		t.Fatalf("after a slow client: %d %s", r.status, r.raw)
 	}
 }
