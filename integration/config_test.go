@@ -237,6 +237,7 @@ func TestUpStartErrors(t *testing.T) {
 		{"http address taken", map[string]string{"SWITCHYARD_HTTP_ADDR": addr}, "address already in use", ""},
 		{"nats port taken", map[string]string{"SWITCHYARD_NATS_PORT": port}, "address already in use", ""},
 		{"simulator address taken", map[string]string{"SWITCHYARD_SIM_ADDR": addr}, "address already in use", ""},
+		{"edge address taken", map[string]string{"SWITCHYARD_EDGE_ADDR": addr}, "address already in use", ""},
 		{"plain NATS_URL is not ours", map[string]string{"NATS_URL": "nats://" + addr}, "", ""},
 	}
 	for _, tt := range tests {
