@@ -25,8 +25,13 @@ func withEdge(c *app.Config) { c.Edge.Addr = "127.0.0.1:0" }
 // create`, which must print the key and nothing else on stdout.
 func (e *env) edgeKey(routes string) string {
 	e.t.Helper()
+	return e.edgeKeyFor(e.tenant, routes)
+}
+
+func (e *env) edgeKeyFor(tenant, routes string) string {
+	e.t.Helper()
 	e.t.Setenv("SWITCHYARD_NATS_URL", e.sys.NATSURL)
-	args := []string{"keys", "create", "--tenant", e.tenant}
+	args := []string{"keys", "create", "--tenant", tenant}
 	if routes != "" {
 		args = append(args, "--routes", routes)
 	}
@@ -171,6 +176,15 @@ func TestEdgeHTTP(t *testing.T) {
 		}
 		if out, _ := dig(r.body, "usage.output_tokens").(float64); out <= 0 {
 			t.Fatalf("usage: %s", r.raw)
+		}
+	})
+	// acme has budgets: the hold is priced at the pinned model, not at the
+	// (cheaper) chain of the route its match rules pick (before: 403
+	// policy_blocked, "the request's hold … cannot cover it").
+	t.Run("catalog model for a tenant with a budget", func(t *testing.T) {
+		r := e.edgeCall("POST", "/v1/chat/completions", bearerKey(e.edgeKeyFor("acme", "")), chatBody("openai/gpt-4o", "Hello budget", ""))
+		if r.status != http.StatusOK || dig(r.body, "model") != "openai/gpt-4o" {
+			t.Fatalf("status %d: %s", r.status, r.raw)
 		}
 	})
 	t.Run("models", func(t *testing.T) {

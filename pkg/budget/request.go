@@ -19,13 +19,19 @@ import (
 const DefaultOutputTokens = 512
 
 // EstimateUSD is the most a request may cost on its route: the prompt and
-// the output budget priced at the chain's most expensive model.
+// the output budget priced at the chain's most expensive model, or at the
+// model the request pins (which is then its whole chain).
 func EstimateUSD(p *policy.Policy, route *policy.Route, w *envelope.Work) float64 {
 	out := w.Request.MaxTokens
 	if out <= 0 {
 		out = DefaultOutputTokens
 	}
 	in := max(w.Class.TokenEstimate-w.Request.MaxTokens, 0)
+	if t, ok := w.Request.PinnedTarget(); ok {
+		if m, ok := p.Model(t.Vendor, t.Model); ok {
+			return pricing.Price(m.Price, envelope.Usage{InputTokens: in, OutputTokens: out})
+		}
+	}
 	best := 0.0
 	for _, t := range route.Chain {
 		m, ok := p.Model(t.Vendor, t.Model)

@@ -64,7 +64,7 @@ func Fingerprint(route *policy.Route) string {
 //     insignificant whitespace dropped, numbers kept as written);
 //   - vendor_options, canonical JSON likewise;
 //   - the request policy fields that may change which model answers:
-//     quality, stakes and residency.
+//     quality, stakes and residency; and the pinned model, when set.
 //
 // Not included, because they do not change the answer: id, user,
 // metadata, endpoint_tag, prompt_version, environment, reply_to,
@@ -120,6 +120,12 @@ func Key(req *envelope.Request, route, routeFingerprint string) string {
 	writeField(h, pol.Quality)
 	writeField(h, pol.Stakes)
 	writeField(h, pol.Residency)
+	// Hashed only when set, so the keys of requests without it (every
+	// request before it existed) stay what they were.
+	if req.Model != "" {
+		writeField(h, "model")
+		writeField(h, req.Model)
+	}
 
 	var sum [sha256.Size]byte
 	h.Sum(sum[:0])
