@@ -8,11 +8,13 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/switchyard-llm/switchyard/pkg/apikey"
+	"github.com/switchyard-llm/switchyard/pkg/policy"
 	"github.com/switchyard-llm/switchyard/services/sim"
 	"github.com/switchyard-llm/switchyard/services/switchyard/app"
 	"github.com/switchyard-llm/switchyard/services/switchyard/cli"
@@ -111,7 +113,9 @@ func dig(v any, path string) any {
 // error comes in the API's own format and status, a revoked key stops
 // working at once, and each answered request is billed in the ledger.
 func TestEdgeHTTP(t *testing.T) {
-	e := start(t, withEdge)
+	e := start(t, withEdge, func(c *app.Config) {
+		c.Policy.Tenants["edgequota"] = policy.Tenant{Budget: policy.Budget{RequestsPerDay: 1}}
+	})
 	key := e.edgeKey("")
 	auth := bearerKey(key)
 
@@ -185,6 +189,24 @@ func TestEdgeHTTP(t *testing.T) {
 		r := e.edgeCall("POST", "/v1/chat/completions", bearerKey(e.edgeKeyFor("acme", "")), chatBody("openai/gpt-4o", "Hello budget", ""))
 		if r.status != http.StatusOK || dig(r.body, "model") != "openai/gpt-4o" {
 			t.Fatalf("status %d: %s", r.status, r.raw)
+		}
+	})
+	// Over quota: 429 with retry-after, in both formats.
+	t.Run("quota exceeded", func(t *testing.T) {
+		qk := e.edgeKeyFor("edgequota", "")
+		if r := e.edgeCall("POST", "/v1/chat/completions", bearerKey(qk), chatBody("chat", "first", "")); r.status != 200 {
+			t.Fatalf("first request: %d %s", r.status, r.raw)
+		}
+		r := e.edgeCall("POST", "/v1/chat/completions", bearerKey(qk), chatBody("chat", "second", ""))
+		if r.status != 429 || dig(r.body, "error.code") != "quota_exceeded" || dig(r.body, "error.type") != "rate_limit_error" {
+			t.Fatalf("second request: %d %s", r.status, r.raw)
+		}
+		if ra, err := strconv.Atoi(r.header.Get("retry-after")); err != nil || ra < 1 || ra > 86400 {
+			t.Fatalf("retry-after %q", r.header.Get("retry-after"))
+		}
+		r = e.edgeCall("POST", "/v1/messages", map[string]string{"x-api-key": qk}, `{"model":"chat","max_tokens":5,"messages":[{"role":"user","content":"third"}]}`)
+		if r.status != 429 || dig(r.body, "error.type") != "rate_limit_error" || r.header.Get("retry-after") == "" {
+			t.Fatalf("anthropic over quota: %d %s", r.status, r.raw)
 		}
 	})
 	t.Run("models", func(t *testing.T) {
@@ -305,6 +327,14 @@ func TestEdgeClientGoneAndSlowClient(t *testing.T) {
 		chatBody("chat", "I will not wait", ""))
 	if r.status != 200 || r.header.Get("x-switchyard-request-id") != "gone-1" || time.Since(start) > 700*time.Millisecond {
 		t.Fatalf("repeat of gone-1: %d after %s: %s", r.status, time.Since(start), r.raw)
+	}
+
+	// A deadline shorter than the vendor's latency: 504 from the pipeline's
+	// own deadline_exceeded reply.
+	r = e.edgeCall("POST", "/v1/chat/completions", map[string]string{"Authorization": "Bearer " + key, "X-Switchyard-Timeout-Ms": "300"},
+		chatBody("route:chat", "too slow", ""))
+	if r.status != http.StatusGatewayTimeout || dig(r.body, "error.code") != "deadline_exceeded" || dig(r.body, "error.type") != "timeout_error" {
+		t.Fatalf("short deadline: %d %s", r.status, r.raw)
 	}
 
 	// Slow: headers never finish; the server closes the connection.

@@ -2,6 +2,7 @@ package edge
 
 import (
 	"errors"
+	"fmt"
 	"net/http"
 
 	"github.com/switchyard-llm/switchyard/pkg/apikey"
@@ -30,7 +31,7 @@ func (e *Edge) models(w http.ResponseWriter, r *http.Request) {
 		if errors.Is(err, apikey.ErrUnknown) {
 			status, code, msg = http.StatusUnauthorized, "invalid_api_key", "missing, unknown or revoked API key"
 		}
-		e.requests.WithLabelValues("openai", http.StatusText(status)).Inc()
+		e.requests.WithLabelValues("openai", fmt.Sprint(status)).Inc()
 		e.writeError(w, openAI{}, &apiError{Status: status, Code: code, Message: msg})
 		return
 	}
