@@ -220,6 +220,12 @@ func TestEdgeHTTP(t *testing.T) {
 				t.Errorf("GET /v1/models lacks %s: %s", want, r.raw)
 			}
 		}
+		if r := e.edgeCall("GET", "/v1/models", map[string]string{"x-api-key": key}, ""); r.status != 200 {
+			t.Errorf("GET /v1/models with x-api-key: %d %s", r.status, r.raw)
+		}
+		if r := e.edgeCall("GET", "/v1/models", nil, ""); r.status != 401 || dig(r.body, "error.code") != "invalid_api_key" {
+			t.Errorf("GET /v1/models without a key: %d %s", r.status, r.raw)
+		}
 	})
 
 	// Errors: each API's format and the status an SDK handles correctly.

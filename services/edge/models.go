@@ -25,7 +25,7 @@ type modelInfo struct {
 // route allow-list sees only its routes.
 func (e *Edge) models(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set(HeaderRequestID, newID())
-	rec, err := e.d.Keys.Lookup(r.Context(), bearer(r))
+	rec, err := e.d.Keys.Lookup(r.Context(), anthropic{}.key(r)) // a bearer token, or x-api-key
 	if err != nil {
 		status, code, msg := http.StatusInternalServerError, "internal", "the key store is unavailable"
 		if errors.Is(err, apikey.ErrUnknown) {
