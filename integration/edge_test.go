@@ -364,3 +364,45 @@ func TestEdgeClientGoneAndSlowClient(t *testing.T) {
 		t.Fatalf("after a slow client: %d %s", r.status, r.raw)
 	}
 }
+
+// Stopping `up` lets a request in flight through the edge finish: the edge
+// stops first, while the pipeline still runs.
+func TestEdgeGracefulStop(t *testing.T) {
+	e := start(t, withEdge, func(c *app.Config) {
+		c.Scenario = &sim.Scenario{Vendors: map[string]sim.VendorScenario{"openai": {Behavior: sim.Behavior{Latency: &sim.Latency{BaseMS: 600}}}}}
+	})
+	key := e.edgeKey("")
+	type result struct {
+		status int
+		err    error
+	}
+	// The executor announces each call (outcome started) before making it.
+	started, err := e.sys.NC.SubscribeSync("llm.telemetry.attempt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan result, 1)
+	go func() {
+		req, _ := http.NewRequest("POST", "http://"+e.sys.EdgeAddr+"/v1/chat/completions", strings.NewReader(chatBody("chat", "in flight", "")))
+		req.Header.Set("Authorization", "Bearer "+key)
+		res, err := (&http.Client{Timeout: 20 * time.Second}).Do(req)
+		if err != nil {
+			done <- result{err: err}
+			return
+		}
+		res.Body.Close()
+		done <- result{status: res.StatusCode}
+	}()
+	// Stop while the vendor call (600 ms) is under way.
+	if _, err := started.NextMsg(10 * time.Second); err != nil {
+		t.Fatalf("no call started: %v", err)
+	}
+	if n := e.simCalls("openai", "gpt-4o-mini"); n != 0 {
+		t.Fatalf("the vendor call already finished (%d calls) before the stop", n)
+	}
+	e.sys.Stop()
+	r := <-done
+	if r.err != nil || r.status != http.StatusOK {
+		t.Fatalf("the request in flight at stop: status %d, %v", r.status, r.err)
+	}
+}

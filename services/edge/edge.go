@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -92,6 +93,7 @@ type Edge struct {
 	ln       net.Listener
 	addr     string
 	requests *prometheus.CounterVec
+	running  sync.WaitGroup // Run, until its shutdown is complete
 }
 
 // New listens on cfg.Addr at once, so a taken address fails the start.
@@ -124,6 +126,8 @@ func (e *Edge) Addr() string { return e.addr }
 // Run serves until ctx is done, then shuts down gracefully: no new
 // connections, requests in flight answered (within ShutdownTimeout).
 func (e *Edge) Run(ctx context.Context) error {
+	e.running.Add(1)
+	defer e.running.Done()
 	ln := e.ln
 	e.ln = nil
 	if ln == nil { // restarted by the supervisor: listen again
@@ -155,6 +159,10 @@ func (e *Edge) Run(ctx context.Context) error {
 	<-served
 	return nil
 }
+
+// Wait returns once Run has returned: every request in flight at shutdown
+// has been answered (or ShutdownTimeout passed).
+func (e *Edge) Wait() { e.running.Wait() }
 
 // Handler routes the two APIs.
 func (e *Edge) Handler() http.Handler {

@@ -316,7 +316,10 @@ func (s *System) startStages() error {
 			return err
 		}
 		s.EdgeAddr = e.Addr()
-		rt.Go(e.Stage())
+		stopEdge := rt.Go(e.Stage())
+		// Stopped first (stops run last to first), while the pipeline still
+		// runs: requests in flight get their answers before the stages stop.
+		s.stops = append(s.stops, func() { stopEdge(); e.Wait() })
 	}
 	return nil
 }
