@@ -213,20 +213,26 @@ func (e *Executor) Handle(ctx context.Context, d *pipeline.Delivery) error {
 		return err
 	}
 	// The vendor may have been called; retry the hand-off here rather than
-	// redelivering the message, which would call the vendor again.
+	// redelivering the message, which would call the vendor again. The
+	// retries outlast a JetStream leader election (4 to 9 s) and keep the
+	// message alive meanwhile.
 	var pubErr error
-	for i := range 5 {
+	deadline := time.Now().Add(handOffFor)
+	for try := 1; ; try++ {
 		pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		pubErr = e.pub.Send(pctx, outs)
 		cancel()
-		if pubErr == nil {
-			return nil
+		if pubErr == nil || time.Now().After(deadline) {
+			return pubErr
 		}
-		log.Warn().Err(pubErr).Int("try", i+1).Msg("result hand-off failed; retrying")
-		time.Sleep(time.Duration(100*(i+1)) * time.Millisecond)
+		log.Warn().Err(pubErr).Int("try", try).Msg("result hand-off failed; retrying")
+		time.Sleep(min(time.Duration(try)*250*time.Millisecond, 2*time.Second))
+		_ = d.InProgress()
 	}
-	return pubErr
 }
+
+// handOffFor bounds the retries of a result hand-off.
+const handOffFor = 30 * time.Second
 
 // attempt calls the vendor for w's current target, unless it must not be
 // called (another hedge branch won, a deadline passed, an open circuit, the
