@@ -500,6 +500,9 @@ func TestClusterStreamLeaderKilled(t *testing.T) {
 		mu.Unlock()
 	}
 	_ = rows.Close()
+	if afterAnswer > 0 {
+		t.Errorf("%d requests had the vendor called again after they were answered", afterAnswer)
+	}
 
 	// A plain client (as `switchyard policy apply` opens the store) leaves
 	// the policy bucket R3; every stream and bucket is R3.

@@ -352,7 +352,7 @@ func Run(ctx context.Context, log zerolog.Logger, cons jetstream.Consumer, h Han
 					_ = d.NakWithDelay(0) // hand back: we are shutting down
 					continue
 				}
-				if err := h(workCtx, d); err != nil && !d.Settled() {
+				if err := h(withDelivery(workCtx, d), d); err != nil && !d.Settled() {
 					// Only reachable without the Retry middleware.
 					_ = d.NakWithDelay(time.Second)
 					continue
