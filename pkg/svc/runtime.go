@@ -122,7 +122,7 @@ func Open(ctx context.Context, o Options) (_ *Runtime, err error) {
 	// takes the configured replicas.
 	rt.JS = natsx.WithReplicas(rt.JS, max(o.Replicas, 1))
 	rt.topology.Replicas = max(o.Replicas, 1)
-	if err := natsx.EnsureTopology(ctx, rt.JS, rt.topology); err != nil {
+	if err := ensureTopologyAtStart(ctx, rt.JS, rt.topology, natsLog); err != nil {
 		return nil, err
 	}
 	rt.Registry.MustRegister(natsx.NewCollector(rt.JS, rt.component("jetstream_metrics")))
@@ -189,4 +189,24 @@ func (rt *Runtime) Close() {
 		rt.closers[i]()
 	}
 	rt.closers = nil
+}
+
+// ensureTopologyAtStart creates the streams, retrying while JetStream is
+// unavailable or slow to answer (a cluster still electing its leaders, a
+// node restarting) for up to natsx.ConnectTimeout, like the first connect.
+func ensureTopologyAtStart(ctx context.Context, js jetstream.JetStream, topo natsx.TopologyConfig, log zerolog.Logger) error {
+	deadline := time.Now().Add(natsx.ConnectTimeout)
+	for {
+		err := natsx.EnsureTopology(ctx, js, topo)
+		if err == nil || ctx.Err() != nil || time.Now().After(deadline) ||
+			!(natsx.Unavailable(err) || errors.Is(err, context.DeadlineExceeded)) {
+			return err
+		}
+		log.Warn().Err(err).Msg("jetstream not ready; retrying the streams")
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(time.Second):
+		}
+	}
 }
