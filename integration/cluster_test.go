@@ -61,9 +61,7 @@ func startNATSCluster(t *testing.T, bin string) *natsCluster {
 			store: t.TempDir(), log: filepath.Join(t.TempDir(), "server.log"), client: port(), cluster: port(), httpPt: port(),
 		})
 	}
-	for i := range c.nodes {
-		c.start(i)
-	}
+	// Registered before the first start: a failed start stops the others.
 	t.Cleanup(func() {
 		for _, n := range c.nodes {
 			if t.Failed() {
@@ -77,6 +75,9 @@ func startNATSCluster(t *testing.T, bin string) *natsCluster {
 			}
 		}
 	})
+	for i := range c.nodes {
+		c.start(i)
+	}
 	for i := range c.nodes {
 		c.healthy(i)
 	}
