@@ -191,7 +191,6 @@ func openBucket(ctx context.Context, js jetstream.JetStream, cfg Config) (jetstr
 		Description: "Switchyard circuit breakers shared by the router replicas",
 		History:     bucketHistory,
 		Storage:     jetstream.FileStorage,
-		Replicas:    cfg.Replicas,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("breaker: %w", err)

@@ -30,8 +30,8 @@ func TestConfigValidate(t *testing.T) {
 		{
 			name: "every problem at once",
 			cfg: Config{OpenFor: -1, HalfOpenProbes: -1, SuccessesToClose: -1, ProbeTimeout: -1,
-				RateWindow: time.Millisecond, RateMinRequests: -1, Replicas: 7},
-			want: []string{"open for", "half-open probes", "successes to close", "probe timeout", "rate window", "min requests", "replicas"},
+				RateWindow: time.Millisecond, RateMinRequests: -1},
+			want: []string{"open for", "half-open probes", "successes to close", "probe timeout", "rate window", "min requests"},
 		},
 	}
 	for _, tt := range tests {

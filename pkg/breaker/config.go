@@ -28,8 +28,8 @@ var bucketRe = regexp.MustCompile(`^[a-zA-Z0-9_-]+$`)
 type Config struct {
 	// Bucket is the JetStream KeyValue bucket holding the shared state.
 	Bucket string `envconfig:"BUCKET"`
-	// Replicas of the KV bucket when New creates it (1..5).
-	Replicas int `envconfig:"REPLICAS"`
+	// The bucket's replicas are the process's (SWITCHYARD_NATS_REPLICAS,
+	// applied by the JetStream handle New is given: natsx.WithReplicas).
 
 	// FailureThreshold opens a closed breaker after this many consecutive
 	// retryable failures, counted across all replicas. A negative value
@@ -64,9 +64,6 @@ func (c Config) WithDefaults() Config {
 	if c.Bucket == "" {
 		c.Bucket = DefaultBucket
 	}
-	if c.Replicas == 0 {
-		c.Replicas = 1
-	}
 	if c.FailureThreshold == 0 {
 		c.FailureThreshold = DefaultFailureThreshold
 	}
@@ -99,9 +96,6 @@ func (c Config) Validate() error {
 	var errs []error
 	if c.Bucket != "" && !bucketRe.MatchString(c.Bucket) {
 		errs = append(errs, fmt.Errorf("breaker bucket %q: only letters, digits, '-' and '_' are allowed", c.Bucket))
-	}
-	if c.Replicas < 0 || c.Replicas > 5 {
-		errs = append(errs, errors.New("breaker replicas: must be between 1 and 5"))
 	}
 	if math.IsNaN(c.FailureRate) || c.FailureRate < 0 || c.FailureRate > 1 {
 		errs = append(errs, errors.New("breaker failure rate: must be between 0 (disabled) and 1"))

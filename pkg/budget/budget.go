@@ -194,7 +194,6 @@ func openBucket(ctx context.Context, js jetstream.JetStream, cfg Config) (jetstr
 		Description: "Switchyard tenant budgets and quotas per day and month",
 		History:     bucketHistory,
 		Storage:     jetstream.FileStorage,
-		Replicas:    cfg.Replicas,
 		TTL:         cfg.MaxAge,
 	})
 	if err != nil {

@@ -29,8 +29,8 @@ func TestConfigValidate(t *testing.T) {
 		{name: "bad bucket", cfg: Config{Bucket: "a.b"}, want: []string{"bucket"}},
 		{
 			name: "every problem at once",
-			cfg:  Config{Replicas: 7, ReservationTTL: -1, LateSettle: -1, MaxAge: time.Hour},
-			want: []string{"replicas", "reservation ttl", "late settle", "max age"},
+			cfg:  Config{ReservationTTL: -1, LateSettle: -1, MaxAge: time.Hour},
+			want: []string{"reservation ttl", "late settle", "max age"},
 		},
 	}
 	for _, tt := range tests {
@@ -53,7 +53,7 @@ func TestConfigValidate(t *testing.T) {
 		})
 	}
 	d := Config{}.WithDefaults()
-	if d.Bucket != "switchyard_budgets" || d.ReservationTTL != 10*time.Minute || d.Replicas != 1 {
+	if d.Bucket != "switchyard_budgets" || d.ReservationTTL != 10*time.Minute {
 		t.Errorf("defaults = %+v", d)
 	}
 }

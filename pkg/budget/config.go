@@ -23,8 +23,8 @@ var bucketRe = regexp.MustCompile(`^[a-zA-Z0-9_-]+$`)
 type Config struct {
 	// Bucket is the JetStream KeyValue bucket holding the windows.
 	Bucket string `envconfig:"BUCKET"`
-	// Replicas of the KV bucket when New creates it (1..5).
-	Replicas int `envconfig:"REPLICAS"`
+	// The bucket's replicas are the process's (SWITCHYARD_NATS_REPLICAS,
+	// applied by the JetStream handle New is given: natsx.WithReplicas).
 	// ReservationTTL is how long a reservation holds budget without being
 	// settled or released. An expired one (a crashed router, a lost
 	// reply) stops counting as reserved at the next write to its window;
@@ -45,9 +45,6 @@ func (c Config) WithDefaults() Config {
 	if c.Bucket == "" {
 		c.Bucket = DefaultBucket
 	}
-	if c.Replicas == 0 {
-		c.Replicas = 1
-	}
 	if c.ReservationTTL == 0 {
 		c.ReservationTTL = DefaultReservationTTL
 	}
@@ -63,9 +60,6 @@ func (c Config) Validate() error {
 	var errs []error
 	if c.Bucket != "" && !bucketRe.MatchString(c.Bucket) {
 		errs = append(errs, fmt.Errorf("budget bucket %q: only letters, digits, '-' and '_' are allowed", c.Bucket))
-	}
-	if c.Replicas < 0 || c.Replicas > 5 {
-		errs = append(errs, errors.New("budget replicas: must be between 1 and 5"))
 	}
 	if c.ReservationTTL < 0 {
 		errs = append(errs, errors.New("budget reservation ttl: must not be negative"))

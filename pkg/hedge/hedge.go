@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/switchyard-llm/switchyard/pkg/natsx"
 )
 
 // DefaultBucket holds the branch outcomes; entries live 10 minutes.
@@ -31,7 +33,7 @@ func New(ctx context.Context, js jetstream.JetStream, bucket string) (*Tracker, 
 	if bucket == "" {
 		bucket = DefaultBucket
 	}
-	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+	kv, err := natsx.OpenOrCreateKV(ctx, js, jetstream.KeyValueConfig{
 		Bucket:      bucket,
 		Description: "hedged request branches: winner and failures",
 		TTL:         10 * time.Minute,

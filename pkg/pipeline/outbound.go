@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
 	"github.com/switchyard-llm/switchyard/pkg/envelope"
@@ -26,6 +27,41 @@ type Outbound struct {
 	// Core publishes on core NATS rather than JetStream (a reply to a
 	// custom reply_to outside llm.replies.>).
 	Core bool
+	// Once marks a reply stored in LLM_REPLIES: a redelivered handler does
+	// not publish it again when it is stored already (see Send).
+	Once bool
+}
+
+type deliveryKey struct{}
+
+// withDelivery lets Send know the handler's delivery count.
+func withDelivery(ctx context.Context, d *Delivery) context.Context {
+	return context.WithValue(ctx, deliveryKey{}, d)
+}
+
+// redelivered is true in a handler whose message was delivered before.
+func redelivered(ctx context.Context) bool {
+	d, ok := ctx.Value(deliveryKey{}).(*Delivery)
+	return ok && d.NumDelivered() > 1
+}
+
+// stored reports whether o is already the last message of its subject (by
+// its message id). JetStream unavailable: a transient error, so the handler
+// waits rather than publish a second copy to core subscribers.
+func (p Publisher) stored(ctx context.Context, o Outbound) (bool, error) {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	s, err := p.JS.Stream(ctx, natsx.StreamReplies)
+	if err == nil {
+		var m *jetstream.RawStreamMsg
+		if m, err = s.GetLastMsgForSubject(ctx, o.Subject); err == nil {
+			return m.Header.Get(natsx.HeaderMsgID) == o.MsgID, nil
+		}
+	}
+	if natsx.Unavailable(err) {
+		return false, Transient(fmt.Errorf("is %s stored: %w", o.Subject, err), 0)
+	}
+	return false, nil
 }
 
 // Out marshals v into an Outbound.
@@ -44,8 +80,21 @@ func WorkOut(subject, msgID string, w *envelope.Work) (Outbound, error) {
 
 // Send publishes messages in order; the first failure stops it (a
 // redelivered handler publishes them again, deduplicated by message id).
+// The stream drops a duplicate, but a core subscriber to the reply subject
+// would see it: a redelivered handler skips a reply already stored (its
+// first publish went through and only the ack was lost, e.g. with a NATS
+// node).
 func (p Publisher) Send(ctx context.Context, outs []Outbound) error {
 	for _, o := range outs {
+		if o.Once && p.JS != nil && redelivered(ctx) {
+			done, err := p.stored(ctx, o)
+			if err != nil {
+				return err
+			}
+			if done {
+				continue
+			}
+		}
 		if o.Core && p.NC != nil {
 			if err := p.NC.PublishMsg(&nats.Msg{Subject: o.Subject, Data: o.Data, Header: o.Header}); err != nil {
 				return Transient(fmt.Errorf("publish %s: %w", o.Subject, err), 0)
@@ -73,6 +122,7 @@ func FinishOuts(w *envelope.Work, r *envelope.Reply, now time.Time) ([]Outbound,
 		return nil, err
 	}
 	reply.Core = !strings.HasPrefix(subject, "llm.replies.")
+	reply.Once = !reply.Core
 	return []Outbound{ev, reply}, nil
 }
 

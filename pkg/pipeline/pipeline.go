@@ -18,6 +18,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
+
+	"github.com/switchyard-llm/switchyard/pkg/natsx"
 )
 
 // Delivery is one message being handled. It remembers whether it has been
@@ -182,7 +184,7 @@ func DeadLetter(log zerolog.Logger, dl DeadLetterFunc) Middleware {
 			// must still be written.
 			dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 			defer cancel()
-			if dlErr := dl(dctx, d, te.Reason, te.Err); dlErr != nil {
+			if dlErr := deadLetterRetrying(dctx, d, dl, te); dlErr != nil {
 				l := For(ctx, log)
 				l.Error().Err(dlErr).Str("reason", te.Reason).Msg("dead letter failed, handing message back")
 				_ = d.NakWithDelay(time.Second)
@@ -194,6 +196,31 @@ func DeadLetter(log zerolog.Logger, dl DeadLetterFunc) Middleware {
 			return nil
 		}
 	}
+}
+
+// unavailableWaits space the in-place retries of a dead letter while
+// JetStream is unavailable: about 20 s in all, longer than an election.
+var unavailableWaits = []time.Duration{250 * time.Millisecond, 500 * time.Millisecond, time.Second, 2 * time.Second, 4 * time.Second, 4 * time.Second, 4 * time.Second, 4 * time.Second}
+
+// deadLetterRetrying writes the dead letter, retrying in place (keeping the
+// message alive) while JetStream is unavailable: a nak at the last delivery
+// would leave the message undelivered for good, since the server stops
+// delivering at MaxDeliver.
+func deadLetterRetrying(ctx context.Context, d *Delivery, dl DeadLetterFunc, te *TerminalError) error {
+	err := dl(ctx, d, te.Reason, te.Err)
+	for _, wait := range unavailableWaits {
+		if err == nil || !natsx.Unavailable(err) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(wait):
+		}
+		_ = d.InProgress()
+		err = dl(ctx, d, te.Reason, te.Err)
+	}
+	return err
 }
 
 // Backoff is capped exponential backoff with full jitter.
@@ -213,6 +240,12 @@ func (b Backoff) Delay(n uint64) time.Duration {
 	return d/2 + rand.N(d/2+1)
 }
 
+// unavailableBackoff spaces the redeliveries of a message whose handler
+// found JetStream unavailable (natsx.Unavailable): the four naks before
+// MaxDeliver (5) add up to 12 to 24 s, past a leader election (4 to 9 s),
+// where the ordinary backoff would dead-letter it within 1.5 s.
+var unavailableBackoff = Backoff{Base: 2 * time.Second, Max: 10 * time.Second}
+
 // Retry naks transient errors with backoff until maxDeliver deliveries, then
 // turns them terminal ("max_deliveries") for the dead-letter middleware.
 func Retry(log zerolog.Logger, maxDeliver int, b Backoff) Middleware {
@@ -230,6 +263,9 @@ func Retry(log zerolog.Logger, maxDeliver int, b Backoff) Middleware {
 				return Terminal("max_deliveries", err)
 			}
 			delay := b.Delay(d.NumDelivered())
+			if natsx.Unavailable(err) {
+				delay = max(delay, unavailableBackoff.Delay(d.NumDelivered()))
+			}
 			var tr *TransientError
 			if errors.As(err, &tr) && tr.RetryAfter > 0 {
 				delay = tr.RetryAfter
@@ -316,7 +352,7 @@ func Run(ctx context.Context, log zerolog.Logger, cons jetstream.Consumer, h Han
 					_ = d.NakWithDelay(0) // hand back: we are shutting down
 					continue
 				}
-				if err := h(workCtx, d); err != nil && !d.Settled() {
+				if err := h(withDelivery(workCtx, d), d); err != nil && !d.Settled() {
 					// Only reachable without the Retry middleware.
 					_ = d.NakWithDelay(time.Second)
 					continue

@@ -3,6 +3,7 @@ package pipeline
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -86,5 +87,63 @@ func TestBackoffIsCappedAndGrows(t *testing.T) {
 		if d < ceiling/2 || d > ceiling {
 			t.Fatalf("delivery %d: delay %s outside [%s, %s]", n, d, ceiling/2, ceiling)
 		}
+	}
+}
+
+// A stage whose hand-off finds JetStream without a stream leader (a
+// cluster electing one after losing a node: 4 to 9 s) retries for longer
+// than a flaky call, so its five deliveries outlast the election instead
+// of dead-lettering the message within a second and a half. (Before: the
+// same 50 ms … 800 ms backoff as any error.)
+func TestUnavailableJetStreamIsRetriedPastAnElection(t *testing.T) {
+	tests := []struct {
+		name     string
+		err      error
+		minTotal time.Duration // the least the four naks add up to
+		maxTotal time.Duration
+	}{
+		{"no stream leader", fmt.Errorf("publish llm.results: %w", jetstream.ErrNoStreamResponse), 12 * time.Second, 30 * time.Second},
+		{"no responders", Transient(fmt.Errorf("dedupe claim: %w", nats.ErrNoResponders), 0), 12 * time.Second, 30 * time.Second},
+		{"cluster unavailable", &jetstream.APIError{Code: 503, ErrorCode: 10008, Description: "JetStream system temporarily unavailable"}, 12 * time.Second, 30 * time.Second},
+		{"a flaky call keeps the short backoff", errors.New("flaky"), 0, 2 * time.Second},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var total time.Duration
+			for n := uint64(1); n < 5; n++ {
+				msg := &fakeMsg{delivered: n}
+				d := &Delivery{Msg: msg, Meta: &jetstream.MsgMetadata{NumDelivered: n}}
+				h := Stage(zerolog.Nop(), func(context.Context, *Delivery) error { return tt.err }, nil, 5, time.Second)
+				if err := h(context.Background(), d); err != nil || msg.settled != "nak" {
+					t.Fatalf("delivery %d: err %v, settled %q; want a nak", n, err, msg.settled)
+				}
+				total += msg.delay
+			}
+			if total < tt.minTotal || total > tt.maxTotal {
+				t.Fatalf("naks add up to %s, want between %s and %s", total, tt.minTotal, tt.maxTotal)
+			}
+		})
+	}
+}
+
+// A dead letter that cannot be written because JetStream is electing a
+// leader is retried in place: at the last delivery a nak would leave the
+// message undelivered for good (the server stops at MaxDeliver).
+func TestDeadLetterRetriedInPlaceWhileJetStreamIsUnavailable(t *testing.T) {
+	msg := &fakeMsg{delivered: 5}
+	d := &Delivery{Msg: msg, Meta: &jetstream.MsgMetadata{NumDelivered: 5}}
+	calls := 0
+	dl := func(context.Context, *Delivery, string, error) error {
+		if calls++; calls < 3 {
+			return fmt.Errorf("publish llm.dlq.intake: %w", jetstream.ErrNoStreamResponse)
+		}
+		return nil
+	}
+	h := Stage(zerolog.Nop(), func(context.Context, *Delivery) error { return errors.New("flaky") }, dl, 5, time.Second)
+	if err := h(context.Background(), d); err != nil {
+		t.Fatal(err)
+	}
+	if msg.settled != "term" || calls != 3 {
+		t.Fatalf("settled %q after %d dead-letter calls; want term after 3", msg.settled, calls)
 	}
 }

@@ -105,6 +105,11 @@ func (p Publisher) DeadLetterRequest(ctx context.Context, stageName, reason, det
 // NATS publish, as a request-reply client expects.
 func (p Publisher) SendReply(ctx context.Context, key, subject string, r *envelope.Reply, hdr nats.Header) error {
 	if strings.HasPrefix(subject, "llm.replies.") || p.NC == nil {
+		if p.JS != nil && redelivered(ctx) {
+			if done, err := p.stored(ctx, Outbound{Subject: subject, MsgID: key + ":reply"}); err != nil || done {
+				return err
+			}
+		}
 		return p.Publish(ctx, subject, key+":reply", r, hdr)
 	}
 	data, err := json.Marshal(r)

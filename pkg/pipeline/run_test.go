@@ -3,12 +3,15 @@ package pipeline_test
 import (
 	"context"
 	"errors"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
+	"github.com/switchyard-llm/switchyard/pkg/envelope"
 	"github.com/switchyard-llm/switchyard/pkg/pipeline"
 	"github.com/switchyard-llm/switchyard/pkg/testkit"
 )
@@ -71,5 +74,67 @@ func TestRunReturnsWhenItsConsumerIsGone(t *testing.T) {
 				t.Fatal("Run kept idling after its consumer was gone")
 			}
 		})
+	}
+}
+
+// A handler redelivered after its reply went out (the first delivery's
+// ack was lost, e.g. with the NATS node that held it) does not publish the
+// reply again: LLM_REPLIES would drop the copy, but a client subscribed to
+// the reply subject would see two replies. (Before: it saw two.)
+func TestRedeliveredHandlerRepliesOnce(t *testing.T) {
+	url := testkit.Server(t)
+	nc, js := testkit.Connect(t, url)
+	testkit.WithTopology(t, js)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "W", Subjects: []string{"w.>"}}); err != nil {
+		t.Fatal(err)
+	}
+	cons, err := js.CreateOrUpdateConsumer(ctx, "W", jetstream.ConsumerConfig{Durable: "c", AckPolicy: jetstream.AckExplicitPolicy})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := &envelope.Work{Key: "k", Request: envelope.Request{ID: "k", Tenant: "t"}}
+	var seen atomic.Int32
+	sub, err := nc.Subscribe(w.Request.ReplySubject(), func(*nats.Msg) { seen.Add(1) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	pub := pipeline.Publisher{JS: js, NC: nc}
+	handled := make(chan uint64, 4)
+	h := pipeline.Stage(zerolog.Nop(), func(ctx context.Context, d *pipeline.Delivery) error {
+		outs, err := pipeline.FinishOuts(w, &envelope.Reply{ID: "k", Status: envelope.StatusOK}, time.Now())
+		if err != nil {
+			return err
+		}
+		if err := pub.Send(ctx, outs); err != nil {
+			return err
+		}
+		handled <- d.NumDelivered()
+		if d.NumDelivered() == 1 {
+			return pipeline.Transient(errors.New("ack lost"), 10*time.Millisecond)
+		}
+		return nil
+	}, nil, 5, 5*time.Second)
+	go func() { _ = pipeline.Run(ctx, zerolog.Nop(), cons, h, pipeline.RunOptions{Concurrency: 1}) }()
+	if _, err := js.Publish(ctx, "w.1", []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	for want := uint64(1); want <= 2; want++ {
+		select {
+		case n := <-handled:
+			if n != want {
+				t.Fatalf("delivery %d, want %d", n, want)
+			}
+		case <-ctx.Done():
+			t.Fatal("the message was not redelivered")
+		}
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if n := seen.Load(); n != 1 {
+		t.Fatalf("a subscriber saw %d replies, want 1", n)
 	}
 }

@@ -10,6 +10,8 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
+
+	"github.com/switchyard-llm/switchyard/pkg/natsx"
 )
 
 // Store keeps the applied policy in a JetStream KV bucket, so every replica
@@ -43,7 +45,10 @@ func OpenStore(ctx context.Context, js jetstream.JetStream, bucket string, log z
 	if bucket == "" {
 		bucket = DefaultBucket
 	}
-	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+	// Bind first: `switchyard policy apply` opens the store with a plain
+	// connection, and updating the bucket from there would reset its
+	// replicas (R3 on a cluster) to 1.
+	kv, err := natsx.OpenOrCreateKV(ctx, js, jetstream.KeyValueConfig{
 		Bucket:      bucket,
 		Description: "routing policy versions (switchyard policy apply|show|history)",
 		History:     64,

@@ -59,8 +59,6 @@ type Config struct {
 	DefaultTTL time.Duration
 	// MarkerTTL is the bucket's limit marker TTL (see DefaultMarkerTTL).
 	MarkerTTL time.Duration
-	// Replicas of the bucket's stream (clustered JetStream); 0 means 1.
-	Replicas int
 	// Eligibility is what Cache.Eligible applies.
 	Eligibility Eligibility
 	// Now is the clock used for created_at and the expiry check on read;
@@ -164,7 +162,6 @@ func New(ctx context.Context, js jetstream.JetStream, cfg Config, log zerolog.Lo
 		History:        1,
 		MaxBytes:       cfg.MaxBytes,
 		Storage:        jetstream.FileStorage,
-		Replicas:       cfg.Replicas,
 		LimitMarkerTTL: cfg.MarkerTTL,
 	})
 	if err != nil {

@@ -25,8 +25,12 @@ import (
 // Options open a Runtime.
 type Options struct {
 	// Name names the NATS connection and the process's own log lines.
-	Name    string
+	Name string
+	// NATSURL is one server or a comma-separated list (a cluster's nodes).
 	NATSURL string
+	// Replicas of every stream and KV bucket the process creates or
+	// updates (SWITCHYARD_NATS_REPLICAS); 0 means 1.
+	Replicas int
 	// Policy is the file policy, in force until a version is applied.
 	Policy *policy.Policy
 	// Log is the process logger without a `service` key: Logger adds one.
@@ -97,10 +101,13 @@ func Open(ctx context.Context, o Options) (_ *Runtime, err error) {
 			rt.Close()
 		}
 	}()
-	if rt.NC, err = natsx.Connect(o.NATSURL, "switchyard-"+o.Name); err != nil {
+	natsLog := rt.component("nats")
+	if rt.NC, err = natsx.Connect(o.NATSURL, "switchyard-"+o.Name, natsLog); err != nil {
 		return nil, err
 	}
 	nc := rt.NC
+
+	natsx.Joined(natsLog.Info(), nc).Int("replicas", max(o.Replicas, 1)).Msg("joined nats")
 	rt.closers = append(rt.closers, func() { _ = nc.Drain() })
 	rt.Health.Set("nats", func() error {
 		if s := nc.Status(); s != nats.CONNECTED {
@@ -111,7 +118,11 @@ func Open(ctx context.Context, o Options) (_ *Runtime, err error) {
 	if rt.JS, err = jetstream.New(rt.NC); err != nil {
 		return nil, err
 	}
-	if err := natsx.EnsureTopology(ctx, rt.JS, rt.topology); err != nil {
+	// Every stream and bucket below (and any a stage creates through rt.JS)
+	// takes the configured replicas.
+	rt.JS = natsx.WithReplicas(rt.JS, max(o.Replicas, 1))
+	rt.topology.Replicas = max(o.Replicas, 1)
+	if err := ensureTopologyAtStart(ctx, rt.JS, rt.topology, natsLog); err != nil {
 		return nil, err
 	}
 	rt.Registry.MustRegister(natsx.NewCollector(rt.JS, rt.component("jetstream_metrics")))
@@ -178,4 +189,24 @@ func (rt *Runtime) Close() {
 		rt.closers[i]()
 	}
 	rt.closers = nil
+}
+
+// ensureTopologyAtStart creates the streams, retrying while JetStream is
+// unavailable or slow to answer (a cluster still electing its leaders, a
+// node restarting) for up to natsx.ConnectTimeout, like the first connect.
+func ensureTopologyAtStart(ctx context.Context, js jetstream.JetStream, topo natsx.TopologyConfig, log zerolog.Logger) error {
+	deadline := time.Now().Add(natsx.ConnectTimeout)
+	for {
+		err := natsx.EnsureTopology(ctx, js, topo)
+		if err == nil || ctx.Err() != nil || time.Now().After(deadline) ||
+			!(natsx.Unavailable(err) || errors.Is(err, context.DeadlineExceeded)) {
+			return err
+		}
+		log.Warn().Err(err).Msg("jetstream not ready; retrying the streams")
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(time.Second):
+		}
+	}
 }

@@ -17,6 +17,7 @@ import (
 
 	"github.com/switchyard-llm/switchyard/pkg/breaker"
 	"github.com/switchyard-llm/switchyard/pkg/envcfg"
+	"github.com/switchyard-llm/switchyard/pkg/natsx"
 	"github.com/switchyard-llm/switchyard/pkg/obs"
 	"github.com/switchyard-llm/switchyard/pkg/policy"
 )
@@ -45,10 +46,12 @@ func (f Features) Validate() error {
 
 // Common is configuration shared by every service binary.
 type Common struct {
-	NATSURL    string `envconfig:"NATS_URL" default:"nats://127.0.0.1:4222"`
-	PolicyFile string `envconfig:"POLICY" default:"deployments/policy.yaml"`
-	HTTPAddr   string `envconfig:"HTTP_ADDR" default:"127.0.0.1:0"`
-	LogLevel   string `envconfig:"LOG_LEVEL" default:"info"`
+	NATSURL string `envconfig:"NATS_URL" default:"nats://127.0.0.1:4222"`
+	// NATSReplicas of every stream and KV bucket: 3 on a 3-node cluster.
+	NATSReplicas int    `envconfig:"NATS_REPLICAS" default:"1"`
+	PolicyFile   string `envconfig:"POLICY" default:"deployments/policy.yaml"`
+	HTTPAddr     string `envconfig:"HTTP_ADDR" default:"127.0.0.1:0"`
+	LogLevel     string `envconfig:"LOG_LEVEL" default:"info"`
 	Features
 }
 
@@ -58,9 +61,10 @@ func (c *Common) Base() *Common { return c }
 // Validate reports every problem at once.
 func (c Common) Validate() error {
 	var errs []error
-	if c.NATSURL == "" {
-		errs = append(errs, errors.New("SWITCHYARD_NATS_URL: required"))
+	if err := natsx.ValidateURLs(c.NATSURL); err != nil {
+		errs = append(errs, fmt.Errorf("SWITCHYARD_NATS_URL: %w", err))
 	}
+	errs = append(errs, ValidateReplicas(c.NATSReplicas))
 	if c.PolicyFile == "" {
 		errs = append(errs, errors.New("SWITCHYARD_POLICY: required"))
 	}
@@ -69,6 +73,14 @@ func (c Common) Validate() error {
 	}
 	errs = append(errs, c.Features.Validate())
 	return errors.Join(errs...)
+}
+
+// ValidateReplicas checks SWITCHYARD_NATS_REPLICAS: JetStream allows 1 to 5.
+func ValidateReplicas(n int) error {
+	if n < 1 || n > 5 {
+		return fmt.Errorf("SWITCHYARD_NATS_REPLICAS: %d is not between 1 and 5", n)
+	}
+	return nil
 }
 
 // Validator is a config that can check itself.
@@ -116,7 +128,7 @@ func Run(ctx context.Context, name string, cfg Config, logOut io.Writer) error {
 	if err != nil {
 		return err
 	}
-	rt, err := Open(ctx, Options{Name: name, NATSURL: c.NATSURL, Policy: pol, Log: log, Features: c.Features})
+	rt, err := Open(ctx, Options{Name: name, NATSURL: c.NATSURL, Replicas: c.NATSReplicas, Policy: pol, Log: log, Features: c.Features})
 	if err != nil {
 		return err
 	}

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -208,25 +209,72 @@ func (e *Executor) Handle(ctx context.Context, d *pipeline.Delivery) error {
 	keep := func(ctx context.Context) func() { return keepAlive(ctx, d, e.cfg.AckWait/3) }
 	emit := func(o pipeline.Outbound) error { return e.pub.Send(ctx, []pipeline.Outbound{o}) }
 	log := pipeline.RequestLogger(e.d.Log, w)
+	if d.NumDelivered() > 1 {
+		answered, err := e.answered(ctx, w)
+		if err != nil {
+			return err
+		}
+		if answered {
+			// The first delivery's hand-off went through and the request is
+			// answered; only its ack was lost (a NATS node died with it).
+			t := w.Target()
+			e.skipped.WithLabelValues(t.Vendor, t.Model, "answered").Inc()
+			log.Info().Uint64("deliveries", d.NumDelivered()).Msg("redelivered work of an answered request dropped; vendor not called again")
+			return nil
+		}
+	}
 	outs, err := e.attempt(ctx, w, int(d.NumDelivered()), keep, emit)
 	if err != nil {
 		return err
 	}
 	// The vendor may have been called; retry the hand-off here rather than
-	// redelivering the message, which would call the vendor again.
+	// redelivering the message, which would call the vendor again. The
+	// retries outlast a JetStream leader election (4 to 9 s) and keep the
+	// message alive meanwhile.
 	var pubErr error
-	for i := range 5 {
+	deadline := time.Now().Add(handOffFor)
+	for try := 1; ; try++ {
 		pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		pubErr = e.pub.Send(pctx, outs)
 		cancel()
-		if pubErr == nil {
-			return nil
+		if pubErr == nil || time.Now().After(deadline) {
+			return pubErr
 		}
-		log.Warn().Err(pubErr).Int("try", i+1).Msg("result hand-off failed; retrying")
-		time.Sleep(time.Duration(100*(i+1)) * time.Millisecond)
+		log.Warn().Err(pubErr).Int("try", try).Msg("result hand-off failed; retrying")
+		time.Sleep(min(time.Duration(try)*250*time.Millisecond, 2*time.Second))
+		_ = d.InProgress()
 	}
-	return pubErr
 }
+
+// answered reports whether this run of the request has its reply stored in
+// LLM_REPLIES: the reply's id carries the work's delivery key, so a reply
+// of an earlier run (before a `dlq replay`) does not count. A custom
+// reply_to outside llm.replies is not stored and never counts. While
+// JetStream is unavailable (a leader election) the answer is unknown: a
+// transient error, so the work waits instead of calling the vendor; any
+// other failed lookup calls it, as before.
+func (e *Executor) answered(ctx context.Context, w *envelope.Work) (bool, error) {
+	subject := w.Request.ReplySubject()
+	if e.d.JS == nil || !strings.HasPrefix(subject, "llm.replies.") {
+		return false, nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	s, err := e.d.JS.Stream(ctx, natsx.StreamReplies)
+	if err == nil {
+		var m *jetstream.RawStreamMsg
+		if m, err = s.GetLastMsgForSubject(ctx, subject); err == nil {
+			return m.Header.Get(natsx.HeaderMsgID) == w.Key+":reply", nil
+		}
+	}
+	if natsx.Unavailable(err) {
+		return false, pipeline.Transient(fmt.Errorf("is the request answered: %w", err), 0)
+	}
+	return false, nil
+}
+
+// handOffFor bounds the retries of a result hand-off.
+const handOffFor = 30 * time.Second
 
 // attempt calls the vendor for w's current target, unless it must not be
 // called (another hedge branch won, a deadline passed, an open circuit, the

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
@@ -17,6 +19,7 @@ import (
 	"github.com/switchyard-llm/switchyard/pkg/policy"
 	"github.com/switchyard-llm/switchyard/pkg/provider"
 	"github.com/switchyard-llm/switchyard/pkg/provider/adapters"
+	"github.com/switchyard-llm/switchyard/pkg/testkit"
 )
 
 type fixedPolicy struct{ p *policy.Policy }
@@ -168,5 +171,66 @@ func TestAttemptDeadlineCutsAStallMidBody(t *testing.T) {
 	}
 	if w.Current.ErrorClass != string(provider.ClassTimeout) || !w.Current.Retryable {
 		t.Fatalf("want a retryable timeout, got %+v", w.Current)
+	}
+}
+
+// redelivered is a delivery of work that the server delivers again (its
+// first executor's ack was lost, e.g. with a NATS node). A fake message is
+// enough: the test is about the executor's decision, JetStream is real.
+type redelivered struct {
+	jetstream.Msg
+	data []byte
+}
+
+func (m redelivered) Data() []byte                     { return m.data }
+func (m redelivered) Headers() nats.Header             { return nats.Header{} }
+func (m redelivered) Subject() string                  { return natsx.ExecSubject("a") }
+func (m redelivered) InProgress() error                { return nil }
+func (m redelivered) Ack() error                       { return nil }
+func (m redelivered) NakWithDelay(time.Duration) error { return nil }
+
+// Work redelivered after its request was answered (the reply of this run,
+// by its id, is in LLM_REPLIES) does not call the vendor again. Before, a
+// NATS node killed with the executor's ack in flight had the vendor called
+// twice for an answered request. A reply of another run (a replay) or none
+// still gets the call.
+func TestRedeliveredWorkOfAnAnsweredRequestCallsNoVendor(t *testing.T) {
+	for _, tt := range []struct {
+		name      string
+		replyID   string // Nats-Msg-Id of the stored reply; "" none
+		delivery  uint64
+		wantCalls int
+	}{
+		{"answered, redelivered", "k:reply", 2, 0},
+		{"answered by another run", "replay-1:reply", 2, 1},
+		{"not answered, redelivered", "", 2, 1},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			_, js := testkit.JetStream(t)
+			testkit.WithTopology(t, js)
+			ctx := context.Background()
+			calls := 0
+			e := testExecutor(t, adapterFunc(func(ctx context.Context, r *provider.Request) (*provider.Response, error) {
+				calls++
+				return answer(ctx, r)
+			}))
+			e.d.JS, e.pub = js, pipeline.Publisher{JS: js}
+			w := work(time.Now())
+			if tt.replyID != "" {
+				m := &nats.Msg{Subject: w.Request.ReplySubject(), Data: []byte(`{}`), Header: nats.Header{}}
+				m.Header.Set(natsx.HeaderMsgID, tt.replyID)
+				if _, err := js.PublishMsg(ctx, m); err != nil {
+					t.Fatal(err)
+				}
+			}
+			data, _ := json.Marshal(w)
+			d := &pipeline.Delivery{Msg: redelivered{data: data}, Meta: &jetstream.MsgMetadata{NumDelivered: tt.delivery}}
+			if err := e.Handle(ctx, d); err != nil {
+				t.Fatal(err)
+			}
+			if calls != tt.wantCalls {
+				t.Fatalf("vendor called %d times, want %d", calls, tt.wantCalls)
+			}
+		})
 	}
 }

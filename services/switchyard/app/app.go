@@ -61,6 +61,7 @@ type Config struct {
 	DataDir          string `envconfig:"DATA_DIR" default:"data"`
 	NATSURL          string `envconfig:"NATS_URL"` // empty: run an embedded server
 	NATSPort         int    `envconfig:"NATS_PORT" default:"4222"`
+	NATSReplicas     int    `envconfig:"NATS_REPLICAS" default:"1"` // 3 against a 3-node cluster
 	PolicyFile       string `envconfig:"POLICY" default:"deployments/policy.yaml"`
 	Sim              string `envconfig:"SIM" default:"auto"`
 	SimAddr          string `envconfig:"SIM_ADDR" default:"127.0.0.1:8089"`
@@ -119,6 +120,7 @@ func (c Config) Validate() error {
 	default:
 		errs = append(errs, fmt.Errorf("SWITCHYARD_SIM: %q is not one of auto, on, off", c.Sim))
 	}
+	errs = append(errs, svc.ValidateReplicas(c.NATSReplicas))
 	if c.ExecutorReplicas < 1 {
 		errs = append(errs, errors.New("SWITCHYARD_EXECUTOR_REPLICAS: must be at least 1"))
 	}
@@ -218,7 +220,7 @@ func Start(ctx context.Context, cfg Config, log zerolog.Logger) (_ *System, err 
 			return nil, err
 		}
 	}
-	rt, err := svc.Open(ctx, svc.Options{Name: "switchyard", NATSURL: s.NATSURL, Policy: s.Policy, Log: log,
+	rt, err := svc.Open(ctx, svc.Options{Name: "switchyard", NATSURL: s.NATSURL, Replicas: cfg.NATSReplicas, Policy: s.Policy, Log: log,
 		Features: cfg.Features, Topology: cfg.Topology})
 	if err != nil {
 		return nil, err

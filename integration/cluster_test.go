@@ -1,0 +1,693 @@
+package integration
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+
+	"github.com/switchyard-llm/switchyard/pkg/client"
+	"github.com/switchyard-llm/switchyard/pkg/envcfg"
+	"github.com/switchyard-llm/switchyard/pkg/envelope"
+	"github.com/switchyard-llm/switchyard/pkg/natsx"
+	"github.com/switchyard-llm/switchyard/pkg/policy"
+	"github.com/switchyard-llm/switchyard/services/ledger"
+	"github.com/switchyard-llm/switchyard/services/sim"
+)
+
+// natsNode is one real nats-server process of a test cluster, started from
+// deployments/nats/nats-<n>.conf with loopback addresses.
+type natsNode struct {
+	name                    string // server_name in its config: nats-1 …
+	conf, store, log        string
+	client, cluster, httpPt string
+	cmd                     *exec.Cmd
+}
+
+func (n *natsNode) url() string { return "nats://127.0.0.1:" + n.client }
+
+type natsCluster struct {
+	t     *testing.T
+	bin   string
+	nodes []*natsNode
+}
+
+// startNATSCluster runs three nats-server processes built from the
+// module's nats-server on the deployment's configs, each with its own
+// store, and returns once the JetStream meta group has a leader and all
+// three peers.
+func startNATSCluster(t *testing.T, bin string) *natsCluster {
+	t.Helper()
+	c := &natsCluster{t: t, bin: bin}
+	for i := range 3 {
+		port := func() string { _, p, _ := net.SplitHostPort(freeAddr(t)); return p }
+		c.nodes = append(c.nodes, &natsNode{
+			name: fmt.Sprintf("nats-%d", i+1), conf: fmt.Sprintf("../deployments/nats/nats-%d.conf", i+1),
+			store: t.TempDir(), log: filepath.Join(t.TempDir(), "server.log"), client: port(), cluster: port(), httpPt: port(),
+		})
+	}
+	// Registered before the first start: a failed start stops the others.
+	t.Cleanup(func() {
+		for _, n := range c.nodes {
+			if t.Failed() {
+				out, _ := os.ReadFile(n.log)
+				lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+				t.Logf("%s log (last lines):\n%s", n.name, strings.Join(lines[max(0, len(lines)-15):], "\n"))
+			}
+			if n.cmd != nil {
+				_ = n.cmd.Process.Kill()
+				_ = n.cmd.Wait()
+			}
+		}
+	})
+	for i := range c.nodes {
+		c.start(i)
+	}
+	for i := range c.nodes {
+		c.healthy(i)
+	}
+	// The meta leader sees both followers current.
+	waitFor(t, 30*time.Second, func() bool {
+		for _, n := range c.nodes {
+			var jsz struct {
+				Meta struct {
+					Leader   string `json:"leader"`
+					Replicas []struct {
+						Current bool `json:"current"`
+					} `json:"replicas"`
+				} `json:"meta_cluster"`
+			}
+			if !getJSON("http://127.0.0.1:"+n.httpPt+"/jsz", &jsz) || jsz.Meta.Leader != n.name {
+				continue
+			}
+			current := 0
+			for _, r := range jsz.Meta.Replicas {
+				if r.Current {
+					current++
+				}
+			}
+			return current == 2
+		}
+		return false
+	})
+	// Ready for work: an R3 stream can be created (and is removed again).
+	js := mustJS(t, c.urls(0))
+	waitFor(t, 30*time.Second, func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "PROBE", Subjects: []string{"probe"}, Replicas: 3}); err != nil {
+			return false
+		}
+		return js.DeleteStream(ctx, "PROBE") == nil
+	})
+	return c
+}
+
+// start (re)starts node i on its ports and store: only the addresses and
+// the store differ from the deployment's files.
+func (c *natsCluster) start(i int) {
+	c.t.Helper()
+	n := c.nodes[i]
+	var routes []string
+	for _, o := range c.nodes {
+		routes = append(routes, "nats://127.0.0.1:"+o.cluster)
+	}
+	cmd := exec.Command(c.bin, "-c", n.conf, "-a", "127.0.0.1", "-p", n.client, "-m", n.httpPt,
+		"-cluster", "nats://127.0.0.1:"+n.cluster, "-routes", strings.Join(routes, ","))
+	cmd.Env = []string{"NATS_STORE_DIR=" + n.store}
+	logFile, err := os.OpenFile(n.log, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	if err := cmd.Start(); err != nil {
+		c.t.Fatal(err)
+	}
+	_ = logFile.Close() // the child holds its own descriptor
+	n.cmd = cmd
+}
+
+// healthy waits for node i's /healthz (JetStream ready, meta group joined).
+func (c *natsCluster) healthy(i int) {
+	c.t.Helper()
+	waitFor(c.t, 30*time.Second, func() bool { return httpOK("http://127.0.0.1:" + c.nodes[i].httpPt + "/healthz") })
+}
+
+// kill stops node i with SIGKILL: no lame duck, no flush.
+func (c *natsCluster) kill(i int) {
+	c.t.Helper()
+	n := c.nodes[i]
+	if err := n.cmd.Process.Kill(); err != nil {
+		c.t.Fatal(err)
+	}
+	_ = n.cmd.Wait()
+	n.cmd = nil
+}
+
+// urls is every node's URL, node first first.
+func (c *natsCluster) urls(first int) string {
+	var out []string
+	for k := range c.nodes {
+		out = append(out, c.nodes[(first+k)%len(c.nodes)].url())
+	}
+	return strings.Join(out, ",")
+}
+
+func (c *natsCluster) index(name string) int {
+	return slices.IndexFunc(c.nodes, func(n *natsNode) bool { return n.name == name })
+}
+
+// connected lists the client names connected to node i (/connz).
+func (c *natsCluster) connected(i int) []string {
+	var connz struct {
+		Conns []struct {
+			Name string `json:"name"`
+		} `json:"connections"`
+	}
+	var out []string
+	if getJSON("http://127.0.0.1:"+c.nodes[i].httpPt+"/connz?limit=1024", &connz) {
+		for _, cn := range connz.Conns {
+			out = append(out, cn.Name)
+		}
+	}
+	return out
+}
+
+func getJSON(url string, v any) bool {
+	resp, err := http.Get(url)
+	if err != nil {
+		return false
+	}
+	defer resp.Body.Close()
+	return resp.StatusCode == http.StatusOK && json.NewDecoder(resp.Body).Decode(v) == nil
+}
+
+const clusterPolicy = `version: "cluster-1"
+default_route: chat
+vendors:
+  openai: {kind: openai, base_url: %s, timeout: 10s, max_concurrency: 32}
+models:
+  - {vendor: openai, model: gpt-4o-mini, price: {input_per_mtok: 0.15, output_per_mtok: 0.60}, context_window: 128000, latency_ms: 700, quality: 0.72}
+routes:
+  - name: chat
+    chain: [{vendor: openai, model: gpt-4o-mini}]
+`
+
+// streamLeader is the server name leading a stream ("" while electing).
+func streamLeader(ctx context.Context, js jetstream.JetStream, stream string) string {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	s, err := js.Stream(ctx, stream)
+	if err != nil {
+		return ""
+	}
+	info, err := s.Info(ctx)
+	if err != nil || info.Cluster == nil {
+		return ""
+	}
+	return info.Cluster.Leader
+}
+
+// streamCurrent: every replica of the stream is online and caught up.
+func streamCurrent(ctx context.Context, js jetstream.JetStream, stream string) bool {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	s, err := js.Stream(ctx, stream)
+	if err != nil {
+		return false
+	}
+	info, err := s.Info(ctx)
+	if err != nil || info.Cluster == nil || info.Cluster.Leader == "" || len(info.Cluster.Replicas) != 2 {
+		return false
+	}
+	for _, r := range info.Cluster.Replicas {
+		if !r.Current || r.Offline {
+			return false
+		}
+	}
+	return true
+}
+
+// clusterRun is the pipeline on a real 3-node JetStream cluster (R3
+// streams and KV): intake, router, gate, two executor replicas and the
+// ledger as separate processes, each given every node's URL and connected
+// to its own first; the simulator in-process; a fresh ClickHouse database.
+type clusterRun struct {
+	t      *testing.T
+	ctx    context.Context
+	cl     *natsCluster
+	sim    *sim.Server
+	procs  []*svcProc
+	logs   *lineSink
+	e      *env
+	nc     *nats.Conn
+	js     jetstream.JetStream
+	client *client.Client
+
+	mu       sync.Mutex
+	replies  map[string][]time.Time // arrival of each reply a subscriber saw
+	statuses []string
+	attempts int // attempts listed in the first reply of each request
+}
+
+// svcProc is one service process; restart runs it again the same way.
+type svcProc struct {
+	name     string
+	bin      string
+	env      []string
+	httpAddr string
+	node     int
+	cmd      *exec.Cmd
+}
+
+func (r *clusterRun) startProc(p *svcProc) {
+	r.t.Helper()
+	cmd := exec.Command(p.bin)
+	cmd.Env = p.env
+	cmd.Stderr = r.logs.named(p.name + " ")
+	if err := cmd.Start(); err != nil {
+		r.t.Fatal(err)
+	}
+	p.cmd = cmd
+	r.t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	waitFor(r.t, 40*time.Second, func() bool { return httpOK("http://" + p.httpAddr + "/healthz") })
+}
+
+// startClusterRun boots everything; observe picks the node of the test's
+// own connection (one that is not killed: its core subscription must see
+// every reply published, duplicates included).
+func startClusterRun(t *testing.T, observe func(ctx context.Context, cl *natsCluster) int) *clusterRun {
+	t.Helper()
+	requireClickHouse(t)
+	bins := t.TempDir()
+	build := exec.Command("go", "build", "-o", bins+string(filepath.Separator), "github.com/nats-io/nats-server/v2",
+		"github.com/switchyard-llm/switchyard/services/intake/cmd/intake",
+		"github.com/switchyard-llm/switchyard/services/router/cmd/router",
+		"github.com/switchyard-llm/switchyard/services/gate/cmd/gate",
+		"github.com/switchyard-llm/switchyard/services/executor/cmd/executor",
+		"github.com/switchyard-llm/switchyard/services/ledger/cmd/ledger")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	t.Cleanup(cancel)
+	r := &clusterRun{t: t, ctx: ctx, cl: startNATSCluster(t, filepath.Join(bins, "nats-server")), logs: newLineSink(t), replies: map[string][]time.Time{}}
+
+	r.sim = sim.New(sim.Scenario{Defaults: sim.Behavior{Latency: &sim.Latency{BaseMS: 80, JitterMS: 40}}}, zerolog.Nop())
+	simAddr, err := r.sim.Start("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = r.sim.Close() })
+	polFile := filepath.Join(t.TempDir(), "policy.yaml")
+	if err := os.WriteFile(polFile, []byte(fmt.Sprintf(clusterPolicy, sim.BaseURL(simAddr, "openai"))), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	suffix := randomSuffix()
+	db := "switchyard_it_" + suffix
+
+	// Each process on its own first node; the two executors on different ones.
+	for i, p := range []struct{ bin, vendor string }{{"intake", ""}, {"router", ""}, {"gate", ""}, {"executor", "openai"}, {"executor", "openai"}, {"ledger", ""}} {
+		sp := &svcProc{name: fmt.Sprintf("%s[%d]", p.bin, i), bin: filepath.Join(bins, p.bin), httpAddr: freeAddr(t), node: i % 3}
+		sp.env = []string{"PATH=" + os.Getenv("PATH"),
+			"SWITCHYARD_NATS_URL=" + r.cl.urls(sp.node), "SWITCHYARD_NATS_REPLICAS=3",
+			"SWITCHYARD_POLICY=" + polFile, "SWITCHYARD_HTTP_ADDR=" + sp.httpAddr, "SWITCHYARD_VENDOR=" + p.vendor,
+			"SWITCHYARD_LOG_LEVEL=info",
+			// A delivery whose ack died with the node is redelivered soon.
+			"SWITCHYARD_INTAKE_ACK_WAIT=5s", "SWITCHYARD_ROUTER_ACK_WAIT=5s", "SWITCHYARD_GATE_ACK_WAIT=5s", "SWITCHYARD_EXECUTOR_ACK_WAIT=5s",
+			"SWITCHYARD_CLICKHOUSE_ADDR=" + clickhouseAddr(), "SWITCHYARD_CLICKHOUSE_DATABASE=" + db,
+			"SWITCHYARD_LEDGER_FLUSH_INTERVAL=100ms"}
+		r.startProc(sp)
+		r.procs = append(r.procs, sp)
+	}
+	for _, p := range r.procs {
+		if names := r.cl.connected(p.node); !slices.Contains(names, "switchyard-"+filepath.Base(p.bin)) {
+			t.Fatalf("%s is not connected to its first node %s (it holds %v)", p.name, r.cl.nodes[p.node].name, names)
+		}
+	}
+	joined := 0
+	for _, line := range r.logs.all() {
+		if strings.Contains(line, `"message":"joined nats"`) && strings.Contains(line, `"nats_cluster":"switchyard"`) {
+			joined++
+		}
+	}
+	if joined != len(r.procs) {
+		t.Errorf("%d of %d processes logged the cluster they joined", joined, len(r.procs))
+	}
+
+	var lcfg ledger.Config
+	if err := envcfg.Process(envcfg.LookupMap(map[string]string{"SWITCHYARD_CLICKHOUSE_ADDR": clickhouseAddr(), "SWITCHYARD_CLICKHOUSE_DATABASE": db}), &lcfg); err != nil {
+		t.Fatal(err)
+	}
+	ch, err := ledger.Open(ctx, lcfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ch.Exec(context.Background(), "DROP DATABASE IF EXISTS "+db); _ = ch.Close() })
+	r.e = &env{t: t, ch: ch, db: db, tenant: "t" + suffix}
+
+	if r.nc, err = nats.Connect(r.cl.nodes[observe(ctx, r.cl)].url()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(r.nc.Close)
+	if r.js, err = jetstream.New(r.nc); err != nil {
+		t.Fatal(err)
+	}
+	if r.client, err = client.New(r.nc); err != nil {
+		t.Fatal(err)
+	}
+	sub, err := r.nc.Subscribe("llm.replies."+r.e.tenant+".>", func(m *nats.Msg) {
+		var rep envelope.Reply
+		if json.Unmarshal(m.Data, &rep) != nil {
+			return
+		}
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		if len(r.replies[rep.ID]) == 0 {
+			r.attempts += len(rep.Attempts)
+		}
+		r.replies[rep.ID] = append(r.replies[rep.ID], time.Now())
+		r.statuses = append(r.statuses, rep.Status)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sub.SetPendingLimits(-1, -1); err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+func (r *clusterRun) distinct() int { r.mu.Lock(); defer r.mu.Unlock(); return len(r.replies) }
+
+func clusterID(i int) string { return fmt.Sprintf("c%03d", i) }
+
+// load publishes n requests paced over d, retrying a publish that fails
+// while a stream elects a leader (the intake dedupes tenant+id), and waits
+// for a reply to each. It returns when each was sent; sent counts them.
+func (r *clusterRun) load(n int, d time.Duration, sent *atomic.Int64) (sentAt []time.Time, wait func()) {
+	sentAt = make([]time.Time, n)
+	done := make(chan error, 1)
+	go func() {
+		tick := time.NewTicker(d / time.Duration(n))
+		defer tick.Stop()
+		for i := range n {
+			<-tick.C
+			req := r.e.request(clusterID(i), "chat", fmt.Sprintf("cluster %d", i))
+			sentAt[i] = time.Now()
+			for {
+				pctx, pcancel := context.WithTimeout(r.ctx, 3*time.Second)
+				err := r.client.Publish(pctx, req)
+				pcancel()
+				if err == nil {
+					break
+				}
+				if r.ctx.Err() != nil {
+					done <- fmt.Errorf("publish %s: %w", req.ID, err)
+					return
+				}
+				time.Sleep(100 * time.Millisecond) // back off between retries, not a wait for a condition
+			}
+			sent.Add(1)
+		}
+		done <- nil
+	}()
+	return sentAt, func() {
+		r.t.Helper()
+		if err := <-done; err != nil {
+			r.t.Fatal(err)
+		}
+		waitFor(r.t, 60*time.Second, func() bool { return r.distinct() >= n })
+	}
+}
+
+// check asserts the exact result of n requests and returns the figures
+// the checks measured: vendor calls and requests called twice.
+func (r *clusterRun) check(n int) (calls uint64, repeated int) {
+	t, ctx, e := r.t, r.ctx, r.e
+	t.Helper()
+	// Settled: both work queues empty, so nothing more will be replied.
+	waitFor(t, 30*time.Second, func() bool {
+		for _, name := range []string{natsx.StreamRequests, natsx.StreamPipeline} {
+			s, err := r.js.Stream(ctx, name)
+			if err != nil {
+				return false
+			}
+			info, err := s.Info(ctx)
+			if err != nil || info.State.Msgs > 0 {
+				return false
+			}
+		}
+		return true
+	})
+	if err := r.nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	r.mu.Lock()
+	for i := range n {
+		if k := len(r.replies[clusterID(i)]); k != 1 {
+			t.Errorf("%s: %d replies, want exactly 1", clusterID(i), k)
+		}
+	}
+	if bad := slices.DeleteFunc(slices.Clone(r.statuses), func(s string) bool { return s == envelope.StatusOK }); len(bad) > 0 {
+		t.Errorf("%d replies not ok: %v", len(bad), bad[:min(len(bad), 5)])
+	}
+	totalAttempts := r.attempts
+	r.mu.Unlock()
+	rs, err := r.js.Stream(ctx, natsx.StreamReplies)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := rs.Info(ctx, jetstream.WithSubjectFilter("llm.replies."+e.tenant+".>"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(info.State.Subjects) != n {
+		t.Errorf("LLM_REPLIES holds replies for %d subjects, want %d", len(info.State.Subjects), n)
+	}
+	for subject, k := range info.State.Subjects {
+		if k != 1 {
+			t.Errorf("%s: %d stored replies, want 1", subject, k)
+		}
+	}
+	tenant := fmt.Sprintf(" WHERE tenant = '%s'", e.tenant)
+	if got := e.eventually("SELECT count() FROM %s.requests FINAL"+tenant, uint64(n), 60*time.Second); got != uint64(n) {
+		t.Errorf("requests rows = %d, want %d", got, n)
+	}
+	// One attempt row per vendor call: a call repeated after a redelivery
+	// (its executor's ack died with the node) has its own attempt id, so
+	// the ledger holds the attempts of the replies plus the repeats.
+	calls = uint64(r.sim.Calls().Model("openai", "gpt-4o-mini").Calls)
+	if got := e.eventually("SELECT count() FROM %s.attempts FINAL"+tenant, calls, 30*time.Second); got != calls {
+		t.Errorf("attempt rows = %d, want %d (one per vendor call)", got, calls)
+	}
+	if got := e.count("SELECT uniqExact(request_id, attempt_id) FROM %s.attempts FINAL" + tenant); got != calls {
+		t.Errorf("distinct attempts = %d, want %d", got, calls)
+	}
+	if calls < uint64(totalAttempts) {
+		t.Errorf("%d vendor calls for %d attempts in the replies", calls, totalAttempts)
+	}
+	// Repeated calls, and how many began after the request was answered
+	// (ts has second resolution: "after" means in a later second).
+	afterAnswer := 0
+	rows, err := e.ch.Query(ctx, fmt.Sprintf("SELECT request_id, max(ts) FROM %s.attempts FINAL%s GROUP BY request_id HAVING count() > 1", e.db, tenant))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rows.Next() {
+		var id string
+		var last time.Time
+		if err := rows.Scan(&id, &last); err != nil {
+			t.Fatal(err)
+		}
+		repeated++
+		r.mu.Lock()
+		if rt := r.replies[id]; len(rt) > 0 && last.After(rt[0].Truncate(time.Second)) {
+			afterAnswer++
+		}
+		r.mu.Unlock()
+	}
+	_ = rows.Close()
+	if afterAnswer > 0 {
+		t.Errorf("%d requests had the vendor called again after they were answered", afterAnswer)
+	}
+
+	// A plain client (as `switchyard policy apply` opens the store) leaves
+	// the policy bucket R3; every stream and bucket is R3.
+	if _, err := policy.OpenStore(ctx, r.js, "", zerolog.Nop()); err != nil {
+		t.Fatal(err)
+	}
+	var notR3 []string
+	streams := 0
+	for name := range r.js.StreamNames(ctx).Name() {
+		streams++
+		s, err := r.js.Stream(ctx, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rep := s.CachedInfo().Config.Replicas; rep != 3 {
+			notR3 = append(notR3, fmt.Sprintf("%s=R%d", name, rep))
+		}
+	}
+	if len(notR3) > 0 || streams < 6 {
+		t.Errorf("%d streams; not R3: %v", streams, notR3)
+	}
+	if bad := logKeyProblems(r.logs.all()); len(bad) > 0 {
+		t.Errorf("%d log lines with duplicated or missing keys, e.g. %s", len(bad), bad[0])
+	}
+	return calls, repeated
+}
+
+// window summarises the requests sent in [from, to): latency from send to
+// the first reply (p50, p99, max) and the replies received per second.
+func (r *clusterRun) window(sentAt []time.Time, from, to time.Time) string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var ds []time.Duration
+	for i := range sentAt {
+		if !sentAt[i].Before(from) && sentAt[i].Before(to) {
+			if rt := r.replies[clusterID(i)]; len(rt) > 0 {
+				ds = append(ds, rt[0].Sub(sentAt[i]))
+			}
+		}
+	}
+	received := 0
+	for _, rt := range r.replies {
+		if !rt[0].Before(from) && rt[0].Before(to) {
+			received++
+		}
+	}
+	if len(ds) == 0 {
+		return "no requests"
+	}
+	slices.Sort(ds)
+	return fmt.Sprintf("%3d requests  p50 %v  p99 %v  max %v  throughput %.1f replies/s", len(ds), ds[len(ds)/2].Round(time.Millisecond),
+		ds[(len(ds)*99)/100].Round(time.Millisecond), ds[len(ds)-1].Round(time.Millisecond), float64(received)/to.Sub(from).Seconds())
+}
+
+// longestGap is the longest time without a new reply.
+func (r *clusterRun) longestGap() time.Duration {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var firsts []time.Time
+	for _, rt := range r.replies {
+		firsts = append(firsts, rt[0])
+	}
+	slices.SortFunc(firsts, func(a, b time.Time) int { return a.Compare(b) })
+	var gap time.Duration
+	for i := 1; i < len(firsts); i++ {
+		gap = max(gap, firsts[i].Sub(firsts[i-1]))
+	}
+	return gap
+}
+
+// Under load the node leading LLM_PIPELINE is killed with SIGKILL, then
+// restarted on its store. Every request is answered exactly once (per
+// subscriber and in LLM_REPLIES), the ledger holds each request and vendor
+// call exactly once, no vendor is called for an answered request, and
+// every stream and bucket is R3.
+func TestClusterStreamLeaderKilled(t *testing.T) {
+	victim := -1
+	r := startClusterRun(t, func(ctx context.Context, cl *natsCluster) int {
+		victim = cl.index(streamLeader(ctx, mustJS(t, cl.nodes[0].url()), natsx.StreamPipeline))
+		if victim < 0 {
+			t.Fatal("LLM_PIPELINE has no leader")
+		}
+		return (victim + 1) % 3
+	})
+	const n = 360
+	const loadFor = 18 * time.Second
+	var sent atomic.Int64
+	sentAt, wait := r.load(n, loadFor, &sent)
+	waitFor(t, 30*time.Second, func() bool { return sent.Load() >= n/4 })
+	tKill := time.Now()
+	r.cl.kill(victim)
+	var newLeader string
+	waitFor(t, 30*time.Second, func() bool {
+		newLeader = streamLeader(r.ctx, r.js, natsx.StreamPipeline)
+		return newLeader != "" && newLeader != r.cl.nodes[victim].name
+	})
+	tElected := time.Now()
+	waitFor(t, 30*time.Second, func() bool { return sent.Load() >= n/2 })
+	tRestart := time.Now()
+	r.cl.start(victim)
+	r.cl.healthy(victim)
+	waitFor(t, 30*time.Second, func() bool { return streamCurrent(r.ctx, r.js, natsx.StreamPipeline) })
+	tCaughtUp := time.Now()
+	wait()
+	tDone := time.Now()
+	calls, repeated := r.check(n)
+
+	t.Logf("offered %.0f req/s; %d requests, %d vendor calls (%d requests called twice, none after being answered)", float64(n)/loadFor.Seconds(), n, calls, repeated)
+	t.Logf("before the kill: %s", r.window(sentAt, sentAt[0], tKill))
+	t.Logf("leader %s killed → restarted %v later (new leader %s after %v): %s", r.cl.nodes[victim].name, tRestart.Sub(tKill).Round(time.Millisecond),
+		newLeader, tElected.Sub(tKill).Round(time.Millisecond), r.window(sentAt, tKill, tRestart))
+	t.Logf("after the restart (caught up in %v): %s", tCaughtUp.Sub(tRestart).Round(time.Millisecond), r.window(sentAt, tRestart, tDone))
+	t.Logf("longest gap between replies %v; every request answered %v after the kill", r.longestGap().Round(time.Millisecond), tDone.Sub(tKill).Round(time.Millisecond))
+}
+
+// Every service process is rolled one by one under load, spread over it:
+// SIGTERM (it hands back what it buffered and finishes what it holds),
+// then started again, healthy before the next one goes. The same exact
+// result.
+func TestClusterRollingRestartOfEveryService(t *testing.T) {
+	r := startClusterRun(t, func(context.Context, *natsCluster) int { return 0 })
+	const n = 360
+	const loadFor = 18 * time.Second
+	var sent atomic.Int64
+	sentAt, wait := r.load(n, loadFor, &sent)
+	waitFor(t, 30*time.Second, func() bool { return sent.Load() >= n/8 })
+	tRoll := time.Now()
+	var took []string
+	for k, p := range r.procs {
+		// Spread over the load: one process every eighth of the requests.
+		waitFor(t, 30*time.Second, func() bool { return sent.Load() >= int64((k+1)*n/8) })
+		start := time.Now()
+		if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+			t.Fatal(err)
+		}
+		if err := p.cmd.Wait(); err != nil {
+			t.Errorf("%s exited with %v after SIGTERM", p.name, err)
+		}
+		r.startProc(p)
+		took = append(took, fmt.Sprintf("%s %v", p.name, time.Since(start).Round(time.Millisecond)))
+	}
+	tRolled := time.Now()
+	wait()
+	tDone := time.Now()
+	calls, repeated := r.check(n)
+
+	t.Logf("offered %.0f req/s; %d requests, %d vendor calls (%d requests called twice)", float64(n)/loadFor.Seconds(), n, calls, repeated)
+	t.Logf("before the roll: %s", r.window(sentAt, sentAt[0], tRoll))
+	t.Logf("rolling %d processes (%v: %s): %s", len(r.procs), tRolled.Sub(tRoll).Round(time.Millisecond), strings.Join(took, ", "), r.window(sentAt, tRoll, tRolled))
+	t.Logf("after the roll: %s; longest gap between replies %v", r.window(sentAt, tRolled, tDone), r.longestGap().Round(time.Millisecond))
+}
+
+func mustJS(t *testing.T, url string) jetstream.JetStream {
+	t.Helper()
+	nc, err := nats.Connect(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return js
+}
