@@ -1,39 +1,15 @@
 package alerts_test
 
 import (
-	"context"
-	"encoding/json"
 	"fmt"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/switchyard-llm/switchyard/services/ledger"
 	"github.com/switchyard-llm/switchyard/services/ledger/alerts"
 	"github.com/switchyard-llm/switchyard/services/ledger/internal/chtest"
 )
-
-const chdbScript = `
-const chdb = require('chdb');
-const in_ = JSON.parse(require('fs').readFileSync(process.argv[2], 'utf8'));
-const s = new chdb.Session();
-try {
-  s.query("CREATE DATABASE IF NOT EXISTS alerts_chdb", "CSV");
-  for (const q of in_.setup) s.query(q, "CSV");
-  const out = {version: String(s.query("SELECT version()", "TSV")).trim(), results: []};
-  for (const q of in_.queries) out.results.push(String(s.query(q, "TSV")).trim());
-  console.log(JSON.stringify(out));
-} finally {
-  s.cleanup();
-}
-`
-
-// chdbDir finds (or installs once) the npm package chdb, as the ledger's
-// DDL check does; it skips, or fails when CI is set, when unavailable.
 
 // bind replaces each ? with the next argument, as the driver does.
 func bind(q string, args ...int64) string {
@@ -50,7 +26,6 @@ func TestQueriesRunOnCurrentClickHouse(t *testing.T) {
 	if testing.Short() {
 		t.Skip("short mode")
 	}
-	dir := chtest.ChdbDir(t)
 	migs, err := ledger.Migrations()
 	if err != nil {
 		t.Fatal(err)
@@ -91,39 +66,11 @@ func TestQueriesRunOnCurrentClickHouse(t *testing.T) {
 		"openai\tgpt-4o-mini\t8\t10\t300\t100\nopenai\tgpt-9\t0\t1\t0\t50",
 		"openai\tgpt-9\t1",
 	}
-	in, _ := json.Marshal(map[string][]string{"setup": setup, "queries": queries})
-	tmp := t.TempDir()
-	if err := os.WriteFile(filepath.Join(tmp, "in.json"), in, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(tmp, "run.js"), []byte(chdbScript), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, "node", filepath.Join(tmp, "run.js"), filepath.Join(tmp, "in.json"))
-	cmd.Env = append(os.Environ(), "NODE_PATH="+filepath.Join(dir, "node_modules"))
-	cmd.Dir = tmp
-	out, err := cmd.Output()
-	if err != nil {
-		var stderr string
-		if ee, ok := err.(*exec.ExitError); ok {
-			stderr = string(ee.Stderr)
-		}
-		t.Fatalf("chdb: %v\n%s\n%s", err, out, stderr)
-	}
-	var res struct {
-		Version string
-		Results []string
-	}
-	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
-	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &res); err != nil {
-		t.Fatalf("chdb output %q: %v", out, err)
-	}
-	t.Logf("chdb ClickHouse %s", res.Version)
+	version, results := chtest.RunChdb(t, "alerts_chdb", setup, queries)
+	t.Logf("chdb ClickHouse %s", version)
 	for i := range want {
-		if i >= len(res.Results) || res.Results[i] != want[i] {
-			t.Errorf("query %d on chdb:\n%s\n= %q, want %q", i, queries[i], res.Results, want[i])
+		if i >= len(results) || results[i] != want[i] {
+			t.Errorf("query %d on chdb:\n%s\n= %q, want %q", i, queries[i], results, want[i])
 		}
 	}
 }

@@ -2,11 +2,7 @@ package report_test
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -17,21 +13,6 @@ import (
 	"github.com/switchyard-llm/switchyard/services/ledger/report"
 )
 
-const chdbScript = `
-const chdb = require('chdb');
-const in_ = JSON.parse(require('fs').readFileSync(process.argv[2], 'utf8'));
-const s = new chdb.Session();
-try {
-  s.query("CREATE DATABASE IF NOT EXISTS report_chdb", "CSV");
-  for (const q of in_.setup) s.query(q, "CSV");
-  const out = {version: String(s.query("SELECT version()", "TSV")).trim(), results: []};
-  for (const q of in_.queries) out.results.push(String(s.query(q, "TSV")).trim());
-  console.log(JSON.stringify(out));
-} finally {
-  s.cleanup();
-}
-`
-
 // TestReportQueriesRunOnCurrentClickHouse runs every report query over the
 // seed data on chdb (the current ClickHouse engine as a library) and checks
 // it returns the rows the same query returns on the 18.16 server.
@@ -39,7 +20,6 @@ func TestReportQueriesRunOnCurrentClickHouse(t *testing.T) {
 	if testing.Short() {
 		t.Skip("short mode")
 	}
-	dir := chtest.ChdbDir(t)
 	conn, db := seed(t)
 	migs, err := ledger.Migrations()
 	if err != nil {
@@ -113,43 +93,15 @@ func TestReportQueriesRunOnCurrentClickHouse(t *testing.T) {
 			queries = append(queries, sql)
 		}
 	}
-	in, _ := json.Marshal(map[string][]string{"setup": setup, "queries": queries})
-	tmp := t.TempDir()
-	if err := os.WriteFile(filepath.Join(tmp, "in.json"), in, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(tmp, "run.js"), []byte(chdbScript), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, "node", filepath.Join(tmp, "run.js"), filepath.Join(tmp, "in.json"))
-	cmd.Env = append(os.Environ(), "NODE_PATH="+filepath.Join(dir, "node_modules"))
-	cmd.Dir = tmp
-	out, err := cmd.Output()
-	if err != nil {
-		var stderr string
-		if ee, ok := err.(*exec.ExitError); ok {
-			stderr = string(ee.Stderr)
-		}
-		t.Fatalf("chdb: %v\n%s\n%s", err, out, stderr)
-	}
-	var res struct {
-		Version string
-		Results []string
-	}
-	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
-	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &res); err != nil {
-		t.Fatalf("chdb output %q: %v", out, err)
-	}
-	t.Logf("chdb ClickHouse %s", res.Version)
+	version, results := chtest.RunChdb(t, "report_chdb", setup, queries)
+	t.Logf("chdb ClickHouse %s", version)
 	for i, r := range runs {
 		got := 0
-		if i < len(res.Results) && res.Results[i] != "" {
-			got = len(strings.Split(res.Results[i], "\n"))
+		if i < len(results) && results[i] != "" {
+			got = len(strings.Split(results[i], "\n"))
 		}
 		if got != r.rows {
-			t.Errorf("%s %+v: %d row(s) on chdb, %d on 18.16:\n%s\n%s", r.kind, r.q, got, r.rows, queries[i], res.Results[i])
+			t.Errorf("%s %+v: %d row(s) on chdb, %d on 18.16:\n%s\n%s", r.kind, r.q, got, r.rows, queries[i], results[i])
 		}
 	}
 }

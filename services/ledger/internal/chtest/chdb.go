@@ -2,9 +2,12 @@ package chtest
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -48,4 +51,63 @@ func ChdbDir(t *testing.T) string {
 		unavailable("npm install chdb: %v\n%s", err, out)
 	}
 	return dir
+}
+
+// chdbQueries runs setup statements then queries on one chdb session and
+// prints {version, results} (each result as TSV) as its last line.
+const chdbQueries = `
+const chdb = require('chdb');
+const in_ = JSON.parse(require('fs').readFileSync(process.argv[2], 'utf8'));
+const s = new chdb.Session();
+try {
+  s.query("CREATE DATABASE IF NOT EXISTS " + in_.database, "CSV");
+  for (const q of in_.setup) s.query(q, "CSV");
+  const out = {version: String(s.query("SELECT version()", "TSV")).trim(), results: []};
+  for (const q of in_.queries) out.results.push(String(s.query(q, "TSV")).trim());
+  console.log(JSON.stringify(out));
+} finally {
+  s.cleanup();
+}
+`
+
+// RunChdb runs the setup statements and then each query on chdb (the
+// current ClickHouse engine) in database, and returns the engine's version
+// and each query's result as trimmed TSV.
+func RunChdb(t *testing.T, database string, setup, queries []string) (version string, results []string) {
+	t.Helper()
+	dir := ChdbDir(t)
+	in, err := json.Marshal(map[string]any{"database": database, "setup": setup, "queries": queries})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmp := t.TempDir()
+	if err := os.WriteFile(filepath.Join(tmp, "in.json"), in, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(tmp, "run.js"), []byte(chdbQueries), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "node", filepath.Join(tmp, "run.js"), filepath.Join(tmp, "in.json"))
+	cmd.Env = append(os.Environ(), "NODE_PATH="+filepath.Join(dir, "node_modules"))
+	cmd.Dir = tmp
+	out, err := cmd.Output()
+	if err != nil {
+		var stderr string
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			stderr = string(ee.Stderr)
+		}
+		t.Fatalf("chdb: %v\n%s\n%s", err, out, stderr)
+	}
+	var res struct {
+		Version string
+		Results []string
+	}
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &res); err != nil {
+		t.Fatalf("chdb output %q: %v", out, err)
+	}
+	return res.Version, res.Results
 }
