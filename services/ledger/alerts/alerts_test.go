@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -213,9 +214,10 @@ alerts:
   latency_regression: {disabled: true}
 `)
 	e.insert(row{ts: at(11, 59, 0), model: "gpt-9", unknown: true})
+	var clockReads atomic.Int64 // every evaluation reads the clock
 	a, err := alerts.New(alerts.Config{Interval: 20 * time.Millisecond}, alerts.Deps{
 		Log: zerolog.Nop(), JS: e.js, CH: e.conn, Database: e.db, Policy: e.src,
-		Now: func() time.Time { return at(12, 0, 0) },
+		Now: func() time.Time { clockReads.Add(1); return at(12, 0, 0) },
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -223,7 +225,21 @@ alerts:
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- a.Run(ctx) }()
-	time.Sleep(500 * time.Millisecond)
+	// Wait for the alert, then let the loop evaluate the same condition
+	// again and again before stopping it (polling, so a slow machine only
+	// makes the test slower).
+	until := func(cond func() bool) {
+		deadline := time.Now().Add(30 * time.Second)
+		for !cond() {
+			if time.Now().After(deadline) {
+				t.Fatal("condition not met within 30s")
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	until(func() bool { e.mu.Lock(); defer e.mu.Unlock(); return len(e.got) > e.seen })
+	after := clockReads.Load()
+	until(func() bool { return clockReads.Load() >= after+10 })
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatalf("Run: %v", err)
