@@ -382,7 +382,11 @@ func startClusterRun(t *testing.T, observe func(ctx context.Context, cl *natsClu
 			r.attempts += len(rep.Attempts)
 		}
 		r.replies[rep.ID] = append(r.replies[rep.ID], time.Now())
-		r.statuses = append(r.statuses, rep.Status)
+		status := rep.Status
+		if rep.Error != nil {
+			status += " " + rep.ID + " " + rep.Error.Code + ": " + rep.Error.Message
+		}
+		r.statuses = append(r.statuses, status)
 	})
 	if err != nil {
 		t.Fatal(err)

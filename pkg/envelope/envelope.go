@@ -286,6 +286,9 @@ type Work struct {
 	Step       int            `json:"step"`
 	// StepAttempts counts the attempts made on the current step.
 	StepAttempts int `json:"step_attempts,omitempty"`
+	// StaleDispatches counts how often the last target was offered again
+	// because its work went stale in the queue before any call.
+	StaleDispatches int `json:"stale_dispatches,omitempty"`
 	// Budget is the tenant's budget reservation (pkg/budget), settled with
 	// the real cost when the request finishes.
 	Budget json.RawMessage `json:"budget,omitempty"`

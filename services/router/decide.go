@@ -336,10 +336,26 @@ func skipped(w *envelope.Work, route *policy.Route, env Env) Action {
 			return to(w, w.Step, env.Now.Add(delay), env, "wait_saturated")
 		}
 	}
+	if res.ErrorClass == envelope.SkipStale && w.StaleDispatches < maxStaleDispatches && ineligible(w, w.Step, env, nil) == "" {
+		// The vendor was never called: the work outlived its attempt
+		// deadline in a queue (a backlog, a stream leader election).
+		// Another target spreads the backlog; the last one is offered
+		// again with a fresh attempt deadline rather than failing a
+		// request nobody tried.
+		if next, _ := nextTarget(w, w.Step+1, env, nil); next < 0 {
+			w.StaleDispatches++
+			w.StepAttempts-- // not a vendor failure: no retry is used up
+			return to(w, w.Step, time.Time{}, env, "redispatch_stale")
+		}
+	}
 	w.FallbackReason = firstNonEmpty(w.FallbackReason, res.ErrorClass)
 	decision := "spill_" + res.ErrorClass
 	return fallback(w, env, decision)
 }
+
+// maxStaleDispatches bounds how often a target that was never called
+// because its work went stale in the queue is offered again.
+const maxStaleDispatches = 3
 
 // fallback moves to the next eligible target after the current one, or
 // ends the request when none is left.

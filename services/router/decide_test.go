@@ -465,3 +465,46 @@ func TestAttemptDeadline(t *testing.T) {
 		})
 	}
 }
+
+// Work that went stale in a queue never reached the vendor: it spills to a
+// later target when there is one, is offered to the last target again a
+// bounded number of times, and only then fails.
+func TestDecideStaleAttempt(t *testing.T) {
+	stale := &envelope.Result{Skipped: true, ErrorClass: envelope.SkipStale, Retryable: true}
+	tests := []struct {
+		name   string
+		chain  []envelope.Target
+		step   int
+		before int // stale dispatches already made
+		kind   Kind
+		want   envelope.Target
+	}{
+		{name: "spills to a later target", chain: []envelope.Target{g1, g2}, kind: Dispatch, want: g2},
+		{name: "last target offered again", chain: []envelope.Target{g1}, kind: Dispatch, want: g1},
+		{name: "last target after a spill", chain: []envelope.Target{g1, g2}, step: 1, before: 1, kind: Dispatch, want: g2},
+		{name: "bounded", chain: []envelope.Target{g1}, before: maxStaleDispatches, kind: Fail},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			w, env := decideEnv(t, transition{}, tt.chain)
+			w.Step, w.StepAttempts, w.Current, w.StaleDispatches = tt.step, 1, stale, tt.before
+			a := decide(w, EvSkipped, env)
+			if a.Kind != tt.kind {
+				t.Fatalf("got kind %d (%s %s), want %d", a.Kind, a.Decision, a.Message, tt.kind)
+			}
+			if tt.kind == Fail {
+				if a.Code != envelope.CodeAllVendorsFailed {
+					t.Fatalf("code %q, want %q", a.Code, envelope.CodeAllVendorsFailed)
+				}
+				return
+			}
+			got := a.Work[0]
+			if got.Target() != tt.want {
+				t.Fatalf("dispatched to %v, want %v", got.Target(), tt.want)
+			}
+			if !got.AttemptDeadline.After(env.Now) {
+				t.Fatalf("attempt deadline %v is not fresh", got.AttemptDeadline)
+			}
+		})
+	}
+}
