@@ -45,12 +45,15 @@ chc_install() {
 }
 
 # chc_free_port prints a loopback port nothing listens on and that no earlier
-# call returned.
+# call returned, below the ephemeral range (an outgoing connection could take
+# a port from that range before the server binds it).
 CHC_TAKEN=" "
 chc_free_port() {
-  local p
+  local p low=32768
+  read -r low _ </proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || true
+  [ "$low" -gt 11000 ] || low=32768
   for _ in $(seq 1 200); do
-    p=$((20000 + RANDOM % 40000))
+    p=$((10000 + RANDOM % (low - 10000)))
     case "$CHC_TAKEN" in *" $p "*) continue ;; esac
     if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
       CHC_TAKEN="$CHC_TAKEN$p "
@@ -62,10 +65,14 @@ chc_free_port() {
   return 1
 }
 
+# chc_zk_ok: ZooKeeper serves clients ("srvr" reports its mode). "ruok"
+# answers imok before it does, and a clickhouse-server 18.16 whose first
+# ZooKeeper handshake fails can crash (a segfault in its DDL worker).
 chc_zk_ok() {
   local reply
-  reply=$(timeout 2 bash -c "exec 3<>/dev/tcp/127.0.0.1/$CHC_ZK_PORT; echo ruok >&3; cat <&3" 2>/dev/null || true)
-  [ "$reply" = "imok" ]
+  reply=$(timeout 2 bash -c "exec 3<>/dev/tcp/127.0.0.1/$CHC_ZK_PORT; echo srvr >&3; cat <&3" 2>/dev/null || true)
+  case "$reply" in *"Mode: standalone"*) return 0 ;; esac
+  return 1
 }
 
 chc_start_zookeeper() {
@@ -78,7 +85,7 @@ clientPort=$CHC_ZK_PORT
 clientPortAddress=127.0.0.1
 maxSessionTimeout=30000
 admin.enableServer=false
-4lw.commands.whitelist=ruok
+4lw.commands.whitelist=srvr
 EOF
   java -Xmx256m -cp /usr/share/java/zookeeper.jar org.apache.zookeeper.server.ZooKeeperServerMain \
     "$CHC_DIR/zk/zoo.cfg" >"$CHC_DIR/zk/zookeeper.log" 2>&1 </dev/null &
@@ -137,7 +144,7 @@ chc_config() {
     </remote_servers>
     <zookeeper>
         <node><host>127.0.0.1</host><port>$CHC_ZK_PORT</port></node>
-        <session_timeout_ms>10000</session_timeout_ms>
+        <session_timeout_ms>4000</session_timeout_ms>
     </zookeeper>
     <macros>
         <shard>01</shard>
