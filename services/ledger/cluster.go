@@ -26,7 +26,7 @@ const LocalSuffix = "_local"
 
 var (
 	createTableRE = regexp.MustCompile(`(?is)^CREATE\s+TABLE\s+IF\s+NOT\s+EXISTS\s+` + regexp.QuoteMeta(DatabasePlaceholder) + `\.(\w+)\s*\(`)
-	engineRE      = regexp.MustCompile(`(?is)\)\s*ENGINE\s*=\s*(\w*MergeTree)\s*\(`)
+	engineRE      = regexp.MustCompile(`(?is)\)\s*ENGINE\s*=\s*(\w*MergeTree)\b(\s*\()?`)
 	orderByRE     = regexp.MustCompile(`(?is)\bORDER\s+BY\s+(\([^)]*\)|[\w]+)`)
 	createViewRE  = regexp.MustCompile(`(?is)^(CREATE\s+VIEW\s+IF\s+NOT\s+EXISTS\s+` + regexp.QuoteMeta(DatabasePlaceholder) + `\.\w+)(\s+AS\s)`)
 	dropTableRE   = regexp.MustCompile(`(?is)^DROP\s+TABLE\s+IF\s+EXISTS\s+` + regexp.QuoteMeta(DatabasePlaceholder) + `\.(\w+)$`)
@@ -128,17 +128,18 @@ func (s *clusterSchema) createTable(stmt string) ([]string, error) {
 	name := createTableRE.FindStringSubmatch(stmt)[1]
 	loc := engineRE.FindAllStringSubmatchIndex(stmt, -1)
 	if len(loc) != 1 {
-		return nil, fmt.Errorf("table %s: want exactly one ENGINE = …MergeTree(…)", name)
+		return nil, fmt.Errorf("table %s: want exactly one ENGINE = …MergeTree", name)
 	}
 	m := loc[0]
 	engine := stmt[m[2]:m[3]]
-	argsStart := m[1] // just after the engine's "("
-	argsEnd := closingParen(stmt, argsStart)
-	if argsEnd < 0 {
-		return nil, fmt.Errorf("table %s: unbalanced engine arguments", name)
+	args, rest := "", stmt[m[1]:]
+	if m[4] >= 0 { // ENGINE = XMergeTree(args)
+		argsEnd := closingParen(stmt, m[1])
+		if argsEnd < 0 {
+			return nil, fmt.Errorf("table %s: unbalanced engine arguments", name)
+		}
+		args, rest = strings.TrimSpace(stmt[m[1]:argsEnd]), stmt[argsEnd+1:]
 	}
-	args := strings.TrimSpace(stmt[argsStart:argsEnd])
-	rest := stmt[argsEnd+1:]
 	ob := orderByRE.FindStringSubmatch(rest)
 	if ob == nil {
 		return nil, fmt.Errorf("table %s: no ORDER BY to shard by", name)
