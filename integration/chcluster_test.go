@@ -189,7 +189,8 @@ func TestClickHouseCluster(t *testing.T) {
 	loadStart := time.Now()
 	go func() {
 		for i := range total {
-			r := e.request(fmt.Sprintf("c%03d", i), "chat", fmt.Sprintf("cluster request %d", i))
+			route := []string{"chat", "summarize"}[i%2]
+			r := e.request(fmt.Sprintf("c%03d", i), route, fmt.Sprintf("cluster request %d", i))
 			if err := e.client.Publish(ctx, r); err != nil {
 				published <- fmt.Errorf("publish %s: %w", r.ID, err)
 				return
@@ -241,8 +242,8 @@ func TestClickHouseCluster(t *testing.T) {
 		}
 		attempts += len(rs[0].Attempts)
 	}
-	t.Logf("load: %d requests (%d attempts); replica 1 killed at %s with %d request rows on replica 2, restarted at %s with %d",
-		total, attempts, stoppedAt.Round(time.Millisecond), atStop, restartedAt.Round(time.Millisecond), atStart)
+	t.Logf("load: %d requests (%d attempts); replica 1 killed at %s with %d request rows on replica 2, restarted at %s with %d; %g ledger inserts failed and were retried",
+		total, attempts, stoppedAt.Round(time.Millisecond), atStop, restartedAt.Round(time.Millisecond), atStart, insertFailures(t, e))
 
 	// Catch-up: both replicas hold every row in their local tables.
 	conns := []driver.Conn{open(replicas[0]), r2}
@@ -325,4 +326,23 @@ func renderReport(t *testing.T, run func(context.Context, driver.Conn, string, r
 		t.Fatal(err)
 	}
 	return b.String()
+}
+
+// insertFailures is the ledger's switchyard_ledger_insert_failures_total,
+// summed over its tables.
+func insertFailures(t *testing.T, e *env) float64 {
+	t.Helper()
+	mfs, err := e.sys.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0.0
+	for _, mf := range mfs {
+		if mf.GetName() == "switchyard_ledger_insert_failures_total" {
+			for _, m := range mf.GetMetric() {
+				n += m.GetCounter().GetValue()
+			}
+		}
+	}
+	return n
 }
