@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/switchyard-llm/switchyard/pkg/envelope"
 	"github.com/switchyard-llm/switchyard/services/ledger"
+	"github.com/switchyard-llm/switchyard/services/ledger/alerts"
 	"github.com/switchyard-llm/switchyard/services/ledger/report"
 	"github.com/switchyard-llm/switchyard/services/switchyard/app"
 )
@@ -145,7 +147,9 @@ func TestClickHouseCluster(t *testing.T) {
 		c.Ledger.BatchSize = 10
 		c.Ledger.FlushInterval = 20 * time.Millisecond
 		c.Ledger.RetryMax = time.Second
-		c.Alerts.Enabled = false
+		c.Alerts.Enabled = false // evaluated by the test itself, through each replica
+		// Thresholds the load crosses, so alerts fire with figures to compare.
+		c.Policy.Alerts.DailySpend.TotalUSD, c.Policy.Alerts.DailySpend.PerTenantUSD = 0.001, 0.001
 	})
 	ctx := context.Background()
 	open := func(addr string) driver.Conn {
@@ -283,7 +287,7 @@ func TestClickHouseCluster(t *testing.T) {
 	}
 
 	// The same rows on the single server, migrated the single-server way:
-	// every report must read the same figures there.
+	// every report and alert must read the same figures there.
 	if _, err := ledger.Migrate(ctx, e.ch, e.db, zerolog.Nop()); err != nil {
 		t.Fatal(err)
 	}
@@ -313,6 +317,40 @@ func TestClickHouseCluster(t *testing.T) {
 			}
 		}
 	}
+	now := time.Now()
+	single := evaluateAlerts(t, e, e.ch, now)
+	for i, c := range conns {
+		if got := evaluateAlerts(t, e, c, now); got != single {
+			t.Errorf("alerts through replica %d:\n%s\nsingle server:\n%s", i+1, got, single)
+		}
+	}
+	if single == "" {
+		t.Error("no alert fired: the daily spend thresholds are below the load's cost")
+	}
+	t.Logf("alerts, the same through both replicas and on the single server:\n%s", single)
+}
+
+// evaluateAlerts runs every alert once on conn at now and renders what
+// fired (kind, key, value), sorted.
+func evaluateAlerts(t *testing.T, e *env, conn driver.Conn, now time.Time) string {
+	t.Helper()
+	a, err := alerts.New(alerts.DefaultConfig(), alerts.Deps{
+		Log: zerolog.Nop(), JS: e.sys.JS, CH: conn, Database: e.db, Policy: e.sys.Policies,
+		Now: func() time.Time { return now },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fired, err := a.Evaluate(context.Background())
+	if err != nil {
+		t.Fatalf("alerts: %v", err)
+	}
+	var out []string
+	for _, f := range fired {
+		out = append(out, fmt.Sprintf("%s %s %.6g", f.Kind, f.Key, f.Value))
+	}
+	slices.Sort(out)
+	return strings.Join(out, "\n")
 }
 
 func renderReport(t *testing.T, run func(context.Context, driver.Conn, string, report.Query) (*report.Table, error), conn driver.Conn, db string, q report.Query) string {
