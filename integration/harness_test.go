@@ -114,6 +114,7 @@ func start(t *testing.T, opts ...option) *env {
 	}
 	lcfg := cfg.Ledger
 	lcfg.ClickHouseAddr = clickhouseAddr()
+	lcfg.ClickHouseCluster = "" // e.ch is the single test server whatever the ledger writes to
 	if e.ch, err = ledger.Open(ctx, lcfg); err != nil {
 		t.Fatal(err)
 	}

@@ -28,6 +28,9 @@ for s in intake router executor gate ledger sim edge; do
 done
 
 ch_ensure
+# TestClickHouseCluster starts ZooKeeper and two replicas itself; install the
+# packages here so an apt-get run does not count against the test timeout.
+bash scripts/clickhouse-cluster.sh install
 
 echo "== chromium (renders the HTML report in a test)" >&2
 command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium) || echo "chromium could not be installed; the HTML render test fails when CI is set" >&2

@@ -26,44 +26,82 @@ const DatabasePlaceholder = "{database:Identifier}"
 
 // Open connects to ClickHouse over the native protocol, creates the
 // configured database if it is missing and returns a connection pool whose
-// default database is that database.
+// default database is that database. With several addresses a connection
+// goes to the first that answers: a stopped server costs the query that
+// was on it, and the next one dials the others. In cluster mode the
+// database is created on every node (ON CLUSTER) and inserts into
+// Distributed tables are synchronous (see docs/ledger.md).
 func Open(ctx context.Context, cfg Config) (driver.Conn, error) {
 	if !ValidDatabaseName(cfg.ClickHouseDatabase) {
 		return nil, fmt.Errorf("clickhouse: invalid database name %q", cfg.ClickHouseDatabase)
 	}
+	if cfg.ClickHouseCluster != "" && !ValidClusterName(cfg.ClickHouseCluster) {
+		return nil, fmt.Errorf("clickhouse: invalid cluster name %q", cfg.ClickHouseCluster)
+	}
+	addrs := cfg.ClickHouseAddrs()
 	opts := func(db string) *clickhouse.Options {
 		dial := cfg.ClickHouseDialTimeout
 		if dial <= 0 {
 			dial = 5 * time.Second
 		}
-		return &clickhouse.Options{
-			Protocol:    clickhouse.Native,
-			Addr:        []string{cfg.ClickHouseAddr},
-			Auth:        clickhouse.Auth{Database: db, Username: cfg.ClickHouseUser, Password: cfg.ClickHousePassword},
-			DialTimeout: dial,
-			ClientInfo:  clickhouse.ClientInfo{Products: []struct{ Name, Version string }{{Name: "switchyard-ledger", Version: "1"}}},
+		o := &clickhouse.Options{
+			Protocol:         clickhouse.Native,
+			Addr:             addrs,
+			ConnOpenStrategy: clickhouse.ConnOpenInOrder,
+			Auth:             clickhouse.Auth{Database: db, Username: cfg.ClickHouseUser, Password: cfg.ClickHousePassword},
+			DialTimeout:      dial,
+			ClientInfo:       clickhouse.ClientInfo{Products: []struct{ Name, Version string }{{Name: "switchyard-ledger", Version: "1"}}},
 		}
+		if cfg.ClickHouseCluster != "" {
+			// An INSERT into a Distributed table returns once the rows are
+			// in a replica of every shard they belong to, not queued on the
+			// node that received them: a failure reaches the ledger, which
+			// keeps the batch unacked and retries it. (A numeric setting:
+			// 18.16 reads those from clickhouse-go.)
+			o.Settings = clickhouse.Settings{"insert_distributed_sync": 1}
+		}
+		return o
 	}
+	where := strings.Join(addrs, ",")
 	// A connection whose default database does not exist is refused, so the
 	// database is created over a connection to "default" first.
 	boot, err := clickhouse.Open(opts("default"))
 	if err != nil {
-		return nil, fmt.Errorf("clickhouse %s: %w", cfg.ClickHouseAddr, err)
+		return nil, fmt.Errorf("clickhouse %s: %w", where, err)
 	}
-	err = boot.Exec(ctx, "CREATE DATABASE IF NOT EXISTS "+quoteIdent(cfg.ClickHouseDatabase))
+	err = createDatabase(ctx, boot, cfg)
 	_ = boot.Close()
 	if err != nil {
-		return nil, fmt.Errorf("clickhouse %s: create database %s: %w", cfg.ClickHouseAddr, cfg.ClickHouseDatabase, err)
+		return nil, fmt.Errorf("clickhouse %s: create database %s: %w", where, cfg.ClickHouseDatabase, err)
 	}
 	conn, err := clickhouse.Open(opts(cfg.ClickHouseDatabase))
 	if err != nil {
-		return nil, fmt.Errorf("clickhouse %s: %w", cfg.ClickHouseAddr, err)
+		return nil, fmt.Errorf("clickhouse %s: %w", where, err)
 	}
 	if err := conn.Ping(ctx); err != nil {
 		_ = conn.Close()
-		return nil, fmt.Errorf("clickhouse %s: ping: %w", cfg.ClickHouseAddr, err)
+		return nil, fmt.Errorf("clickhouse %s: ping: %w", where, err)
 	}
 	return conn, nil
+}
+
+// createDatabase creates the configured database. In cluster mode it first
+// looks whether the node it reached has it: distributed DDL waits for every
+// node, so an unneeded CREATE … ON CLUSTER would hold a ledger or a report
+// for distributed_ddl_task_timeout while one replica is down.
+func createDatabase(ctx context.Context, conn driver.Conn, cfg Config) error {
+	db := quoteIdent(cfg.ClickHouseDatabase)
+	if cfg.ClickHouseCluster == "" {
+		return conn.Exec(ctx, "CREATE DATABASE IF NOT EXISTS "+db)
+	}
+	var n uint64
+	if err := conn.QueryRow(ctx, "SELECT count() FROM system.databases WHERE name = ?", cfg.ClickHouseDatabase).Scan(&n); err != nil {
+		return err
+	}
+	if n > 0 {
+		return nil
+	}
+	return conn.Exec(ctx, "CREATE DATABASE IF NOT EXISTS "+db+" ON CLUSTER "+quoteIdent(cfg.ClickHouseCluster))
 }
 
 // Migration is one embedded DDL file.
@@ -128,12 +166,29 @@ func LoadMigrations(fsys fs.FS, dir string) ([]Migration, error) {
 // ledgers migrating at once, or a crash between a DDL and its record, are
 // harmless.
 func Migrate(ctx context.Context, conn driver.Conn, database string, log zerolog.Logger) (applied []string, err error) {
+	return MigrateCluster(ctx, conn, database, "", log)
+}
+
+// MigrateFor applies the migrations where cfg says: a single server, or
+// cfg.ClickHouseCluster.
+func MigrateFor(ctx context.Context, conn driver.Conn, cfg Config, log zerolog.Logger) (applied []string, err error) {
+	return MigrateCluster(ctx, conn, cfg.ClickHouseDatabase, cfg.ClickHouseCluster, log)
+}
+
+// MigrateCluster is Migrate on cluster (empty: a single server): each
+// migration runs as the distributed DDL ClusterMigrations makes of it.
+func MigrateCluster(ctx context.Context, conn driver.Conn, database, cluster string, log zerolog.Logger) (applied []string, err error) {
 	if !ValidDatabaseName(database) {
 		return nil, fmt.Errorf("migrate: invalid database name %q", database)
 	}
 	migs, err := Migrations()
 	if err != nil {
 		return nil, err
+	}
+	if cluster != "" {
+		if migs, err = ClusterMigrations(migs, database, cluster); err != nil {
+			return nil, err
+		}
 	}
 	db := quoteIdent(database)
 	run := func(m Migration) error {
@@ -145,26 +200,37 @@ func Migrate(ctx context.Context, conn driver.Conn, database string, log zerolog
 		}
 		return nil
 	}
+	readApplied := func() (map[uint32]bool, error) {
+		done := map[uint32]bool{}
+		rows, err := conn.Query(ctx, "SELECT version FROM "+db+".schema_migrations FINAL")
+		if err != nil {
+			return nil, err
+		}
+		for rows.Next() {
+			var v uint32
+			if err := rows.Scan(&v); err != nil {
+				_ = rows.Close()
+				return nil, err
+			}
+			done[v] = true
+		}
+		return done, errors.Join(rows.Err(), rows.Close())
+	}
 	// Version 1 creates schema_migrations itself; it is idempotent and runs
-	// every time so the table can be read.
-	if err := run(migs[0]); err != nil {
-		return nil, err
+	// every time so the table can be read. On a cluster it runs only when
+	// the table is not there yet: distributed DDL waits for every node, and
+	// a ledger must start while a replica is down.
+	done, err := map[uint32]bool(nil), error(nil)
+	if cluster != "" {
+		done, err = readApplied()
 	}
-	done := map[uint32]bool{}
-	rows, err := conn.Query(ctx, "SELECT version FROM "+db+".schema_migrations FINAL")
-	if err != nil {
-		return nil, fmt.Errorf("migrate: read schema_migrations: %w", err)
-	}
-	for rows.Next() {
-		var v uint32
-		if err := rows.Scan(&v); err != nil {
-			_ = rows.Close()
+	if cluster == "" || err != nil {
+		if err := run(migs[0]); err != nil {
+			return nil, err
+		}
+		if done, err = readApplied(); err != nil {
 			return nil, fmt.Errorf("migrate: read schema_migrations: %w", err)
 		}
-		done[v] = true
-	}
-	if err := errors.Join(rows.Err(), rows.Close()); err != nil {
-		return nil, fmt.Errorf("migrate: read schema_migrations: %w", err)
 	}
 	for i, m := range migs {
 		if done[m.Version] {
@@ -179,7 +245,7 @@ func Migrate(ctx context.Context, conn driver.Conn, database string, log zerolog
 			return applied, fmt.Errorf("migration %s: record: %w", m.Name, err)
 		}
 		applied = append(applied, m.Name)
-		log.Info().Str("migration", m.Name).Str("database", database).Msg("clickhouse migration applied")
+		log.Info().Str("migration", m.Name).Str("database", database).Str("cluster", cluster).Msg("clickhouse migration applied")
 	}
 	return applied, nil
 }

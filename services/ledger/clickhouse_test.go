@@ -96,6 +96,12 @@ func TestConfigValidate(t *testing.T) {
 		{"batch and flush", func(c *ledger.Config) { c.BatchSize = 0; c.FlushInterval = 0 },
 			[]string{"LEDGER_BATCH_SIZE", "LEDGER_FLUSH_INTERVAL"}},
 		{"retry above ack wait", func(c *ledger.Config) { c.RetryMax = time.Minute }, []string{"LEDGER_RETRY_MAX"}},
+		{"cluster with two addresses", func(c *ledger.Config) {
+			c.ClickHouseAddr, c.ClickHouseCluster = "10.0.0.1:9000, 10.0.0.2:9000", "switchyard"
+		}, nil},
+		{"bad cluster name", func(c *ledger.Config) { c.ClickHouseCluster = "a b" }, []string{"CLICKHOUSE_CLUSTER"}},
+		{"address without port in a list", func(c *ledger.Config) { c.ClickHouseAddr = "10.0.0.1:9000,10.0.0.2" }, []string{"CLICKHOUSE_ADDR"}},
+		{"only commas", func(c *ledger.Config) { c.ClickHouseAddr = " , " }, []string{"CLICKHOUSE_ADDR"}},
 		{"everything", func(c *ledger.Config) { *c = ledger.Config{} }, []string{
 			"CLICKHOUSE_ADDR", "CLICKHOUSE_DATABASE", "CLICKHOUSE_USER", "LEDGER_BATCH_SIZE", "LEDGER_CONSUMER",
 		}},

@@ -12,15 +12,24 @@ package ledger
 import (
 	"errors"
 	"fmt"
+	"net"
 	"regexp"
+	"strings"
 	"time"
 )
 
 // Config is the ledger's configuration. Load it with
 // envconfig.Process("SWITCHYARD", &cfg).
 type Config struct {
-	// ClickHouseAddr is the native-protocol address (host:port).
+	// ClickHouseAddr is the native-protocol address (host:port), or a
+	// comma-separated list of them: connections go to the first that
+	// answers, and move on when it stops answering.
 	ClickHouseAddr string `envconfig:"CLICKHOUSE_ADDR" default:"127.0.0.1:9000"`
+	// ClickHouseCluster, when set, is the cluster (a remote_servers name of
+	// the servers' configuration) the migrations create their tables on:
+	// Replicated…MergeTree tables behind Distributed ones, ON CLUSTER.
+	// Empty: a single server. See docs/ledger.md.
+	ClickHouseCluster string `envconfig:"CLICKHOUSE_CLUSTER"`
 	// ClickHouseDatabase holds the ledger's tables; created if missing.
 	ClickHouseDatabase string `envconfig:"CLICKHOUSE_DATABASE" default:"switchyard"`
 	ClickHouseUser     string `envconfig:"CLICKHOUSE_USER" default:"default"`
@@ -55,12 +64,35 @@ var identRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 // the only database names the ledger accepts (they are written into DDL).
 func ValidDatabaseName(name string) bool { return len(name) <= 128 && identRE.MatchString(name) }
 
+// ValidClusterName reports whether name is a cluster name the ledger
+// accepts: a plain identifier, as it is written into DDL.
+func ValidClusterName(name string) bool { return len(name) <= 128 && identRE.MatchString(name) }
+
+// ClickHouseAddrs is ClickHouseAddr split on commas, blanks trimmed.
+func (c Config) ClickHouseAddrs() []string {
+	var out []string
+	for _, a := range strings.Split(c.ClickHouseAddr, ",") {
+		if a = strings.TrimSpace(a); a != "" {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
 // Validate reports every problem with the configuration at once.
 func (c Config) Validate() error {
 	var errs []error
 	bad := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
-	if c.ClickHouseAddr == "" {
+	if len(c.ClickHouseAddrs()) == 0 {
 		bad("CLICKHOUSE_ADDR: must not be empty")
+	}
+	for _, a := range c.ClickHouseAddrs() {
+		if host, port, err := net.SplitHostPort(a); err != nil || host == "" || port == "" {
+			bad("CLICKHOUSE_ADDR: %q is not host:port", a)
+		}
+	}
+	if c.ClickHouseCluster != "" && !ValidClusterName(c.ClickHouseCluster) {
+		bad("CLICKHOUSE_CLUSTER: %q is not a plain identifier ([A-Za-z_][A-Za-z0-9_]*)", c.ClickHouseCluster)
 	}
 	if !ValidDatabaseName(c.ClickHouseDatabase) {
 		bad("CLICKHOUSE_DATABASE: %q is not a plain identifier ([A-Za-z_][A-Za-z0-9_]*)", c.ClickHouseDatabase)

@@ -261,9 +261,13 @@ func (l *Ledger) decode(ctx context.Context, msgs []jetstream.Msg) *batch {
 func (l *Ledger) store(ctx context.Context, b *batch) bool {
 	attemptsDone, requestsDone := len(b.attempts) == 0, len(b.requests) == 0
 	backoff := l.cfg.RetryMin
+	// One version for every try: a retry sends the very block of the try
+	// that failed, so a Replicated table that did store it (the answer was
+	// lost with the replica) drops the copy by its block checksum
+	// (insert_deduplicate) instead of keeping a second row for FINAL.
+	ingested := time.Now().UTC().Truncate(time.Second)
 	for try := 1; ; try++ {
 		ictx, cancel := context.WithTimeout(context.WithoutCancel(ctx), l.cfg.InsertTimeout)
-		ingested := time.Now().UTC().Truncate(time.Second)
 		var errs []error
 		if !attemptsDone {
 			err := l.insert(ictx, tableAttempts, attemptColumns, len(b.attempts), func(i int) []any {

@@ -44,7 +44,7 @@ func FromRuntime(rt *svc.Runtime, cfg Config, al alerts.Config) svc.Stage {
 		for {
 			conn, err := Open(ctx, cfg)
 			if err == nil {
-				if _, err = Migrate(ctx, conn, cfg.ClickHouseDatabase, log); err == nil {
+				if _, err = MigrateFor(ctx, conn, cfg, log); err == nil {
 					defer conn.Close()
 					l, err := New(cfg, Deps{Log: log, JS: rt.JS, CH: conn, Catalog: rt.Policies, Registerer: rt.Registry})
 					if err != nil {

@@ -43,7 +43,7 @@ func runLedger(ctx context.Context, args []string, out, errOut io.Writer) error 
 		return err
 	}
 	defer conn.Close()
-	applied, err := ledger.Migrate(ctx, conn, cfg.ClickHouseDatabase, logger(errOut, "ledger", "info"))
+	applied, err := ledger.MigrateFor(ctx, conn, cfg, logger(errOut, "ledger", "info"))
 	if err != nil {
 		return err
 	}
