@@ -45,7 +45,7 @@ var (
 )
 
 // maxDrainWait bounds the wait for the body's end after the end marker.
-const maxDrainWait = 2 * time.Second
+const maxDrainWait = 250 * time.Millisecond
 
 // maxDrainBytes bounds what is read after an end marker so the connection
 // can go back to the pool; a vendor sending more than that loses it.
