@@ -79,18 +79,21 @@ func TestRunStreamWatchdog(t *testing.T) {
 		opt      StreamOptions
 		class    Class // "": success
 		maxTook  time.Duration
+		slow     time.Duration // each onDelta takes this long
 	}{
 		{"pings before content are no first token", pings, 0,
-			StreamOptions{FirstTokenTimeout: 150 * time.Millisecond, IdleTimeout: time.Second}, ClassStreamStalled, time.Second},
+			StreamOptions{FirstTokenTimeout: 150 * time.Millisecond, IdleTimeout: time.Second}, ClassStreamStalled, time.Second, 0},
 		{"pings keep the idle limit at bay", append(append([]step{data("a")}, pings...), data("b"), data("end")), 0,
-			StreamOptions{FirstTokenTimeout: time.Second, IdleTimeout: 150 * time.Millisecond}, "", 2 * time.Second},
+			StreamOptions{FirstTokenTimeout: time.Second, IdleTimeout: 150 * time.Millisecond}, "", 2 * time.Second, 0},
 		{"silence after content is idle", []step{data("a"), wait(2 * time.Second), data("end")}, 0,
-			StreamOptions{IdleTimeout: 150 * time.Millisecond}, ClassStreamStalled, time.Second},
+			StreamOptions{IdleTimeout: 150 * time.Millisecond}, ClassStreamStalled, time.Second, 0},
 		{"no limits, slow but steady", []step{data("a"), wait(100 * time.Millisecond), data("b"), data("end")}, 0,
-			StreamOptions{}, "", 2 * time.Second},
+			StreamOptions{}, "", 2 * time.Second, 0},
 		{"body held open after the end marker", []step{data("a"), data("end")}, 10 * time.Second,
-			StreamOptions{IdleTimeout: 5 * time.Second}, "", time.Second},
-		{"body ends without the end marker", []step{data("a")}, 0, StreamOptions{}, ClassStreamCut, time.Second},
+			StreamOptions{IdleTimeout: 5 * time.Second}, "", time.Second, 0},
+		{"body ends without the end marker", []step{data("a")}, 0, StreamOptions{}, ClassStreamCut, time.Second, 0},
+		{"a slow caller is not a silent vendor", []step{data("a"), wait(50 * time.Millisecond), data("b"), wait(50 * time.Millisecond), data("end")}, 0,
+			StreamOptions{IdleTimeout: 100 * time.Millisecond}, "", time.Second, 200 * time.Millisecond},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -99,7 +102,7 @@ func TestRunStreamWatchdog(t *testing.T) {
 			start := time.Now()
 			resp, err := RunStream(context.Background(), StreamCall{URL: ts.URL, Options: tc.opt, Client: NewHTTPClient(1),
 				StatusError: func(status int, h http.Header, body []byte) *Error { return StatusError(status, h, string(body), "") }},
-				&lineDecoder{}, func(Delta) error { return nil })
+				&lineDecoder{}, func(Delta) error { time.Sleep(tc.slow); return nil })
 			took := time.Since(start)
 			if tc.class == "" && err != nil {
 				t.Fatalf("err %v", err)

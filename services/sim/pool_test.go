@@ -24,7 +24,7 @@ import (
 // TCP connections the simulator accepts: a pooled vendor client opens at
 // most one per call in flight, and reuses them after streams too.
 func TestVendorConnectionsPooled(t *testing.T) {
-	const workers, rounds = 8, 10
+	const workers, rounds = 8, 6
 	cases := []struct {
 		kind     string
 		maxConc  int // the vendor's max_concurrency; 0: unset
