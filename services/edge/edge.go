@@ -93,6 +93,7 @@ type Edge struct {
 	ln       net.Listener
 	addr     string
 	requests *prometheus.CounterVec
+	limits   *keyLimits
 	running  sync.WaitGroup // Run, until its shutdown is complete
 }
 
@@ -108,7 +109,7 @@ func New(cfg Config, d Deps) (*Edge, error) {
 	if err != nil {
 		return nil, fmt.Errorf("edge: %w", err)
 	}
-	e := &Edge{cfg: cfg, d: d, ln: ln, addr: ln.Addr().String(),
+	e := &Edge{cfg: cfg, d: d, ln: ln, addr: ln.Addr().String(), limits: newKeyLimits(d.JS, d.Now),
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "switchyard_edge_requests_total",
 			Help: "HTTP API requests by API and status code."}, []string{"api", "status"})}
 	if d.Metrics != nil {
@@ -220,6 +221,12 @@ func (e *Edge) serve(w http.ResponseWriter, r *http.Request, a api) {
 		return
 	}
 	req.Tenant = rec.Tenant
+	release, aerr := e.limits.admit(r.Context(), rec)
+	if aerr != nil {
+		fail(aerr)
+		return
+	}
+	defer release()
 	body, berr := readBody(w, r, e.cfg.MaxBodyBytes)
 	if berr != nil {
 		fail(berr)
