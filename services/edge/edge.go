@@ -40,6 +40,8 @@ type Config struct {
 	Addr string `envconfig:"ADDR" default:"127.0.0.1:8080"`
 	// MaxBodyBytes bounds a request body (413 above).
 	MaxBodyBytes int64 `envconfig:"MAX_BODY_BYTES" default:"262144"`
+	// MaxHeaderBytes bounds a request's headers (431 above).
+	MaxHeaderBytes int `envconfig:"MAX_HEADER_BYTES" default:"65536"`
 	// ReadHeaderTimeout and ReadTimeout cut off a client that sends its
 	// headers or body too slowly; IdleTimeout closes an idle keep-alive
 	// connection.
@@ -71,6 +73,9 @@ func (c Config) Validate() error {
 	}
 	if c.MaxBodyBytes < 1024 {
 		errs = append(errs, errors.New("SWITCHYARD_EDGE_MAX_BODY_BYTES: must be at least 1024"))
+	}
+	if c.MaxHeaderBytes < 4096 {
+		errs = append(errs, errors.New("SWITCHYARD_EDGE_MAX_HEADER_BYTES: must be at least 4096"))
 	}
 	return errors.Join(errs...)
 }
@@ -142,7 +147,7 @@ func (e *Edge) Run(ctx context.Context) error {
 		ReadHeaderTimeout: e.cfg.ReadHeaderTimeout,
 		ReadTimeout:       e.cfg.ReadTimeout,
 		IdleTimeout:       e.cfg.IdleTimeout,
-		MaxHeaderBytes:    64 << 10,
+		MaxHeaderBytes:    e.cfg.MaxHeaderBytes,
 	}
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()

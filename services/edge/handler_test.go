@@ -38,7 +38,7 @@ func TestHandlerRefusalsAndLogs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := Config{Addr: "127.0.0.1:0", MaxBodyBytes: 2048, ReadHeaderTimeout: 1, ReadTimeout: 1, IdleTimeout: 1, RequestTimeout: 1e9, ShutdownTimeout: 1}
+	cfg := Config{Addr: "127.0.0.1:0", MaxBodyBytes: 2048, MaxHeaderBytes: 8192, ReadHeaderTimeout: 1, ReadTimeout: 1, IdleTimeout: 1, RequestTimeout: 1e9, ShutdownTimeout: 1}
 	e, err := New(cfg, Deps{Log: log, NC: nc, JS: js, Policy: store, Keys: keys})
 	if err != nil {
 		t.Fatal(err)
