@@ -34,10 +34,11 @@ done
 
 BIN=$ROOT/bin WORK=$ROOT/.tmp/bench-edge
 rm -rf "$WORK" && mkdir -p "$BIN" "$WORK/data"
-MOCK_ADDR=127.0.0.1:${BENCH_EDGE_MOCK_PORT:-38281}
-EDGE_ADDR=127.0.0.1:${BENCH_EDGE_PORT:-38280}
-NATS_PORT=${BENCH_EDGE_NATS_PORT:-38222}
-HTTP_ADDR=127.0.0.1:${BENCH_EDGE_HTTP_PORT:-38290}
+# Fixed ports below the ephemeral range (32768+), where tests' random ports cannot take them.
+MOCK_ADDR=127.0.0.1:${BENCH_EDGE_MOCK_PORT:-21281}
+EDGE_ADDR=127.0.0.1:${BENCH_EDGE_PORT:-21280}
+NATS_PORT=${BENCH_EDGE_NATS_PORT:-21222}
+HTTP_ADDR=127.0.0.1:${BENCH_EDGE_HTTP_PORT:-21290}
 
 echo "building switchyard and the harness tools ..." >&2
 go build -o "$BIN/switchyard" ./services/switchyard

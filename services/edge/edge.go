@@ -288,7 +288,7 @@ func (e *Edge) submit(ctx context.Context, req *envelope.Request) (*envelope.Rep
 			Message: fmt.Sprintf("the request is %d bytes as an envelope; the limit is %d", len(data), MaxEnvelopeBytes)}
 	}
 	subject := req.ReplySubject()
-	sub, err := e.d.NC.SubscribeSync(subject)
+	sub, err := subscribeReply(e.d.NC, subject)
 	if err != nil {
 		return nil, internal(err)
 	}
