@@ -11,7 +11,7 @@
 # `natsload` and its Switchyard policy), read-only: everything it builds
 # and writes goes to bin/ and .tmp/ here. Figures, not a pass/fail test.
 #
-#   scripts/bench-edge.sh [--rates 500,1500] [--duration 10s] [--clients 256] [--stream]
+#   scripts/bench-edge.sh [--rates 500,1500] [--duration 10s] [--clients 256] [--stream] [--no-pin]
 #
 # --stream sends "stream": true to the edge (SSE relayed by the edge);
 # the mock answers without streaming, so the direct row stays the
@@ -20,14 +20,15 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 PEERS=${BENCH_PEERS:-$ROOT/../shared/bench-peers}
-RATES=500,1500 DURATION=10s WARM=2s CLIENTS=256 STREAM=0
+RATES=500,1500 DURATION=10s WARM=2s CLIENTS=256 STREAM=0 PIN=1
 while [ $# -gt 0 ]; do
   case $1 in
   --rates) RATES=$2; shift 2 ;;
   --duration) DURATION=$2; shift 2 ;;
   --clients) CLIENTS=$2; shift 2 ;;
   --stream) STREAM=1; shift ;;
-  *) echo "usage: $0 [--rates 500,1500] [--duration 10s] [--clients 256] [--stream]" >&2; exit 2 ;;
+  --no-pin) PIN=0; shift ;;
+  *) echo "usage: $0 [--rates 500,1500] [--duration 10s] [--clients 256] [--stream] [--no-pin]" >&2; exit 2 ;;
   esac
 done
 [ -d "$PEERS/tools" ] || { echo "bench-edge: $PEERS/tools not found (set BENCH_PEERS)" >&2; exit 1; }
@@ -48,7 +49,7 @@ done
 
 # Pinned like the harness: load generator and mock on CPU 0, Switchyard on CPU 1.
 PIN_LOAD=() PIN_TARGET=()
-if command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ]; then PIN_LOAD=(taskset -c 0) PIN_TARGET=(taskset -c 1); fi
+if [ "$PIN" = 1 ] && command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ]; then PIN_LOAD=(taskset -c 0) PIN_TARGET=(taskset -c 1); fi
 
 PIDS=()
 cleanup() { local p; for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
@@ -94,7 +95,7 @@ targets() { # mode v
   run nats "$1" "$2" natsload -url "nats://127.0.0.1:$NATS_PORT" -tenant perf -route bench
   run edge "$1" "$2" loadgen -url "http://$EDGE_ADDR/v1/chat/completions" -body "$EDGE_BODY" -H "Authorization: Bearer $KEY"
 }
-echo "running: rates $RATES, $DURATION per phase ($WARM warm-up left out), saturation with $CLIENTS clients, stream=$STREAM" >&2
+echo "running: rates $RATES, $DURATION per phase ($WARM warm-up left out), saturation with $CLIENTS clients, stream=$STREAM, pinned=$PIN" >&2
 for r in ${RATES//,/ }; do targets open "$r"; done
 targets closed "$CLIENTS"
 
