@@ -80,7 +80,7 @@ func Kinds() []string {
 // New returns the adapter for kind. openai, anthropic, gemini and openrouter
 // default to the public endpoints; openai_compatible and any other name
 // (e.g. "mistral", "groq", "vllm") speak Chat Completions and need BaseURL.
-func New(kind string, cfg Config) (provider.Adapter, error) {
+func New(kind string, cfg Config) (provider.StreamingAdapter, error) {
 	k := strings.ToLower(strings.TrimSpace(kind))
 	if !kindRE.MatchString(k) {
 		return nil, fmt.Errorf("adapters: invalid vendor kind %q", kind)

@@ -37,7 +37,7 @@ type Adapter struct {
 	headers http.Header
 }
 
-var _ provider.Adapter = (*Adapter)(nil)
+var _ provider.StreamingAdapter = (*Adapter)(nil)
 
 // New returns an adapter for cfg.
 func New(cfg Config) *Adapter {
@@ -141,7 +141,7 @@ func (a *Adapter) Complete(ctx context.Context, req *provider.Request) (*provide
 		return nil, a.scrub(err)
 	}
 	if reply.Status < 200 || reply.Status > 299 {
-		return nil, StatusError(reply.Status, reply.Header, reply.Body, a.cfg.APIKey)
+		return nil, provider.RefinePrefill(StatusError(reply.Status, reply.Header, reply.Body, a.cfg.APIKey), req)
 	}
 	resp, err := DecodeResponse(reply.Body)
 	if err != nil {
@@ -331,4 +331,9 @@ func normaliseFinish(r string) string {
 	default: // STOP, FINISH_REASON_UNSPECIFIED, OTHER, LANGUAGE
 		return "stop"
 	}
+}
+
+// Stream performs one streaming call.
+func (a *Adapter) Stream(ctx context.Context, req *provider.Request, _ provider.StreamOptions, onDelta func(provider.Delta) error) (*provider.Response, error) {
+	return provider.StreamWhole(ctx, a, req, onDelta)
 }

@@ -49,7 +49,7 @@ type Adapter struct {
 	headers http.Header
 }
 
-var _ provider.Adapter = (*Adapter)(nil)
+var _ provider.StreamingAdapter = (*Adapter)(nil)
 
 // New returns an adapter for cfg.
 func New(cfg Config) *Adapter {
@@ -148,7 +148,7 @@ func (a *Adapter) Complete(ctx context.Context, req *provider.Request) (*provide
 		return nil, a.scrub(err)
 	}
 	if reply.Status < 200 || reply.Status > 299 {
-		return nil, a.StatusError(reply.Status, reply.Header, reply.Body)
+		return nil, provider.RefinePrefill(a.StatusError(reply.Status, reply.Header, reply.Body), req)
 	}
 	resp, err := DecodeResponse(reply.Body)
 	if err != nil {
@@ -372,4 +372,9 @@ func normaliseFinish(r string) string {
 	default:
 		return "stop"
 	}
+}
+
+// Stream performs one streaming call.
+func (a *Adapter) Stream(ctx context.Context, req *provider.Request, _ provider.StreamOptions, onDelta func(provider.Delta) error) (*provider.Response, error) {
+	return provider.StreamWhole(ctx, a, req, onDelta)
 }
