@@ -305,7 +305,7 @@ func vendorFailed(w *envelope.Work, route *policy.Route, env Env) Action {
 			return streamCut(w, env)
 		}
 	}
-	if provider.Class(res.ErrorClass) == classPrefillUnsupported {
+	if provider.Class(res.ErrorClass) == provider.ClassPrefillUnsupported {
 		// The client's own assistant prefill was refused: another model may
 		// take it; this one never will.
 		w.FallbackReason = firstNonEmpty(w.FallbackReason, res.ErrorClass)
@@ -381,9 +381,6 @@ func skipped(w *envelope.Work, route *policy.Route, env Env) Action {
 	decision := "spill_" + res.ErrorClass
 	return fallback(w, env, decision)
 }
-
-// classPrefillUnsupported: the vendor refused an assistant prefill.
-const classPrefillUnsupported = provider.Class("prefill_unsupported")
 
 // streamCut decides what follows a failed attempt once deltas of the
 // request have been published: the client holds part of an answer that
