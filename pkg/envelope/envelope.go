@@ -213,8 +213,9 @@ type DeltaEvent struct {
 	Attempt int    `json:"attempt,omitempty"`
 	Seq     int    `json:"seq"`
 	Content string `json:"content,omitempty"`
-	// done: the served model, finish reason, usage of every attempt and
-	// the answering attempt's time to first token.
+	// Vendor and Model: the model that wrote the delta, or (done) that
+	// served the answer. done also carries the finish reason, the usage of
+	// every attempt and the answering attempt's time to first token.
 	Vendor       string `json:"vendor,omitempty"`
 	Model        string `json:"model,omitempty"`
 	FinishReason string `json:"finish_reason,omitempty"`

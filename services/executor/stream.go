@@ -47,7 +47,7 @@ func (e *Executor) complete(ctx context.Context, w *envelope.Work, req *provider
 	}
 	sc := &streamCall{}
 	subject := envelope.DeltaSubject(w.Request.Tenant, w.Request.ID)
-	attempt := w.AttemptNumber()
+	attempt, t := w.AttemptNumber(), w.Target()
 	resp, err := st.Stream(ctx, req, opt, func(d provider.Delta) error {
 		if sc.first.IsZero() {
 			sc.first = e.d.Now()
@@ -57,7 +57,7 @@ func (e *Executor) complete(ctx context.Context, w *envelope.Work, req *provider
 			text = redactor.Restore(text)
 		}
 		data, err := json.Marshal(envelope.DeltaEvent{Type: envelope.DeltaContent, RequestID: w.Request.ID,
-			Attempt: attempt, Seq: w.StreamSeq + sc.deltas, Content: text})
+			Attempt: attempt, Seq: w.StreamSeq + sc.deltas, Content: text, Vendor: t.Vendor, Model: t.Model})
 		if err != nil {
 			return err
 		}
