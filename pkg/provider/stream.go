@@ -55,23 +55,3 @@ func RefinePrefill(ve *Error, req *Request) *Error {
 	}
 	return ve
 }
-
-// streamWhole answers a streaming call with one whole completion as a
-// single delta: the stand-in until an adapter decodes its vendor's stream.
-func streamWhole(ctx context.Context, a Adapter, req *Request, onDelta func(Delta) error) (*Response, error) {
-	resp, err := a.Complete(ctx, req)
-	if err != nil {
-		return nil, err
-	}
-	if resp.Content != "" {
-		if err := onDelta(Delta{Content: resp.Content}); err != nil {
-			return nil, err
-		}
-	}
-	return resp, nil
-}
-
-// StreamWhole is streamWhole for the adapters' interim Stream methods.
-func StreamWhole(ctx context.Context, a Adapter, req *Request, onDelta func(Delta) error) (*Response, error) {
-	return streamWhole(ctx, a, req, onDelta)
-}

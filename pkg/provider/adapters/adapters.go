@@ -35,11 +35,15 @@ const (
 type Config struct {
 	BaseURL    string // empty: the vendor's public API root
 	APIKey     string
-	HTTPClient *http.Client // nil: provider.DefaultHTTPClient
+	HTTPClient *http.Client // nil: a pooled client of its own (MaxConcurrency)
 	Headers    map[string]string
 	// Protocol forces a wire protocol (openai, anthropic, gemini) for a
 	// custom kind, e.g. an Anthropic-compatible gateway; empty: by kind.
 	Protocol string
+	// MaxConcurrency sizes the adapter's own connection pool when
+	// HTTPClient is nil (the vendor's max_concurrency; 0:
+	// provider.DefaultMaxConns). See provider.NewHTTPClient.
+	MaxConcurrency int
 }
 
 var kindRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_.-]{0,62}$`)
@@ -98,6 +102,10 @@ func New(kind string, cfg Config) (provider.StreamingAdapter, error) {
 	proto := cfg.Protocol
 	if proto == "" {
 		proto = Protocol(k)
+	}
+	if cfg.HTTPClient == nil {
+		// One pool per vendor, sized by its concurrency.
+		cfg.HTTPClient = provider.NewHTTPClient(cfg.MaxConcurrency)
 	}
 	switch proto {
 	case ProtocolAnthropic:

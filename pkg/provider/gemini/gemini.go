@@ -266,13 +266,26 @@ type wireResponse struct {
 	PromptFeedback *struct {
 		BlockReason string `json:"blockReason"`
 	} `json:"promptFeedback"`
-	UsageMetadata *struct {
-		PromptTokenCount        int `json:"promptTokenCount"`
-		CandidatesTokenCount    int `json:"candidatesTokenCount"`
-		CachedContentTokenCount int `json:"cachedContentTokenCount"`
-		ThoughtsTokenCount      int `json:"thoughtsTokenCount"`
-	} `json:"usageMetadata"`
-	Error *wireError `json:"error"`
+	UsageMetadata *wireUsage `json:"usageMetadata"`
+	Error         *wireError `json:"error"`
+}
+
+type wireUsage struct {
+	PromptTokenCount        int `json:"promptTokenCount"`
+	CandidatesTokenCount    int `json:"candidatesTokenCount"`
+	CachedContentTokenCount int `json:"cachedContentTokenCount"`
+	ThoughtsTokenCount      int `json:"thoughtsTokenCount"`
+}
+
+// usageOf normalises usageMetadata: thoughts are billed as output but not
+// counted in candidates.
+func usageOf(u *wireUsage) envelope.Usage {
+	return envelope.Usage{
+		InputTokens:     clampTokens(u.PromptTokenCount),
+		OutputTokens:    clampTokens(u.CandidatesTokenCount) + clampTokens(u.ThoughtsTokenCount),
+		CachedTokens:    min(clampTokens(u.CachedContentTokenCount), clampTokens(u.PromptTokenCount)),
+		ReasoningTokens: clampTokens(u.ThoughtsTokenCount),
+	}
 }
 
 // DecodeResponse decodes a 2xx generateContent body. A prompt blocked by
@@ -288,13 +301,7 @@ func DecodeResponse(body []byte) (*provider.Response, error) {
 	}
 	resp := &provider.Response{}
 	if u := w.UsageMetadata; u != nil {
-		// Thoughts are billed as output but not counted in candidates.
-		resp.Usage = envelope.Usage{
-			InputTokens:     clampTokens(u.PromptTokenCount),
-			OutputTokens:    clampTokens(u.CandidatesTokenCount) + clampTokens(u.ThoughtsTokenCount),
-			CachedTokens:    min(clampTokens(u.CachedContentTokenCount), clampTokens(u.PromptTokenCount)),
-			ReasoningTokens: clampTokens(u.ThoughtsTokenCount),
-		}
+		resp.Usage = usageOf(u)
 	}
 	if len(w.Candidates) == 0 {
 		if w.PromptFeedback != nil && w.PromptFeedback.BlockReason != "" {
@@ -331,9 +338,4 @@ func normaliseFinish(r string) string {
 	default: // STOP, FINISH_REASON_UNSPECIFIED, OTHER, LANGUAGE
 		return "stop"
 	}
-}
-
-// Stream performs one streaming call.
-func (a *Adapter) Stream(ctx context.Context, req *provider.Request, _ provider.StreamOptions, onDelta func(provider.Delta) error) (*provider.Response, error) {
-	return provider.StreamWhole(ctx, a, req, onDelta)
 }
