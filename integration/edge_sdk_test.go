@@ -52,7 +52,8 @@ func sdkDir(t *testing.T) string {
 // The official OpenAI and Anthropic SDKs talk to the edge with nothing
 // changed but the base URL and the key: a chat call answers with usage, a
 // bad key raises the SDK's AuthenticationError, and a streamed chat read by
-// the SDK's own stream reader gives the text and its usage.
+// the SDK's own stream reader gives the text and its usage, and a stream
+// cut after deltas raises the SDK's error.
 func TestEdgeOfficialSDKs(t *testing.T) {
 	dir := sdkDir(t)
 	e := start(t, withEdge)
@@ -85,6 +86,7 @@ func TestEdgeOfficialSDKs(t *testing.T) {
 					Usage  map[string]any `json:"usage"`
 					Chunks int            `json:"chunks"`
 				} `json:"stream"`
+				CutError string `json:"cutError"`
 			}
 			if err := json.Unmarshal([]byte(lines[len(lines)-1]), &got); err != nil {
 				t.Fatalf("node %s printed %q: %v", tt.script, out, err)
@@ -94,6 +96,9 @@ func TestEdgeOfficialSDKs(t *testing.T) {
 			}
 			if got.Stream.Text == "" || got.Stream.Chunks < 1 || len(got.Stream.Usage) == 0 {
 				t.Fatalf("%s: stream %+v", tt.script, got.Stream)
+			}
+			if got.CutError == "" {
+				t.Fatalf("%s: a cut stream raised no error", tt.script)
 			}
 			t.Logf("%s: %s", tt.script, lines[len(lines)-1])
 		})
