@@ -5,7 +5,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -332,5 +334,72 @@ func TestNATSDeltaSubscription(t *testing.T) {
 	if done.Type != envelope.DeltaDone || text != rep.Content || done.Usage == nil || *done.Usage != rep.Usage ||
 		done.Vendor != rep.Vendor || done.Model != rep.Model || done.TTFTMS != rep.TTFTMS {
 		t.Fatalf("done %+v text %q, reply %+v", done, text, rep)
+	}
+}
+
+// edgeHandlers counts the edge's request handlers still running.
+func edgeHandlers() int {
+	buf := make([]byte, 1<<22)
+	buf = buf[:runtime.Stack(buf, true)]
+	n := 0
+	for _, g := range strings.Split(string(buf), "\n\n") {
+		if strings.Contains(g, "services/edge.(*Edge).serve") {
+			n++
+		}
+	}
+	return n
+}
+
+// A streaming client that goes away mid-answer ends only the relay: the
+// request is answered and billed as if it had stayed, and the edge keeps
+// neither its subscriptions nor its handler goroutines.
+func TestEdgeStreamClientGone(t *testing.T) {
+	e := start(t, withEdge, func(c *app.Config) {
+		slow := sim.Behavior{Stream: &sim.StreamBehavior{ChunkDelayMS: 100}}
+		c.Scenario = &sim.Scenario{Vendors: map[string]sim.VendorScenario{"openai": {Behavior: slow}}}
+	})
+	key := e.edgeKey("")
+	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+	open := func(i int) (*http.Response, *bufio.Reader) {
+		body := chatBody("chat", fmt.Sprintf("Tell me a long story number %d", i), `,"stream":true`)
+		req, _ := http.NewRequest("POST", "http://"+e.sys.EdgeAddr+"/v1/chat/completions", strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+key)
+		res, err := client.Do(req)
+		if err != nil || res.StatusCode != 200 {
+			t.Fatalf("stream %d: %v %v", i, err, res)
+		}
+		br := bufio.NewReader(res.Body)
+		if line, err := br.ReadString('\n'); err != nil || !strings.HasPrefix(line, "data: ") {
+			t.Fatalf("stream %d: first line %q %v", i, line, err)
+		}
+		return res, br
+	}
+	// One whole stream first: a client that stays to the end.
+	res, br := open(100)
+	_, _ = io.Copy(io.Discard, br)
+	_ = res.Body.Close()
+	e.replyOf(e.tenant, res.Header.Get("x-switchyard-request-id"))
+	e.settled(30 * time.Second)
+	var ids []string
+	for i := range 10 {
+		res, _ := open(i)
+		if i == 0 && edgeHandlers() != 1 {
+			t.Fatalf("%d edge handlers during one stream", edgeHandlers())
+		}
+		ids = append(ids, res.Header.Get("x-switchyard-request-id"))
+		_ = res.Body.Close() // the client goes away after the first chunk
+	}
+	// The answers take seconds more; the relays (and with them their
+	// subscriptions, removed as they return) end now.
+	waitFor(t, time.Second, func() bool { return edgeHandlers() == 0 })
+	for _, id := range ids {
+		if rep := e.replyOf(e.tenant, id); rep.Status != envelope.StatusOK || rep.Content == "" {
+			t.Fatalf("request %s after its client left: %+v", id, rep)
+		}
+	}
+	e.settled(30 * time.Second)
+	in := "'" + strings.Join(ids, "','") + "'"
+	if n := e.eventually("SELECT count() FROM %s.requests FINAL WHERE status = 'ok' AND request_id IN ("+in+")", 10, 30*time.Second); n != 10 {
+		t.Fatalf("%d of 10 requests billed", n)
 	}
 }
