@@ -67,7 +67,7 @@ func TestRelay(t *testing.T) {
 					Choices []struct {
 						Delta struct{ Content string } `json:"delta"`
 					} `json:"choices"`
-					Usage *oaiUsage `json:"usage"`
+					Usage *oaiUsage              `json:"usage"`
 					Error *struct{ Code string } `json:"error"`
 				}
 				if err := json.Unmarshal([]byte(data), &c); err != nil {
