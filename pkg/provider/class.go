@@ -58,6 +58,17 @@ const (
 	ClassContentRefused Class = "content_refused"
 	// ClassClientError: any other 4xx. Terminal.
 	ClassClientError Class = "client_error"
+	// ClassPrefillUnsupported: the model refused a request ending with an
+	// assistant turn (a prefill). Terminal for that target with that
+	// prefill; the router restarts without it or falls over, and never
+	// makes it the request's final error.
+	ClassPrefillUnsupported Class = "prefill_unsupported"
+	// ClassStreamStalled: a stream sent nothing within its first-token or
+	// idle limit; the call was cancelled.
+	ClassStreamStalled Class = "stream_stalled"
+	// ClassStreamCut: the connection or body ended before the stream's end
+	// marker with the answer incomplete (no final finish reason).
+	ClassStreamCut Class = "stream_cut"
 
 	// Not vendor failures: the target was skipped, the call cut short or
 	// the answer rejected by Switchyard itself.
@@ -96,10 +107,15 @@ var classes = map[Class]ClassInfo{
 	ClassPaymentRequired: {false, OriginRequest, "account or billing problem (402, quota exhausted, credits too low)"},
 	ClassContentRefused:  {false, OriginRequest, "content refused for legal or moderation reasons (451, moderation)"},
 	ClassClientError:     {false, OriginRequest, "any other 4xx"},
-	ClassSaturated:       {true, OriginSkipped, "not called: the vendor is at its rpm/tpm limit"},
-	ClassCircuitOpen:     {true, OriginSkipped, "not called: the circuit breaker is open"},
-	ClassCancelled:       {false, OriginSwitchyard, "cut short: another hedge branch answered"},
-	ClassQuality:         {true, OriginSwitchyard, "the answer failed the quality gate"},
+	// Retryable so the router moves on (without the prefill, or to the
+	// next target) rather than failing the request with it.
+	ClassPrefillUnsupported: {true, OriginRequest, "the model does not accept an assistant prefill (400): restart without it or fall over"},
+	ClassStreamStalled:      {true, OriginVendor, "the stream sent nothing within its first-token or idle limit"},
+	ClassStreamCut:          {true, OriginVendor, "the stream ended before its end marker with the answer incomplete"},
+	ClassSaturated:          {true, OriginSkipped, "not called: the vendor is at its rpm/tpm limit"},
+	ClassCircuitOpen:        {true, OriginSkipped, "not called: the circuit breaker is open"},
+	ClassCancelled:          {false, OriginSwitchyard, "cut short: another hedge branch answered"},
+	ClassQuality:            {true, OriginSwitchyard, "the answer failed the quality gate"},
 }
 
 // Info returns what is known about c; ok is false for a class not in the

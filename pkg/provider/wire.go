@@ -27,8 +27,32 @@ const MaxResponseBytes = 16 << 20
 const maxMessageLen = 1024
 
 // DefaultHTTPClient is used by adapters configured without a client. It has
-// no overall timeout: the caller's context bounds every call.
+// no overall timeout: the caller's context bounds every call. It keeps
+// only Go's default 2 idle connections per host; vendors get their own
+// pooled client from NewHTTPClient (pkg/provider/adapters does).
 var DefaultHTTPClient = &http.Client{}
+
+// DefaultMaxConns sizes a vendor's connection pool when its concurrency is
+// not known: the executor's default max_concurrency.
+const DefaultMaxConns = 64
+
+// NewHTTPClient returns a client with its own connection pool for one
+// vendor, sized for maxConns calls in flight (DefaultMaxConns when
+// maxConns <= 0): up to maxConns connections per host, all of them kept
+// idle between bursts, so a vendor called at its concurrency reuses its
+// connections instead of opening new ones (the shared default transport
+// keeps 2 idle per host and closes the rest after every burst). A call
+// beyond maxConns waits for a connection, bounded by its context.
+func NewHTTPClient(maxConns int) *http.Client {
+	if maxConns <= 0 {
+		maxConns = DefaultMaxConns
+	}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.MaxIdleConns = maxConns
+	tr.MaxIdleConnsPerHost = maxConns
+	tr.MaxConnsPerHost = maxConns
+	return &http.Client{Transport: tr}
+}
 
 // HTTPReply is the raw outcome of one HTTP exchange.
 type HTTPReply struct {

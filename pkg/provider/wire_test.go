@@ -227,6 +227,9 @@ func TestClassTable(t *testing.T) {
 		{ClassCircuitOpen, true, false, false},
 		{ClassCancelled, false, false, true},
 		{ClassQuality, true, false, true},
+		{ClassPrefillUnsupported, true, false, true},
+		{ClassStreamStalled, true, true, true},
+		{ClassStreamCut, true, true, true},
 		{Class("brand_new"), true, true, true},
 	}
 	for _, tc := range cases {
@@ -237,5 +240,32 @@ func TestClassTable(t *testing.T) {
 	skipped := ClassesOf(OriginSkipped)
 	if len(skipped) != 2 || skipped[0] != ClassCircuitOpen || skipped[1] != ClassSaturated {
 		t.Errorf("skipped classes %v", skipped)
+	}
+}
+
+func TestRefinePrefill(t *testing.T) {
+	prefill := &Request{Model: "m", Messages: []envelope.Message{{Role: "user", Content: "hi"}, {Role: "assistant", Content: "Sure,"}}}
+	plain := &Request{Model: "m", Messages: []envelope.Message{{Role: "user", Content: "hi"}}}
+	cases := []struct {
+		name   string
+		req    *Request
+		status int
+		msg    string
+		want   Class
+	}{
+		{"anthropic prefill refused", prefill, 400, "invalid_request_error: This model does not support assistant message prefill. The conversation must end with a user message.", ClassPrefillUnsupported},
+		{"openai-style last message", prefill, 400, "invalid_request_error: the last message must be from the user", ClassPrefillUnsupported},
+		{"other 400 on a prefill", prefill, 400, "invalid_request_error: temperature out of range", ClassInvalidRequest},
+		{"same words without a prefill", plain, 400, "does not support assistant message prefill", ClassInvalidRequest},
+		{"context length stays", prefill, 400, "prompt is too long: final assistant message", ClassContextLength},
+		{"not a 400", prefill, 500, "prefill crashed", ClassServerError},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			ve := RefinePrefill(StatusError(tc.status, nil, tc.msg, ""), tc.req)
+			if ve.Class != tc.want || ve.Retryable != tc.want.Retryable() {
+				t.Errorf("class %s retryable %v, want %s", ve.Class, ve.Retryable, tc.want)
+			}
+		})
 	}
 }

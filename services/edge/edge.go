@@ -199,7 +199,7 @@ type api interface {
 	errorBody(err *apiError) any
 }
 
-// serve is one non-streaming call of either API.
+// serve is one call of either API, streamed or not.
 func (e *Edge) serve(w http.ResponseWriter, r *http.Request, a api) {
 	start := e.d.Now()
 	req := &envelope.Request{ID: newID()}
@@ -237,12 +237,9 @@ func (e *Edge) serve(w http.ResponseWriter, r *http.Request, a api) {
 		fail(berr)
 		return
 	}
-	if aerr, stream := a.decode(body, req); aerr != nil {
+	aerr, stream := a.decode(body, req)
+	if aerr != nil {
 		fail(aerr)
-		return
-	} else if stream {
-		fail(&apiError{Status: http.StatusBadRequest, Code: "streaming_unsupported",
-			Message: "stream: true is not supported yet by the Switchyard edge; send the request without stream"})
 		return
 	}
 	if aerr := applyHeaders(r.Header, req, e.cfg.RequestTimeout); aerr != nil {
@@ -251,6 +248,12 @@ func (e *Edge) serve(w http.ResponseWriter, r *http.Request, a api) {
 	}
 	if aerr := resolveModel(e.d.Policy.Current(), rec, req); aerr != nil {
 		fail(aerr)
+		return
+	}
+	if stream {
+		if aerr := e.streamed(w, r, a, req, body, start); aerr != nil {
+			fail(aerr)
+		}
 		return
 	}
 	rep, aerr := e.submit(r.Context(), req)
@@ -279,13 +282,9 @@ func (e *Edge) serve(w http.ResponseWriter, r *http.Request, a api) {
 // context: once accepted the request runs to its end (billing, telemetry)
 // even if the client goes away; only the wait is abandoned.
 func (e *Edge) submit(ctx context.Context, req *envelope.Request) (*envelope.Reply, *apiError) {
-	data, err := json.Marshal(req)
-	if err != nil {
-		return nil, internal(err)
-	}
-	if len(data) > MaxEnvelopeBytes {
-		return nil, &apiError{Status: http.StatusRequestEntityTooLarge, Code: envelope.CodePayloadTooLarge,
-			Message: fmt.Sprintf("the request is %d bytes as an envelope; the limit is %d", len(data), MaxEnvelopeBytes)}
+	data, aerr := envelopeBytes(req)
+	if aerr != nil {
+		return nil, aerr
 	}
 	subject := req.ReplySubject()
 	sub, err := subscribeReply(e.d.NC, subject)
@@ -300,12 +299,8 @@ func (e *Edge) submit(ctx context.Context, req *envelope.Request) (*envelope.Rep
 			return rep, nil
 		}
 	}
-	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-	defer cancel()
-	m := &nats.Msg{Subject: natsx.SubjectRequests, Data: data, Header: nats.Header{}}
-	m.Header.Set(natsx.HeaderMsgID, req.MsgID())
-	if _, err := e.d.JS.PublishMsg(pctx, m); err != nil {
-		return nil, &apiError{Status: http.StatusServiceUnavailable, Code: envelope.CodeInternal, Message: "the pipeline did not accept the request: " + err.Error(), RetryAfter: 1}
+	if aerr := e.publish(ctx, req, data); aerr != nil {
+		return nil, aerr
 	}
 	// The pipeline replies deadline_exceeded itself at timeout_ms; wait a
 	// little longer so that reply, with its usage, is what the client gets.

@@ -28,5 +28,6 @@ func AdapterFor(p *policy.Policy, name string, getenv func(string) string) (prov
 			return nil, fmt.Errorf("vendor %q: environment variable %s is empty", name, v.APIKeyEnv)
 		}
 	}
-	return adapters.New(v.Kind, adapters.Config{BaseURL: v.BaseURL, APIKey: key})
+	// The adapter pools its connections, sized by the vendor's concurrency.
+	return adapters.New(v.Kind, adapters.Config{BaseURL: v.BaseURL, APIKey: key, MaxConcurrency: v.MaxConcurrency})
 }

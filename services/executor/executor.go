@@ -331,6 +331,7 @@ func (e *Executor) attempt(ctx context.Context, w *envelope.Work, delivery int, 
 		a.Outcome = envelope.OutcomeError
 	}
 	a.ErrorClass, a.HTTPStatus, a.LatencyMS, a.Usage, a.CostUSD = res.ErrorClass, res.HTTPStatus, res.LatencyMS, res.Usage, res.CostUSD
+	a.TTFTMS = res.TTFTMS
 	w.Attempts = append(w.Attempts, a)
 	o, err := pipeline.WorkOut(natsx.SubjectResults, outID(w), w)
 	if err != nil {
@@ -491,11 +492,12 @@ func (e *Executor) call(ctx context.Context, w *envelope.Work, t envelope.Target
 		Options:        w.Request.VendorOptions[e.cfg.Vendor],
 	}
 	start := e.d.Now()
-	resp, err := e.d.Adapter.Complete(cctx, req)
+	resp, sc, err := e.complete(cctx, w, req, redactor)
 	elapsed := e.d.Now().Sub(start)
 	e.latency.WithLabelValues(t.Vendor, t.Model).Observe(elapsed.Seconds())
 
 	res := &envelope.Result{LatencyMS: elapsed.Milliseconds(), StartedAt: start.UTC()}
+	defer sc.fill(res, w, start)
 	if err != nil && cctx.Err() == context.Canceled && ctx.Err() == nil {
 		// Cut short because another hedge branch answered: not the
 		// vendor's fault, so no breaker counts it.

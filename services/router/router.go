@@ -319,6 +319,7 @@ func (r *Router) finishOK(ctx context.Context, log zerolog.Logger, w *envelope.W
 	reply.Content, reply.FinishReason = res.Content, res.FinishReason
 	reply.Vendor, reply.Model = t.Vendor, t.Model
 	reply.Degraded = degraded
+	reply.TTFTMS = res.TTFTMS
 	for _, a := range w.Attempts {
 		reply.Usage.InputTokens += a.Usage.InputTokens
 		reply.Usage.OutputTokens += a.Usage.OutputTokens

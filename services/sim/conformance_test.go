@@ -13,8 +13,9 @@ import (
 )
 
 // TestAdapterConformance runs every real adapter against the simulator:
-// the same behaviours (errors, caching, reasoning, reported cost) in each
-// vendor's own wire format.
+// the same behaviours (errors, caching, reasoning, reported cost, streaming
+// and its failures) in each vendor's own wire format, and no goroutine
+// left behind once the simulator is gone.
 func TestAdapterConformance(t *testing.T) {
 	const cachedModel, reasoningModel, reasoning = "cached-model", "reasoning-model", 37
 	price := sim.Price{InputPerMTok: 2, OutputPerMTok: 8}
@@ -43,31 +44,36 @@ func TestAdapterConformance(t *testing.T) {
 		{"gemini", "gemini-2.5-flash", provider.ClassForbidden, false, false, false},
 		{"mistral", "mistral-small-latest", provider.ClassAuth, false, false, false}, // any OpenAI-compatible name
 	}
-	for _, tc := range cases {
-		t.Run(tc.kind, func(t *testing.T) {
-			t.Parallel()
-			var reported *[2]float64
-			if tc.reportCost {
-				reported = &[2]float64{price.InputPerMTok, price.OutputPerMTok}
-			}
-			vendortest.Run(t, func(baseURL, apiKey string) provider.Adapter {
-				a, err := adapters.New(tc.kind, adapters.Config{BaseURL: baseURL, APIKey: apiKey})
-				if err != nil {
-					t.Fatal(err)
+	// The group returns once every kind's parallel subtests are done.
+	t.Run("kinds", func(t *testing.T) {
+		for _, tc := range cases {
+			t.Run(tc.kind, func(t *testing.T) {
+				t.Parallel()
+				var reported *[2]float64
+				if tc.reportCost {
+					reported = &[2]float64{price.InputPerMTok, price.OutputPerMTok}
 				}
-				return a
-			}, vendortest.Options{
-				ReasoningModel:  reasoningModel,
-				ReasoningTokens: reasoning,
-				ReasoningHidden: tc.hidden,
-				ReportedPrice:   reported,
-				BaseURL:         sim.BaseURL(ts.URL, tc.kind),
-				Model:           tc.model,
-				CachedModel:     cachedModel,
-				CachedRatio:     0.5,
-				MissingKeyClass: tc.missingKey,
-				Overloaded:      tc.overloaded,
+				vendortest.Run(t, func(baseURL, apiKey string) provider.Adapter {
+					a, err := adapters.New(tc.kind, adapters.Config{BaseURL: baseURL, APIKey: apiKey})
+					if err != nil {
+						t.Fatal(err)
+					}
+					return a
+				}, vendortest.Options{
+					ReasoningModel:  reasoningModel,
+					ReasoningTokens: reasoning,
+					ReasoningHidden: tc.hidden,
+					ReportedPrice:   reported,
+					BaseURL:         sim.BaseURL(ts.URL, tc.kind),
+					Model:           tc.model,
+					CachedModel:     cachedModel,
+					CachedRatio:     0.5,
+					MissingKeyClass: tc.missingKey,
+					Overloaded:      tc.overloaded,
+				})
 			})
-		})
-	}
+		}
+	})
+	ts.Close()
+	vendortest.NoLeaks(t)
 }

@@ -22,6 +22,7 @@ const (
 	markerRetryKey     = "retry_after"
 	markerDelayKey     = "delay_ms"
 	markerErrorKey     = "error"
+	markerStreamKey    = "stream"
 	maxMarkerDelayMS   = 120_000
 	maxSchemaDepth     = 12
 	maxGeneratedItems  = 16
@@ -43,6 +44,10 @@ type markers struct {
 	// vendorError names a vendor condition to answer with
 	// ([[sim:error=context_length]], [[sim:error=billing]]).
 	vendorError string
+	// noPrefill refuses an assistant prefill ([[sim:no_prefill]]).
+	noPrefill bool
+	// stream is a stream fault ([[sim:stream=KIND:N]], see streamMarker).
+	stream *StreamBehavior
 }
 
 func parseMarkers(prompt string) markers {
@@ -72,6 +77,10 @@ func parseMarkers(prompt string) markers {
 			m.length = true
 		case "no_retry_after":
 			m.noRetryAfter = true
+		case "no_prefill":
+			m.noPrefill = true
+		case markerStreamKey:
+			m.stream = streamMarker(val)
 		case markerErrorKey:
 			m.vendorError = val
 		case markerStatusKey:
@@ -660,4 +669,37 @@ func findSchema(s string) []byte {
 		i += int(dec.InputOffset()) - 1
 	}
 	return nil
+}
+
+// streamMarker reads a stream fault marker value KIND[:N]: stall_first,
+// stall:N, cut:N, malformed:N, error:N, refuse:N, no_end, huge_line:N
+// (a line longer than any decoder accepts). Unknown kinds are ignored.
+func streamMarker(val string) *StreamBehavior {
+	kind, num, _ := strings.Cut(val, ":")
+	n, err := strconv.Atoi(num)
+	if err != nil || n < 0 {
+		n = 0
+	}
+	sb := &StreamBehavior{}
+	switch kind {
+	case "stall_first":
+		sb.StallFirstMS = maxMarkerDelayMS
+	case "stall":
+		sb.StallAfterChunks, sb.StallMS = &n, maxMarkerDelayMS
+	case "cut":
+		sb.CutAfterChunks = &n
+	case "malformed":
+		sb.MalformedAfterChunks = &n
+	case "error":
+		sb.ErrorAfterChunks = &n
+	case "refuse":
+		sb.RefuseAfterChunks = &n
+	case "no_end":
+		sb.OmitEndMarker = true
+	case "huge_line":
+		sb.hugeLineAfter = &n
+	default:
+		return nil
+	}
+	return sb
 }

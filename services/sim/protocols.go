@@ -32,6 +32,13 @@ type request struct {
 	// usageInclude: an OpenRouter request asked for usage accounting, so
 	// the reply carries usage.cost.
 	usageInclude bool
+	// stream: the answer goes out as an event stream; streamUsage: an
+	// OpenAI stream asked for its final usage chunk
+	// (stream_options.include_usage).
+	stream      bool
+	streamUsage bool
+	// prefill: the last turn is the assistant's, to be continued.
+	prefill bool
 }
 
 // apiError is a failure to render in the vendor's error format.
@@ -137,7 +144,10 @@ type openaiRequest struct {
 	MaxCompletionTokens *int             `json:"max_completion_tokens"`
 	Temperature         *float64         `json:"temperature"`
 	Stream              bool             `json:"stream"`
-	ResponseFormat      *struct {
+	StreamOptions       *struct {
+		IncludeUsage bool `json:"include_usage"`
+	} `json:"stream_options"`
+	ResponseFormat *struct {
 		Type       string `json:"type"`
 		JSONSchema *struct {
 			Name   string          `json:"name"`
@@ -220,11 +230,14 @@ func parseOpenAI(req *request, body []byte) *apiError {
 		}
 		req.maxTokens = *mt.v
 	}
-	if b.Stream {
-		e := badRequest("The simulator does not support stream=true.")
-		e.param = "stream"
+	req.stream = b.Stream
+	req.streamUsage = b.StreamOptions != nil && b.StreamOptions.IncludeUsage
+	if b.StreamOptions != nil && !b.Stream {
+		e := badRequest("The 'stream_options' parameter is only allowed when 'stream' is enabled.")
+		e.param, e.code = "stream_options", "invalid_value"
 		return e
 	}
+	req.prefill = msgs[len(msgs)-1].Role == "assistant"
 	if rf := b.ResponseFormat; rf != nil {
 		switch rf.Type {
 		case "text", "":
@@ -332,9 +345,8 @@ func parseAnthropic(req *request, body []byte) *apiError {
 	if b.Temperature != nil && (*b.Temperature < 0 || *b.Temperature > 1) {
 		return badRequest("temperature: Input should be less than or equal to 1")
 	}
-	if b.Stream {
-		return badRequest("stream: the simulator does not support streaming")
-	}
+	req.stream = b.Stream
+	req.prefill = msgs[len(msgs)-1].Role == "assistant"
 	if of := b.OutputFormat; of != nil && of.Type == "json_schema" {
 		req.wantJSON = true
 		if s := bytes.TrimSpace(of.Schema); len(s) > 0 {
@@ -436,6 +448,7 @@ func parseGemini(req *request, body []byte) *apiError {
 		sb.WriteByte('\n')
 	}
 	req.prompt = sb.String()
+	req.prefill = contents[len(contents)-1].Role == "model"
 	gc := b.GenerationConfig
 	if gc == nil {
 		gc = b.GenConfigSnake

@@ -16,7 +16,9 @@ import (
 //
 //	{"vendors": {"openai": {"latency": {"base_ms": 200, "jitter_ms": 50},
 //	                        "models": {"gpt-4o": {"error_rate": 0.1, "error_status": 503}}},
-//	             "anthropic": {"outages": [{"start_after_ms": 5000, "duration_ms": 10000, "status": 529}]}}}
+//	             "anthropic": {"outages": [{"start_after_ms": 5000, "duration_ms": 10000, "status": 529}]},
+//	             "gemini": {"models": {"gemini-2.5-flash": {"reject_prefill": true,
+//	                        "stream": {"chunk_delay_ms": 20, "cut_after_chunks": 3}}}}}}
 type Scenario struct {
 	Defaults Behavior                  `json:"defaults"`
 	Vendors  map[string]VendorScenario `json:"vendors,omitempty"`
@@ -74,6 +76,53 @@ type Behavior struct {
 	// calls that ask for usage accounting (usage.include); default
 	// DefaultReportedPrice.
 	ReportedPrice *Price `json:"reported_price,omitempty"`
+	// RejectPrefill refuses a request ending with an assistant (Gemini:
+	// model) turn with the vendor's 400, as models without prefill
+	// support do.
+	RejectPrefill *bool `json:"reject_prefill,omitempty"`
+	// Stream shapes streamed answers (stream: true, Gemini's
+	// streamGenerateContent) and injects stream faults. Replaced whole by
+	// a lower level that sets it.
+	Stream *StreamBehavior `json:"stream,omitempty"`
+}
+
+// StreamBehavior is how a streamed answer is sent. The answer is the
+// non-streamed one (same content and usage) cut into chunks of
+// WordsPerChunk words. "After N chunks" counts content chunks: 0 is before
+// the first one. Faults are off when unset.
+type StreamBehavior struct {
+	// ChunkDelayMS is the pause between two content chunks (the latency
+	// model's per-output-token delay is added per chunk; its base and
+	// jitter come before the first chunk).
+	ChunkDelayMS  int `json:"chunk_delay_ms,omitempty"`
+	WordsPerChunk int `json:"words_per_chunk,omitempty"` // default 1
+	// StallFirstMS: after the headers, send nothing for this long before
+	// the first chunk.
+	StallFirstMS int `json:"stall_first_ms,omitempty"`
+	// StallAfterChunks: after N content chunks, send nothing for StallMS
+	// (default 60 s), then go on.
+	StallAfterChunks *int `json:"stall_after_chunks,omitempty"`
+	StallMS          int  `json:"stall_ms,omitempty"`
+	// CutAfterChunks: after N content chunks, drop the connection.
+	CutAfterChunks *int `json:"cut_after_chunks,omitempty"`
+	// MalformedAfterChunks: after N content chunks, send a chunk that is
+	// not valid JSON (then go on).
+	MalformedAfterChunks *int `json:"malformed_after_chunks,omitempty"`
+	// ErrorAfterChunks: after N content chunks, send the vendor's
+	// mid-stream error (OpenAI error chunk, Anthropic error event,
+	// Gemini error object) and end the body.
+	ErrorAfterChunks *int `json:"error_after_chunks,omitempty"`
+	// RefuseAfterChunks: after N content chunks, stop with the vendor's
+	// content-policy reason (OpenAI finish_reason content_filter,
+	// Anthropic stop_reason refusal, Gemini finishReason SAFETY), usage
+	// and end marker included.
+	RefuseAfterChunks *int `json:"refuse_after_chunks,omitempty"`
+	// OmitEndMarker: finish reason and usage are sent but not the end
+	// marker ([DONE], message_stop); the body then ends normally. Gemini
+	// streams have no end marker.
+	OmitEndMarker bool `json:"omit_end_marker,omitempty"`
+
+	hugeLineAfter *int // marker only: a line longer than any decoder takes
 }
 
 // Price is USD per million tokens.
@@ -193,6 +242,21 @@ func (b *Behavior) validate(at string) error {
 	if p := b.ReportedPrice; p != nil && (p.InputPerMTok < 0 || p.OutputPerMTok < 0 || p.InputPerMTok != p.InputPerMTok || p.OutputPerMTok != p.OutputPerMTok) {
 		return fmt.Errorf("scenario: %s.reported_price must not be negative", at)
 	}
+	if st := b.Stream; st != nil {
+		for name, v := range map[string]int{"chunk_delay_ms": st.ChunkDelayMS, "words_per_chunk": st.WordsPerChunk,
+			"stall_first_ms": st.StallFirstMS, "stall_ms": st.StallMS} {
+			if v < 0 {
+				return fmt.Errorf("scenario: %s.stream.%s must not be negative", at, name)
+			}
+		}
+		for name, p := range map[string]*int{"stall_after_chunks": st.StallAfterChunks, "cut_after_chunks": st.CutAfterChunks,
+			"malformed_after_chunks": st.MalformedAfterChunks, "error_after_chunks": st.ErrorAfterChunks,
+			"refuse_after_chunks": st.RefuseAfterChunks} {
+			if p != nil && *p < 0 {
+				return fmt.Errorf("scenario: %s.stream.%s must not be negative", at, name)
+			}
+		}
+	}
 	for name, p := range map[string]*int{"rpm": b.RPM, "tpm": b.TPM, "retry_after_s": b.RetryAfterS,
 		"reasoning_tokens": b.ReasoningTokens, "context_window": b.ContextWindow} {
 		if p != nil && *p < 0 {
@@ -285,6 +349,8 @@ type resolved struct {
 	reasoning       int
 	contextWindow   int
 	price           Price
+	rejectPrefill   bool
+	stream          StreamBehavior
 }
 
 type window struct {
@@ -415,6 +481,12 @@ func overlay(dst *Behavior, src Behavior) {
 	if src.ReportedPrice != nil {
 		dst.ReportedPrice = src.ReportedPrice
 	}
+	if src.RejectPrefill != nil {
+		dst.RejectPrefill = src.RejectPrefill
+	}
+	if src.Stream != nil {
+		dst.Stream = src.Stream
+	}
 	dst.Outages = nil
 }
 
@@ -460,6 +532,12 @@ func resolve(b Behavior, outages []window) *resolved {
 	}
 	if b.ReportedPrice != nil {
 		r.price = *b.ReportedPrice
+	}
+	if b.RejectPrefill != nil {
+		r.rejectPrefill = *b.RejectPrefill
+	}
+	if b.Stream != nil {
+		r.stream = *b.Stream
 	}
 	return r
 }

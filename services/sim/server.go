@@ -10,6 +10,11 @@
 //	POST /openrouter/api/v1/chat/completions
 //	POST /anthropic/v1/messages
 //	POST /gemini/v1beta/models/{model}:generateContent
+//	POST /gemini/v1beta/models/{model}:streamGenerateContent?alt=sse
+//
+// "stream": true (OpenAI, OpenRouter, Anthropic) and streamGenerateContent
+// answer with the vendor's event stream (see stream.go).
+//
 //	GET|PUT|PATCH /_sim/scenario, GET /_sim/calls, POST /_sim/reset, GET /_sim/health
 package sim
 
@@ -111,9 +116,18 @@ func (s *Server) routes() {
 	gemini := func(w http.ResponseWriter, r *http.Request) {
 		target := r.PathValue("target")
 		i := strings.LastIndexByte(target, ':')
-		if i < 0 || target[i+1:] != "generateContent" {
-			writeError(w, &request{proto: protoGemini}, apiError{status: 404,
-				msg: "Method not found or not supported by the simulator (only generateContent)."})
+		method := ""
+		if i >= 0 {
+			method = target[i+1:]
+		}
+		switch {
+		case method == "streamGenerateContent" && r.URL.Query().Get("alt") != "sse":
+			writeError(w, &request{proto: protoGemini}, apiError{status: 400, retryAfter: -1,
+				msg: "The simulator streams only server-sent events: add alt=sse."})
+			return
+		case method != "generateContent" && method != "streamGenerateContent":
+			writeError(w, &request{proto: protoGemini}, apiError{status: 404, retryAfter: -1,
+				msg: "Method not found or not supported by the simulator (only generateContent and streamGenerateContent)."})
 			return
 		}
 		s.complete(w, r, protoGemini, VendorGemini, target[:i])
@@ -282,6 +296,7 @@ func (s *Server) complete(w http.ResponseWriter, r *http.Request, p protocol, ve
 	now := time.Now()
 	reg := s.reg.Load()
 	req := &request{proto: p, vendor: vendor, model: pathModel, id: s.reqID.Add(1)}
+	req.stream = p == protoGemini && strings.HasSuffix(r.URL.Path, ":streamGenerateContent")
 	fail := func(e apiError) {
 		writeError(w, req, e)
 		model := req.model
@@ -311,6 +326,10 @@ func (s *Server) complete(w http.ResponseWriter, r *http.Request, p protocol, ve
 	mk := parseMarkers(req.prompt)
 	if mk.delayMS > 0 && !sleep(r.Context(), time.Duration(mk.delayMS)*time.Millisecond) {
 		ms.record(499, 0, 0, 0, now)
+		return
+	}
+	if req.prefill && (mk.noPrefill || beh.rejectPrefill) {
+		fail(prefillRejection(p))
 		return
 	}
 	g := generate(req, mk, beh)
@@ -352,6 +371,17 @@ func (s *Server) complete(w http.ResponseWriter, r *http.Request, p protocol, ve
 		if x-float64(int64(x)) < beh.errorRate {
 			status, injected = beh.errorStatus, true
 		}
+	}
+	if status == 0 && req.stream {
+		// A stream's latency is spent after its headers (see stream).
+		if lim != nil {
+			setRateHeaders(w, p, lim, time.Now())
+		}
+		ms.record(200, g.in, g.billedOut(), g.cached, now)
+		prompt := req.prompt
+		ms.lastPrompt.Store(&prompt)
+		s.stream(w, r, req, g, beh, mk)
+		return
 	}
 	if status == 0 || injected {
 		d := beh.latencyBase + beh.perToken*time.Duration(g.out)

@@ -35,11 +35,15 @@ const (
 type Config struct {
 	BaseURL    string // empty: the vendor's public API root
 	APIKey     string
-	HTTPClient *http.Client // nil: provider.DefaultHTTPClient
+	HTTPClient *http.Client // nil: a pooled client of its own (MaxConcurrency)
 	Headers    map[string]string
 	// Protocol forces a wire protocol (openai, anthropic, gemini) for a
 	// custom kind, e.g. an Anthropic-compatible gateway; empty: by kind.
 	Protocol string
+	// MaxConcurrency sizes the adapter's own connection pool when
+	// HTTPClient is nil (the vendor's max_concurrency; 0:
+	// provider.DefaultMaxConns). See provider.NewHTTPClient.
+	MaxConcurrency int
 }
 
 var kindRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_.-]{0,62}$`)
@@ -80,7 +84,7 @@ func Kinds() []string {
 // New returns the adapter for kind. openai, anthropic, gemini and openrouter
 // default to the public endpoints; openai_compatible and any other name
 // (e.g. "mistral", "groq", "vllm") speak Chat Completions and need BaseURL.
-func New(kind string, cfg Config) (provider.Adapter, error) {
+func New(kind string, cfg Config) (provider.StreamingAdapter, error) {
 	k := strings.ToLower(strings.TrimSpace(kind))
 	if !kindRE.MatchString(k) {
 		return nil, fmt.Errorf("adapters: invalid vendor kind %q", kind)
@@ -98,6 +102,10 @@ func New(kind string, cfg Config) (provider.Adapter, error) {
 	proto := cfg.Protocol
 	if proto == "" {
 		proto = Protocol(k)
+	}
+	if cfg.HTTPClient == nil {
+		// One pool per vendor, sized by its concurrency.
+		cfg.HTTPClient = provider.NewHTTPClient(cfg.MaxConcurrency)
 	}
 	switch proto {
 	case ProtocolAnthropic:

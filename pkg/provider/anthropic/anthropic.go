@@ -37,7 +37,7 @@ type Adapter struct {
 	headers http.Header
 }
 
-var _ provider.Adapter = (*Adapter)(nil)
+var _ provider.StreamingAdapter = (*Adapter)(nil)
 
 // New returns an adapter for cfg.
 func New(cfg Config) *Adapter {
@@ -66,6 +66,7 @@ type wireRequest struct {
 	System      string        `json:"system,omitempty"`
 	Messages    []wireMessage `json:"messages"`
 	Temperature *float64      `json:"temperature,omitempty"`
+	Stream      bool          `json:"stream,omitempty"`
 }
 
 // JSONInstruction is appended to the system prompt when the request asks for
@@ -78,8 +79,14 @@ const SchemaInstruction = "The JSON object must conform to this JSON Schema:"
 // BuildBody encodes req as a Messages request body, vendor options merged in.
 // System and developer turns go to the top-level system prompt; any role
 // other than assistant is sent as user.
+// A trailing assistant turn is sent as it is: Anthropic continues it (a
+// prefill).
 func BuildBody(req *provider.Request) ([]byte, error) {
-	w := wireRequest{Model: req.Model, MaxTokens: req.MaxTokens, Temperature: req.Temperature}
+	return buildBody(req, false)
+}
+
+func buildBody(req *provider.Request, stream bool) ([]byte, error) {
+	w := wireRequest{Model: req.Model, MaxTokens: req.MaxTokens, Temperature: req.Temperature, Stream: stream}
 	if w.MaxTokens <= 0 {
 		w.MaxTokens = DefaultMaxTokens
 	}
@@ -115,7 +122,7 @@ func BuildBody(req *provider.Request) ([]byte, error) {
 	if err != nil {
 		return nil, &provider.Error{Class: provider.ClassInvalidRequest, Message: "encoding request: " + err.Error()}
 	}
-	return provider.MergeOptions(body, req.Options, "model", "messages")
+	return provider.MergeOptions(body, req.Options, "model", "messages", "stream")
 }
 
 // Complete performs one Messages call.
@@ -132,7 +139,7 @@ func (a *Adapter) Complete(ctx context.Context, req *provider.Request) (*provide
 		return nil, a.scrub(err)
 	}
 	if reply.Status < 200 || reply.Status > 299 {
-		return nil, StatusError(reply.Status, reply.Header, reply.Body, a.cfg.APIKey)
+		return nil, provider.RefinePrefill(StatusError(reply.Status, reply.Header, reply.Body, a.cfg.APIKey), req)
 	}
 	resp, err := DecodeResponse(reply.Body)
 	if err != nil {
@@ -241,28 +248,18 @@ func DecodeResponse(body []byte) (*provider.Response, error) {
 	if w.StopReason != nil {
 		reason = *w.StopReason
 	}
-	switch reason {
-	case "max_tokens", "model_context_window_exceeded":
-		resp.FinishReason = "length"
-	case "tool_use":
-		resp.FinishReason = "tool_calls"
-	case "refusal":
-		resp.FinishReason = "content_filter"
-	default: // end_turn, stop_sequence, pause_turn
-		resp.FinishReason = "stop"
-	}
+	resp.FinishReason = normaliseStop(reason)
 	if u := w.Usage; u != nil {
-		in := clampTokens(u.InputTokens)
-		read := clampTokens(u.CacheReadInputTokens)
-		write := clampTokens(u.CacheCreationInputTokens)
-		resp.Usage = envelope.Usage{
-			InputTokens:      in + read + write,
-			OutputTokens:     clampTokens(u.OutputTokens),
-			CachedTokens:     read,
-			CacheWriteTokens: write,
-		}
+		resp.Usage = usageOf(u.InputTokens, u.CacheReadInputTokens, u.CacheCreationInputTokens, u.OutputTokens)
 	}
 	return resp, nil
+}
+
+// usageOf normalises Anthropic's counts: input_tokens excludes cache reads
+// and writes, envelope.Usage's InputTokens includes them.
+func usageOf(input, cacheRead, cacheWrite, output int) envelope.Usage {
+	in, read, write := clampTokens(input), clampTokens(cacheRead), clampTokens(cacheWrite)
+	return envelope.Usage{InputTokens: in + read + write, OutputTokens: clampTokens(output), CachedTokens: read, CacheWriteTokens: write}
 }
 
 // clampTokens bounds a reported count to [0, 2^40], so sums cannot overflow.
@@ -288,4 +285,17 @@ func StripCodeFence(s string) string {
 		return s
 	}
 	return strings.TrimSpace(t[nl+1:])
+}
+
+func normaliseStop(reason string) string {
+	switch reason {
+	case "max_tokens", "model_context_window_exceeded":
+		return "length"
+	case "tool_use":
+		return "tool_calls"
+	case "refusal":
+		return "content_filter"
+	default: // end_turn, stop_sequence, pause_turn
+		return "stop"
+	}
 }

@@ -37,7 +37,7 @@ type Adapter struct {
 	headers http.Header
 }
 
-var _ provider.Adapter = (*Adapter)(nil)
+var _ provider.StreamingAdapter = (*Adapter)(nil)
 
 // New returns an adapter for cfg.
 func New(cfg Config) *Adapter {
@@ -141,7 +141,7 @@ func (a *Adapter) Complete(ctx context.Context, req *provider.Request) (*provide
 		return nil, a.scrub(err)
 	}
 	if reply.Status < 200 || reply.Status > 299 {
-		return nil, StatusError(reply.Status, reply.Header, reply.Body, a.cfg.APIKey)
+		return nil, provider.RefinePrefill(StatusError(reply.Status, reply.Header, reply.Body, a.cfg.APIKey), req)
 	}
 	resp, err := DecodeResponse(reply.Body)
 	if err != nil {
@@ -266,13 +266,26 @@ type wireResponse struct {
 	PromptFeedback *struct {
 		BlockReason string `json:"blockReason"`
 	} `json:"promptFeedback"`
-	UsageMetadata *struct {
-		PromptTokenCount        int `json:"promptTokenCount"`
-		CandidatesTokenCount    int `json:"candidatesTokenCount"`
-		CachedContentTokenCount int `json:"cachedContentTokenCount"`
-		ThoughtsTokenCount      int `json:"thoughtsTokenCount"`
-	} `json:"usageMetadata"`
-	Error *wireError `json:"error"`
+	UsageMetadata *wireUsage `json:"usageMetadata"`
+	Error         *wireError `json:"error"`
+}
+
+type wireUsage struct {
+	PromptTokenCount        int `json:"promptTokenCount"`
+	CandidatesTokenCount    int `json:"candidatesTokenCount"`
+	CachedContentTokenCount int `json:"cachedContentTokenCount"`
+	ThoughtsTokenCount      int `json:"thoughtsTokenCount"`
+}
+
+// usageOf normalises usageMetadata: thoughts are billed as output but not
+// counted in candidates.
+func usageOf(u *wireUsage) envelope.Usage {
+	return envelope.Usage{
+		InputTokens:     clampTokens(u.PromptTokenCount),
+		OutputTokens:    clampTokens(u.CandidatesTokenCount) + clampTokens(u.ThoughtsTokenCount),
+		CachedTokens:    min(clampTokens(u.CachedContentTokenCount), clampTokens(u.PromptTokenCount)),
+		ReasoningTokens: clampTokens(u.ThoughtsTokenCount),
+	}
 }
 
 // DecodeResponse decodes a 2xx generateContent body. A prompt blocked by
@@ -288,13 +301,7 @@ func DecodeResponse(body []byte) (*provider.Response, error) {
 	}
 	resp := &provider.Response{}
 	if u := w.UsageMetadata; u != nil {
-		// Thoughts are billed as output but not counted in candidates.
-		resp.Usage = envelope.Usage{
-			InputTokens:     clampTokens(u.PromptTokenCount),
-			OutputTokens:    clampTokens(u.CandidatesTokenCount) + clampTokens(u.ThoughtsTokenCount),
-			CachedTokens:    min(clampTokens(u.CachedContentTokenCount), clampTokens(u.PromptTokenCount)),
-			ReasoningTokens: clampTokens(u.ThoughtsTokenCount),
-		}
+		resp.Usage = usageOf(u)
 	}
 	if len(w.Candidates) == 0 {
 		if w.PromptFeedback != nil && w.PromptFeedback.BlockReason != "" {

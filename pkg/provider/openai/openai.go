@@ -49,7 +49,7 @@ type Adapter struct {
 	headers http.Header
 }
 
-var _ provider.Adapter = (*Adapter)(nil)
+var _ provider.StreamingAdapter = (*Adapter)(nil)
 
 // New returns an adapter for cfg.
 func New(cfg Config) *Adapter {
@@ -81,6 +81,13 @@ type wireRequest struct {
 	Temperature         *float64                 `json:"temperature,omitempty"`
 	ResponseFormat      *envelope.ResponseFormat `json:"response_format,omitempty"`
 	Usage               *wireUsageRequest        `json:"usage,omitempty"`
+	Stream              bool                     `json:"stream,omitempty"`
+	StreamOptions       *wireStreamOptions       `json:"stream_options,omitempty"`
+}
+
+// wireStreamOptions asks for the final usage chunk of a stream.
+type wireStreamOptions struct {
+	IncludeUsage bool `json:"include_usage"`
 }
 
 // wireUsageRequest is OpenRouter's usage-accounting switch.
@@ -91,7 +98,18 @@ type wireUsageRequest struct {
 // BuildBody encodes req as a Chat Completions request body, vendor options
 // merged in.
 func (a *Adapter) BuildBody(req *provider.Request) ([]byte, error) {
+	return a.buildBody(req, false)
+}
+
+// buildBody encodes req; stream asks for an event stream with a final
+// usage chunk. A trailing assistant turn (a prefill) is sent as the last
+// message: the API has no continuation flag, so models that cannot
+// continue it answer anew or refuse (prefill_unsupported).
+func (a *Adapter) buildBody(req *provider.Request, stream bool) ([]byte, error) {
 	w := wireRequest{Model: req.Model, Temperature: req.Temperature}
+	if stream {
+		w.Stream, w.StreamOptions = true, &wireStreamOptions{IncludeUsage: true}
+	}
 	w.Messages = make([]wireMessage, len(req.Messages))
 	for i, m := range req.Messages {
 		w.Messages[i] = wireMessage{Role: m.Role, Content: m.Content}
@@ -122,7 +140,7 @@ func (a *Adapter) BuildBody(req *provider.Request) ([]byte, error) {
 	if err != nil {
 		return nil, &provider.Error{Class: provider.ClassInvalidRequest, Message: "encoding request: " + err.Error()}
 	}
-	return provider.MergeOptions(body, req.Options, "model", "messages")
+	return provider.MergeOptions(body, req.Options, "model", "messages", "stream", "stream_options")
 }
 
 func isReasoningModel(model string) bool {
@@ -148,7 +166,7 @@ func (a *Adapter) Complete(ctx context.Context, req *provider.Request) (*provide
 		return nil, a.scrub(err)
 	}
 	if reply.Status < 200 || reply.Status > 299 {
-		return nil, a.StatusError(reply.Status, reply.Header, reply.Body)
+		return nil, provider.RefinePrefill(a.StatusError(reply.Status, reply.Header, reply.Body), req)
 	}
 	resp, err := DecodeResponse(reply.Body)
 	if err != nil {
@@ -325,21 +343,29 @@ func DecodeResponse(body []byte) (*provider.Response, error) {
 	if c.Message.Content == nil && c.Message.Refusal != nil {
 		resp.FinishReason = "content_filter"
 	}
-	if u := w.Usage; u != nil {
-		resp.Usage = envelope.Usage{InputTokens: u.PromptTokens, OutputTokens: u.CompletionTokens}
-		if d := u.PromptTokensDetails; d != nil {
-			resp.Usage.CachedTokens = d.CachedTokens
-			resp.Usage.CacheWriteTokens = d.CacheWriteTokens
-		}
-		if d := u.CompletionTokensDetails; d != nil {
-			resp.Usage.ReasoningTokens = d.ReasoningTokens
-		}
-		if u.Cost != nil && *u.Cost >= 0 && !math.IsInf(*u.Cost, 0) {
-			resp.Usage.VendorCostUSD, resp.Usage.VendorCostReported = *u.Cost, true
-		}
-		sanitiseUsage(&resp.Usage)
+	if w.Usage != nil {
+		resp.Usage = usageOf(w.Usage)
 	}
 	return resp, nil
+}
+
+// usageOf normalises a usage object: cached and cache-write tokens inside
+// the prompt count, reasoning inside the completion count, OpenRouter's
+// reported cost.
+func usageOf(u *wireUsage) envelope.Usage {
+	out := envelope.Usage{InputTokens: u.PromptTokens, OutputTokens: u.CompletionTokens}
+	if d := u.PromptTokensDetails; d != nil {
+		out.CachedTokens = d.CachedTokens
+		out.CacheWriteTokens = d.CacheWriteTokens
+	}
+	if d := u.CompletionTokensDetails; d != nil {
+		out.ReasoningTokens = d.ReasoningTokens
+	}
+	if u.Cost != nil && *u.Cost >= 0 && !math.IsInf(*u.Cost, 0) {
+		out.VendorCostUSD, out.VendorCostReported = *u.Cost, true
+	}
+	sanitiseUsage(&out)
+	return out
 }
 
 func sanitiseUsage(u *envelope.Usage) {

@@ -14,6 +14,12 @@
 //	[[sim:error=KIND]]     answer with the vendor's own error for a condition:
 //	                       context_length (the prompt does not fit) or
 //	                       billing (the account cannot pay)
+//	[[sim:stream=KIND:N]]  a stream fault after N content chunks (MarkerStream)
+//	[[sim:no_prefill]]     refuse a request ending with an assistant turn
+//
+// Streaming (provider.Streamer) is held to the same answers: deltas make
+// the content, usage is reported, and every way a stream fails (stall,
+// cut, malformed chunk, error event, refusal) is classified.
 package vendortest
 
 import (
@@ -408,6 +414,8 @@ func Run(t *testing.T, newAdapter NewAdapter, o Options) {
 			t.Fatalf("finish %q usage %+v, want length within 3 tokens", resp.FinishReason, resp.Usage)
 		}
 	})
+
+	runStreaming(t, a, o, req)
 
 	t.Run("empty_content", func(t *testing.T) {
 		t.Parallel()

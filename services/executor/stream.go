@@ -1,0 +1,90 @@
+package executor
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/switchyard-llm/switchyard/pkg/envelope"
+	"github.com/switchyard-llm/switchyard/pkg/pii"
+	"github.com/switchyard-llm/switchyard/pkg/provider"
+)
+
+// streamCall is what a streamed vendor call learned besides the answer:
+// when its first delta came and what it published before it ended.
+type streamCall struct {
+	first   time.Time
+	deltas  int
+	partial strings.Builder
+}
+
+// complete calls the vendor: whole, or, for a streamed request, streaming
+// with every delta published on the request's delta subject as it comes
+// (core NATS: a delta nobody reads is not kept). Deltas are numbered from
+// w.StreamSeq, so a target continuing a cut answer carries on the
+// numbering. The route's stream limits bound the waits for the first
+// token and between chunks.
+func (e *Executor) complete(ctx context.Context, w *envelope.Work, req *provider.Request, redactor *pii.Redactor) (*provider.Response, *streamCall, error) {
+	st, ok := e.d.Adapter.(provider.Streamer)
+	if !w.Request.Stream || !ok || e.d.NC == nil {
+		resp, err := e.d.Adapter.Complete(ctx, req)
+		return resp, nil, err
+	}
+	var opt provider.StreamOptions
+	if route, ok := e.d.Policy.Current().Route(w.Route); ok {
+		opt = provider.StreamOptions{FirstTokenTimeout: route.Stream.FirstTokenTimeout.Duration, IdleTimeout: route.Stream.IdleTimeout.Duration}
+	}
+	if w.StreamText != "" {
+		// Continue the answer the client already holds: the text so far is
+		// an assistant prefill, and only what follows it is published.
+		prefill := w.StreamText
+		if redactor != nil {
+			prefill = redactor.Redact(prefill)
+		}
+		req.Messages = append(append([]envelope.Message(nil), req.Messages...), envelope.Message{Role: "assistant", Content: prefill})
+	}
+	sc := &streamCall{}
+	subject := envelope.DeltaSubject(w.Request.Tenant, w.Request.ID)
+	attempt, t := w.AttemptNumber(), w.Target()
+	resp, err := st.Stream(ctx, req, opt, func(d provider.Delta) error {
+		if sc.first.IsZero() {
+			sc.first = e.d.Now()
+		}
+		text := d.Content
+		if redactor != nil {
+			text = redactor.Restore(text)
+		}
+		data, err := json.Marshal(envelope.DeltaEvent{Type: envelope.DeltaContent, RequestID: w.Request.ID,
+			Attempt: attempt, Seq: w.StreamSeq + sc.deltas, Content: text, Vendor: t.Vendor, Model: t.Model})
+		if err != nil {
+			return err
+		}
+		if err := e.d.NC.Publish(subject, data); err != nil {
+			return fmt.Errorf("publish delta: %w", err)
+		}
+		sc.deltas++
+		sc.partial.WriteString(text)
+		return nil
+	})
+	return resp, sc, err
+}
+
+// streamed fills a result with what a streamed call published: time to
+// first token, the deltas and their text (the router needs them when the
+// call failed), and on success the whole answer, prefix included.
+func (sc *streamCall) fill(res *envelope.Result, w *envelope.Work, start time.Time) {
+	if sc == nil {
+		return
+	}
+	if !sc.first.IsZero() {
+		res.TTFTMS = max(sc.first.Sub(start).Milliseconds(), 0)
+	}
+	res.Deltas = sc.deltas
+	if res.ErrorClass != "" {
+		res.Partial = sc.partial.String()
+		return
+	}
+	res.Content = w.StreamText + res.Content
+}
