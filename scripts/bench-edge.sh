@@ -13,9 +13,11 @@
 #
 #   scripts/bench-edge.sh [--rates 500,1500] [--duration 10s] [--clients 256] [--stream] [--no-pin]
 #
-# --stream sends "stream": true to the edge (SSE relayed by the edge);
-# the mock answers without streaming, so the direct row stays the
-# non-streamed floor.
+# --stream sends "stream": true (with include_usage) to the edge, which
+# relays the pipeline's deltas as SSE, and to the vendor directly. The
+# harness's mock cannot stream, so in this mode the vendor is Switchyard's
+# own simulator (`switchyard sim`, zero latency) in its place; natsload has
+# no streaming mode, so there is no nats row.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -55,10 +57,16 @@ PIDS=()
 cleanup() { local p; for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
 trap cleanup EXIT
 
-"${PIN_LOAD[@]}" "$BIN/perf-mock" -addr "$MOCK_ADDR" >"$WORK/mock.log" 2>&1 &
+VENDOR_BASE=http://$MOCK_ADDR/v1
+if [ "$STREAM" = 1 ]; then
+  VENDOR_BASE=http://$MOCK_ADDR/openai/v1
+  "${PIN_LOAD[@]}" "$BIN/switchyard" sim -addr "$MOCK_ADDR" >"$WORK/mock.log" 2>&1 &
+else
+  "${PIN_LOAD[@]}" "$BIN/perf-mock" -addr "$MOCK_ADDR" >"$WORK/mock.log" 2>&1 &
+fi
 MOCK_PID=$!
 PIDS+=("$MOCK_PID")
-sed "s#@MOCK_BASE@#http://$MOCK_ADDR/v1#" "$PEERS/switchyard/policy.yaml.tmpl" >"$WORK/policy.yaml"
+sed "s#@MOCK_BASE@#$VENDOR_BASE#" "$PEERS/switchyard/policy.yaml.tmpl" >"$WORK/policy.yaml"
 unset_env=()
 for v in $(compgen -e | grep '^SWITCHYARD_'); do unset_env+=(-u "$v"); done # the caller's settings must not leak in
 env "${unset_env[@]}" SWITCHYARD_DATA_DIR="$WORK/data" SWITCHYARD_NATS_PORT="$NATS_PORT" SWITCHYARD_HTTP_ADDR="$HTTP_ADDR" \
@@ -73,11 +81,11 @@ for ((i = 0; i < 240; i++)); do
 done
 KEY=$(SWITCHYARD_NATS_URL=nats://127.0.0.1:$NATS_PORT "$BIN/switchyard" keys create --tenant perf 2>/dev/null)
 
-BODY='{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Say hello"}],"max_tokens":16}'
-EDGE_BODY='{"model":"bench","messages":[{"role":"user","content":"Say hello"}],"max_tokens":16}'
-if [ "$STREAM" = 1 ]; then
-  EDGE_BODY='{"model":"bench","messages":[{"role":"user","content":"Say hello"}],"max_tokens":16,"stream":true,"stream_options":{"include_usage":true}}'
-fi
+STREAM_FIELDS=""
+[ "$STREAM" = 1 ] && STREAM_FIELDS=',"stream":true,"stream_options":{"include_usage":true}'
+BODY='{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Say hello"}],"max_tokens":16'$STREAM_FIELDS'}'
+EDGE_BODY='{"model":"bench","messages":[{"role":"user","content":"Say hello"}],"max_tokens":16'$STREAM_FIELDS'}'
+
 RESULTS=$WORK/results.jsonl
 : >"$RESULTS"
 run() { # target mode(open RATE | closed C) tool args...
@@ -91,8 +99,8 @@ run() { # target mode(open RATE | closed C) tool args...
     2>>"$WORK/loadgen.log" | sed -n 's/^RESULT //p' >>"$RESULTS"
 }
 targets() { # mode v
-  run direct "$1" "$2" loadgen -url "http://$MOCK_ADDR/v1/chat/completions" -body "$BODY"
-  run nats "$1" "$2" natsload -url "nats://127.0.0.1:$NATS_PORT" -tenant perf -route bench
+  run direct "$1" "$2" loadgen -url "$VENDOR_BASE/chat/completions" -body "$BODY"
+  [ "$STREAM" = 1 ] || run nats "$1" "$2" natsload -url "nats://127.0.0.1:$NATS_PORT" -tenant perf -route bench
   run edge "$1" "$2" loadgen -url "http://$EDGE_ADDR/v1/chat/completions" -body "$EDGE_BODY" -H "Authorization: Bearer $KEY"
 }
 echo "running: rates $RATES, $DURATION per phase ($WARM warm-up left out), saturation with $CLIENTS clients, stream=$STREAM, pinned=$PIN" >&2
