@@ -51,8 +51,7 @@ type Record struct {
 }
 
 // Limits bound one key's traffic; zero means no limit. The edge enforces
-// them (services/edge/limits.go): RPM across every edge replica,
-// MaxInFlight on each replica.
+// them across every edge replica (services/edge/limits.go).
 type Limits struct {
 	RPM         int `json:"rpm,omitempty"`
 	MaxInFlight int `json:"max_in_flight,omitempty"`

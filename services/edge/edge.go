@@ -226,12 +226,6 @@ func (e *Edge) serve(w http.ResponseWriter, r *http.Request, a api) {
 		return
 	}
 	req.Tenant = rec.Tenant
-	release, aerr := e.limits.admit(r.Context(), rec)
-	if aerr != nil {
-		fail(aerr)
-		return
-	}
-	defer release()
 	body, berr := readBody(w, r, e.cfg.MaxBodyBytes)
 	if berr != nil {
 		fail(berr)
@@ -250,6 +244,13 @@ func (e *Edge) serve(w http.ResponseWriter, r *http.Request, a api) {
 		fail(aerr)
 		return
 	}
+	// Only a request that goes to the pipeline counts against the key's limits.
+	release, aerr := e.limits.admit(r.Context(), rec, req.ID, e.d.Now().Add(time.Duration(req.TimeoutMS)*time.Millisecond+2*time.Second))
+	if aerr != nil {
+		fail(aerr)
+		return
+	}
+	defer release()
 	if stream {
 		if aerr := e.streamed(w, r, a, req, body, start); aerr != nil {
 			fail(aerr)

@@ -27,7 +27,7 @@ func runKeys(ctx context.Context, args []string, out, errOut io.Writer) error {
 	tenant := fs.String("tenant", "", "create: the tenant the key speaks for")
 	routes := fs.String("routes", "", "create: comma-separated routes the key may use (default: every route, auto and catalog models)")
 	rpm := fs.Int("rpm", 0, "create: requests per minute the key may send, across every edge replica (0: no limit)")
-	maxInFlight := fs.Int("max-in-flight", 0, "create: requests the key may have in flight on each edge replica (0: no limit)")
+	maxInFlight := fs.Int("max-in-flight", 0, "create: requests the key may have in flight, across every edge replica (0: no limit)")
 	if isHelp(sub) {
 		fs.Usage()
 		return flag.ErrHelp
