@@ -180,3 +180,40 @@ func TestEdgeStreamFaults(t *testing.T) {
 		})
 	}
 }
+
+// The attempt's time budget (its share of the request's deadline) bounds a
+// streamed call's silences, not its length: an answer that keeps flowing
+// past the share completes within the request's deadline, while a vendor
+// silent for the share still fails over.
+func TestEdgeStreamAttemptBudget(t *testing.T) {
+	tests := []struct {
+		name       string
+		stream     sim.StreamBehavior
+		wantVendor string
+	}{
+		// Chunks 300 ms apart: several seconds, over the 2 s share.
+		{"a long steady stream completes", sim.StreamBehavior{ChunkDelayMS: 300}, "openai"},
+		{"a silent first target fails over", sim.StreamBehavior{StallFirstMS: 20000}, "anthropic"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := start(t, withEdge, func(c *app.Config) {
+				st := tt.stream
+				c.Scenario = &sim.Scenario{Vendors: map[string]sim.VendorScenario{
+					"openai": {Models: map[string]sim.Behavior{"gpt-4o-mini": {Stream: &st}}}}}
+			})
+			key := e.edgeKey("")
+			// 6 s for three targets: each attempt's share is 2 s.
+			hdr := map[string]string{"Authorization": "Bearer " + key, "X-Switchyard-Timeout-Ms": "6000"}
+			r := e.edgeStream("/v1/chat/completions", hdr, chatBody("chat", "Tell me about harbors and lanterns in many words", `,"max_tokens":64,"stream":true`))
+			rep := e.replyOf(e.tenant, r.header.Get("x-switchyard-request-id"))
+			s := readOpenAIStream(t, r)
+			if !s.done || s.text != rep.Content || rep.Vendor != tt.wantVendor {
+				t.Fatalf("done %v err %q, reply from %s (want %s) %+v", s.done, s.errCode, rep.Vendor, tt.wantVendor, rep.Error)
+			}
+			if tt.wantVendor == "openai" && rep.LatencyMS < 2500 {
+				t.Fatalf("the stream took %d ms: not longer than the attempt's share, the test proves nothing", rep.LatencyMS)
+			}
+		})
+	}
+}

@@ -3,6 +3,7 @@ package executor
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -26,12 +27,12 @@ type streamCall struct {
 // w.StreamSeq, so a target continuing a cut answer carries on the
 // numbering. The route's stream limits bound the waits for the first
 // token and between chunks.
-func (e *Executor) complete(ctx context.Context, w *envelope.Work, req *provider.Request, redactor *pii.Redactor) (*provider.Response, *streamCall, error) {
-	st, ok := e.d.Adapter.(provider.Streamer)
-	if !w.Request.Stream || !ok || e.d.NC == nil {
+func (e *Executor) complete(ctx context.Context, w *envelope.Work, req *provider.Request, redactor *pii.Redactor, touch func()) (*provider.Response, *streamCall, error) {
+	if !e.streams(w) {
 		resp, err := e.d.Adapter.Complete(ctx, req)
 		return resp, nil, err
 	}
+	st := e.d.Adapter.(provider.Streamer)
 	var opt provider.StreamOptions
 	if route, ok := e.d.Policy.Current().Route(w.Route); ok {
 		opt = provider.StreamOptions{FirstTokenTimeout: route.Stream.FirstTokenTimeout.Duration, IdleTimeout: route.Stream.IdleTimeout.Duration}
@@ -49,6 +50,7 @@ func (e *Executor) complete(ctx context.Context, w *envelope.Work, req *provider
 	subject := envelope.DeltaSubject(w.Request.Tenant, w.Request.ID)
 	attempt, t := w.AttemptNumber(), w.Target()
 	resp, err := st.Stream(ctx, req, opt, func(d provider.Delta) error {
+		touch()
 		if sc.first.IsZero() {
 			sc.first = e.d.Now()
 		}
@@ -69,6 +71,51 @@ func (e *Executor) complete(ctx context.Context, w *envelope.Work, req *provider
 		return nil
 	})
 	return resp, sc, err
+}
+
+// streams reports whether w's call streams: a streamed request, an adapter
+// that streams, and a NATS connection to publish the deltas on.
+func (e *Executor) streams(w *envelope.Work) bool {
+	_, ok := e.d.Adapter.(provider.Streamer)
+	return w.Request.Stream && ok && e.d.NC != nil
+}
+
+// errQuiet is the cause of a streamed call cancelled for its silence.
+var errQuiet = errors.New("the stream was silent for the attempt's time budget")
+
+// quietWatch cancels a streamed call that sends nothing for the attempt's
+// time budget (the router's share of the request's deadline), counted
+// afresh from each delta: a silent vendor fails over as early as a whole
+// call would, while an answer that keeps flowing may take until the
+// request's deadline instead of being cut at its share. A nil watch does
+// nothing.
+type quietWatch struct {
+	budget time.Duration
+	timer  *time.Timer
+	ctx    context.Context
+}
+
+func watchQuiet(ctx context.Context, budget time.Duration) (context.Context, *quietWatch) {
+	cctx, cancel := context.WithCancelCause(ctx)
+	q := &quietWatch{budget: budget, ctx: cctx}
+	q.timer = time.AfterFunc(budget, func() { cancel(errQuiet) })
+	return cctx, q
+}
+
+func (q *quietWatch) touch() {
+	if q != nil {
+		q.timer.Reset(q.budget)
+	}
+}
+
+func (q *quietWatch) stop() {
+	if q != nil {
+		q.timer.Stop()
+	}
+}
+
+func (q *quietWatch) fired() bool {
+	return q != nil && errors.Is(context.Cause(q.ctx), errQuiet)
 }
 
 // streamed fills a result with what a streamed call published: time to
