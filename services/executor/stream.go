@@ -49,14 +49,9 @@ func (e *Executor) complete(ctx context.Context, w *envelope.Work, req *provider
 	sc := &streamCall{}
 	subject := envelope.DeltaSubject(w.Request.Tenant, w.Request.ID)
 	attempt, t := w.AttemptNumber(), w.Target()
-	resp, err := st.Stream(ctx, req, opt, func(d provider.Delta) error {
-		touch()
-		if sc.first.IsZero() {
-			sc.first = e.d.Now()
-		}
-		text := d.Content
-		if redactor != nil {
-			text = redactor.Restore(text)
+	publish := func(text string) error {
+		if text == "" {
+			return nil
 		}
 		data, err := json.Marshal(envelope.DeltaEvent{Type: envelope.DeltaContent, RequestID: w.Request.ID,
 			Attempt: attempt, Seq: w.StreamSeq + sc.deltas, Content: text, Vendor: t.Vendor, Model: t.Model})
@@ -69,8 +64,58 @@ func (e *Executor) complete(ctx context.Context, w *envelope.Work, req *provider
 		sc.deltas++
 		sc.partial.WriteString(text)
 		return nil
+	}
+	rs := &restorer{r: redactor}
+	resp, err := st.Stream(ctx, req, opt, func(d provider.Delta) error {
+		touch()
+		if sc.first.IsZero() {
+			sc.first = e.d.Now()
+		}
+		return publish(rs.take(d.Content))
 	})
+	if err == nil {
+		err = publish(rs.flush())
+	}
 	return resp, sc, err
+}
+
+// maxPlaceholder bounds the text held back as a possible PII placeholder
+// ("[EMAIL_1]") not yet closed.
+const maxPlaceholder = 40
+
+// restorer puts redacted values back into streamed deltas. A placeholder
+// may arrive split over deltas: text from an unclosed "[" on is held back
+// until the placeholder closes (or grows too long to be one), so the
+// client never sees a placeholder and the deltas add up to the restored
+// answer. Without a redactor deltas pass unchanged.
+type restorer struct {
+	r       *pii.Redactor
+	pending string
+}
+
+// take returns what of s may be published now.
+func (x *restorer) take(s string) string {
+	if x.r == nil {
+		return s
+	}
+	x.pending += s
+	cut := len(x.pending)
+	if i := strings.LastIndexByte(x.pending, '['); i >= 0 && !strings.Contains(x.pending[i:], "]") && cut-i <= maxPlaceholder {
+		cut = i
+	}
+	out := x.pending[:cut]
+	x.pending = x.pending[cut:]
+	return x.r.Restore(out)
+}
+
+// flush returns what is still held back, at the end of the answer.
+func (x *restorer) flush() string {
+	if x.r == nil {
+		return ""
+	}
+	out := x.r.Restore(x.pending)
+	x.pending = ""
+	return out
 }
 
 // streams reports whether w's call streams: a streamed request, an adapter

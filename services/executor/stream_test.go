@@ -3,12 +3,14 @@ package executor
 import (
 	"context"
 	"encoding/json"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
 
 	"github.com/switchyard-llm/switchyard/pkg/envelope"
+	"github.com/switchyard-llm/switchyard/pkg/pii"
 	"github.com/switchyard-llm/switchyard/pkg/provider"
 	"github.com/switchyard-llm/switchyard/pkg/testkit"
 )
@@ -94,6 +96,44 @@ func TestStreamedAttempt(t *testing.T) {
 				case <-time.After(2 * time.Second):
 					t.Fatalf("no delta %d", want)
 				}
+			}
+		})
+	}
+}
+
+// Deltas of a redacted request are restored even when a placeholder is
+// split over deltas: what is published adds up to the restored answer.
+func TestRestorer(t *testing.T) {
+	r := pii.NewRedactor()
+	tok := r.Redact("write to ann@example.com") // "write to [EMAIL_1]"
+	if !strings.Contains(tok, "[EMAIL_1]") {
+		t.Fatalf("redacted %q", tok)
+	}
+	tests := []struct {
+		name   string
+		pieces []string
+		want   []string
+	}{
+		{"whole placeholder", []string{"mail [EMAIL_1] now"}, []string{"mail ann@example.com now"}},
+		{"split placeholder", []string{"mail [EMA", "IL_", "1] now"}, []string{"mail ", "", "ann@example.com now"}},
+		{"a bracket that is no placeholder", []string{"a [b", "c] d"}, []string{"a ", "[bc] d"}},
+		{"unclosed at the end", []string{"x [EMAIL"}, []string{"x ", "[EMAIL"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			x := &restorer{r: r}
+			var got []string
+			for _, p := range tt.pieces {
+				got = append(got, x.take(p))
+			}
+			if rest := x.flush(); rest != "" {
+				got = append(got, rest)
+			}
+			if strings.Join(got, "|") != strings.Join(tt.want, "|") {
+				t.Fatalf("got %q, want %q", got, tt.want)
+			}
+			if strings.Join(got, "") != r.Restore(strings.Join(tt.pieces, "")) {
+				t.Fatalf("deltas %q do not add up to the restored answer", got)
 			}
 		})
 	}
