@@ -45,7 +45,7 @@ var (
 )
 
 // maxDrainWait bounds the wait for the body's end after the end marker.
-const maxDrainWait = 2 * time.Second
+const maxDrainWait = 250 * time.Millisecond
 
 // maxDrainBytes bounds what is read after an end marker so the connection
 // can go back to the pool; a vendor sending more than that loses it.
@@ -97,7 +97,11 @@ func RunStream(ctx context.Context, c StreamCall, dec StreamDecoder, onDelta fun
 	}
 	body := &activityReader{r: io.LimitReader(resp.Body, MaxResponseBytes+1), wd: wd}
 	ended, readErr, err := decodeEvents(NewSSEReader(body, MaxSSELine), dec, func(content string) error {
+		// The limits time the vendor, not the caller: a slow onDelta
+		// (a full downstream) is not the vendor's silence.
 		wd.content()
+		wd.hold()
+		defer wd.activity()
 		return onDelta(Delta{Content: content})
 	})
 	switch {
@@ -208,6 +212,15 @@ func (w *watchdog) content() {
 		w.firstToken.Stop()
 	}
 	w.gotContent = true
+}
+
+// hold stops the idle clock until the next activity.
+func (w *watchdog) hold() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.idle != nil {
+		w.idle.Stop()
+	}
 }
 
 func (w *watchdog) stop() {
