@@ -40,6 +40,9 @@ func TestEdgeStreamFaults(t *testing.T) {
 		wantHTTP     int // an error before the stream: its status
 		within       time.Duration
 		wantContains string // in the error message
+		// anthropic streams through /v1/messages; wantCode is then the
+		// error event's type.
+		anthropic bool
 	}{
 		{name: "stall before the first token fails over", stream: policy.RouteStream{FirstTokenTimeout: policy.Duration{Duration: 300 * time.Millisecond}},
 			faults:     map[model]sim.Behavior{primary: {Stream: &sim.StreamBehavior{StallFirstMS: 20000}}},
@@ -67,6 +70,15 @@ func TestEdgeStreamFaults(t *testing.T) {
 		{name: "refusal after deltas is a policy error with the reason",
 			faults:   map[model]sim.Behavior{primary: {Stream: &sim.StreamBehavior{RefuseAfterChunks: n(2)}}},
 			wantCode: envelope.CodePolicyBlocked, wantText: true, wantContains: "refused"},
+		{name: "anthropic API: refusal after deltas is an error event with the reason", anthropic: true,
+			faults:   map[model]sim.Behavior{primary: {Stream: &sim.StreamBehavior{RefuseAfterChunks: n(2)}}},
+			wantCode: "permission_error", wantText: true, wantContains: "refused"},
+		{name: "anthropic API: cut after deltas is an error event, never message_stop", anthropic: true,
+			faults:   map[model]sim.Behavior{primary: {Stream: &sim.StreamBehavior{CutAfterChunks: n(3)}}},
+			wantCode: "api_error", wantText: true},
+		{name: "anthropic API: stall before the first token fails over", anthropic: true, stream: policy.RouteStream{FirstTokenTimeout: policy.Duration{Duration: 300 * time.Millisecond}},
+			faults:     map[model]sim.Behavior{primary: {Stream: &sim.StreamBehavior{StallFirstMS: 20000}}},
+			wantVendor: "anthropic", wantClasses: []string{"stream_stalled"}, within: 5 * time.Second},
 		{name: "refusal before any delta is a 403",
 			faults:   map[model]sim.Behavior{primary: {Stream: &sim.StreamBehavior{RefuseAfterChunks: n(0)}}},
 			wantHTTP: http.StatusForbidden, wantContains: "refused"},
@@ -98,9 +110,16 @@ func TestEdgeStreamFaults(t *testing.T) {
 				}
 			})
 			key := e.edgeKey("")
+			prompt := "Tell me about harbors and lanterns in ten words or more"
 			began := time.Now()
-			r := e.edgeStream("/v1/chat/completions", bearerKey(key),
-				chatBody("chat", "Tell me about harbors and lanterns in ten words or more", `,"max_tokens":64,"stream":true,"stream_options":{"include_usage":true}`))
+			var r streamResp
+			if tt.anthropic {
+				r = e.edgeStream("/v1/messages", map[string]string{"x-api-key": key},
+					`{"model":"chat","max_tokens":64,"stream":true,"messages":[{"role":"user","content":"`+prompt+`"}]}`)
+			} else {
+				r = e.edgeStream("/v1/chat/completions", bearerKey(key),
+					chatBody("chat", prompt, `,"max_tokens":64,"stream":true,"stream_options":{"include_usage":true}`))
+			}
 			took := time.Since(began)
 			if tt.within > 0 && took > tt.within {
 				t.Errorf("took %v, want within %v", took, tt.within)
@@ -115,6 +134,23 @@ func TestEdgeStreamFaults(t *testing.T) {
 			}
 			if r.status != 200 {
 				t.Fatalf("status %d: %s", r.status, r.body)
+			}
+			if tt.anthropic {
+				s := readAnthropicStream(t, r)
+				if tt.wantCode != "" {
+					if s.names[len(s.names)-1] != "error" || s.errType != tt.wantCode || slices.Contains(s.names, "message_stop") || (tt.wantText && s.text == "") {
+						t.Fatalf("want an error event %s after text, got %v %q text %q", tt.wantCode, s.names, s.errType, s.text)
+					}
+					if rep.Status != envelope.StatusError || !strings.Contains(rep.Error.Message, tt.wantContains) {
+						t.Fatalf("reply %+v", rep.Error)
+					}
+					return
+				}
+				wantAnthropicSequence(t, s.names)
+				if s.text != rep.Content || rep.Vendor != tt.wantVendor || s.outTokens <= 0 {
+					t.Fatalf("text %q (reply %q from %s) usage out %v", s.text, rep.Content, rep.Vendor, s.outTokens)
+				}
+				return
 			}
 			s := readOpenAIStream(t, r)
 			if tt.wantCode != "" {
@@ -140,6 +176,43 @@ func TestEdgeStreamFaults(t *testing.T) {
 			}
 			if strings.Join(classes, ",") != strings.Join(tt.wantClasses, ",") {
 				t.Fatalf("failed attempts %v, want %v", classes, tt.wantClasses)
+			}
+		})
+	}
+}
+
+// The attempt's time budget (its share of the request's deadline) bounds a
+// streamed call's silences, not its length: an answer that keeps flowing
+// past the share completes within the request's deadline, while a vendor
+// silent for the share still fails over.
+func TestEdgeStreamAttemptBudget(t *testing.T) {
+	tests := []struct {
+		name       string
+		stream     sim.StreamBehavior
+		wantVendor string
+	}{
+		// Chunks 300 ms apart: several seconds, over the 2 s share.
+		{"a long steady stream completes", sim.StreamBehavior{ChunkDelayMS: 300}, "openai"},
+		{"a silent first target fails over", sim.StreamBehavior{StallFirstMS: 20000}, "anthropic"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := start(t, withEdge, func(c *app.Config) {
+				st := tt.stream
+				c.Scenario = &sim.Scenario{Vendors: map[string]sim.VendorScenario{
+					"openai": {Models: map[string]sim.Behavior{"gpt-4o-mini": {Stream: &st}}}}}
+			})
+			key := e.edgeKey("")
+			// 6 s for three targets: each attempt's share is 2 s.
+			hdr := map[string]string{"Authorization": "Bearer " + key, "X-Switchyard-Timeout-Ms": "6000"}
+			r := e.edgeStream("/v1/chat/completions", hdr, chatBody("chat", "Tell me about harbors and lanterns in many words", `,"max_tokens":64,"stream":true`))
+			rep := e.replyOf(e.tenant, r.header.Get("x-switchyard-request-id"))
+			s := readOpenAIStream(t, r)
+			if !s.done || s.text != rep.Content || rep.Vendor != tt.wantVendor {
+				t.Fatalf("done %v err %q, reply from %s (want %s) %+v", s.done, s.errCode, rep.Vendor, tt.wantVendor, rep.Error)
+			}
+			if tt.wantVendor == "openai" && rep.LatencyMS < 2500 {
+				t.Fatalf("the stream took %d ms: not longer than the attempt's share, the test proves nothing", rep.LatencyMS)
 			}
 		})
 	}

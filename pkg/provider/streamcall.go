@@ -45,7 +45,7 @@ var (
 )
 
 // maxDrainWait bounds the wait for the body's end after the end marker.
-const maxDrainWait = 2 * time.Second
+const maxDrainWait = 250 * time.Millisecond
 
 // maxDrainBytes bounds what is read after an end marker so the connection
 // can go back to the pool; a vendor sending more than that loses it.
@@ -96,30 +96,21 @@ func RunStream(ctx context.Context, c StreamCall, dec StreamDecoder, onDelta fun
 		return nil, BadResponse(resp.StatusCode, fmt.Sprintf("expected an event stream, got %q: %s", mt, Snippet(data)), "")
 	}
 	body := &activityReader{r: io.LimitReader(resp.Body, MaxResponseBytes+1), wd: wd}
-	sse := NewSSEReader(body, MaxSSELine)
-	ended := false
-	for !ended {
-		ev, err := sse.Next()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			if errors.Is(err, ErrSSELineTooLong) {
-				return nil, BadResponse(resp.StatusCode, fmt.Sprintf("event stream line longer than %d bytes", MaxSSELine), "")
-			}
-			return nil, streamFailure(ctx, sctx, err, true)
-		}
-		content, end, err := dec.Event(ev)
-		if err != nil {
-			return nil, err
-		}
-		if content != "" {
-			wd.content()
-			if err := onDelta(Delta{Content: content}); err != nil {
-				return nil, err
-			}
-		}
-		ended = end
+	ended, readErr, err := decodeEvents(NewSSEReader(body, MaxSSELine), dec, func(content string) error {
+		// The limits time the vendor, not the caller: a slow onDelta
+		// (a full downstream) is not the vendor's silence.
+		wd.content()
+		wd.hold()
+		defer wd.activity()
+		return onDelta(Delta{Content: content})
+	})
+	switch {
+	case errors.Is(readErr, ErrSSELineTooLong):
+		return nil, lineTooLong(resp.StatusCode)
+	case readErr != nil:
+		return nil, streamFailure(ctx, sctx, readErr, true)
+	case err != nil:
+		return nil, err
 	}
 	if body.n > MaxResponseBytes {
 		return nil, BadResponse(resp.StatusCode, fmt.Sprintf("event stream larger than %d bytes", MaxResponseBytes), "")
@@ -223,6 +214,15 @@ func (w *watchdog) content() {
 	w.gotContent = true
 }
 
+// hold stops the idle clock until the next activity.
+func (w *watchdog) hold() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.idle != nil {
+		w.idle.Stop()
+	}
+}
+
 func (w *watchdog) stop() {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -261,4 +261,58 @@ func ScrubStreamError(err error, secret string) error {
 	}
 	ve.Message = CleanMessage(ve.Message, secret)
 	return ve
+}
+
+// decodeEvents hands every event of sse to dec and its content to emit,
+// until the end marker (ended) or the end of the body. readErr is a
+// failure to read the body (ErrSSELineTooLong included); err is dec's or
+// emit's.
+func decodeEvents(sse *SSEReader, dec StreamDecoder, emit func(string) error) (ended bool, readErr, err error) {
+	for !ended {
+		ev, rerr := sse.Next()
+		if rerr == io.EOF {
+			return false, nil, nil
+		}
+		if rerr != nil {
+			return false, rerr, nil
+		}
+		content, end, derr := dec.Event(ev)
+		if derr != nil {
+			return false, nil, derr
+		}
+		if content != "" {
+			if err := emit(content); err != nil {
+				return false, nil, err
+			}
+		}
+		ended = end
+	}
+	return true, nil, nil
+}
+
+func lineTooLong(status int) *Error {
+	return BadResponse(status, fmt.Sprintf("event stream line longer than %d bytes", MaxSSELine), "")
+}
+
+// DecodeStream decodes a whole event-stream body with dec, as RunStream
+// does once the headers are in, without the network: for decoder tests
+// and fuzzing. A failure to read body is stream_cut.
+func DecodeStream(body io.Reader, dec StreamDecoder, onDelta func(Delta) error) (*Response, error) {
+	ended, readErr, err := decodeEvents(NewSSEReader(body, MaxSSELine), dec, func(content string) error {
+		return onDelta(Delta{Content: content})
+	})
+	switch {
+	case errors.Is(readErr, ErrSSELineTooLong):
+		return nil, lineTooLong(http.StatusOK)
+	case readErr != nil:
+		return nil, &Error{Class: ClassStreamCut, Retryable: true, Message: "stream broken: " + readErr.Error()}
+	case err != nil:
+		return nil, err
+	}
+	resp, err := dec.Finish(ended)
+	if err != nil {
+		return nil, err
+	}
+	resp.HTTPStatus = http.StatusOK
+	return resp, nil
 }

@@ -111,6 +111,10 @@ func (e *Edge) streamed(w http.ResponseWriter, r *http.Request, a api, req *enve
 		}
 	}
 	relay := &relay{st: st, sse: &sseWriter{w: w, rc: http.NewResponseController(w)}, w: w, id: req.ID}
+	// A stream lasts as long as its answer, which the request's deadline
+	// bounds: so does the connection's write deadline (a client that stops
+	// reading is cut off then), whatever the server's own write timeout.
+	_ = relay.sse.rc.SetWriteDeadline(e.d.Now().Add(time.Duration(req.TimeoutMS)*time.Millisecond + 5*time.Second))
 	if stored != nil {
 		return relay.end(stored, e.d.Now())
 	}
@@ -168,8 +172,6 @@ func (rl *relay) begin(model string) {
 	h.Set("Cache-Control", "no-cache")
 	h.Set("Connection", "keep-alive")
 	h.Set(HeaderRequestID, rl.id)
-	// A stream lasts as long as the answer: no server write timeout cuts it.
-	_ = rl.sse.rc.SetWriteDeadline(time.Time{})
 	rl.w.WriteHeader(http.StatusOK)
 	rl.open = true
 	rl.st.start(rl.sse, model)

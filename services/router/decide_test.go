@@ -310,6 +310,13 @@ func TestDecideOutcomes(t *testing.T) {
 					t.Fatal("not dead-lettered")
 				}
 			}},
+		{name: "content refusal replies policy_blocked with the vendor's reason", ev: EvVendorFailure, kind: Fail, code: envelope.CodePolicyBlocked,
+			state: atFirst(&envelope.Result{ErrorClass: string(provider.ClassContentRefused), HTTPStatus: 451, ErrorMessage: "blocked: violence"}, nil),
+			check: func(t *testing.T, a Action) {
+				if a.DeadLetter || a.Retryable || !strings.Contains(a.Message, "blocked: violence") {
+					t.Fatalf("refusal: %+v", a)
+				}
+			}},
 		{name: "context length without a larger model", ev: EvVendorFailure, kind: Fail, code: envelope.CodeInvalidRequest,
 			state: func(w *envelope.Work, env *Env) {
 				w.Chain = []envelope.Target{g2, g1} // g1's window is smaller

@@ -24,13 +24,17 @@ import (
 // TCP connections the simulator accepts: a pooled vendor client opens at
 // most one per call in flight, and reuses them after streams too.
 func TestVendorConnectionsPooled(t *testing.T) {
-	const workers, rounds = 8, 10
+	const workers, rounds = 8, 6
 	cases := []struct {
 		kind     string
 		maxConc  int // the vendor's max_concurrency; 0: unset
 		wantMost int
 	}{
-		{"openai", 0, workers}, {"anthropic", 0, workers}, {"gemini", 0, workers}, {"openrouter", 0, workers},
+		// Unset, the pool (64) does not cap connections: the transport
+		// may dial a connection while another is still on its way back to
+		// the pool, hence the slack. Before pooling: 38 for 48 calls.
+		{"openai", 0, workers + 2}, {"anthropic", 0, workers + 2}, {"gemini", 0, workers + 2}, {"openrouter", 0, workers + 2},
+		// Set, it is a hard cap.
 		{"openai", workers, workers}, {"anthropic", workers, workers}, {"gemini", workers, workers},
 		// Fewer connections than callers: the rest wait for one.
 		{"openai", 3, 3}, {"anthropic", 3, 3}, {"gemini", 3, 3},

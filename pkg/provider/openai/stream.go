@@ -74,6 +74,9 @@ func (d *StreamDecoder) Event(ev provider.SSEEvent) (string, bool, error) {
 	if isSet(c.Error) {
 		return "", false, midStreamError(c.Error)
 	}
+	if c.Object == "error" { // vLLM's shape: the error object is the chunk
+		return "", false, midStreamError(data)
+	}
 	if c.Usage != nil {
 		d.usage = c.Usage
 	}
