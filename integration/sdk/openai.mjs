@@ -25,12 +25,30 @@ try {
   if (!(e instanceof OpenAI.AuthenticationError) || e.status !== 401) fail("bad key: want AuthenticationError, got " + e);
   authError = e.constructor.name;
 }
-let streamError = "";
-try {
-  await client.chat.completions.create({ model: EDGE_MODEL, messages: [{ role: "user", content: "hi" }], stream: true });
-  fail("stream: true was accepted");
-} catch (e) {
-  if (!(e instanceof OpenAI.BadRequestError)) fail("stream: want BadRequestError, got " + e);
-  streamError = e.constructor.name;
+// Streaming with usage: the SDK's own stream reader, chunks until [DONE].
+const stream = await client.chat.completions.create({
+  model: EDGE_MODEL, messages: [{ role: "user", content: "Stream to me from the OpenAI SDK" }], max_tokens: 64,
+  stream: true, stream_options: { include_usage: true },
+});
+let streamText = "", streamUsage = null, chunks = 0, finish = "";
+for await (const chunk of stream) {
+  chunks++;
+  streamText += chunk.choices?.[0]?.delta?.content ?? "";
+  finish = chunk.choices?.[0]?.finish_reason ?? finish;
+  if (chunk.usage) streamUsage = chunk.usage;
 }
-console.log(JSON.stringify({ model: res.model, text, usage: u, authError, streamError }));
+if (!streamText || finish !== "stop") fail("stream: text " + JSON.stringify(streamText) + " finish " + finish);
+if (!(streamUsage?.prompt_tokens > 0 && streamUsage?.completion_tokens > 0)) fail("stream usage: " + JSON.stringify(streamUsage));
+// A stream cut after deltas (every vendor cuts this prompt's stream after
+// two chunks): the SDK raises the in-stream error; no [DONE] ends it.
+let cutText = "", cutError = "";
+try {
+  const cut = await client.chat.completions.create({ model: EDGE_MODEL, messages: [{ role: "user", content: "[[sim:stream=cut:2]] Tell me a long story" }], stream: true });
+  for await (const chunk of cut) cutText += chunk.choices?.[0]?.delta?.content ?? "";
+  fail("a cut stream ended without an error: " + JSON.stringify(cutText));
+} catch (e) {
+  if (!(e instanceof OpenAI.APIError) || !/stream_interrupted|cut/.test(String(e.message) + JSON.stringify(e.error ?? {}))) fail("cut stream: want an APIError, got " + e);
+  cutError = e.constructor.name;
+}
+if (!cutText) fail("the cut stream sent no text before its error");
+console.log(JSON.stringify({ model: res.model, text, usage: u, authError, stream: { text: streamText, usage: streamUsage, chunks }, cutError }));

@@ -42,11 +42,31 @@ var tenantRE = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
 type Record struct {
 	// ID names the key in `keys ls` and `keys revoke` (the first 16 hex
 	// digits of its hash: it identifies the key without revealing it).
-	ID        string    `json:"id"`
-	Tenant    string    `json:"tenant"`
-	Routes    []string  `json:"routes,omitempty"` // empty: every route, `auto` and catalog models
+	ID     string   `json:"id"`
+	Tenant string   `json:"tenant"`
+	Routes []string `json:"routes,omitempty"` // empty: every route, `auto` and catalog models
+	Limits
 	CreatedAt time.Time `json:"created_at"`
 	RevokedAt time.Time `json:"revoked_at,omitzero"`
+}
+
+// Limits bound one key's traffic; zero means no limit. The edge enforces
+// them across every edge replica (services/edge/limits.go).
+type Limits struct {
+	RPM         int `json:"rpm,omitempty"`
+	MaxInFlight int `json:"max_in_flight,omitempty"`
+}
+
+// Validate refuses negative limits.
+func (l Limits) Validate() error {
+	var errs []error
+	if l.RPM < 0 {
+		errs = append(errs, fmt.Errorf("rpm %d: must be 0 (no limit) or positive", l.RPM))
+	}
+	if l.MaxInFlight < 0 {
+		errs = append(errs, fmt.Errorf("max in flight %d: must be 0 (no limit) or positive", l.MaxInFlight))
+	}
+	return errors.Join(errs...)
 }
 
 // Revoked reports whether the key was revoked.
@@ -82,8 +102,16 @@ func idOf(hash string) string { return hash[:16] }
 
 // Create makes a new key for tenant and returns it; only its hash is stored.
 func (s *Store) Create(ctx context.Context, tenant string, routes []string) (string, *Record, error) {
+	return s.CreateWithLimits(ctx, tenant, routes, Limits{})
+}
+
+// CreateWithLimits makes a new key that carries per-key limits.
+func (s *Store) CreateWithLimits(ctx context.Context, tenant string, routes []string, lim Limits) (string, *Record, error) {
 	if !tenantRE.MatchString(tenant) {
 		return "", nil, fmt.Errorf("tenant %q: must match %s", tenant, tenantRE)
+	}
+	if err := lim.Validate(); err != nil {
+		return "", nil, err
 	}
 	var b [32]byte
 	if _, err := rand.Read(b[:]); err != nil {
@@ -91,7 +119,7 @@ func (s *Store) Create(ctx context.Context, tenant string, routes []string) (str
 	}
 	key := Prefix + base64.RawURLEncoding.EncodeToString(b[:])
 	h := Hash(key)
-	rec := &Record{ID: idOf(h), Tenant: tenant, Routes: routes, CreatedAt: s.now().UTC()}
+	rec := &Record{ID: idOf(h), Tenant: tenant, Routes: routes, Limits: lim, CreatedAt: s.now().UTC()}
 	data, err := json.Marshal(rec)
 	if err != nil {
 		return "", nil, err

@@ -79,3 +79,25 @@ func TestCreateLookupRevoke(t *testing.T) {
 		t.Fatalf("list: %+v %v", list, err)
 	}
 }
+
+// Limits travel with the key record; negative limits are refused.
+func TestCreateWithLimits(t *testing.T) {
+	ctx := context.Background()
+	_, js := testkit.JetStream(t)
+	s, err := Open(ctx, js)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, _, err := s.CreateWithLimits(ctx, "acme", nil, Limits{RPM: 60, MaxInFlight: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := s.Lookup(ctx, k); err != nil || got.RPM != 60 || got.MaxInFlight != 4 {
+		t.Fatalf("lookup: %+v %v", got, err)
+	}
+	for _, bad := range []Limits{{RPM: -1}, {MaxInFlight: -1}} {
+		if _, _, err := s.CreateWithLimits(ctx, "acme", nil, bad); err == nil {
+			t.Errorf("limits %+v accepted", bad)
+		}
+	}
+}

@@ -33,6 +33,9 @@ type Request struct {
 	TimeoutMS      int                        `json:"timeout_ms,omitempty"`
 	Metadata       map[string]string          `json:"metadata,omitempty"`
 	VendorOptions  map[string]json.RawMessage `json:"vendor_options,omitempty"`
+	// Stream asks for the answer's deltas on DeltaSubject(tenant, id) as
+	// the vendor produces them; the reply is published as for any request.
+	Stream bool `json:"stream,omitempty"`
 }
 
 // Message is one chat turn, OpenAI-shaped.
@@ -82,6 +85,9 @@ const (
 	CodeAllVendorsFailed = "all_vendors_failed"
 	CodeQualityRejected  = "quality_rejected"
 	CodeInternal         = "internal"
+	// CodeStreamInterrupted: a streamed answer broke after some of it had
+	// been published and no later target could continue it.
+	CodeStreamInterrupted = "stream_interrupted"
 )
 
 // Reply is published once per request to its reply subject.
@@ -103,6 +109,9 @@ type Reply struct {
 	Attempts     []AttemptResult `json:"attempts"`
 	Quality      *Quality        `json:"quality,omitempty"`
 	Error        *Error          `json:"error,omitempty"`
+	// TTFTMS is the time to the first token of the answering attempt of
+	// a streamed request (0: not streamed).
+	TTFTMS int64 `json:"ttft_ms,omitempty"`
 }
 
 // Usage is normalised across vendors: InputTokens counts every prompt token,
@@ -160,6 +169,8 @@ type AttemptResult struct {
 	LatencyMS  int64   `json:"latency_ms"`
 	Usage      Usage   `json:"usage"`
 	CostUSD    float64 `json:"cost_usd"`
+	// TTFTMS is the time to the first delta of a streamed attempt.
+	TTFTMS int64 `json:"ttft_ms,omitempty"`
 }
 
 // Quality is the gate's verdict.
@@ -175,6 +186,43 @@ type Error struct {
 	Code      string `json:"code"`
 	Message   string `json:"message"`
 	Retryable bool   `json:"retryable"`
+}
+
+// DeltaSubject is where the deltas of a streamed request are published
+// (core NATS): llm.deltas.<tenant>.<id>, built like the reply subject.
+func DeltaSubject(tenant, id string) string {
+	return "llm.deltas." + tenant + "." + id
+}
+
+// Delta event types.
+const (
+	DeltaContent = "delta"
+	DeltaDone    = "done"
+	DeltaError   = "error"
+)
+
+// DeltaEvent is one message on a streamed request's delta subject: a piece
+// of content (Type delta) in Seq order, then one terminal event, done or
+// error. The reply on the reply subject stays the source of truth.
+type DeltaEvent struct {
+	Type      string `json:"type"`
+	RequestID string `json:"request_id"`
+	// Attempt is the attempt that produced the delta; Seq numbers the
+	// deltas of the request from 0, continuing across attempts when a
+	// later target continues a cut answer.
+	Attempt int    `json:"attempt,omitempty"`
+	Seq     int    `json:"seq"`
+	Content string `json:"content,omitempty"`
+	// Vendor and Model: the model that wrote the delta, or (done) that
+	// served the answer. done also carries the finish reason, the usage of
+	// every attempt and the answering attempt's time to first token.
+	Vendor       string `json:"vendor,omitempty"`
+	Model        string `json:"model,omitempty"`
+	FinishReason string `json:"finish_reason,omitempty"`
+	Usage        *Usage `json:"usage,omitempty"`
+	TTFTMS       int64  `json:"ttft_ms,omitempty"`
+	// error: the reply's error.
+	Error *Error `json:"error,omitempty"`
 }
 
 // DefaultReplySubject is where a reply goes when the request names none.
@@ -248,6 +296,12 @@ type Result struct {
 	// call repeated after an executor died gets its own id, so both calls
 	// are visible in the ledger.
 	AttemptID string `json:"attempt_id,omitempty"`
+	// Streamed calls: TTFTMS is the time to the first delta; Deltas and
+	// Partial are the deltas this attempt published and their text (kept
+	// on a failure, so the router knows what the client already has).
+	TTFTMS  int64  `json:"ttft_ms,omitempty"`
+	Deltas  int    `json:"deltas,omitempty"`
+	Partial string `json:"partial,omitempty"`
 }
 
 // OK reports whether the vendor returned an answer.
@@ -323,6 +377,12 @@ type Work struct {
 	FallbackReason string          `json:"fallback_reason,omitempty"`
 	Escalated      bool            `json:"escalated,omitempty"`
 	TraceParent    string          `json:"traceparent,omitempty"`
+	// StreamSeq is the number of deltas of a streamed request published by
+	// earlier attempts, StreamText their text: a target continuing a cut
+	// answer (an assistant prefill) numbers its deltas from StreamSeq and
+	// its answer is StreamText + what it adds.
+	StreamSeq  int    `json:"stream_seq,omitempty"`
+	StreamText string `json:"stream_text,omitempty"`
 }
 
 // Target returns the chain step being attempted.
@@ -387,6 +447,9 @@ type AttemptEvent struct {
 	// (CachedTokens > 0). The ledger derives it from the tokens itself.
 	CacheHit bool   `json:"cache_hit"`
 	TraceID  string `json:"trace_id"`
+	// TTFTMS is the time to the first delta of a streamed attempt (0: not
+	// streamed, or no delta).
+	TTFTMS int64 `json:"ttft_ms"`
 }
 
 // SetUsage copies a call's usage into the event: every token count and the

@@ -123,7 +123,34 @@ func FinishOuts(w *envelope.Work, r *envelope.Reply, now time.Time) ([]Outbound,
 	}
 	reply.Core = !strings.HasPrefix(subject, "llm.replies.")
 	reply.Once = !reply.Core
-	return []Outbound{ev, reply}, nil
+	if !w.Request.Stream {
+		return []Outbound{ev, reply}, nil
+	}
+	end, err := Out(envelope.DeltaSubject(w.Request.Tenant, w.Request.ID), "", TerminalDelta(w, r), nil)
+	if err != nil {
+		return nil, err
+	}
+	end.Core = true
+	return []Outbound{ev, end, reply}, nil
+}
+
+// TerminalDelta is the last event on a streamed request's delta subject,
+// published just before its reply: done with the served model and usage,
+// or the reply's error.
+func TerminalDelta(w *envelope.Work, r *envelope.Reply) *envelope.DeltaEvent {
+	// The router folds a failed attempt's deltas into StreamSeq.
+	seq := w.StreamSeq
+	if w.Current.OK() {
+		seq += w.Current.Deltas
+	}
+	ev := &envelope.DeltaEvent{Type: envelope.DeltaDone, RequestID: r.ID, Attempt: len(w.Attempts), Seq: seq}
+	if r.Status != envelope.StatusOK {
+		ev.Type, ev.Error = envelope.DeltaError, r.Error
+		return ev
+	}
+	u := r.Usage
+	ev.Vendor, ev.Model, ev.FinishReason, ev.Usage, ev.TTFTMS = r.Vendor, r.Model, r.FinishReason, &u, r.TTFTMS
+	return ev
 }
 
 // DeadLetterRequestOut dead-letters the client's original request (not the
@@ -173,6 +200,7 @@ func AttemptEventFor(w *envelope.Work, a *envelope.AttemptResult, res *envelope.
 		CacheWrite:    a.Usage.CacheWriteTokens,
 		CostUSD:       a.CostUSD,
 		LatencyMS:     a.LatencyMS,
+		TTFTMS:        a.TTFTMS,
 		Hedged:        w.Hedged,
 		// A vendor prompt-cache hit: some prompt tokens were read from it.
 		CacheHit: a.Usage.CachedTokens > 0,

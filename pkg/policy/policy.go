@@ -102,6 +102,32 @@ type Route struct {
 	Depth map[string]int `yaml:"depth" json:"depth"`
 	// Cache turns the exact response cache on for the route (TTL > 0).
 	Cache RouteCache `yaml:"cache" json:"cache"`
+	// Stream bounds the waits of a streamed call (0: no limit but the
+	// attempt's deadline).
+	Stream RouteStream `yaml:"stream" json:"stream"`
+}
+
+// RouteStream bounds a streamed vendor call: the wait for its first token
+// and the silence between two chunks. A call over either fails with
+// stream_stalled and the router fails over like for any retryable failure.
+type RouteStream struct {
+	FirstTokenTimeout Duration `yaml:"first_token_timeout" json:"first_token_timeout"`
+	IdleTimeout       Duration `yaml:"idle_timeout" json:"idle_timeout"`
+}
+
+// CapabilityPrefill is the model capability of continuing an answer from an
+// assistant prefill (the last message has role assistant): a streamed
+// answer cut mid-way is continued only on a later target with it.
+const CapabilityPrefill = "prefill"
+
+// HasCapability reports whether the model lists capability c.
+func (m *Model) HasCapability(c string) bool {
+	for _, x := range m.Capabilities {
+		if x == c {
+			return true
+		}
+	}
+	return false
 }
 
 // RouteCache is a route's response cache setting.
@@ -355,6 +381,9 @@ func (p *Policy) Validate() error {
 		}
 		if r.Cache.TTL.Duration < 0 {
 			bad("routes.%s.cache.ttl: must not be negative", r.Name)
+		}
+		if r.Stream.FirstTokenTimeout.Duration < 0 || r.Stream.IdleTimeout.Duration < 0 {
+			bad("routes.%s.stream: first_token_timeout and idle_timeout must not be negative", r.Name)
 		}
 		if r.Retry.Attempts < 0 || r.Retry.Attempts > 10 {
 			bad("routes.%s.retry.attempts: %d is not between 0 and 10", r.Name, r.Retry.Attempts)

@@ -43,6 +43,7 @@ routes:
   - name: r1
     strategy: telepathy
     on_quality_fail: shrug
+    stream: {first_token_timeout: -1s, idle_timeout: -2s}
     chain: [{vendor: openai, model: missing}]
 `
 	_, err := Parse([]byte(bad))
@@ -52,6 +53,7 @@ routes:
 	for _, want := range []string{
 		"vendors.openai.kind", "vendors.openai.base_url", "models[0] (m1): vendor \"ghost\"", "prices must not be negative",
 		"routes.r1.strategy", "routes.r1.on_quality_fail", "routes.r1.chain[0]: model openai/missing", "default_route",
+		"routes.r1.stream: first_token_timeout and idle_timeout must not be negative",
 	} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error lacks %q:\n%v", want, err)

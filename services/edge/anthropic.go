@@ -44,9 +44,6 @@ func (anthropic) decode(body []byte, req *envelope.Request) (*apiError, bool) {
 	if err := decodeStrict(body, &in); err != nil {
 		return err, false
 	}
-	if in.Stream {
-		return nil, true
-	}
 	if in.MaxTokens == nil {
 		return invalid("max_tokens: Field required"), false
 	}
@@ -74,7 +71,7 @@ func (anthropic) decode(body []byte, req *envelope.Request) (*apiError, bool) {
 		}
 		req.Messages = append(req.Messages, envelope.Message{Role: m.Role, Content: text})
 	}
-	return nil, false
+	return nil, in.Stream
 }
 
 type antResponse struct {

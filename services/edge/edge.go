@@ -40,6 +40,8 @@ type Config struct {
 	Addr string `envconfig:"ADDR" default:"127.0.0.1:8080"`
 	// MaxBodyBytes bounds a request body (413 above).
 	MaxBodyBytes int64 `envconfig:"MAX_BODY_BYTES" default:"262144"`
+	// MaxHeaderBytes bounds a request's headers (431 above).
+	MaxHeaderBytes int `envconfig:"MAX_HEADER_BYTES" default:"65536"`
 	// ReadHeaderTimeout and ReadTimeout cut off a client that sends its
 	// headers or body too slowly; IdleTimeout closes an idle keep-alive
 	// connection.
@@ -72,6 +74,9 @@ func (c Config) Validate() error {
 	if c.MaxBodyBytes < 1024 {
 		errs = append(errs, errors.New("SWITCHYARD_EDGE_MAX_BODY_BYTES: must be at least 1024"))
 	}
+	if c.MaxHeaderBytes < 4096 {
+		errs = append(errs, errors.New("SWITCHYARD_EDGE_MAX_HEADER_BYTES: must be at least 4096"))
+	}
 	return errors.Join(errs...)
 }
 
@@ -93,6 +98,7 @@ type Edge struct {
 	ln       net.Listener
 	addr     string
 	requests *prometheus.CounterVec
+	limits   *keyLimits
 	running  sync.WaitGroup // Run, until its shutdown is complete
 }
 
@@ -108,7 +114,7 @@ func New(cfg Config, d Deps) (*Edge, error) {
 	if err != nil {
 		return nil, fmt.Errorf("edge: %w", err)
 	}
-	e := &Edge{cfg: cfg, d: d, ln: ln, addr: ln.Addr().String(),
+	e := &Edge{cfg: cfg, d: d, ln: ln, addr: ln.Addr().String(), limits: newKeyLimits(d.JS, d.Now),
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "switchyard_edge_requests_total",
 			Help: "HTTP API requests by API and status code."}, []string{"api", "status"})}
 	if d.Metrics != nil {
@@ -141,7 +147,7 @@ func (e *Edge) Run(ctx context.Context) error {
 		ReadHeaderTimeout: e.cfg.ReadHeaderTimeout,
 		ReadTimeout:       e.cfg.ReadTimeout,
 		IdleTimeout:       e.cfg.IdleTimeout,
-		MaxHeaderBytes:    64 << 10,
+		MaxHeaderBytes:    e.cfg.MaxHeaderBytes,
 	}
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
@@ -193,7 +199,7 @@ type api interface {
 	errorBody(err *apiError) any
 }
 
-// serve is one non-streaming call of either API.
+// serve is one call of either API, streamed or not.
 func (e *Edge) serve(w http.ResponseWriter, r *http.Request, a api) {
 	start := e.d.Now()
 	req := &envelope.Request{ID: newID()}
@@ -225,12 +231,9 @@ func (e *Edge) serve(w http.ResponseWriter, r *http.Request, a api) {
 		fail(berr)
 		return
 	}
-	if aerr, stream := a.decode(body, req); aerr != nil {
+	aerr, stream := a.decode(body, req)
+	if aerr != nil {
 		fail(aerr)
-		return
-	} else if stream {
-		fail(&apiError{Status: http.StatusBadRequest, Code: "streaming_unsupported",
-			Message: "stream: true is not supported yet by the Switchyard edge; send the request without stream"})
 		return
 	}
 	if aerr := applyHeaders(r.Header, req, e.cfg.RequestTimeout); aerr != nil {
@@ -239,6 +242,19 @@ func (e *Edge) serve(w http.ResponseWriter, r *http.Request, a api) {
 	}
 	if aerr := resolveModel(e.d.Policy.Current(), rec, req); aerr != nil {
 		fail(aerr)
+		return
+	}
+	// Only a request that goes to the pipeline counts against the key's limits.
+	release, aerr := e.limits.admit(r.Context(), rec, req.ID, e.d.Now().Add(time.Duration(req.TimeoutMS)*time.Millisecond+2*time.Second))
+	if aerr != nil {
+		fail(aerr)
+		return
+	}
+	defer release()
+	if stream {
+		if aerr := e.streamed(w, r, a, req, body, start); aerr != nil {
+			fail(aerr)
+		}
 		return
 	}
 	rep, aerr := e.submit(r.Context(), req)
@@ -267,16 +283,12 @@ func (e *Edge) serve(w http.ResponseWriter, r *http.Request, a api) {
 // context: once accepted the request runs to its end (billing, telemetry)
 // even if the client goes away; only the wait is abandoned.
 func (e *Edge) submit(ctx context.Context, req *envelope.Request) (*envelope.Reply, *apiError) {
-	data, err := json.Marshal(req)
-	if err != nil {
-		return nil, internal(err)
-	}
-	if len(data) > MaxEnvelopeBytes {
-		return nil, &apiError{Status: http.StatusRequestEntityTooLarge, Code: envelope.CodePayloadTooLarge,
-			Message: fmt.Sprintf("the request is %d bytes as an envelope; the limit is %d", len(data), MaxEnvelopeBytes)}
+	data, aerr := envelopeBytes(req)
+	if aerr != nil {
+		return nil, aerr
 	}
 	subject := req.ReplySubject()
-	sub, err := e.d.NC.SubscribeSync(subject)
+	sub, err := subscribeReply(e.d.NC, subject)
 	if err != nil {
 		return nil, internal(err)
 	}
@@ -288,12 +300,8 @@ func (e *Edge) submit(ctx context.Context, req *envelope.Request) (*envelope.Rep
 			return rep, nil
 		}
 	}
-	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-	defer cancel()
-	m := &nats.Msg{Subject: natsx.SubjectRequests, Data: data, Header: nats.Header{}}
-	m.Header.Set(natsx.HeaderMsgID, req.MsgID())
-	if _, err := e.d.JS.PublishMsg(pctx, m); err != nil {
-		return nil, &apiError{Status: http.StatusServiceUnavailable, Code: envelope.CodeInternal, Message: "the pipeline did not accept the request: " + err.Error(), RetryAfter: 1}
+	if aerr := e.publish(ctx, req, data); aerr != nil {
+		return nil, aerr
 	}
 	// The pipeline replies deadline_exceeded itself at timeout_ms; wait a
 	// little longer so that reply, with its usage, is what the client gets.

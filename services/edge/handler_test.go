@@ -38,7 +38,7 @@ func TestHandlerRefusalsAndLogs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := Config{Addr: "127.0.0.1:0", MaxBodyBytes: 2048, ReadHeaderTimeout: 1, ReadTimeout: 1, IdleTimeout: 1, RequestTimeout: 1e9, ShutdownTimeout: 1}
+	cfg := Config{Addr: "127.0.0.1:0", MaxBodyBytes: 2048, MaxHeaderBytes: 8192, ReadHeaderTimeout: 1, ReadTimeout: 1, IdleTimeout: 1, RequestTimeout: 1e9, ShutdownTimeout: 1}
 	e, err := New(cfg, Deps{Log: log, NC: nc, JS: js, Policy: store, Keys: keys})
 	if err != nil {
 		t.Fatal(err)
@@ -50,7 +50,7 @@ func TestHandlerRefusalsAndLogs(t *testing.T) {
 		status                 int
 	}{
 		{"bad key", "/v1/chat/completions", "Bearer " + key + "x", `{"model":"chat","messages":[{"role":"user","content":"hi"}]}`, 401},
-		{"stream", "/v1/chat/completions", "Bearer " + key, `{"model":"chat","stream":true,"messages":[{"role":"user","content":"hi"}]}`, 400},
+		{"bad stream options", "/v1/chat/completions", "Bearer " + key, `{"model":"chat","stream":true,"stream_options":{"include_usage":"yes"},"messages":[{"role":"user","content":"hi"}]}`, 400},
 		{"unknown route", "/v1/chat/completions", "Bearer " + key, `{"model":"nope","messages":[{"role":"user","content":"hi"}]}`, 400},
 		{"oversize", "/v1/chat/completions", "Bearer " + key, `{"model":"chat","messages":[{"role":"user","content":"` + strings.Repeat("x", 4096) + `"}]}`, 413},
 		{"bad json", "/v1/messages", "Bearer " + key, `{`, 400},

@@ -168,7 +168,7 @@ func replyStatus(code string) int {
 		return http.StatusTooManyRequests
 	case envelope.CodeDeadlineExceeded:
 		return http.StatusGatewayTimeout
-	case envelope.CodeAllVendorsFailed, envelope.CodeQualityRejected:
+	case envelope.CodeAllVendorsFailed, envelope.CodeQualityRejected, envelope.CodeStreamInterrupted:
 		return http.StatusBadGateway
 	default:
 		return http.StatusInternalServerError

@@ -56,9 +56,6 @@ func (openAI) decode(body []byte, req *envelope.Request) (*apiError, bool) {
 	if err := decodeStrict(body, &in); err != nil {
 		return err, false
 	}
-	if in.Stream {
-		return nil, true
-	}
 	if in.N != nil && *in.N != 1 {
 		return invalid("n: only 1 choice is supported"), false
 	}
@@ -89,7 +86,7 @@ func (openAI) decode(body []byte, req *envelope.Request) (*apiError, bool) {
 		}
 		req.Messages = append(req.Messages, envelope.Message{Role: role, Content: text})
 	}
-	return nil, false
+	return nil, in.Stream
 }
 
 type oaiResponse struct {

@@ -331,6 +331,7 @@ func (e *Executor) attempt(ctx context.Context, w *envelope.Work, delivery int, 
 		a.Outcome = envelope.OutcomeError
 	}
 	a.ErrorClass, a.HTTPStatus, a.LatencyMS, a.Usage, a.CostUSD = res.ErrorClass, res.HTTPStatus, res.LatencyMS, res.Usage, res.CostUSD
+	a.TTFTMS = res.TTFTMS
 	w.Attempts = append(w.Attempts, a)
 	o, err := pipeline.WorkOut(natsx.SubjectResults, outID(w), w)
 	if err != nil {
@@ -468,8 +469,22 @@ func (e *Executor) call(ctx context.Context, w *envelope.Work, t envelope.Target
 			timeout = min(timeout, dl.Sub(now))
 		}
 	}
-	cctx, cancel := context.WithTimeout(ctx, max(timeout, 0))
+	// A streamed call's attempt budget bounds its silences instead (see
+	// quietWatch): the call itself may last to the request's deadline.
+	limit := timeout
+	if e.streams(w) {
+		limit = e.timeout()
+		if !w.Deadline.IsZero() {
+			limit = min(limit, w.Deadline.Sub(now))
+		}
+	}
+	cctx, cancel := context.WithTimeout(ctx, max(limit, 0))
 	defer cancel()
+	var quiet *quietWatch
+	if e.streams(w) {
+		cctx, quiet = watchQuiet(cctx, max(timeout, 0))
+		defer quiet.stop()
+	}
 	if w.Hedged && e.d.Hedges != nil {
 		// The losing branch of a hedged request is cancelled mid-call.
 		var stop func()
@@ -491,12 +506,16 @@ func (e *Executor) call(ctx context.Context, w *envelope.Work, t envelope.Target
 		Options:        w.Request.VendorOptions[e.cfg.Vendor],
 	}
 	start := e.d.Now()
-	resp, err := e.d.Adapter.Complete(cctx, req)
+	resp, sc, err := e.complete(cctx, w, req, redactor, quiet.touch)
 	elapsed := e.d.Now().Sub(start)
 	e.latency.WithLabelValues(t.Vendor, t.Model).Observe(elapsed.Seconds())
 
 	res := &envelope.Result{LatencyMS: elapsed.Milliseconds(), StartedAt: start.UTC()}
-	if err != nil && cctx.Err() == context.Canceled && ctx.Err() == nil {
+	defer sc.fill(res, w, start)
+	if err != nil && quiet.fired() {
+		err = &provider.Error{Class: provider.ClassTimeout, Retryable: true,
+			Message: fmt.Sprintf("the stream sent nothing for %s, the attempt's time budget", timeout.Round(time.Millisecond))}
+	} else if err != nil && cctx.Err() == context.Canceled && ctx.Err() == nil {
 		// Cut short because another hedge branch answered: not the
 		// vendor's fault, so no breaker counts it.
 		res.ErrorClass, res.ErrorMessage = ClassCancelled, "cancelled: another branch answered"
@@ -507,7 +526,7 @@ func (e *Executor) call(ctx context.Context, w *envelope.Work, t envelope.Target
 		ve := provider.AsError(err)
 		if errors.Is(cctx.Err(), context.DeadlineExceeded) {
 			// Our time budget ran out: a timeout, whatever the transport said.
-			ve = &provider.Error{Class: provider.ClassTimeout, Retryable: true, Message: fmt.Sprintf("no answer within %s: %s", timeout.Round(time.Millisecond), ve.Message)}
+			ve = &provider.Error{Class: provider.ClassTimeout, Retryable: true, Message: fmt.Sprintf("no answer within %s: %s", limit.Round(time.Millisecond), ve.Message)}
 		}
 		res.ErrorClass, res.HTTPStatus, res.Retryable = string(ve.Class), ve.HTTPStatus, ve.Retryable
 		res.ErrorMessage, res.RetryAfterMS = ve.Message, ve.RetryAfter.Milliseconds()

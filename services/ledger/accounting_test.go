@@ -60,6 +60,7 @@ func TestLedgerAccounting(t *testing.T) {
 	d := attemptEvent("d", 1, "openai", "gpt-4o-mini")
 	d.SetUsage(envelope.Usage{InputTokens: 1000, OutputTokens: 500, CachedTokens: 400, ReasoningTokens: 300})
 	d.CacheHit = false
+	d.TTFTMS = 137 // a streamed attempt
 	pub(d, "f")
 	e := attemptEvent("e", 1, "openai", "gpt-4o-mini")
 	e.SetUsage(envelope.Usage{InputTokens: 1000, OutputTokens: 200})
@@ -124,5 +125,12 @@ func TestLedgerAccounting(t *testing.T) {
 	}
 	if reasoning != 300 {
 		t.Errorf("requests.reasoning_tokens = %d, want 300", reasoning)
+	}
+	var ttft uint32
+	if err := conn.QueryRow(ctx, "SELECT ttft_ms FROM `"+db+"`.attempts FINAL WHERE request_id = 'd'").Scan(&ttft); err != nil {
+		t.Fatal(err)
+	}
+	if ttft != 137 {
+		t.Errorf("attempts.ttft_ms = %d, want 137", ttft)
 	}
 }

@@ -32,7 +32,7 @@ try {
     version: String(s.query("SELECT version()", "TSV")).trim(),
     rollup: String(s.query("SELECT toString(day), tenant, attempts, cost_usd, requests FROM switchyard_chdb.daily_rollup", "TSV")).trim(),
     migrations: String(s.query("SELECT count() FROM switchyard_chdb.schema_migrations FINAL", "TSV")).trim(),
-    accounting: String(s.query("SELECT cost_source, reasoning_tokens FROM switchyard_chdb.attempts FINAL", "TSV")).trim(),
+    accounting: String(s.query("SELECT cost_source, reasoning_tokens, ttft_ms FROM switchyard_chdb.attempts FINAL", "TSV")).trim(),
   };
   console.log(JSON.stringify(out));
 } finally {
@@ -93,8 +93,8 @@ func TestMigrationsRunOnCurrentClickHouse(t *testing.T) {
 		t.Errorf("daily_rollup on chdb = %q, want %q", res.Rollup, want)
 	}
 	// A row written without the accounting columns reads their defaults.
-	if want := "catalog\t0"; res.Accounting != want {
-		t.Errorf("attempts cost_source, reasoning_tokens on chdb = %q, want %q", res.Accounting, want)
+	if want := "catalog\t0\t0"; res.Accounting != want {
+		t.Errorf("attempts cost_source, reasoning_tokens, ttft_ms on chdb = %q, want %q", res.Accounting, want)
 	}
 	if res.Migrations != "1" {
 		t.Errorf("schema_migrations FINAL on chdb = %q, want 1", res.Migrations)

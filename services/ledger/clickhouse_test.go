@@ -79,7 +79,7 @@ func TestEmbeddedMigrations(t *testing.T) {
 			}
 		}
 	}
-	want := []string{"001_schema_migrations.sql", "002_attempts.sql", "003_requests.sql", "004_daily_rollup.sql", "005_accounting.sql", "006_daily_rollup_calls.sql", "007_requests_by_tenant.sql"}
+	want := []string{"001_schema_migrations.sql", "002_attempts.sql", "003_requests.sql", "004_daily_rollup.sql", "005_accounting.sql", "006_daily_rollup_calls.sql", "007_requests_by_tenant.sql", "008_ttft.sql"}
 	if !slices.Equal(names, want) {
 		t.Fatalf("migrations %q, want %q", names, want)
 	}
@@ -152,7 +152,7 @@ func TestMigrateIdempotent(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []string{"001_schema_migrations.sql", "002_attempts.sql", "003_requests.sql", "004_daily_rollup.sql", "005_accounting.sql", "006_daily_rollup_calls.sql", "007_requests_by_tenant.sql"}
+	want := []string{"001_schema_migrations.sql", "002_attempts.sql", "003_requests.sql", "004_daily_rollup.sql", "005_accounting.sql", "006_daily_rollup_calls.sql", "007_requests_by_tenant.sql", "008_ttft.sql"}
 	if !slices.Equal(first, want) {
 		t.Fatalf("first run applied %q, want %q", first, want)
 	}

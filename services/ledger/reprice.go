@@ -48,6 +48,7 @@ type attemptRecord struct {
 	PriceKnown       uint8     `ch:"price_known"`
 	CostSource       string    `ch:"cost_source"`
 	LatencyMS        uint32    `ch:"latency_ms"`
+	TTFTMS           uint32    `ch:"ttft_ms"`
 	Hedged           uint8     `ch:"hedged"`
 	CacheHit         uint8     `ch:"cache_hit"`
 	TraceID          string    `ch:"trace_id"`
@@ -58,7 +59,7 @@ func (a *attemptRecord) values() []any {
 	return []any{a.RequestID, a.AttemptID, a.Attempt, a.TS, a.Tenant, a.UserHash, a.EndpointTag, a.PromptVersion,
 		a.Environment, a.Route, a.Strategy, a.Vendor, a.Model, a.Outcome, a.ErrorClass, a.HTTPStatus, a.InputTokens,
 		a.OutputTokens, a.CachedTokens, a.CacheWriteTokens, a.ReasoningTokens, a.CostUSD, a.PriceKnown, a.CostSource,
-		a.LatencyMS, a.Hedged, a.CacheHit, a.TraceID, a.IngestedAt}
+		a.LatencyMS, a.TTFTMS, a.Hedged, a.CacheHit, a.TraceID, a.IngestedAt}
 }
 
 // requestRecord is a full requests row, in requestColumns order.

@@ -15,7 +15,7 @@ const (
 	attemptColumns = "request_id, attempt_id, attempt, ts, tenant, user_hash, endpoint_tag, prompt_version, " +
 		"environment, route, strategy, vendor, model, outcome, error_class, http_status, input_tokens, " +
 		"output_tokens, cached_tokens, cache_write_tokens, reasoning_tokens, cost_usd, price_known, cost_source, " +
-		"latency_ms, hedged, cache_hit, trace_id, ingested_at"
+		"latency_ms, ttft_ms, hedged, cache_hit, trace_id, ingested_at"
 	requestColumns = "request_id, ts, finished_at, tenant, user_hash, endpoint_tag, prompt_version, environment, " +
 		"route, strategy, task, status, error_code, vendor, model, attempts, fallback, fallback_reason, " +
 		"escalated, degraded, quality_passed, cached, cost_usd, latency_ms, input_tokens, output_tokens, " +
@@ -106,7 +106,7 @@ func attemptRow(e *envelope.AttemptEvent, ingested time.Time) []any {
 		e.PromptVersion, e.Environment, e.Route, e.Strategy, e.Vendor, e.Model, e.Outcome, e.ErrorClass,
 		u16(e.HTTPStatus), u32(int64(e.InputTokens)), u32(int64(e.OutputTokens)), u32(int64(e.CachedTokens)),
 		u32(int64(e.CacheWrite)), u32(int64(e.ReasoningTokens)), finite(e.CostUSD), b8(e.PriceKnown),
-		string(CostSource(e)), u32(e.LatencyMS), b8(e.Hedged), b8(cacheHit), e.TraceID, ingested,
+		string(CostSource(e)), u32(e.LatencyMS), u32(e.TTFTMS), b8(e.Hedged), b8(cacheHit), e.TraceID, ingested,
 	}
 }
 

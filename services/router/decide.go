@@ -201,7 +201,9 @@ func classified(w *envelope.Work, route *policy.Route, env Env) Action {
 		}
 		return fail(w, envelope.CodePolicyBlocked, fmt.Sprintf("no model of route %s may serve this request (%s)", w.Route, skips), false, false, "policy_blocked")
 	}
-	if env.Hedge && route.Strategy == policy.StrategyHedged {
+	// A streamed request is never hedged: two branches would publish two
+	// answers' deltas to the one client.
+	if env.Hedge && route.Strategy == policy.StrategyHedged && !w.Request.Stream {
 		if second, _ := nextTarget(w, first+1, env, nil); second >= 0 {
 			return hedged(w, route, first, second, env)
 		}
@@ -261,6 +263,11 @@ func qualityFailed(w *envelope.Work, route *policy.Route, env Env) Action {
 	case policy.OnQualityReject:
 		return fail(w, envelope.CodeQualityRejected, reason, false, false, "rejected")
 	}
+	if w.Request.Stream && w.StreamSeq+w.Current.Deltas > 0 {
+		// The client has read the answer already: another model's answer
+		// cannot replace it, only the rejection can be told.
+		return fail(w, envelope.CodeQualityRejected, reason+" (the answer had been streamed; not escalated)", false, false, "rejected")
+	}
 	if passed(w, env.Now) {
 		return deadline(w)
 	}
@@ -285,6 +292,25 @@ func qualityFailed(w *envelope.Work, route *policy.Route, env Env) Action {
 
 func vendorFailed(w *envelope.Work, route *policy.Route, env Env) Action {
 	res, last := w.Current, w.Target()
+	if provider.Class(res.ErrorClass) == provider.ClassContentRefused {
+		// A refusal is the content's, not the vendor's: another model would
+		// be asked to say what this one refused. The client gets the
+		// vendor's reason.
+		return fail(w, envelope.CodePolicyBlocked, fmt.Sprintf("%s/%s refused the content: %s", last.Vendor, last.Model, res.ErrorMessage), false, false, "content_refused")
+	}
+	if w.Request.Stream {
+		w.StreamSeq += res.Deltas
+		w.StreamText += res.Partial
+		if w.StreamSeq > 0 {
+			return streamCut(w, env)
+		}
+	}
+	if provider.Class(res.ErrorClass) == provider.ClassPrefillUnsupported {
+		// The client's own assistant prefill was refused: another model may
+		// take it; this one never will.
+		w.FallbackReason = firstNonEmpty(w.FallbackReason, res.ErrorClass)
+		return fallback(w, env, "prefill_unsupported")
+	}
 	if provider.Class(res.ErrorClass) == provider.ClassContextLength {
 		// The same model will refuse again: move to a later model whose
 		// context window is larger, if the chain has one.
@@ -348,9 +374,45 @@ func skipped(w *envelope.Work, route *policy.Route, env Env) Action {
 			return to(w, w.Step, time.Time{}, env, "redispatch_stale")
 		}
 	}
+	if w.Request.Stream && w.StreamSeq > 0 {
+		return streamCut(w, env)
+	}
 	w.FallbackReason = firstNonEmpty(w.FallbackReason, res.ErrorClass)
 	decision := "spill_" + res.ErrorClass
 	return fallback(w, env, decision)
+}
+
+// streamCut decides what follows a failed attempt once deltas of the
+// request have been published: the client holds part of an answer that
+// cannot be taken back. A later target that supports prefill continues
+// it (the executor sends the text so far as an assistant prefill and
+// numbers its deltas on); with none, the request ends with an explicit
+// stream_interrupted error, never a success. A continuation that fails
+// (a prefill refused, a stall) moves on the same way.
+func streamCut(w *envelope.Work, env Env) Action {
+	if passed(w, env.Now) {
+		return deadline(w)
+	}
+	w.FallbackReason = firstNonEmpty(w.FallbackReason, w.Current.ErrorClass)
+	next, skips := nextTarget(w, w.Step+1, env, needsPrefill)
+	if next >= 0 {
+		return to(w, next, time.Time{}, env, "stream_continue")
+	}
+	msg := fmt.Sprintf("the streamed answer was cut after %d delta(s) (%s: %s) and no later target of route %s can continue it",
+		w.StreamSeq, w.Current.ErrorClass, w.Current.ErrorMessage, w.Route)
+	if s := skips.String(); s != "" {
+		msg += " (" + s + ")"
+	}
+	w.Step = len(w.Chain)
+	return fail(w, envelope.CodeStreamInterrupted, msg, true, false, "stream_interrupted")
+}
+
+// needsPrefill admits only models that continue an assistant prefill.
+func needsPrefill(m *policy.Model) string {
+	if m == nil || !m.HasCapability(policy.CapabilityPrefill) {
+		return "no prefill capability to continue a cut stream"
+	}
+	return ""
 }
 
 // maxStaleDispatches bounds how often a target that was never called

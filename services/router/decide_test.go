@@ -28,6 +28,7 @@ models:
   - {vendor: a, model: text, residency: [us, eu], context_window: 100000, capabilities: [tools], price: {input_per_mtok: 1, output_per_mtok: 1}}
   - {vendor: b, model: flaky, residency: [us, eu], context_window: 100000, capabilities: [json], price: {input_per_mtok: 1, output_per_mtok: 1}}
   - {vendor: b, model: pricey, residency: [us, eu], context_window: 100000, capabilities: [json], price: {input_per_mtok: 1000, output_per_mtok: 1000}}
+  - {vendor: b, model: pf, residency: [us, eu], context_window: 100000, capabilities: [json, prefill], price: {input_per_mtok: 1, output_per_mtok: 1}}
 routes:
   - {name: base, chain: [{vendor: a, model: g1}]}
 tenants:
@@ -309,6 +310,13 @@ func TestDecideOutcomes(t *testing.T) {
 					t.Fatal("not dead-lettered")
 				}
 			}},
+		{name: "content refusal replies policy_blocked with the vendor's reason", ev: EvVendorFailure, kind: Fail, code: envelope.CodePolicyBlocked,
+			state: atFirst(&envelope.Result{ErrorClass: string(provider.ClassContentRefused), HTTPStatus: 451, ErrorMessage: "blocked: violence"}, nil),
+			check: func(t *testing.T, a Action) {
+				if a.DeadLetter || a.Retryable || !strings.Contains(a.Message, "blocked: violence") {
+					t.Fatalf("refusal: %+v", a)
+				}
+			}},
 		{name: "context length without a larger model", ev: EvVendorFailure, kind: Fail, code: envelope.CodeInvalidRequest,
 			state: func(w *envelope.Work, env *Env) {
 				w.Chain = []envelope.Target{g2, g1} // g1's window is smaller
@@ -506,5 +514,82 @@ func TestDecideStaleAttempt(t *testing.T) {
 				t.Fatalf("attempt deadline %v is not fresh", got.AttemptDeadline)
 			}
 		})
+	}
+}
+
+// A streamed request's failures: before any delta it fails over like any
+// request; after deltas it never ends as a success with a silent restart,
+// only continued on a prefill-capable target or ended stream_interrupted.
+func TestDecideStream(t *testing.T) {
+	pf := envelope.Target{Vendor: "b", Model: "pf"}
+	cut := &envelope.Result{ErrorClass: "stream_cut", Retryable: true, Deltas: 3, Partial: "Once upon"}
+	tests := []struct {
+		name     string
+		chain    []envelope.Target
+		ev       Event
+		res      *envelope.Result
+		q        *envelope.Quality
+		seq      int
+		kind     Kind
+		code     string
+		want     envelope.Target
+		wantSeq  int
+		wantText string
+	}{
+		{name: "stall before the first delta fails over", chain: []envelope.Target{g1, g2}, ev: EvVendorFailure,
+			res: &envelope.Result{ErrorClass: "stream_stalled", Retryable: true}, kind: Dispatch, want: g2},
+		{name: "cut after deltas without a prefill target", chain: []envelope.Target{g1, g2}, ev: EvVendorFailure,
+			res: cut, kind: Fail, code: envelope.CodeStreamInterrupted, wantSeq: 3, wantText: "Once upon"},
+		{name: "cut after deltas continues on a prefill target", chain: []envelope.Target{g1, g2, pf}, ev: EvVendorFailure,
+			res: cut, kind: Dispatch, want: pf, wantSeq: 3, wantText: "Once upon"},
+		{name: "malformed chunk after deltas", chain: []envelope.Target{g1, pf}, ev: EvVendorFailure,
+			res: &envelope.Result{ErrorClass: string(provider.ClassBadResponse), Retryable: true, Deltas: 1, Partial: "x"}, kind: Dispatch, want: pf, wantSeq: 1, wantText: "x"},
+		{name: "a fallback's prefill rejection moves on", chain: []envelope.Target{g1, pf, g2, pf}, ev: EvVendorFailure, seq: 2,
+			res: &envelope.Result{ErrorClass: "prefill_unsupported"}, kind: Dispatch, want: pf, wantSeq: 2},
+		{name: "a fallback's prefill rejection is never the final error", chain: []envelope.Target{g1, g2}, ev: EvVendorFailure, seq: 2,
+			res: &envelope.Result{ErrorClass: "prefill_unsupported"}, kind: Fail, code: envelope.CodeStreamInterrupted, wantSeq: 2},
+		{name: "a client's prefill refused falls over", chain: []envelope.Target{g1, g2}, ev: EvVendorFailure,
+			res: &envelope.Result{ErrorClass: "prefill_unsupported"}, kind: Dispatch, want: g2},
+		{name: "refusal is a policy error", chain: []envelope.Target{g1, g2}, ev: EvVendorFailure,
+			res: &envelope.Result{ErrorClass: string(provider.ClassContentRefused), ErrorMessage: "violence"}, kind: Fail, code: envelope.CodePolicyBlocked},
+		{name: "streamed answer failing quality is not escalated", chain: []envelope.Target{g1, g2}, ev: EvQualityFail,
+			res: &envelope.Result{Content: "x", Deltas: 1}, q: &envelope.Quality{Reason: "r"}, kind: Fail, code: envelope.CodeQualityRejected},
+		{name: "skipped continuation needs prefill", chain: []envelope.Target{g1, g2}, ev: EvSkipped, seq: 2,
+			res: &envelope.Result{Skipped: true, ErrorClass: envelope.SkipCircuitOpen}, kind: Fail, code: envelope.CodeStreamInterrupted, wantSeq: 2},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			w, env := decideEnv(t, transition{}, tt.chain)
+			w.Request.Stream = true
+			atFirst(tt.res, tt.q)(w, &env)
+			if tt.seq > 0 {
+				w.Step = 1 // a continuation on the second target
+				w.StreamSeq, w.StreamText = tt.seq, "ab"
+				tt.wantText = "ab"
+			}
+			a := decide(w, tt.ev, env)
+			if a.Kind != tt.kind || a.Code != tt.code {
+				t.Fatalf("got kind %d code %q (%s), want kind %d code %q", a.Kind, a.Code, a.Message, tt.kind, tt.code)
+			}
+			got := a.Work[0]
+			if tt.kind == Dispatch && got.Target() != tt.want {
+				t.Fatalf("dispatched to %v, want %v", got.Target(), tt.want)
+			}
+			if got.StreamSeq != tt.wantSeq || got.StreamText != tt.wantText {
+				t.Fatalf("stream state %d %q, want %d %q", got.StreamSeq, got.StreamText, tt.wantSeq, tt.wantText)
+			}
+			if tt.code == envelope.CodePolicyBlocked && !strings.Contains(a.Message, "violence") {
+				t.Fatalf("refusal reason lost: %s", a.Message)
+			}
+		})
+	}
+}
+
+// A streamed request on a hedged route runs as one branch.
+func TestDecideStreamNotHedged(t *testing.T) {
+	w, env := decideEnv(t, transition{route: policy.Route{Strategy: policy.StrategyHedged, Hedge: policy.Hedge{MaxRatio: 1}}}, []envelope.Target{g1, g2})
+	w.Request.Stream, env.Hedge = true, true
+	if a := decide(w, EvClassified, env); a.Kind != Dispatch || len(a.Work) != 1 || a.Work[0].Hedged {
+		t.Fatalf("streamed request hedged: %+v", a)
 	}
 }

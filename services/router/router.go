@@ -257,7 +257,9 @@ func (r *Router) open(now time.Time) func(envelope.Target) bool {
 // mayHedge says whether a request on route may be hedged: a hedged route, a
 // hedge tracker, and the tenant's hedging ratio not used up.
 func (r *Router) mayHedge(route *policy.Route, w *envelope.Work, now time.Time) bool {
-	if route.Strategy != policy.StrategyHedged || r.d.Hedges == nil {
+	// A streamed request is never hedged (see decide): it uses none of the
+	// tenant's hedging ratio.
+	if route.Strategy != policy.StrategyHedged || r.d.Hedges == nil || w.Request.Stream {
 		return false
 	}
 	if !r.hedging.Allow(w.Request.Tenant, route.Hedge.MaxRatio, now) {
@@ -319,6 +321,7 @@ func (r *Router) finishOK(ctx context.Context, log zerolog.Logger, w *envelope.W
 	reply.Content, reply.FinishReason = res.Content, res.FinishReason
 	reply.Vendor, reply.Model = t.Vendor, t.Model
 	reply.Degraded = degraded
+	reply.TTFTMS = res.TTFTMS
 	for _, a := range w.Attempts {
 		reply.Usage.InputTokens += a.Usage.InputTokens
 		reply.Usage.OutputTokens += a.Usage.OutputTokens

@@ -38,7 +38,7 @@ func runDemo(ctx context.Context, args []string, out, errOut io.Writer) error {
 	}
 	defer os.RemoveAll(dataDir)
 	cfg.DataDir, cfg.NATSPort, cfg.NATSURL = dataDir, -1, ""
-	cfg.Sim, cfg.SimAddr, cfg.HTTPAddr, cfg.Edge.Addr = app.SimOn, "127.0.0.1:0", "", ""
+	cfg.Sim, cfg.SimAddr, cfg.HTTPAddr, cfg.Edge.Addr = app.SimOn, "127.0.0.1:0", "", "127.0.0.1:0"
 	// Gemini drafts for the extract route come back as broken JSON one time
 	// in five: the gate escalates exactly those to the next model.
 	cfg.Scenario = &sim.Scenario{
@@ -55,7 +55,11 @@ func runDemo(ctx context.Context, args []string, out, errOut io.Writer) error {
 	defer sys.Stop()
 	started := time.Now().Add(-time.Second)
 	tenant := fmt.Sprintf("demo%d", time.Now().Unix())
-	fmt.Fprintf(out, "switchyard demo: NATS %s, simulator %s, tenant %s\n\n", sys.NATSURL, sys.SimURL, tenant)
+	fmt.Fprintf(out, "switchyard demo: NATS %s, simulator %s, HTTP edge %s, tenant %s\n\n", sys.NATSURL, sys.SimURL, sys.EdgeAddr, tenant)
+	viaEdge, err := startDemoEdge(ctx, sys, tenant)
+	if err != nil {
+		return err
+	}
 
 	c, err := client.New(sys.NC)
 	if err != nil {
@@ -90,7 +94,12 @@ func runDemo(ctx context.Context, args []string, out, errOut io.Writer) error {
 			}
 		}
 		for i := range *n {
-			if err := c.Publish(ctx, demoRequest(tenant, pi, i)); err != nil {
+			// One request in four goes through the HTTP edge.
+			send := c.Publish
+			if i%4 == 1 {
+				send = viaEdge.send
+			}
+			if err := send(ctx, demoRequest(tenant, pi, i)); err != nil {
 				return err
 			}
 			time.Sleep(20 * time.Millisecond) // a steady stream, not one burst
@@ -106,6 +115,7 @@ func runDemo(ctx context.Context, args []string, out, errOut io.Writer) error {
 	}
 	replies := col.All()
 	printDemoReplies(out, replies)
+	viaEdge.report(out)
 
 	fmt.Fprintln(out, "\nwaiting for the ledger to store every request in ClickHouse ...")
 	if err := waitLedger(ctx, sys, cfg, tenant, total); err != nil {
@@ -133,6 +143,15 @@ func runDemo(ctx context.Context, args []string, out, errOut io.Writer) error {
 		return err
 	}
 	fmt.Fprintln(out, "\n== switchyard report fallbacks --by route")
+	if err := t.Write(out, "table"); err != nil {
+		return err
+	}
+	// demo.<route>: sent on NATS; edge.<route>: through the HTTP edge.
+	q.By = []string{"endpoint_tag"}
+	if t, err = runReportKind(ctx, "cost", conn, cfg.Ledger.ClickHouseDatabase, q); err != nil {
+		return err
+	}
+	fmt.Fprintln(out, "\n== switchyard report cost --by endpoint_tag (edge.*: sent through the HTTP edge)")
 	return t.Write(out, "table")
 }
 

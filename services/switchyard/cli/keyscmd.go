@@ -19,13 +19,15 @@ import (
 // the key is shown once and stored only as its hash.
 func runKeys(ctx context.Context, args []string, out, errOut io.Writer) error {
 	if len(args) == 0 {
-		return usageErr("keys create -tenant T [-routes a,b] | ls | revoke KEY_OR_ID")
+		return usageErr("keys create -tenant T [-routes a,b] [-rpm N] [-max-in-flight N] | ls | revoke KEY_OR_ID")
 	}
 	sub, args := args[0], args[1:]
 	fs := newFlags("keys "+sub, errOut)
-	withUsage(fs, errOut, "keys create -tenant T [-routes a,b] | ls | revoke KEY_OR_ID")
+	withUsage(fs, errOut, "keys create -tenant T [-routes a,b] [-rpm N] [-max-in-flight N] | ls | revoke KEY_OR_ID")
 	tenant := fs.String("tenant", "", "create: the tenant the key speaks for")
 	routes := fs.String("routes", "", "create: comma-separated routes the key may use (default: every route, auto and catalog models)")
+	rpm := fs.Int("rpm", 0, "create: requests per minute the key may send, across every edge replica (0: no limit)")
+	maxInFlight := fs.Int("max-in-flight", 0, "create: requests the key may have in flight, across every edge replica (0: no limit)")
 	if isHelp(sub) {
 		fs.Usage()
 		return flag.ErrHelp
@@ -37,7 +39,10 @@ func runKeys(ctx context.Context, args []string, out, errOut io.Writer) error {
 	switch sub {
 	case "create":
 		if *tenant == "" || len(pos) != 0 {
-			return usageErr("keys create -tenant T [-routes a,b]")
+			return usageErr("keys create -tenant T [-routes a,b] [-rpm N] [-max-in-flight N]")
+		}
+		if *rpm < 0 || *maxInFlight < 0 {
+			return usageErr("keys create: -rpm and -max-in-flight must be 0 (no limit) or positive")
 		}
 	case "ls":
 		if len(pos) != 0 {
@@ -71,7 +76,7 @@ func runKeys(ctx context.Context, args []string, out, errOut io.Writer) error {
 				allow = append(allow, r)
 			}
 		}
-		key, rec, err := store.Create(ctx, *tenant, allow)
+		key, rec, err := store.CreateWithLimits(ctx, *tenant, allow, apikey.Limits{RPM: *rpm, MaxInFlight: *maxInFlight})
 		if err != nil {
 			return err
 		}
@@ -83,7 +88,13 @@ func runKeys(ctx context.Context, args []string, out, errOut io.Writer) error {
 			return err
 		}
 		tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
-		fmt.Fprintln(tw, "ID\tTENANT\tROUTES\tCREATED\tREVOKED")
+		fmt.Fprintln(tw, "ID\tTENANT\tROUTES\tRPM\tMAX_IN_FLIGHT\tCREATED\tREVOKED")
+		limit := func(n int) string {
+			if n == 0 {
+				return "-"
+			}
+			return fmt.Sprint(n)
+		}
 		for _, r := range list {
 			routes, revoked := "*", "-"
 			if len(r.Routes) > 0 {
@@ -92,7 +103,7 @@ func runKeys(ctx context.Context, args []string, out, errOut io.Writer) error {
 			if r.Revoked() {
 				revoked = r.RevokedAt.Format(time.RFC3339)
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", r.ID, r.Tenant, routes, r.CreatedAt.Format(time.RFC3339), revoked)
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.ID, r.Tenant, routes, limit(r.RPM), limit(r.MaxInFlight), r.CreatedAt.Format(time.RFC3339), revoked)
 		}
 		return tw.Flush()
 	case "revoke":

@@ -1,0 +1,61 @@
+package edge
+
+import (
+	"context"
+	"encoding/json"
+	"runtime"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/rs/zerolog"
+
+	"github.com/switchyard-llm/switchyard/pkg/envelope"
+	"github.com/switchyard-llm/switchyard/pkg/natsx"
+	"github.com/switchyard-llm/switchyard/pkg/testkit"
+)
+
+// submit allocates little per request. Before, the reply subscription
+// (SubscribeSync) allocated a 512 KiB channel on every call. A responder
+// stands in for the pipeline: it answers each published envelope on its
+// reply subject.
+func TestSubmitAllocatesLittle(t *testing.T) {
+	nc, js := testkit.JetStream(t)
+	testkit.WithTopology(t, js)
+	responder, err := nc.Subscribe(natsx.SubjectRequests, func(m *nats.Msg) {
+		var req envelope.Request
+		if json.Unmarshal(m.Data, &req) != nil {
+			return
+		}
+		data, _ := json.Marshal(envelope.Reply{ID: req.ID, Tenant: req.Tenant, Status: envelope.StatusOK, Content: "ok"})
+		_ = nc.Publish(req.ReplySubject(), data)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer responder.Unsubscribe()
+	e := &Edge{d: Deps{Log: zerolog.Nop(), NC: nc, JS: js, Now: time.Now}}
+	submit := func() {
+		req := &envelope.Request{ID: newID(), Tenant: "acme", Route: "chat", TimeoutMS: 5000,
+			Messages: []envelope.Message{{Role: "user", Content: "hi"}}}
+		rep, aerr := e.submit(context.Background(), req)
+		if aerr != nil || rep.Content != "ok" {
+			t.Fatalf("submit: %+v %+v", rep, aerr)
+		}
+	}
+	submit() // warm up
+	const n = 50
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	for range n {
+		submit()
+	}
+	runtime.ReadMemStats(&after)
+	// Everything in the process counts (the embedded server too): a bound
+	// far below one 512 KiB channel per request.
+	per := (after.TotalAlloc - before.TotalAlloc) / n
+	if per > 128<<10 {
+		t.Fatalf("%d bytes allocated per request, want under 128 KiB", per)
+	}
+	t.Logf("%d bytes allocated per request", per)
+}
