@@ -177,6 +177,18 @@ func TestEdgeStreamFaults(t *testing.T) {
 			if strings.Join(classes, ",") != strings.Join(tt.wantClasses, ",") {
 				t.Fatalf("failed attempts %v, want %v", classes, tt.wantClasses)
 			}
+			if len(tt.prefill) > 0 {
+				// The continuing model was sent the cut text as an assistant
+				// prefill (the sim's prompt ends with it).
+				seen := strings.Split(strings.TrimRight(e.simLastPrompt(rep.Vendor, rep.Model), "\n"), "\n")
+				prefill := seen[len(seen)-1]
+				if len(strings.Fields(prefill)) < 2 || !strings.HasPrefix(s.text, prefill) || strings.TrimSpace(prefill) != prefill {
+					t.Fatalf("the continuing model's prompt %q does not end with the cut text, trimmed (answer %q)", seen, s.text)
+				}
+				if strings.Contains(s.text, "  ") {
+					t.Fatalf("doubled space where the answer was continued: %q", s.text)
+				}
+			}
 		})
 	}
 }
@@ -216,4 +228,9 @@ func TestEdgeStreamAttemptBudget(t *testing.T) {
 			}
 		})
 	}
+}
+
+// simLastPrompt is the prompt text the simulator last answered for a model.
+func (e *env) simLastPrompt(vendor, model string) string {
+	return e.sys.Sim.Calls().Model(vendor, model).LastPrompt
 }

@@ -248,6 +248,17 @@ func TestEdgeStream(t *testing.T) {
 			t.Fatalf("text %q (reply %q) stop %q usage in %v out %v", s.text, rep.Content, s.stop, s.inputTokens, s.outTokens)
 		}
 	})
+	// A cached answer has no deltas: the reply's content is streamed whole.
+	t.Run("cached answer", func(t *testing.T) {
+		body := chatBody("cheap", "A question worth caching", `,"stream":true,"stream_options":{"include_usage":true}`)
+		first := readOpenAIStream(t, e.edgeStream("/v1/chat/completions", bearerKey(key), body))
+		r := e.edgeStream("/v1/chat/completions", bearerKey(key), body)
+		s := readOpenAIStream(t, r)
+		rep := e.replyOf(e.tenant, r.header.Get("x-switchyard-request-id"))
+		if !rep.Cached || !s.done || s.text != first.text || s.text != rep.Content || s.usage == nil {
+			t.Fatalf("cached %v done %v text %q (first %q, reply %q) usage %v", rep.Cached, s.done, s.text, first.text, rep.Content, s.usage)
+		}
+	})
 	t.Run("error before the stream keeps its status", func(t *testing.T) {
 		r := e.edgeStream("/v1/chat/completions", bearerKey(key), chatBody("nosuchroute", "hi", `,"stream":true`))
 		if r.status < 400 || len(r.events) != 0 || !strings.Contains(r.body, `"error"`) {
@@ -290,10 +301,24 @@ func TestEdgeStream(t *testing.T) {
 
 // A NATS client streams without the edge: it subscribes to
 // llm.deltas.<tenant>.<id> before publishing, gets the deltas in sequence
-// and a done event whose usage is the reply's.
+// and a done event whose usage is the reply's, or, for a stream cut after
+// deltas (every vendor cuts this prompt's stream), an error event with the
+// reply's error.
 func TestNATSDeltaSubscription(t *testing.T) {
 	e := start(t)
-	req := e.request("nats-stream-1", "chat", "Stream me a haiku about rivers")
+	for _, tt := range []struct {
+		id, prompt string
+		want       string // terminal event type
+	}{
+		{"nats-stream-1", "Stream me a haiku about rivers", envelope.DeltaDone},
+		{"nats-stream-cut", "[[sim:stream=cut:2]] Stream me a haiku about rivers", envelope.DeltaError},
+	} {
+		t.Run(tt.id, func(t *testing.T) { natsStream(t, e, tt.id, tt.prompt, tt.want) })
+	}
+}
+
+func natsStream(t *testing.T, e *env, id, prompt, want string) {
+	req := e.request(id, "chat", prompt)
 	req.Stream = true
 	ch := make(chan *nats.Msg, 1024)
 	sub, err := e.sys.NC.ChanSubscribe(envelope.DeltaSubject(req.Tenant, req.ID), ch)
@@ -331,7 +356,16 @@ func TestNATSDeltaSubscription(t *testing.T) {
 			t.Fatalf("no terminal event; text so far %q", text)
 		}
 	}
-	if done.Type != envelope.DeltaDone || text != rep.Content || done.Usage == nil || *done.Usage != rep.Usage ||
+	if done.Type != want || done.Seq != seq {
+		t.Fatalf("terminal %+v after %d deltas, want %s", done, seq, want)
+	}
+	if want == envelope.DeltaError {
+		if text == "" || rep.Status != envelope.StatusError || *done.Error != *rep.Error || rep.Error.Code != envelope.CodeStreamInterrupted {
+			t.Fatalf("error %+v text %q, reply %+v", done.Error, text, rep.Error)
+		}
+		return
+	}
+	if text != rep.Content || done.Usage == nil || *done.Usage != rep.Usage ||
 		done.Vendor != rep.Vendor || done.Model != rep.Model || done.TTFTMS != rep.TTFTMS {
 		t.Fatalf("done %+v text %q, reply %+v", done, text, rep)
 	}

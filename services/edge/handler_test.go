@@ -50,6 +50,7 @@ func TestHandlerRefusalsAndLogs(t *testing.T) {
 		status                 int
 	}{
 		{"bad key", "/v1/chat/completions", "Bearer " + key + "x", `{"model":"chat","messages":[{"role":"user","content":"hi"}]}`, 401},
+		{"stream options without stream", "/v1/chat/completions", "Bearer " + key, `{"model":"chat","stream_options":{"include_usage":true},"messages":[{"role":"user","content":"hi"}]}`, 400},
 		{"bad stream options", "/v1/chat/completions", "Bearer " + key, `{"model":"chat","stream":true,"stream_options":{"include_usage":"yes"},"messages":[{"role":"user","content":"hi"}]}`, 400},
 		{"unknown route", "/v1/chat/completions", "Bearer " + key, `{"model":"nope","messages":[{"role":"user","content":"hi"}]}`, 400},
 		{"oversize", "/v1/chat/completions", "Bearer " + key, `{"model":"chat","messages":[{"role":"user","content":"` + strings.Repeat("x", 4096) + `"}]}`, 413},

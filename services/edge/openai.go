@@ -56,6 +56,9 @@ func (openAI) decode(body []byte, req *envelope.Request) (*apiError, bool) {
 	if err := decodeStrict(body, &in); err != nil {
 		return err, false
 	}
+	if !in.Stream && len(in.StreamOptions) > 0 && string(in.StreamOptions) != "null" {
+		return invalid("stream_options: only allowed when stream is true"), false
+	}
 	if in.N != nil && *in.N != 1 {
 		return invalid("n: only 1 choice is supported"), false
 	}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/switchyard-llm/switchyard/pkg/envelope"
 	"github.com/switchyard-llm/switchyard/pkg/pii"
@@ -37,10 +38,15 @@ func (e *Executor) complete(ctx context.Context, w *envelope.Work, req *provider
 	if route, ok := e.d.Policy.Current().Route(w.Route); ok {
 		opt = provider.StreamOptions{FirstTokenTimeout: route.Stream.FirstTokenTimeout.Duration, IdleTimeout: route.Stream.IdleTimeout.Duration}
 	}
+	// space is whitespace the cut text ends with: vendors refuse a prefill
+	// ending with whitespace (Anthropic), so it is sent without, and the
+	// same whitespace opening the continuation is not published twice.
+	var space string
 	if w.StreamText != "" {
 		// Continue the answer the client already holds: the text so far is
 		// an assistant prefill, and only what follows it is published.
-		prefill := w.StreamText
+		prefill := strings.TrimRightFunc(w.StreamText, unicode.IsSpace)
+		space = w.StreamText[len(prefill):]
 		if redactor != nil {
 			prefill = redactor.Redact(prefill)
 		}
@@ -68,10 +74,12 @@ func (e *Executor) complete(ctx context.Context, w *envelope.Work, req *provider
 	rs := &restorer{r: redactor}
 	resp, err := st.Stream(ctx, req, opt, func(d provider.Delta) error {
 		touch()
+		text := d.Content
 		if sc.first.IsZero() {
 			sc.first = e.d.Now()
+			text = strings.TrimPrefix(text, space)
 		}
-		return publish(rs.take(d.Content))
+		return publish(rs.take(text))
 	})
 	if err == nil {
 		err = publish(rs.flush())
@@ -178,5 +186,9 @@ func (sc *streamCall) fill(res *envelope.Result, w *envelope.Work, start time.Ti
 		res.Partial = sc.partial.String()
 		return
 	}
-	res.Content = w.StreamText + res.Content
+	if w.StreamText != "" {
+		// The answer is what the client got: the text so far and the
+		// continuation as published (its repeated leading space dropped).
+		res.Content = w.StreamText + sc.partial.String()
+	}
 }
