@@ -461,17 +461,15 @@ func ReadCreds(path string) (CredsUser, error) {
 	return u, nil
 }
 
-// InboxPrefix is the inbox prefix a connection with this user must use:
-// its tenant's or its service's; none for an unrestricted user.
+// InboxPrefix is the inbox prefix a connection with this user uses: a
+// pipeline user's own (`_INBOX_<user>`, outside the `_INBOX.>` space the
+// tenants import, so no tenant account ever sees its acknowledgements);
+// none for a tenant, alone in its account.
 func (u CredsUser) InboxPrefix() string {
-	switch {
-	case !u.Restricted:
+	if u.Tenant != "" {
 		return ""
-	case u.Tenant != "":
-		return "" // alone in its account: every inbox there is its own
-	default:
-		return ServiceInboxPrefix(u.Name)
 	}
+	return ServiceInboxPrefix(u.Name)
 }
 
 // CreateOperator issues an unrestricted SWITCHYARD user named name (a
