@@ -40,11 +40,21 @@ func (e *env) credsDir() string { return filepath.Dir(e.sys.OperatorCreds) }
 // connects with them.
 func (e *env) tenantClient(tenant string) *busClient {
 	e.t.Helper()
+	return e.dial(tenant, e.tenantCreds(tenant))
+}
+
+// tenantCreds issues a tenant's credentials file.
+func (e *env) tenantCreds(tenant string) string {
+	e.t.Helper()
 	creds, _, err := e.sys.Auth.CreateTenant(tenant, time.Now())
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	sys, err := nats.Connect(e.sys.NATSURL, nats.UserCredentials(filepath.Join(e.credsDir(), "sys.creds")))
+	opts, err := natsx.ClientAuth{Creds: filepath.Join(e.credsDir(), "sys.creds"), TLSCA: e.sys.ClientAuth.TLSCA}.Options()
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	sys, err := nats.Connect(e.sys.NATSURL, opts...)
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -56,14 +66,14 @@ func (e *env) tenantClient(tenant string) *busClient {
 	if err := os.WriteFile(file, creds, 0o600); err != nil {
 		e.t.Fatal(err)
 	}
-	return e.dial(tenant, file)
+	return file
 }
 
 // dial connects with a credentials file the way every Switchyard process
 // does (natsx.ClientAuth: a service user gets its private inbox prefix).
 func (e *env) dial(name, credsFile string) *busClient {
 	e.t.Helper()
-	opts, err := natsx.ClientAuth{Creds: credsFile}.Options()
+	opts, err := natsx.ClientAuth{Creds: credsFile, TLSCA: e.sys.ClientAuth.TLSCA}.Options()
 	if err != nil {
 		e.t.Fatal(err)
 	}

@@ -186,9 +186,12 @@ type System struct {
 	// or an external NATS); OperatorCreds the in-process user's file.
 	Auth          *natsauth.Authority
 	OperatorCreds string
-	NC            *nats.Conn
-	JS            jetstream.JetStream
-	Policy        *policy.Policy // the file policy the system started with
+	// ClientAuth is how the in-process connection authenticated and
+	// checked the server (its TLS CA serves other clients too).
+	ClientAuth natsx.ClientAuth
+	NC         *nats.Conn
+	JS         jetstream.JetStream
+	Policy     *policy.Policy // the file policy the system started with
 	// Policies follows `switchyard policy apply`: every stage reads the
 	// version in force through it.
 	Policies *policy.Store
@@ -273,6 +276,7 @@ func Start(ctx context.Context, cfg Config, log zerolog.Logger) (_ *System, err 
 			return nil, err
 		}
 	}
+	s.ClientAuth = clientAuth
 	rt, err := svc.Open(ctx, svc.Options{Name: "switchyard", NATSURL: s.NATSURL, Auth: clientAuth, Replicas: cfg.NATSReplicas, Policy: s.Policy, Log: log,
 		Features: cfg.Features, Topology: cfg.Topology})
 	if err != nil {
