@@ -19,6 +19,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/switchyard-llm/switchyard/pkg/client"
+	"github.com/switchyard-llm/switchyard/pkg/envcfg"
 	"github.com/switchyard-llm/switchyard/pkg/envelope"
 	"github.com/switchyard-llm/switchyard/pkg/natsx"
 	"github.com/switchyard-llm/switchyard/services/switchyard/app"
@@ -122,6 +123,33 @@ func TestTLS(t *testing.T) {
 			}
 			if r, err := w.Wait(ctx); err != nil || r.Status != envelope.StatusOK {
 				t.Fatalf("reply over TLS: %+v %v", r, err)
+			}
+		})
+	}
+}
+
+// TestNetworkListenNeedsAuth: `up` serves other machines' executors
+// (SWITCHYARD_NATS_HOST other than loopback) only with authentication on.
+func TestNetworkListenNeedsAuth(t *testing.T) {
+	tests := []struct {
+		host, auth string
+		ok         bool
+	}{
+		{"127.0.0.1", app.AuthOff, true},
+		{"localhost", app.AuthOff, true},
+		{"0.0.0.0", app.AuthOff, false},
+		{"192.0.2.10", app.AuthOff, false},
+		{"0.0.0.0", app.AuthOn, true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.host+"/"+tc.auth, func(t *testing.T) {
+			// LoadConfig validates, as `up` does before it starts anything.
+			_, err := app.LoadConfig(envcfg.LookupMap(map[string]string{"SWITCHYARD_NATS_HOST": tc.host, "SWITCHYARD_NATS_AUTH": tc.auth}))
+			if tc.ok && err != nil {
+				t.Fatalf("refused: %v", err)
+			}
+			if !tc.ok && (err == nil || !strings.Contains(err.Error(), "SWITCHYARD_NATS_HOST")) {
+				t.Fatalf("accepted (%v); want SWITCHYARD_NATS_HOST refused without auth", err)
 			}
 		})
 	}
