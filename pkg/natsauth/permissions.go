@@ -15,6 +15,7 @@ func ServiceInboxPrefix(service string) string { return "_INBOX_" + service }
 // service is what one service may do beyond the reads every service needs.
 type service struct {
 	publish  []string // subjects it owns
+	streams  []string // in-memory streams it creates itself (a NATS restart loses them)
 	consumes []string // "<stream>.<durable>" it pulls from
 	kv       []string // buckets it writes
 	core     []string // core subscriptions besides its inbox
@@ -41,11 +42,16 @@ func readStreams(vendors []string) []string {
 		out = append(out, "KV_"+b)
 	}
 	for _, v := range vendors {
-		// pkg/limiter's stream names.
-		name := strings.ToUpper(strings.NewReplacer("-", "_", ".", "_").Replace(v))
-		out = append(out, "LLM_LIMIT_RPM_"+name, "LLM_LIMIT_TPM_"+name)
+		out = append(out, limiterStreams(v)...)
 	}
 	return out
+}
+
+// limiterStreams are pkg/limiter's in-memory windows of a vendor, which
+// every process creates (a NATS restart loses them).
+func limiterStreams(vendor string) []string {
+	name := strings.ToUpper(strings.NewReplacer("-", "_", ".", "_").Replace(vendor))
+	return []string{"LLM_LIMIT_RPM_" + name, "LLM_LIMIT_TPM_" + name}
 }
 
 func services(vendors []string) map[string]service {
@@ -54,6 +60,7 @@ func services(vendors []string) map[string]service {
 			publish:  []string{"llm.classified", "llm.replies.>", "_INBOX.>", "llm.telemetry.request", "llm.dlq.intake"},
 			consumes: []string{"LLM_REQUESTS.intake"},
 			kv:       []string{kvDedupe},
+			streams:  []string{"KV_" + kvDedupe},
 		},
 		"router": {
 			publish:  []string{"llm.exec.>", "llm.replies.>", "_INBOX.>", "llm.deltas.>", "llm.telemetry.request", "llm.dlq.router", "llm.alerts.circuit"},
@@ -110,6 +117,13 @@ func ServicePermissions(vendors []string) map[string]jwt.Permissions {
 			p.Pub.Allow.Add("$JS.API.CONSUMER.CREATE."+st, "$JS.API.CONSUMER.CREATE."+st+".>", "$JS.API.CONSUMER.DELETE."+st+".*",
 				"$JS.API.CONSUMER.MSG.NEXT."+st+".*", "$JS.ACK."+st+".>", "$JS.FC."+st+".>")
 		}
+		own := s.streams
+		for _, v := range vendors {
+			own = append(own, limiterStreams(v)...)
+		}
+		for _, st := range own {
+			p.Pub.Allow.Add("$JS.API.STREAM.CREATE."+st, "$JS.API.STREAM.UPDATE."+st)
+		}
 		for _, c := range s.consumes {
 			p.Pub.Allow.Add("$JS.API.CONSUMER.CREATE."+c, "$JS.API.CONSUMER.CREATE."+c+".>",
 				"$JS.API.CONSUMER.DURABLE.CREATE."+c, "$JS.API.CONSUMER.MSG.NEXT."+c, "$JS.ACK."+c+".>")
@@ -122,6 +136,18 @@ func ServicePermissions(vendors []string) map[string]jwt.Permissions {
 		out[name] = p
 	}
 	return out
+}
+
+// OwnStreams are the name prefixes of the streams a service user creates
+// itself: every process's vendor-limit windows, and the intake's dedupe
+// bucket. All are in memory, so a NATS restart loses them, and only their
+// owner needs them.
+func OwnStreams(user string) []string {
+	own := []string{"LLM_LIMIT_"}
+	if user == "intake" {
+		own = append(own, "KV_"+kvDedupe)
+	}
+	return own
 }
 
 // ServiceUser is the credentials user a service process of kind name

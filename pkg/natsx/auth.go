@@ -59,6 +59,16 @@ func (c ClientAuth) Options() ([]nats.Option, error) {
 	return opts, nil
 }
 
+// OwnStreams are the prefixes of the streams c's user creates itself (see
+// natsauth.OwnStreams).
+func (c ClientAuth) OwnStreams() []string {
+	u, err := natsauth.ReadCreds(c.Creds)
+	if err != nil {
+		return nil
+	}
+	return natsauth.OwnStreams(u.Name)
+}
+
 // Manages says whether the process may create and update streams and
 // buckets: without credentials (no authentication) or as an unrestricted
 // user (the operator); a service's user only uses what `up` created.

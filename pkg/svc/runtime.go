@@ -130,7 +130,7 @@ func Open(ctx context.Context, o Options) (_ *Runtime, err error) {
 	// takes the configured replicas.
 	rt.JS = natsx.WithReplicas(rt.JS, max(o.Replicas, 1))
 	if !o.Auth.Manages() {
-		rt.JS = natsx.WithoutManagement(rt.JS)
+		rt.JS = natsx.WithoutManagement(rt.JS, o.Auth.OwnStreams()...)
 	}
 	rt.topology.Replicas = max(o.Replicas, 1)
 	if err := ensureTopologyAtStart(ctx, rt.JS, rt.topology, natsLog); err != nil {
