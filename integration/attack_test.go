@@ -379,14 +379,32 @@ func TestAttacksRefused(t *testing.T) {
 				t.Fatalf("%s's own request: %+v %v", c.tenant, r, err)
 			}
 		}
+		// A core request-reply on the tenant's own inbox space.
+		inbox := "_INBOX." + victim + ".direct"
+		w, err := func() (*client.Waiter, error) { cl, _ := client.New(vc.nc); return cl.Await(inbox) }()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer w.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		req := e.request("ok2", "chat", "reply to my inbox")
+		req.Tenant, req.ReplyTo = victim, inbox
+		cl, _ := client.New(vc.nc)
+		if err := cl.Publish(ctx, req); err != nil {
+			t.Fatal(err)
+		}
+		if r, err := w.Wait(ctx); err != nil || r.Status != envelope.StatusOK {
+			t.Fatalf("reply on %s: %+v %v", inbox, r, err)
+		}
 		for _, l := range leaks {
 			if m, err := l.NextMsg(100 * time.Millisecond); err == nil {
 				t.Errorf("a tenant who sent nothing received %s", m.Subject)
 			}
 		}
 		q := "SELECT count() FROM %s.requests FINAL WHERE tenant IN ('" + victim + "','" + mallory + "')"
-		if got := e.eventually(q, 2, 30*time.Second); got != 2 {
-			t.Fatalf("ledger rows for the two tenants: %d, want 2 (the legitimate requests only)", got)
+		if got := e.eventually(q, 3, 30*time.Second); got != 3 {
+			t.Fatalf("ledger rows for the two tenants: %d, want 3 (the legitimate requests only)", got)
 		}
 	})
 }

@@ -36,6 +36,26 @@ func (e *env) runCLI(env map[string]string, args ...string) (code int, stdout, s
 // lists it; `tenants revoke` makes the server refuse it at once.
 func TestTenantCredentialsLifecycle(t *testing.T) {
 	e := start(t, withAuth)
+	// Everything `up` generated is its owner's alone.
+	dataDir := filepath.Dir(e.credsDir())
+	for _, dir := range []string{"auth", "creds"} {
+		err := filepath.Walk(filepath.Join(dataDir, dir), func(path string, fi os.FileInfo, err error) error {
+			if err != nil {
+				return err
+			}
+			want := os.FileMode(0o600)
+			if fi.IsDir() {
+				want = 0o700
+			}
+			if fi.Mode().Perm() != want {
+				t.Errorf("%s: mode %v, want %v", path, fi.Mode().Perm(), want)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
 	file := filepath.Join(t.TempDir(), "acme.creds")
 	if code, out, errOut := e.runCLI(nil, "tenants", "create", e.tenant, "--out", file); code != 0 || !strings.Contains(out, "wrote "+file) {
 		t.Fatalf("tenants create: exit %d: %s%s", code, out, errOut)
