@@ -130,3 +130,35 @@ func TestPolicyAuditFromCredentials(t *testing.T) {
 		})
 	}
 }
+
+// TestServiceCredentialsRotation: `creds rotate gate` writes a new file in
+// place and the server drops and refuses the old user; the new file
+// connects. Restarting `up` keeps the files whose permissions are current.
+func TestServiceCredentialsRotation(t *testing.T) {
+	e := start(t, withAuth)
+	file := filepath.Join(e.credsDir(), "gate.creds")
+	oldCopy := filepath.Join(t.TempDir(), "gate-old.creds")
+	old, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(oldCopy, old, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	gate := e.dial("gate", oldCopy)
+	if code, out, errOut := e.runCLI(nil, "creds", "rotate", "gate"); code != 0 || !strings.Contains(out, "refuses the old credentials") {
+		t.Fatalf("creds rotate: exit %d: %s%s", code, out, errOut)
+	}
+	waitFor(t, 5*time.Second, func() bool { return gate.nc.Status() != nats.CONNECTED })
+	if _, err := nats.Connect(e.sys.NATSURL, nats.UserCredentials(oldCopy)); err == nil || !natsx.IsAuthError(err) {
+		t.Fatalf("the old gate credentials connect: %v", err)
+	}
+	nc, err := nats.Connect(e.sys.NATSURL, nats.UserCredentials(file))
+	if err != nil {
+		t.Fatalf("the new gate credentials: %v", err)
+	}
+	nc.Close()
+	if code, _, _ := e.runCLI(nil, "creds", "rotate", "operator"); code == 0 {
+		t.Fatal("rotating up's own operator user was accepted")
+	}
+}

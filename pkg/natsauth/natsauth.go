@@ -205,6 +205,13 @@ var exportStreams = []string{"llm.replies.>", "llm.deltas.>", "_INBOX.>"}
 
 func (a *Authority) switchyardJWT() (string, error) {
 	ac := jwt.NewAccountClaims(a.SwitchyardAccount())
+	revoked, err := a.revokedPipelineUsers()
+	if err != nil {
+		return "", err
+	}
+	for key, at := range revoked {
+		ac.RevokeAt(key, at)
+	}
 	ac.Name = AccountSwitchyard
 	ac.Limits.JetStreamLimits = jwt.JetStreamLimits{MemoryStorage: -1, DiskStorage: -1, Streams: -1, Consumer: -1, MaxAckPending: -1, MemoryMaxStreamBytes: -1, DiskMaxStreamBytes: -1}
 	ac.Exports.Add(&jwt.Export{Name: "requests", Subject: jwt.Subject(RequestSubjectPrefix + "*"), Type: jwt.Service, ResponseType: jwt.ResponseTypeSingleton})
@@ -269,33 +276,116 @@ func creds(account nkeys.KeyPair, name string, perms jwt.Permissions, tags ...st
 	return b, pub(ukp), err
 }
 
-// WriteServiceCreds (re)writes the credentials of the operator, the system
+// WriteServiceCreds writes the credentials of the operator, the system
 // user and every service into <data>/creds, 0600. vendors names the
-// executors (one user each, bound to its vendor's consumer).
+// executors (one user each, bound to its vendor's consumer). A file whose
+// user already has the right permissions is kept (a copy on another
+// machine stays valid across restarts of `up`); one with other
+// permissions (a new version, another vendor list) is replaced and its
+// old user revoked.
 func (a *Authority) WriteServiceCreds(vendors []string) error {
-	users := map[string]struct {
-		acc   nkeys.KeyPair
-		perms jwt.Permissions
-	}{
-		OperatorUser: {a.switchyard, jwt.Permissions{}}, // everything in SWITCHYARD
-		"sys":        {a.sys, jwt.Permissions{}},
-	}
-	for name, perms := range ServicePermissions(vendors) {
-		users[name] = struct {
-			acc   nkeys.KeyPair
-			perms jwt.Permissions
-		}{a.switchyard, perms}
-	}
-	for name, u := range users {
-		b, _, err := creds(u.acc, name, u.perms)
-		if err != nil {
-			return err
-		}
-		if err := writeSecret(CredsFile(a.dir, name), b); err != nil {
+	for name, u := range a.pipelineUsers(vendors) {
+		if _, err := a.writeUser(name, u.acc, u.perms, false); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+type pipelineUser struct {
+	acc   nkeys.KeyPair
+	perms jwt.Permissions
+}
+
+func (a *Authority) pipelineUsers(vendors []string) map[string]pipelineUser {
+	users := map[string]pipelineUser{
+		OperatorUser: {a.switchyard, jwt.Permissions{}}, // everything in SWITCHYARD
+		"sys":        {a.sys, jwt.Permissions{}},
+	}
+	for name, perms := range ServicePermissions(vendors) {
+		users[name] = pipelineUser{a.switchyard, perms}
+	}
+	return users
+}
+
+// writeUser writes a user's credentials unless an existing file already
+// holds them (force: always), revoking the user it replaces. It reports
+// whether it wrote.
+func (a *Authority) writeUser(name string, acc nkeys.KeyPair, perms jwt.Permissions, force bool) (bool, error) {
+	path := CredsFile(a.dir, name)
+	old, err := readUserClaims(path)
+	if err == nil && !force && old.Issuer == pub(acc) && samePermissions(old.Permissions, perms) {
+		return false, nil
+	}
+	b, _, err := creds(acc, name, perms)
+	if err != nil {
+		return false, err
+	}
+	if old != nil && old.Issuer == a.SwitchyardAccount() {
+		if err := a.revokePipelineUser(old.Subject, time.Now()); err != nil {
+			return false, err
+		}
+	}
+	return true, writeSecret(path, b)
+}
+
+func samePermissions(a, b jwt.Permissions) bool {
+	ja, _ := json.Marshal(a)
+	jb, _ := json.Marshal(b)
+	return string(ja) == string(jb)
+}
+
+func readUserClaims(path string) (*jwt.UserClaims, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	token, err := jwt.ParseDecoratedJWT(b)
+	if err != nil {
+		return nil, err
+	}
+	return jwt.DecodeUserClaims(token)
+}
+
+func (a *Authority) revokedFile() string { return filepath.Join(AuthDir(a.dir), "revoked.json") }
+
+// revokedPipelineUsers are the SWITCHYARD users replaced by a rotation.
+func (a *Authority) revokedPipelineUsers() (map[string]time.Time, error) {
+	out := map[string]time.Time{}
+	b, err := os.ReadFile(a.revokedFile())
+	if errors.Is(err, os.ErrNotExist) {
+		return out, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	return out, json.Unmarshal(b, &out)
+}
+
+func (a *Authority) revokePipelineUser(key string, now time.Time) error {
+	list, err := a.revokedPipelineUsers()
+	if err != nil {
+		return err
+	}
+	list[key] = now.UTC().Add(time.Second).Truncate(time.Second)
+	b, err := json.MarshalIndent(list, "", "  ")
+	if err != nil {
+		return err
+	}
+	return writeSecret(a.revokedFile(), b)
+}
+
+// RotateService writes new credentials for a service user (or a vendor's
+// executor) and revokes the old ones: push SwitchyardJWT (PushSwitchyard)
+// for the running server to refuse them. A process that reads its file
+// from <data>/creds picks the new one up when it reconnects.
+func (a *Authority) RotateService(name string, vendors []string) error {
+	u, ok := a.pipelineUsers(vendors)[name]
+	if !ok || name == OperatorUser || name == "sys" {
+		return fmt.Errorf("no service user %q (rotate the operator's and sys's by regenerating everything: docs/security.md)", name)
+	}
+	_, err := a.writeUser(name, u.acc, u.perms, true)
+	return err
 }
 
 // Tenant is one issued tenant user.
@@ -404,6 +494,16 @@ func (a *Authority) RevokeTenant(tenantOrKey string, now time.Time) (string, int
 	return tenant, n, a.saveTenants(list)
 }
 
+// PushSwitchyard sends the SWITCHYARD account (with the revoked service
+// users) to the running server through the system account.
+func (a *Authority) PushSwitchyard(nc *nats.Conn) error {
+	token, err := a.switchyardJWT()
+	if err != nil {
+		return err
+	}
+	return push(nc, AccountSwitchyard, token)
+}
+
 // PushTenant sends a tenant's account JWT (with its revocations) to the
 // running server through the system account (nc is the sys user's): the
 // server accepts a new tenant's users, or disconnects and refuses the
@@ -413,9 +513,13 @@ func (a *Authority) PushTenant(nc *nats.Conn, tenant string) error {
 	if err != nil {
 		return err
 	}
+	return push(nc, "tenant "+tenant, token)
+}
+
+func push(nc *nats.Conn, what, token string) error {
 	resp, err := nc.Request("$SYS.REQ.CLAIMS.UPDATE", []byte(token), 5*time.Second)
 	if err != nil {
-		return fmt.Errorf("push the account of tenant %s to the server: %w", tenant, err)
+		return fmt.Errorf("push the account of %s to the server: %w", what, err)
 	}
 	var r struct {
 		Error *struct {
@@ -423,7 +527,7 @@ func (a *Authority) PushTenant(nc *nats.Conn, tenant string) error {
 		} `json:"error"`
 	}
 	if json.Unmarshal(resp.Data, &r) == nil && r.Error != nil {
-		return fmt.Errorf("the server refused the account of tenant %s: %s", tenant, r.Error.Description)
+		return fmt.Errorf("the server refused the account of %s: %s", what, r.Error.Description)
 	}
 	return nil
 }
@@ -481,4 +585,17 @@ func (a *Authority) CreateOperator(name string) ([]byte, error) {
 	}
 	b, _, err := creds(a.switchyard, name, jwt.Permissions{})
 	return b, err
+}
+
+// Vendors are the vendors whose executor credentials `up` wrote.
+func (a *Authority) Vendors() ([]string, error) {
+	files, err := filepath.Glob(filepath.Join(CredsDir(a.dir), "executor-*.creds"))
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, f := range files {
+		out = append(out, strings.TrimSuffix(strings.TrimPrefix(filepath.Base(f), "executor-"), ".creds"))
+	}
+	return out, nil
 }

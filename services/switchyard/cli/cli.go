@@ -45,6 +45,7 @@ func commands() []command {
 		{"keys", "create | ls | revoke API keys of the HTTP edge", runKeys},
 		{"tenants", "create | ls | revoke NATS credentials of tenants", runTenants},
 		{"operators", "create NAME --out FILE: an operator's own NATS credentials", runOperators},
+		{"creds", "rotate SERVICE: new NATS credentials for a service, the old ones revoked", runCreds},
 		{"policy", "check | apply | show | history of the routing policy", runPolicy},
 		{"ledger", "migrate: apply the ClickHouse migrations", runLedger},
 		{"sim", "run the vendor simulator alone", runSim},
