@@ -43,7 +43,7 @@ func runUp(ctx context.Context, args []string, out, errOut io.Writer) error {
 		fmt.Fprintf(out, "NATS authentication on. Operator credentials: %s (the switchyard CLI finds them when run here;\n", sys.OperatorCreds)
 		fmt.Fprintf(out, "  elsewhere: SWITCHYARD_NATS_CREDS=%s, or nats --creds %s)\n", sys.OperatorCreds, sys.OperatorCreds)
 		fmt.Fprintf(out, "  service processes: SWITCHYARD_NATS_CREDS=%s/<service>.creds (executor-<vendor>.creds for executors)\n", credsDir)
-		fmt.Fprintln(out, "  a tenant: switchyard tenants create acme --out acme.creds, then nats --creds acme.creds --inbox-prefix _INBOX.acme ...")
+		fmt.Fprintln(out, "  a tenant: switchyard tenants create acme --out acme.creds, then nats --creds acme.creds pub llm.requests ... (Go: nats.UserCredentials(\"acme.creds\"))")
 	}
 	<-ctx.Done()
 	log.Info().Str("service", "switchyard").Msg("shutting down: draining stages")
