@@ -66,7 +66,9 @@ func services(vendors []string) map[string]service {
 			publish:  []string{"llm.exec.>", "llm.replies.>", "_INBOX.>", "llm.deltas.>", "llm.telemetry.request", "llm.dlq.router", "llm.alerts.circuit"},
 			consumes: []string{"LLM_PIPELINE.router"},
 			kv:       []string{kvBudgets, kvBreakers, kvHedges, kvCache},
-			// The router follows attempts as they start (hedging, budgets).
+			// The router observes finished attempts' latencies and verdicts
+			// (latency-aware strategies): the one reader of telemetry
+			// besides the ledger, live only, never the stream.
 			core: []string{"llm.telemetry.attempt"},
 		},
 		"gate": {
