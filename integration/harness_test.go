@@ -89,6 +89,9 @@ func start(t *testing.T, opts ...option) *env {
 	cfg.Sim = app.SimOn
 	cfg.HTTPAddr = ""
 	cfg.Edge.Addr = "" // withEdge turns it on
+	// Tests that start service processes or the CLI connect without
+	// credentials; attack_test.go runs the system with auth on (withAuth).
+	cfg.NATSAuth = app.AuthOff
 	cfg.Policy = pol
 	cfg.Scenario = &sim.Scenario{}
 	cfg.Ledger.ClickHouseAddr = clickhouseAddr()

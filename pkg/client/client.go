@@ -187,3 +187,51 @@ func (c *Client) PublishAsync(req *envelope.Request) error {
 	_, err = c.JS.PublishMsgAsync(m)
 	return err
 }
+
+// Waiter receives one reply on core NATS.
+type Waiter struct {
+	subs []*nats.Subscription
+	ch   chan *nats.Msg
+}
+
+// Await subscribes on core NATS to the reply subjects of a request about
+// to be published: how a tenant, whose credentials do not open the replies
+// stream, gets its reply. Start it before publishing.
+func (c *Client) Await(subjects ...string) (*Waiter, error) {
+	w := &Waiter{ch: make(chan *nats.Msg, len(subjects))}
+	for _, s := range subjects {
+		sub, err := c.NC.ChanSubscribe(s, w.ch)
+		if err != nil {
+			w.Close()
+			return nil, err
+		}
+		w.subs = append(w.subs, sub)
+	}
+	// The server has the subscriptions before the request is published.
+	if err := c.NC.Flush(); err != nil {
+		w.Close()
+		return nil, err
+	}
+	return w, nil
+}
+
+// Wait returns the first reply, or an error when ctx is done first.
+func (w *Waiter) Wait(ctx context.Context) (*envelope.Reply, error) {
+	select {
+	case m := <-w.ch:
+		var r envelope.Reply
+		if err := json.Unmarshal(m.Data, &r); err != nil {
+			return nil, fmt.Errorf("decode reply: %w", err)
+		}
+		return &r, nil
+	case <-ctx.Done():
+		return nil, fmt.Errorf("no reply: %w", ctx.Err())
+	}
+}
+
+// Close ends the subscriptions.
+func (w *Waiter) Close() {
+	for _, s := range w.subs {
+		_ = s.Unsubscribe()
+	}
+}

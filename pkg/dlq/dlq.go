@@ -228,7 +228,7 @@ func (e *Entry) plan(patch json.RawMessage) (replayMsg, error) {
 		}
 		hdr.Set(natsx.HeaderMsgID, "dlq-replay:"+natsx.StreamDLQ+":"+seq)
 		return replayMsg{kind: KindTelemetry, subject: orig, msgID: hdr.Get(natsx.HeaderMsgID), requestID: e.RequestID, data: data, hdr: hdr}, nil
-	case w != nil && orig != "" && orig != natsx.SubjectRequests && isPipelineSubject(orig):
+	case w != nil && orig != "" && !natsx.IsRequestSubject(orig) && isPipelineSubject(orig):
 		req, err := patched(w.Request, patch)
 		if err != nil {
 			return replayMsg{}, err
@@ -246,7 +246,7 @@ func (e *Entry) plan(patch json.RawMessage) (replayMsg, error) {
 		}
 		hdr.Set(natsx.HeaderMsgID, key+":replayed")
 		return replayMsg{kind: KindWork, subject: orig, msgID: key + ":replayed", requestID: requestID(req, e.RequestID), data: data, hdr: hdr}, nil
-	case orig == "" || orig == natsx.SubjectRequests:
+	case orig == "" || natsx.IsRequestSubject(orig):
 		req, err := patched(e.Payload(), patch)
 		if err != nil {
 			return replayMsg{}, err
@@ -263,7 +263,13 @@ func (e *Entry) plan(patch json.RawMessage) (replayMsg, error) {
 		hdr := nats.Header{}
 		hdr.Set(natsx.HeaderDedupeKey, base)
 		hdr.Set(natsx.HeaderMsgID, ident.Tenant+"."+base)
-		return replayMsg{kind: KindRequest, subject: natsx.SubjectRequests, msgID: hdr.Get(natsx.HeaderMsgID), requestID: id, data: req, hdr: hdr}, nil
+		// A tenant's request goes back to its tenant's subject: the intake
+		// checks it against the publisher again.
+		subject := natsx.SubjectRequests
+		if orig != "" {
+			subject = orig
+		}
+		return replayMsg{kind: KindRequest, subject: subject, msgID: hdr.Get(natsx.HeaderMsgID), requestID: id, data: req, hdr: hdr}, nil
 	default:
 		return replayMsg{}, fmt.Errorf("no replay target: original subject %q is not a stage's input", orig)
 	}

@@ -54,13 +54,13 @@ func New(ctx context.Context, js jetstream.JetStream, limits map[string]Limits) 
 		v := &vendorLimit{limits: lim}
 		name := strings.ToUpper(strings.NewReplacer("-", "_", ".", "_").Replace(vendor))
 		if lim.RPM > 0 {
-			v.rpmStream = "LLM_LIMIT_RPM_" + name
+			v.rpmStream = StreamPrefix + "RPM_" + name
 			if err := ensure(ctx, js, v.rpmStream, rpmSubject(vendor), jetstream.StreamConfig{MaxMsgs: int64(lim.RPM)}); err != nil {
 				errs = append(errs, err)
 			}
 		}
 		if lim.TPM > 0 {
-			v.tpmStream = "LLM_LIMIT_TPM_" + name
+			v.tpmStream = StreamPrefix + "TPM_" + name
 			if err := ensure(ctx, js, v.tpmStream, tpmSubject(vendor), jetstream.StreamConfig{MaxBytes: int64(lim.TPM)}); err != nil {
 				errs = append(errs, err)
 			}
@@ -72,6 +72,11 @@ func New(ctx context.Context, js jetstream.JetStream, limits map[string]Limits) 
 	}
 	return l, nil
 }
+
+// StreamPrefix begins the names of the in-memory window streams every
+// process creates (a NATS restart loses them; natsauth lets every service
+// user create them).
+const StreamPrefix = "LLM_LIMIT_"
 
 func rpmSubject(vendor string) string { return "llm.limit.rpm." + vendor }
 func tpmSubject(vendor string) string { return "llm.limit.tpm." + vendor }

@@ -4,10 +4,12 @@
 package natsserver
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"time"
 
+	"github.com/nats-io/jwt/v2"
 	"github.com/nats-io/nats-server/v2/server"
 )
 
@@ -18,7 +20,28 @@ type Options struct {
 	StoreDir string // JetStream file store
 	// MaxPayload bounds one message; 0 keeps the server default (1 MiB).
 	MaxPayload int32
+	// Auth turns on the decentralized JWT model (nil: no authentication).
+	Auth *Auth
+	// TLS, when set, is required of every client connection.
+	TLS *tls.Config
 }
+
+// Auth is the operator the server trusts and the accounts it starts with.
+type Auth struct {
+	Operator      *jwt.OperatorClaims
+	SystemAccount string
+	// ResolverDir keeps the account JWTs; accounts pushed while running
+	// (a revocation) are stored there too.
+	ResolverDir string
+	// Accounts (public key → JWT) are stored in the resolver before start;
+	// an older JWT there is replaced.
+	Accounts map[string]string
+}
+
+// MaxControlLine is the control line limit with authentication on (a
+// server of your own needs `max_control_line: 32KB` for the services'
+// credentials).
+const MaxControlLine = 32 * 1024
 
 // readyTimeout bounds the wait for a server that neither listens nor fails.
 const readyTimeout = 10 * time.Second
@@ -42,6 +65,29 @@ func Start(o Options) (*server.Server, error) {
 		StoreDir:   o.StoreDir,
 		NoSigs:     true,
 		MaxPayload: o.MaxPayload,
+	}
+	if a := o.Auth; a != nil {
+		res, err := server.NewDirAccResolver(a.ResolverDir, 0, time.Minute, server.NoDelete)
+		if err != nil {
+			return nil, fmt.Errorf("embedded nats: account resolver: %w", err)
+		}
+		for pub, token := range a.Accounts {
+			if err := res.Store(pub, token); err != nil {
+				res.Close()
+				return nil, fmt.Errorf("embedded nats: store account %s: %w", pub, err)
+			}
+		}
+		opts.TrustedOperators = []*jwt.OperatorClaims{a.Operator}
+		opts.SystemAccount = a.SystemAccount
+		opts.AccountResolver = res
+		// A service's user JWT lists its permissions and is sent in the
+		// CONNECT line: the default 4 KiB cannot hold it.
+		opts.MaxControlLine = MaxControlLine
+	}
+	if o.TLS != nil {
+		opts.TLSConfig = o.TLS
+		opts.TLS, opts.TLSVerify = true, o.TLS.ClientAuth == tls.RequireAndVerifyClientCert
+		opts.TLSTimeout = 2
 	}
 	ns, err := server.NewServer(opts)
 	if err != nil {

@@ -23,8 +23,9 @@ const ConnectTimeout = 20 * time.Second
 // retried across the list until ConnectTimeout; a lost connection is
 // re-established forever on any node, so neither a restarting node nor a
 // NATS restart ends a service. Disconnects and reconnects are logged with
-// the server they concern.
-func Connect(urls, name string, log zerolog.Logger) (*nats.Conn, error) {
+// the server they concern. extra adds options (credentials, TLS, inbox
+// prefix: see ClientAuth.Options).
+func Connect(urls, name string, log zerolog.Logger, extra ...nats.Option) (*nats.Conn, error) {
 	list := SplitURLs(urls)
 	if len(list) == 0 {
 		return nil, errors.New("connect nats: no server URL")
@@ -48,6 +49,13 @@ func Connect(urls, name string, log zerolog.Logger) (*nats.Conn, error) {
 		nats.DisconnectErrHandler(func(nc *nats.Conn, err error) {
 			log.Warn().Err(err).Str("server", nc.ConnectedServerName()).Msg("nats disconnected; reconnecting")
 		}),
+		nats.ErrorHandler(func(nc *nats.Conn, sub *nats.Subscription, err error) {
+			ev := log.Warn().Err(err)
+			if sub != nil {
+				ev = ev.Str("subject", sub.Subject)
+			}
+			ev.Msg("nats error")
+		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) {
 			signal(nc)
 			log.Info().Str("server", nc.ConnectedServerName()).Str("url", nc.ConnectedUrlRedacted()).Msg("nats reconnected")
@@ -57,19 +65,42 @@ func Connect(urls, name string, log zerolog.Logger) (*nats.Conn, error) {
 			return nil, err
 		}
 	}
+	for _, o := range extra {
+		if err := o(&opts); err != nil {
+			return nil, err
+		}
+	}
 	nc, err := opts.Connect()
 	if err != nil {
 		return nil, fmt.Errorf("connect nats %s: %w", urls, err)
 	}
-	if !nc.IsConnected() {
+	deadline := time.After(ConnectTimeout)
+	for !nc.IsConnected() {
 		select {
 		case <-connected:
-		case <-time.After(ConnectTimeout):
+		case <-time.After(100 * time.Millisecond):
+			// Refused credentials will not get better with retries.
+			if err := nc.LastError(); IsAuthError(err) {
+				nc.Close()
+				return nil, fmt.Errorf("connect nats %s: %w (check SWITCHYARD_NATS_CREDS)", urls, err)
+			}
+		case <-deadline:
 			nc.Close()
 			return nil, fmt.Errorf("connect nats %s: no server answered within %s", urls, ConnectTimeout)
 		}
 	}
 	return nc, nil
+}
+
+// IsAuthError says whether err is the server refusing the credentials (or
+// a CONNECT line too long for it: a user JWT over its max_control_line).
+func IsAuthError(err error) bool {
+	if err == nil {
+		return false
+	}
+	msg := strings.ToLower(err.Error())
+	return errors.Is(err, nats.ErrAuthorization) || errors.Is(err, nats.ErrAuthExpired) || errors.Is(err, nats.ErrAuthRevoked) ||
+		strings.Contains(msg, "authorization violation") || strings.Contains(msg, "maximum control line exceeded")
 }
 
 // SplitURLs parses SWITCHYARD_NATS_URL: one URL or a comma-separated list,

@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -14,11 +15,15 @@ import (
 
 // Public and internal subjects. See docs/subjects.md.
 const (
-	SubjectRequests    = "llm.requests"
-	SubjectClassified  = "llm.classified"
-	SubjectExecPrefix  = "llm.exec."
-	SubjectResults     = "llm.results"
-	SubjectEscalations = "llm.escalations"
+	SubjectRequests = "llm.requests"
+	// SubjectTenantRequestsPrefix + <tenant> is where a tenant's
+	// `llm.requests` lands under authentication: its account's import binds
+	// the subject, so the intake knows the publisher (docs/security.md).
+	SubjectTenantRequestsPrefix = "llm.requests.tenant."
+	SubjectClassified           = "llm.classified"
+	SubjectExecPrefix           = "llm.exec."
+	SubjectResults              = "llm.results"
+	SubjectEscalations          = "llm.escalations"
 	// SubjectVerdicts carries every judged attempt (gate) and every target
 	// not called (executor) back to the router, which alone decides what
 	// follows.
@@ -72,6 +77,22 @@ const (
 // minimum (see the stream's comment).
 const RequestsDedupeWindow = 100 * time.Millisecond
 
+// IsRequestSubject says whether subject is llm.requests or a tenant's
+// bound request subject.
+func IsRequestSubject(subject string) bool {
+	return subject == SubjectRequests || strings.HasPrefix(subject, SubjectTenantRequestsPrefix)
+}
+
+// TenantOfRequestSubject is the publisher tenant bound in a request
+// subject ("" for plain llm.requests).
+func TenantOfRequestSubject(subject string) string {
+	tenant, _ := strings.CutPrefix(subject, SubjectTenantRequestsPrefix)
+	if tenant == subject {
+		return ""
+	}
+	return tenant
+}
+
 // ExecSubject is the queue subject of one vendor's executors.
 func ExecSubject(vendor string) string { return SubjectExecPrefix + vendor }
 
@@ -106,7 +127,7 @@ func (c TopologyConfig) Streams() []jetstream.StreamConfig {
 		{
 			Name:        StreamRequests,
 			Description: "client requests; each is owned by intake until acked",
-			Subjects:    []string{SubjectRequests},
+			Subjects:    []string{SubjectRequests, SubjectTenantRequestsPrefix + "*"},
 			Retention:   jetstream.WorkQueuePolicy,
 			Storage:     c.Storage,
 			Replicas:    c.Replicas,

@@ -28,6 +28,10 @@ type Options struct {
 	Name string
 	// NATSURL is one server or a comma-separated list (a cluster's nodes).
 	NATSURL string
+	// Auth is the process's NATS credentials and TLS (empty: none). A
+	// restricted user (a service's) neither creates nor updates streams
+	// and buckets: it binds to those `up` made.
+	Auth natsx.ClientAuth
 	// Replicas of every stream and KV bucket the process creates or
 	// updates (SWITCHYARD_NATS_REPLICAS); 0 means 1.
 	Replicas int
@@ -102,7 +106,11 @@ func Open(ctx context.Context, o Options) (_ *Runtime, err error) {
 		}
 	}()
 	natsLog := rt.component("nats")
-	if rt.NC, err = natsx.Connect(o.NATSURL, "switchyard-"+o.Name, natsLog); err != nil {
+	connOpts, err := o.Auth.Options()
+	if err != nil {
+		return nil, err
+	}
+	if rt.NC, err = natsx.Connect(o.NATSURL, "switchyard-"+o.Name, natsLog, connOpts...); err != nil {
 		return nil, err
 	}
 	nc := rt.NC
@@ -121,6 +129,9 @@ func Open(ctx context.Context, o Options) (_ *Runtime, err error) {
 	// Every stream and bucket below (and any a stage creates through rt.JS)
 	// takes the configured replicas.
 	rt.JS = natsx.WithReplicas(rt.JS, max(o.Replicas, 1))
+	if !o.Auth.Manages() {
+		rt.JS = natsx.WithoutManagement(rt.JS, o.Auth.OwnStreams()...)
+	}
 	rt.topology.Replicas = max(o.Replicas, 1)
 	if err := ensureTopologyAtStart(ctx, rt.JS, rt.topology, natsLog); err != nil {
 		return nil, err

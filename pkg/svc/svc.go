@@ -52,6 +52,9 @@ type Common struct {
 	PolicyFile   string `envconfig:"POLICY" default:"deployments/policy.yaml"`
 	HTTPAddr     string `envconfig:"HTTP_ADDR" default:"127.0.0.1:0"`
 	LogLevel     string `envconfig:"LOG_LEVEL" default:"info"`
+	// NATS credentials (SWITCHYARD_NATS_CREDS: `up` writes one per service
+	// into <data>/creds) and TLS (SWITCHYARD_NATS_TLS_CA/CERT/KEY).
+	natsx.ClientAuth
 	Features
 }
 
@@ -71,7 +74,7 @@ func (c Common) Validate() error {
 	if _, err := zerolog.ParseLevel(c.LogLevel); err != nil {
 		errs = append(errs, fmt.Errorf("SWITCHYARD_LOG_LEVEL: %w", err))
 	}
-	errs = append(errs, c.Features.Validate())
+	errs = append(errs, c.Features.Validate(), c.ClientAuth.Validate())
 	return errors.Join(errs...)
 }
 
@@ -128,7 +131,7 @@ func Run(ctx context.Context, name string, cfg Config, logOut io.Writer) error {
 	if err != nil {
 		return err
 	}
-	rt, err := Open(ctx, Options{Name: name, NATSURL: c.NATSURL, Replicas: c.NATSReplicas, Policy: pol, Log: log, Features: c.Features})
+	rt, err := Open(ctx, Options{Name: name, NATSURL: c.NATSURL, Auth: c.ClientAuth, Replicas: c.NATSReplicas, Policy: pol, Log: log, Features: c.Features})
 	if err != nil {
 		return err
 	}

@@ -123,13 +123,15 @@ func New(cfg Config, d Deps) (*Intake, error) {
 // ConsumerConfig is the durable consumer the intake reads llm.requests with.
 func (in *Intake) ConsumerConfig() jetstream.ConsumerConfig {
 	return jetstream.ConsumerConfig{
-		Durable:       in.cfg.Consumer,
-		Description:   "intake/classifier: validates and classifies llm.requests",
-		FilterSubject: natsx.SubjectRequests,
-		AckPolicy:     jetstream.AckExplicitPolicy,
-		AckWait:       in.cfg.AckWait,
-		MaxDeliver:    in.cfg.MaxDeliver,
-		MaxAckPending: in.cfg.MaxAckPending,
+		Durable:     in.cfg.Consumer,
+		Description: "intake/classifier: validates and classifies llm.requests",
+		// llm.requests (the edge, operators) and llm.requests.tenant.<t>
+		// (tenants' own accounts).
+		FilterSubjects: []string{natsx.SubjectRequests, natsx.SubjectTenantRequestsPrefix + "*"},
+		AckPolicy:      jetstream.AckExplicitPolicy,
+		AckWait:        in.cfg.AckWait,
+		MaxDeliver:     in.cfg.MaxDeliver,
+		MaxAckPending:  in.cfg.MaxAckPending,
 	}
 }
 
@@ -281,6 +283,12 @@ func (in *Intake) Decide(m Input, now time.Time) (Outcome, error) {
 		received = now
 	}
 	trace := traceParent(m)
+	if publisher := natsx.TenantOfRequestSubject(m.Subject); publisher != "" {
+		// An envelope naming no tenant is refused as invalid below.
+		if _, claimed, _ := envelope.PeekIdentity(m.Data); claimed != "" && claimed != publisher {
+			return in.impersonation(m, publisher, claimed, trace, received, now)
+		}
+	}
 	req, err := in.d.Validator.DecodeRequest(m.Data)
 	if err != nil {
 		var inv *envelope.Invalid

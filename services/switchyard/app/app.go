@@ -9,8 +9,10 @@ package app
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -27,6 +29,7 @@ import (
 	"github.com/switchyard-llm/switchyard/pkg/envcfg"
 	"github.com/switchyard-llm/switchyard/pkg/hedge"
 	"github.com/switchyard-llm/switchyard/pkg/limiter"
+	"github.com/switchyard-llm/switchyard/pkg/natsauth"
 	"github.com/switchyard-llm/switchyard/pkg/natsserver"
 	"github.com/switchyard-llm/switchyard/pkg/natsx"
 	"github.com/switchyard-llm/switchyard/pkg/obs"
@@ -58,9 +61,19 @@ type Ledger = ledger.Config
 // (features, stage configs, ClickHouse) have the same names as in the
 // service binaries.
 type Config struct {
-	DataDir          string `envconfig:"DATA_DIR" default:"data"`
-	NATSURL          string `envconfig:"NATS_URL"` // empty: run an embedded server
-	NATSPort         int    `envconfig:"NATS_PORT" default:"4222"`
+	DataDir  string `envconfig:"DATA_DIR" default:"data"`
+	NATSURL  string `envconfig:"NATS_URL"` // empty: run an embedded server
+	NATSPort int    `envconfig:"NATS_PORT" default:"4222"`
+	// NATSHost is the embedded server's interface: 0.0.0.0 (or one
+	// address) serves executors of other machines, only with auth on.
+	NATSHost string `envconfig:"NATS_HOST" default:"127.0.0.1"`
+	// NATSAuth "on" runs the embedded server with the JWT identities of
+	// docs/security.md; "off" lets any client do anything (dev only).
+	NATSAuth string `envconfig:"NATS_AUTH" default:"on"`
+	// With the embedded server, NATS_TLS_CERT/KEY are its certificate
+	// (NATS_TLS_CA verifies it for the in-process client); with an
+	// external one, NATS_CREDS and NATS_TLS_* are the client's.
+	natsx.ClientAuth
 	NATSReplicas     int    `envconfig:"NATS_REPLICAS" default:"1"` // 3 against a 3-node cluster
 	PolicyFile       string `envconfig:"POLICY" default:"deployments/policy.yaml"`
 	Sim              string `envconfig:"SIM" default:"auto"`
@@ -115,6 +128,15 @@ func (c Config) Validate() error {
 	if c.Policy == nil && c.PolicyFile == "" {
 		errs = append(errs, errors.New("SWITCHYARD_POLICY: required"))
 	}
+	switch c.NATSAuth {
+	case AuthOn, AuthOff:
+	default:
+		errs = append(errs, fmt.Errorf("SWITCHYARD_NATS_AUTH: %q is not one of on, off", c.NATSAuth))
+	}
+	if c.NATSURL == "" && c.NATSAuth == AuthOff && !isLoopback(c.NATSHost) {
+		errs = append(errs, fmt.Errorf("SWITCHYARD_NATS_HOST: %s serves other machines: only with SWITCHYARD_NATS_AUTH=on", c.NATSHost))
+	}
+	errs = append(errs, c.ClientAuth.Validate())
 	switch c.Sim {
 	case SimAuto, SimOn, SimOff:
 	default:
@@ -141,14 +163,35 @@ func (c Config) Validate() error {
 	return errors.Join(errs...)
 }
 
+// SWITCHYARD_NATS_AUTH values.
+const (
+	AuthOn  = "on"
+	AuthOff = "off"
+)
+
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
 // System is a running pipeline.
 type System struct {
 	Log     zerolog.Logger
 	NATS    *server.Server // nil with an external NATS
 	NATSURL string
-	NC      *nats.Conn
-	JS      jetstream.JetStream
-	Policy  *policy.Policy // the file policy the system started with
+	// Auth is the embedded server's identity authority (nil with auth off
+	// or an external NATS); OperatorCreds the in-process user's file.
+	Auth          *natsauth.Authority
+	OperatorCreds string
+	// ClientAuth is how the in-process connection authenticated and
+	// checked the server (its TLS CA serves other clients too).
+	ClientAuth natsx.ClientAuth
+	NC         *nats.Conn
+	JS         jetstream.JetStream
+	Policy     *policy.Policy // the file policy the system started with
 	// Policies follows `switchyard policy apply`: every stage reads the
 	// version in force through it.
 	Policies *policy.Store
@@ -204,8 +247,21 @@ func Start(ctx context.Context, cfg Config, log zerolog.Logger) (_ *System, err 
 	}
 	s.Policy = pol
 
+	clientAuth := cfg.ClientAuth
 	if cfg.NATSURL == "" {
-		ns, err := natsserver.Start(natsserver.Options{Port: cfg.NATSPort, StoreDir: filepath.Join(cfg.DataDir, "jetstream")})
+		nopts := natsserver.Options{Host: cfg.NATSHost, Port: cfg.NATSPort, StoreDir: filepath.Join(cfg.DataDir, "jetstream")}
+		if cfg.NATSAuth == AuthOn {
+			if nopts.Auth, err = s.authority(cfg.DataDir, pol); err != nil {
+				return nil, err
+			}
+			clientAuth.Creds = s.OperatorCreds
+		}
+		if cfg.TLSCert != "" {
+			if nopts.TLS, clientAuth, err = serverTLS(cfg.ClientAuth, clientAuth); err != nil {
+				return nil, err
+			}
+		}
+		ns, err := natsserver.Start(nopts)
 		if err != nil {
 			return nil, err
 		}
@@ -220,7 +276,8 @@ func Start(ctx context.Context, cfg Config, log zerolog.Logger) (_ *System, err 
 			return nil, err
 		}
 	}
-	rt, err := svc.Open(ctx, svc.Options{Name: "switchyard", NATSURL: s.NATSURL, Replicas: cfg.NATSReplicas, Policy: s.Policy, Log: log,
+	s.ClientAuth = clientAuth
+	rt, err := svc.Open(ctx, svc.Options{Name: "switchyard", NATSURL: s.NATSURL, Auth: clientAuth, Replicas: cfg.NATSReplicas, Policy: s.Policy, Log: log,
 		Features: cfg.Features, Topology: cfg.Topology})
 	if err != nil {
 		return nil, err
@@ -245,6 +302,44 @@ func Start(ctx context.Context, cfg Config, log zerolog.Logger) (_ *System, err 
 		s.stops = append(s.stops, func() { stopHTTP(); <-done })
 	}
 	return s, nil
+}
+
+// authority loads (or, the first time, generates) the data directory's
+// keys, writes the operator's and the services' credentials and returns
+// what the embedded server trusts.
+func (s *System) authority(dataDir string, pol *policy.Policy) (*natsserver.Auth, error) {
+	a, err := natsauth.LoadOrCreate(dataDir)
+	if err != nil {
+		return nil, fmt.Errorf("nats auth: %w", err)
+	}
+	if err := a.WriteServiceCreds(pol.VendorNames()); err != nil {
+		return nil, fmt.Errorf("nats auth: %w", err)
+	}
+	op, err := a.OperatorClaims()
+	if err != nil {
+		return nil, err
+	}
+	accounts, err := a.AccountJWTs()
+	if err != nil {
+		return nil, err
+	}
+	s.Auth, s.OperatorCreds = a, natsauth.CredsFile(dataDir, natsauth.OperatorUser)
+	return &natsserver.Auth{Operator: op, SystemAccount: a.SystemAccount(), ResolverDir: natsauth.ResolverDir(dataDir), Accounts: accounts}, nil
+}
+
+// serverTLS is the embedded server's TLS from SWITCHYARD_NATS_TLS_CERT/KEY;
+// the in-process client verifies it with SWITCHYARD_NATS_TLS_CA, or with
+// the certificate itself (self-signed) when no CA is given.
+func serverTLS(c, client natsx.ClientAuth) (*tls.Config, natsx.ClientAuth, error) {
+	cert, err := tls.LoadX509KeyPair(c.TLSCert, c.TLSKey)
+	if err != nil {
+		return nil, client, fmt.Errorf("SWITCHYARD_NATS_TLS_CERT/KEY: %w", err)
+	}
+	client.TLSCert, client.TLSKey = "", "" // the server's, not a client's
+	if client.TLSCA == "" {
+		client.TLSCA = c.TLSCert
+	}
+	return &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}, client, nil
 }
 
 func (s *System) startSim(cfg Config) error {

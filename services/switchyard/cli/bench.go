@@ -151,7 +151,14 @@ func benchSystem(ctx context.Context, errOut io.Writer, features, budgets bool) 
 		os.RemoveAll(dataDir)
 		return nil, nil, nil, err
 	}
-	nc, err := nats.Connect(sys.NATSURL)
+	// The bench's own connection, with up's credentials and TLS.
+	opts, err := sys.ClientAuth.Options()
+	if err != nil {
+		sys.Stop()
+		os.RemoveAll(dataDir)
+		return nil, nil, nil, err
+	}
+	nc, err := nats.Connect(sys.NATSURL, opts...)
 	if err != nil {
 		sys.Stop()
 		os.RemoveAll(dataDir)

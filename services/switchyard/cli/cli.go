@@ -15,6 +15,8 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/switchyard-llm/switchyard/pkg/envcfg"
+	"github.com/switchyard-llm/switchyard/pkg/natsauth"
+	"github.com/switchyard-llm/switchyard/pkg/natsx"
 	"github.com/switchyard-llm/switchyard/pkg/obs"
 	"github.com/switchyard-llm/switchyard/services/ledger"
 )
@@ -41,6 +43,9 @@ func commands() []command {
 		{"report", "cost | fallbacks | errors | latency | models | tenants | savings reports from ClickHouse", runReport},
 		{"dlq", "ls | show | replay | purge dead letters", runDLQ},
 		{"keys", "create | ls | revoke API keys of the HTTP edge", runKeys},
+		{"tenants", "create | ls | revoke NATS credentials of tenants", runTenants},
+		{"operators", "create NAME --out FILE: an operator's own NATS credentials", runOperators},
+		{"creds", "rotate SERVICE: new NATS credentials for a service, the old ones revoked", runCreds},
 		{"policy", "check | apply | show | history of the routing policy", runPolicy},
 		{"ledger", "migrate: apply the ClickHouse migrations", runLedger},
 		{"sim", "run the vendor simulator alone", runSim},
@@ -108,19 +113,49 @@ func parse(fs *flag.FlagSet, args []string) error {
 	return nil
 }
 
-// natsConfig points client commands at NATS.
+// natsConfig points client commands at NATS. Without
+// SWITCHYARD_NATS_CREDS the operator's credentials `up` wrote into its data
+// directory are used when they exist, so the CLI beside `up` needs no flag.
 type natsConfig struct {
-	URL string `envconfig:"NATS_URL" default:"nats://127.0.0.1:4222"`
+	URL     string `envconfig:"NATS_URL" default:"nats://127.0.0.1:4222"`
+	DataDir string `envconfig:"DATA_DIR" default:"data"`
+	natsx.ClientAuth
+}
+
+func loadNATSConfig() (natsConfig, error) {
+	var c natsConfig
+	if err := envcfg.Process(os.LookupEnv, &c); err != nil {
+		return c, err
+	}
+	if c.Creds == "" {
+		if f := natsauth.CredsFile(c.DataDir, natsauth.OperatorUser); fileExists(f) {
+			c.Creds = f
+		}
+	}
+	return c, c.ClientAuth.Validate()
+}
+
+func fileExists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
 }
 
 func connectNATS(name string) (*nats.Conn, error) {
-	var c natsConfig
-	if err := envcfg.Process(os.LookupEnv, &c); err != nil {
+	c, err := loadNATSConfig()
+	if err != nil {
 		return nil, err
 	}
-	nc, err := nats.Connect(c.URL, nats.Name("switchyard-"+name))
+	return dialNATS(c, name)
+}
+
+func dialNATS(c natsConfig, name string) (*nats.Conn, error) {
+	opts, err := c.ClientAuth.Options()
 	if err != nil {
-		return nil, fmt.Errorf("connect to NATS at %s (is `switchyard up` running? set SWITCHYARD_NATS_URL): %w", c.URL, err)
+		return nil, err
+	}
+	nc, err := nats.Connect(c.URL, append(opts, nats.Name("switchyard-"+name))...)
+	if err != nil {
+		return nil, fmt.Errorf("connect to NATS at %s (is `switchyard up` running? set SWITCHYARD_NATS_URL, and SWITCHYARD_NATS_CREDS or SWITCHYARD_DATA_DIR): %w", c.URL, err)
 	}
 	return nc, nil
 }

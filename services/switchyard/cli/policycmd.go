@@ -12,6 +12,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/switchyard-llm/switchyard/pkg/natsauth"
 	"github.com/switchyard-llm/switchyard/pkg/policy"
 )
 
@@ -22,7 +23,7 @@ func runPolicy(ctx context.Context, args []string, out, errOut io.Writer) error 
 	sub, args := args[0], args[1:]
 	fs := newFlags("policy "+sub, errOut)
 	withUsage(fs, errOut, "policy check FILE | apply FILE [-by NAME] [-m COMMENT] | show | history")
-	by := fs.String("by", defaultActor(), "apply: who applies it (recorded in the history)")
+	by := fs.String("by", defaultActor(), "apply: who applies it (recorded in the history); with NATS credentials their user name is recorded and -by is refused")
 	comment := fs.String("m", "", "apply: what changed and why")
 	if isHelp(sub) {
 		fs.Usage()
@@ -55,7 +56,16 @@ func runPolicy(ctx context.Context, args []string, out, errOut io.Writer) error 
 	default:
 		return usageErr("unknown policy command %q (check, apply, show, history)", sub)
 	}
-	nc, err := connectNATS("policy")
+	ncfg, err := loadNATSConfig()
+	if err != nil {
+		return err
+	}
+	if sub == "apply" {
+		if *by, err = appliedBy(ncfg, fs, *by); err != nil {
+			return err
+		}
+	}
+	nc, err := dialNATS(ncfg, "policy")
 	if err != nil {
 		return err
 	}
@@ -109,6 +119,25 @@ func runPolicy(ctx context.Context, args []string, out, errOut io.Writer) error 
 	default:
 		return usageErr("unknown policy command %q (check, apply, show, history)", sub)
 	}
+}
+
+// appliedBy is who the history records: the user of the NATS credentials
+// (signed by the operator, so a flag cannot change it), or -by when NATS
+// runs without authentication.
+func appliedBy(c natsConfig, fs *flag.FlagSet, by string) (string, error) {
+	if c.Creds == "" {
+		return by, nil
+	}
+	u, err := natsauth.ReadCreds(c.Creds)
+	if err != nil {
+		return "", err
+	}
+	set := false
+	fs.Visit(func(f *flag.Flag) { set = set || f.Name == "by" })
+	if set && by != u.Name {
+		return "", usageErr("-by %s: the history records the credentials' user (%s); apply with that person's credentials (switchyard operators create NAME)", by, u.Name)
+	}
+	return u.Name, nil
 }
 
 func defaultActor() string {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/switchyard-llm/switchyard/pkg/client"
 	"github.com/switchyard-llm/switchyard/pkg/envelope"
+	"github.com/switchyard-llm/switchyard/pkg/natsauth"
 )
 
 func runSubmit(ctx context.Context, args []string, out, errOut io.Writer) error {
@@ -40,13 +41,14 @@ func runSubmit(ctx context.Context, args []string, out, errOut io.Writer) error 
 			return err
 		}
 		var id struct {
-			ID     string `json:"id"`
-			Tenant string `json:"tenant"`
+			ID      string `json:"id"`
+			Tenant  string `json:"tenant"`
+			ReplyTo string `json:"reply_to"`
 		}
 		if err := json.Unmarshal(raw, &id); err != nil || id.ID == "" || id.Tenant == "" {
 			return usageErr("%s: not a JSON envelope with id and tenant", *file)
 		}
-		req.ID, req.Tenant = id.ID, id.Tenant
+		req.ID, req.Tenant, req.ReplyTo = id.ID, id.Tenant, id.ReplyTo
 	} else {
 		if *prompt == "" {
 			return usageErr("give -prompt or -file")
@@ -64,7 +66,11 @@ func runSubmit(ctx context.Context, args []string, out, errOut io.Writer) error 
 			return err
 		}
 	}
-	nc, err := connectNATS("submit")
+	cfg, err := loadNATSConfig()
+	if err != nil {
+		return err
+	}
+	nc, err := dialNATS(cfg, "submit")
 	if err != nil {
 		return err
 	}
@@ -75,10 +81,24 @@ func runSubmit(ctx context.Context, args []string, out, errOut io.Writer) error 
 	}
 	ctx, cancel := context.WithTimeout(ctx, *wait)
 	defer cancel()
+	// The reply is read live (a tenant may not read the replies stream);
+	// with a tenant's credentials the intake answers a request naming
+	// another tenant on the credentials' own subject.
+	subjects := []string{req.ReplySubject()}
+	if cfg.Creds != "" {
+		if u, err := natsauth.ReadCreds(cfg.Creds); err == nil && u.Tenant != "" && u.Tenant != req.Tenant {
+			subjects = append(subjects, envelope.DefaultReplySubject(u.Tenant, req.ID))
+		}
+	}
+	w, err := c.Await(subjects...)
+	if err != nil {
+		return err
+	}
+	defer w.Close()
 	if err := c.PublishRaw(ctx, req.MsgID(), raw); err != nil {
 		return err
 	}
-	reply, err := c.Reply(ctx, req.Tenant, req.ID)
+	reply, err := w.Wait(ctx)
 	if err != nil {
 		return err
 	}

@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 
+	"github.com/switchyard-llm/switchyard/pkg/natsauth"
 	"github.com/switchyard-llm/switchyard/services/switchyard/app"
 )
 
@@ -23,6 +24,10 @@ func runUp(ctx context.Context, args []string, out, errOut io.Writer) error {
 	}
 	// No service key here: each stage's lines carry their own, once.
 	log := logger(errOut, "", cfg.LogLevel)
+	if cfg.NATSURL == "" && cfg.NATSAuth == app.AuthOff {
+		log.Warn().Str("service", "switchyard").Msg("SWITCHYARD_NATS_AUTH=off: ANY client of NATS can read every tenant's prompts and replies, forge work and rewrite the policy; use it only for a throwaway dev run")
+		fmt.Fprintln(errOut, "WARNING: NATS authentication is OFF (SWITCHYARD_NATS_AUTH=off): every client may read and forge everything on the bus.")
+	}
 	sys, err := app.Start(ctx, cfg, log)
 	if err != nil {
 		return err
@@ -33,6 +38,13 @@ func runUp(ctx context.Context, args []string, out, errOut io.Writer) error {
 		fmt.Fprintf(out, ", simulator %s", sys.SimURL)
 	}
 	fmt.Fprintln(out, " (Ctrl-C to stop)")
+	if sys.Auth != nil {
+		credsDir := natsauth.CredsDir(cfg.DataDir)
+		fmt.Fprintf(out, "NATS authentication on. Operator credentials: %s (the switchyard CLI finds them when run here;\n", sys.OperatorCreds)
+		fmt.Fprintf(out, "  elsewhere: SWITCHYARD_NATS_CREDS=%s, or nats --creds %s)\n", sys.OperatorCreds, sys.OperatorCreds)
+		fmt.Fprintf(out, "  service processes: SWITCHYARD_NATS_CREDS=%s/<service>.creds (executor-<vendor>.creds for executors)\n", credsDir)
+		fmt.Fprintln(out, "  a tenant: switchyard tenants create acme --out acme.creds, then nats --creds acme.creds pub llm.requests ... (Go: nats.UserCredentials(\"acme.creds\"))")
+	}
 	<-ctx.Done()
 	log.Info().Str("service", "switchyard").Msg("shutting down: draining stages")
 	sys.Stop()

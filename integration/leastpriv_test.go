@@ -1,0 +1,122 @@
+package integration
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/rs/zerolog"
+
+	"github.com/switchyard-llm/switchyard/pkg/envcfg"
+	"github.com/switchyard-llm/switchyard/pkg/natsauth"
+	"github.com/switchyard-llm/switchyard/pkg/natsserver"
+	"github.com/switchyard-llm/switchyard/pkg/natsx"
+	"github.com/switchyard-llm/switchyard/services/sim"
+	"github.com/switchyard-llm/switchyard/services/switchyard/app"
+)
+
+// TestSeparateProcessesWithOwnCredentials: the workload of
+// TestSeparateProcessesBehaveLikeUp (breakers, cache, hedging, vendor
+// limits, quotas) runs on intake, router, gate and executor processes that
+// each hold only their own least-privilege credentials from `up`'s data
+// directory, with no stage of `up` left to help: the permissions are
+// enough for everything a stage does, and the server refuses none of it.
+func TestSeparateProcessesWithOwnCredentials(t *testing.T) {
+	bins := t.TempDir()
+	built := map[string]string{}
+	for _, s := range []string{"intake", "router", "executor", "gate"} {
+		built[s] = buildCmd(t, bins, s, fmt.Sprintf("github.com/switchyard-llm/switchyard/services/%s/cmd/%s", s, s))
+	}
+	srv := sim.New(*mpScenario(), zerolog.Nop())
+	addr, err := srv.Start("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	polFile := writeMPPolicy(t, addr)
+
+	// `up` (the operator) makes the keys, the credentials, the streams and
+	// the buckets, then stops; its server comes back alone on the same
+	// data directory.
+	dataDir := t.TempDir()
+	env := map[string]string{"SWITCHYARD_POLICY": polFile, "SWITCHYARD_DATA_DIR": dataDir, "SWITCHYARD_NATS_PORT": "-1",
+		"SWITCHYARD_SIM": "on", "SWITCHYARD_SIM_ADDR": "127.0.0.1:0", "SWITCHYARD_HTTP_ADDR": "", "SWITCHYARD_LEDGER": "false", "SWITCHYARD_EDGE_ADDR": ""}
+	for k, v := range mpEnv {
+		env[k] = v
+	}
+	cfg, err := app.LoadConfig(envcfg.LookupMap(env))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	sys, err := app.Start(ctx, cfg, zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sys.Stop()
+	auth, err := natsauth.Load(dataDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	op, err := auth.OperatorClaims()
+	if err != nil {
+		t.Fatal(err)
+	}
+	accounts, err := auth.AccountJWTs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns, err := natsserver.Start(natsserver.Options{Port: -1, StoreDir: filepath.Join(dataDir, "jetstream"),
+		Auth: &natsserver.Auth{Operator: op, SystemAccount: auth.SystemAccount(), ResolverDir: natsauth.ResolverDir(dataDir), Accounts: accounts}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
+	url := ns.ClientURL()
+
+	logs := newLineSink(t)
+	type proc struct{ name, vendor string }
+	for _, p := range []proc{{"intake", ""}, {"router", ""}, {"gate", ""}, {"executor", "openai"}, {"executor", "anthropic"}, {"executor", "gemini"}} {
+		httpAddr := freeAddr(t)
+		cmd := exec.Command(built[p.name])
+		cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "SWITCHYARD_NATS_URL=" + url, "SWITCHYARD_POLICY=" + polFile,
+			"SWITCHYARD_HTTP_ADDR=" + httpAddr, "SWITCHYARD_VENDOR=" + p.vendor,
+			"SWITCHYARD_NATS_CREDS=" + natsauth.CredsFile(dataDir, natsauth.ServiceUser(p.name, p.vendor))}
+		for k, v := range mpEnv {
+			cmd.Env = append(cmd.Env, k+"="+v)
+		}
+		cmd.Stderr = logs.named(p.name + p.vendor + " ")
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+		waitFor(t, 20*time.Second, func() bool { return httpOK("http://" + httpAddr + "/healthz") })
+	}
+	opts, err := natsx.ClientAuth{Creds: natsauth.CredsFile(dataDir, natsauth.OperatorUser)}.Options()
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc, err := nats.Connect(url, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	f := runWorkload(t, nc, func() int64 { return srv.Calls().Model("openai", "gpt-4o-mini").Calls })
+	t.Logf("separate processes with their own credentials: %+v", f)
+	if f.OpenAICalls > 5 || f.ChatOK != 30 || f.Cached != 3 || f.HedgeWinners["claude-haiku-4-5"] != 3 || f.LimitedBy["gemini"] != 5 ||
+		f.Quota["ok"] != 3 || len(f.Quota) != 2 {
+		t.Errorf("%+v; want ≤ 5 calls to the dead vendor, 30 chat ok, 3 cached, 3 hedges won by claude-haiku-4-5, 5 calls to gemini (rpm 5), 3 of 5 quota requests ok", f)
+	}
+	for _, line := range logs.all() {
+		if strings.Contains(line, "Permissions Violation") || strings.Contains(line, "permissions violation") {
+			t.Errorf("a service was refused: %s", line)
+		}
+	}
+}

@@ -1,0 +1,162 @@
+package natsauth
+
+import (
+	"strings"
+
+	"github.com/nats-io/jwt/v2"
+)
+
+// ServiceInboxPrefix is the private inbox prefix of a service's
+// connection (nats.CustomInboxPrefix): only that service may subscribe
+// under it, so nobody else can answer its requests or its publish
+// acknowledgements. It is outside `_INBOX.>`, the tenants' inbox space.
+func ServiceInboxPrefix(service string) string { return "_INBOX_" + service }
+
+// service is what one service may do beyond the reads every service needs.
+type service struct {
+	publish  []string // subjects it owns
+	streams  []string // in-memory streams it creates itself (a NATS restart loses them)
+	consumes []string // "<stream>.<durable>" it pulls from
+	kv       []string // buckets it writes
+	core     []string // core subscriptions besides its inbox
+}
+
+// Buckets a service writes (reading any bucket is allowed: the policy,
+// the breakers and the budgets are read everywhere).
+const (
+	kvBudgets  = "switchyard_budgets"
+	kvBreakers = "switchyard_breakers"
+	kvHedges   = "switchyard_hedges"
+	kvCache    = "switchyard_cache"
+	kvDedupe   = "intake_dedupe"
+)
+
+// allBuckets are every KV bucket of the system: any service may read and
+// watch them.
+var allBuckets = []string{"switchyard_policy", kvBudgets, kvBreakers, kvHedges, kvCache, kvDedupe, "api_keys"}
+
+// readStreams are the streams services read single messages of.
+func readStreams(vendors []string) []string {
+	out := []string{"LLM_REPLIES"}
+	for _, b := range allBuckets {
+		out = append(out, "KV_"+b)
+	}
+	for _, v := range vendors {
+		out = append(out, limiterStreams(v)...)
+	}
+	return out
+}
+
+// limiterStreams are pkg/limiter's in-memory windows of a vendor, which
+// every process creates (a NATS restart loses them).
+func limiterStreams(vendor string) []string {
+	name := strings.ToUpper(strings.NewReplacer("-", "_", ".", "_").Replace(vendor))
+	return []string{"LLM_LIMIT_RPM_" + name, "LLM_LIMIT_TPM_" + name}
+}
+
+func services(vendors []string) map[string]service {
+	out := map[string]service{
+		"intake": {
+			publish:  []string{"llm.classified", "llm.replies.>", "_INBOX.>", "llm.telemetry.request", "llm.dlq.intake"},
+			consumes: []string{"LLM_REQUESTS.intake"},
+			kv:       []string{kvDedupe},
+			streams:  []string{"KV_" + kvDedupe},
+		},
+		"router": {
+			publish:  []string{"llm.exec.>", "llm.replies.>", "_INBOX.>", "llm.deltas.>", "llm.telemetry.request", "llm.dlq.router", "llm.alerts.circuit"},
+			consumes: []string{"LLM_PIPELINE.router"},
+			kv:       []string{kvBudgets, kvBreakers, kvHedges, kvCache},
+			// The router observes finished attempts' latencies and verdicts
+			// (latency-aware strategies): the one reader of telemetry
+			// besides the ledger, live only, never the stream.
+			core: []string{"llm.telemetry.attempt"},
+		},
+		"gate": {
+			publish:  []string{"llm.verdicts", "llm.telemetry.attempt", "llm.dlq.gate"},
+			consumes: []string{"LLM_PIPELINE.gate"},
+			kv:       []string{kvCache},
+		},
+		"ledger": {
+			publish:  []string{"llm.dlq.ledger", "llm.alerts.>"},
+			consumes: []string{"LLM_TELEMETRY.ledger"},
+		},
+		"edge": {
+			publish: []string{"llm.requests"},
+			core:    []string{"llm.replies.>", "llm.deltas.>"},
+		},
+	}
+	for _, v := range vendors {
+		out["executor-"+v] = service{
+			publish:  []string{"llm.results", "llm.verdicts", "llm.telemetry.attempt", "llm.dlq.executor", "llm.alerts.circuit", "llm.deltas.>", "llm.limit.>"},
+			consumes: []string{"LLM_PIPELINE.exec-" + v},
+			kv:       []string{kvBreakers, kvHedges},
+		}
+	}
+	return out
+}
+
+// ServicePermissions are the users of the service processes, by user
+// name: each publishes only the subjects it owns, pulls only from its own
+// durable consumer, writes only its buckets, and reads only its private
+// inbox. No service creates, updates, deletes or purges a stream or
+// deletes a consumer: `up` (the operator) manages them.
+func ServicePermissions(vendors []string) map[string]jwt.Permissions {
+	out := map[string]jwt.Permissions{}
+	for name, s := range services(vendors) {
+		var p jwt.Permissions
+		p.Pub.Allow.Add(s.publish...)
+		// Reads every service needs: stream/consumer info (metrics,
+		// start-up checks), reads and watches of every bucket, the
+		// vendors' limiter windows, a stored reply (the executor checks
+		// one before calling a vendor again).
+		p.Pub.Allow.Add("$JS.API.INFO", "$JS.API.STREAM.INFO.*", "$JS.API.STREAM.NAMES", "$JS.API.STREAM.LIST",
+			"$JS.API.CONSUMER.INFO.*.*", "$JS.API.CONSUMER.NAMES.*", "$JS.API.CONSUMER.LIST.*")
+		for _, st := range readStreams(vendors) {
+			p.Pub.Allow.Add("$JS.API.DIRECT.GET."+st, "$JS.API.DIRECT.GET."+st+".>", "$JS.API.STREAM.MSG.GET."+st)
+		}
+		for _, b := range allBuckets {
+			st := "KV_" + b
+			p.Pub.Allow.Add("$JS.API.CONSUMER.CREATE."+st, "$JS.API.CONSUMER.CREATE."+st+".>", "$JS.API.CONSUMER.DELETE."+st+".*",
+				"$JS.API.CONSUMER.MSG.NEXT."+st+".*", "$JS.ACK."+st+".>", "$JS.FC."+st+".>")
+		}
+		own := s.streams
+		for _, v := range vendors {
+			own = append(own, limiterStreams(v)...)
+		}
+		for _, st := range own {
+			p.Pub.Allow.Add("$JS.API.STREAM.CREATE."+st, "$JS.API.STREAM.UPDATE."+st)
+		}
+		for _, c := range s.consumes {
+			p.Pub.Allow.Add("$JS.API.CONSUMER.CREATE."+c, "$JS.API.CONSUMER.CREATE."+c+".>",
+				"$JS.API.CONSUMER.DURABLE.CREATE."+c, "$JS.API.CONSUMER.MSG.NEXT."+c, "$JS.ACK."+c+".>")
+		}
+		for _, b := range s.kv {
+			p.Pub.Allow.Add("$KV." + b + ".>")
+		}
+		p.Sub.Allow.Add(ServiceInboxPrefix(name) + ".>")
+		p.Sub.Allow.Add(s.core...)
+		out[name] = p
+	}
+	return out
+}
+
+// OwnStreams are the name prefixes of the streams a service user creates
+// itself: every process's vendor-limit windows, and the intake's dedupe
+// bucket. All are in memory, so a NATS restart loses them, and only their
+// owner needs them.
+func OwnStreams(user string) []string {
+	own := []string{"LLM_LIMIT_"}
+	if user == "intake" {
+		own = append(own, "KV_"+kvDedupe)
+	}
+	return own
+}
+
+// ServiceUser is the credentials user a service process of kind name
+// runs as ("executor" adds its vendor).
+func ServiceUser(name, vendor string) string {
+	if name == "executor" && vendor != "" {
+		return "executor-" + vendor
+	}
+	return name
+}

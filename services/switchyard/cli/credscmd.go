@@ -1,0 +1,63 @@
+package cli
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+
+	"github.com/switchyard-llm/switchyard/pkg/natsauth"
+)
+
+// runCreds rotates a service's credentials in `up`'s data directory: a
+// new file in place, the old user revoked on the running server. A
+// process reading its file from <data>/creds reconnects with the new one.
+func runCreds(_ context.Context, args []string, out, errOut io.Writer) error {
+	const use = "creds rotate SERVICE (intake, router, gate, ledger, edge, executor-<vendor>)"
+	if len(args) == 0 {
+		return usageErr(use)
+	}
+	sub, args := args[0], args[1:]
+	fs := newFlags("creds "+sub, errOut)
+	withUsage(fs, errOut, use)
+	if isHelp(sub) {
+		fs.Usage()
+		return flag.ErrHelp
+	}
+	pos, err := parseInterspersed(fs, args)
+	if err != nil {
+		return err
+	}
+	if sub != "rotate" || len(pos) != 1 {
+		return usageErr(use)
+	}
+	cfg, err := loadNATSConfig()
+	if err != nil {
+		return err
+	}
+	auth, err := natsauth.Load(cfg.DataDir)
+	if err != nil {
+		return err
+	}
+	vendors, err := auth.Vendors()
+	if err != nil {
+		return err
+	}
+	if err := auth.RotateService(pos[0], vendors); err != nil {
+		return err
+	}
+	file := natsauth.CredsFile(cfg.DataDir, pos[0])
+	sys := cfg
+	sys.Creds = natsauth.CredsFile(cfg.DataDir, "sys")
+	nc, err := dialNATS(sys, "creds")
+	if err != nil {
+		fmt.Fprintf(out, "wrote %s; NATS is not reachable (%v): the old credentials are refused when `up` starts\n", file, err)
+		return nil
+	}
+	defer nc.Close()
+	if err := auth.PushSwitchyard(nc); err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "wrote %s; the server refuses the old credentials of %s now\n", file, pos[0])
+	return nil
+}
