@@ -3,6 +3,8 @@ package integration
 import (
 	"context"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -11,8 +13,10 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
+	"github.com/switchyard-llm/switchyard/pkg/apikey"
 	"github.com/switchyard-llm/switchyard/pkg/envcfg"
 	"github.com/switchyard-llm/switchyard/pkg/natsauth"
 	"github.com/switchyard-llm/switchyard/pkg/natsserver"
@@ -30,7 +34,7 @@ import (
 func TestSeparateProcessesWithOwnCredentials(t *testing.T) {
 	bins := t.TempDir()
 	built := map[string]string{}
-	for _, s := range []string{"intake", "router", "executor", "gate"} {
+	for _, s := range []string{"intake", "router", "executor", "gate", "edge"} {
 		built[s] = buildCmd(t, bins, s, fmt.Sprintf("github.com/switchyard-llm/switchyard/services/%s/cmd/%s", s, s))
 	}
 	srv := sim.New(*mpScenario(), zerolog.Nop())
@@ -114,6 +118,49 @@ func TestSeparateProcessesWithOwnCredentials(t *testing.T) {
 		f.Quota["ok"] != 3 || len(f.Quota) != 2 {
 		t.Errorf("%+v; want ≤ 5 calls to the dead vendor, 30 chat ok, 3 cached, 3 hedges won by claude-haiku-4-5, 5 calls to gemini (rpm 5), 3 of 5 quota requests ok", f)
 	}
+
+	// The edge on its own credentials: it reads the key the operator made,
+	// keeps the key's rpm and in-flight counters in its own buckets, and
+	// publishes and waits for the reply.
+	ojs, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys, err := apikey.Open(ctx, ojs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, _, err := keys.CreateWithLimits(ctx, "edgeco", nil, apikey.Limits{RPM: 100, MaxInFlight: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	edgeAddr, edgeHealth := freeAddr(t), freeAddr(t)
+	edge := exec.Command(built["edge"])
+	edge.Env = []string{"PATH=" + os.Getenv("PATH"), "SWITCHYARD_NATS_URL=" + url, "SWITCHYARD_POLICY=" + polFile,
+		"SWITCHYARD_HTTP_ADDR=" + edgeHealth, "SWITCHYARD_EDGE_ADDR=" + edgeAddr,
+		"SWITCHYARD_NATS_CREDS=" + natsauth.CredsFile(dataDir, natsauth.ServiceUser("edge", ""))}
+	edge.Stderr = logs.named("edge ")
+	if err := edge.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = edge.Process.Kill(); _ = edge.Wait() })
+	waitFor(t, 20*time.Second, func() bool { return httpOK("http://" + edgeHealth + "/healthz") })
+	for i := range 3 {
+		body := fmt.Sprintf(`{"model":"chat","messages":[{"role":"user","content":"edge on its own credentials %d"}]}`, i)
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+edgeAddr+"/v1/chat/completions", strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+key)
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Errorf("edge request %d: %d %s", i, resp.StatusCode, out)
+		}
+	}
+
 	for _, line := range logs.all() {
 		if strings.Contains(line, "Permissions Violation") || strings.Contains(line, "permissions violation") {
 			t.Errorf("a service was refused: %s", line)

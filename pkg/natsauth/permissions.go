@@ -29,11 +29,15 @@ const (
 	kvHedges   = "switchyard_hedges"
 	kvCache    = "switchyard_cache"
 	kvDedupe   = "intake_dedupe"
+	// The edge's per-key rpm and in-flight counters (services/edge
+	// RateBucket, InFlightBucket): the edge creates and writes them.
+	kvEdgeRate     = "edge_key_rate"
+	kvEdgeInFlight = "edge_key_inflight"
 )
 
 // allBuckets are every KV bucket of the system: any service may read and
 // watch them.
-var allBuckets = []string{"switchyard_policy", kvBudgets, kvBreakers, kvHedges, kvCache, kvDedupe, "api_keys"}
+var allBuckets = []string{"switchyard_policy", kvBudgets, kvBreakers, kvHedges, kvCache, kvDedupe, "api_keys", kvEdgeRate, kvEdgeInFlight}
 
 // readStreams are the streams services read single messages of.
 func readStreams(vendors []string) []string {
@@ -83,6 +87,8 @@ func services(vendors []string) map[string]service {
 		"edge": {
 			publish: []string{"llm.requests"},
 			core:    []string{"llm.replies.>", "llm.deltas.>"},
+			kv:      []string{kvEdgeRate, kvEdgeInFlight},
+			streams: []string{"KV_" + kvEdgeRate, "KV_" + kvEdgeInFlight},
 		},
 	}
 	for _, v := range vendors {
@@ -141,13 +147,17 @@ func ServicePermissions(vendors []string) map[string]jwt.Permissions {
 }
 
 // OwnStreams are the name prefixes of the streams a service user creates
-// itself: every process's vendor-limit windows, and the intake's dedupe
-// bucket. All are in memory, so a NATS restart loses them, and only their
-// owner needs them.
+// itself: every process's vendor-limit windows, the intake's dedupe bucket
+// and the edge's per-key counters. Only their owner needs them, and losing
+// them loses nothing durable: the windows and the dedupe bucket are in
+// memory, the counters expire within minutes.
 func OwnStreams(user string) []string {
 	own := []string{"LLM_LIMIT_"}
-	if user == "intake" {
+	switch user {
+	case "intake":
 		own = append(own, "KV_"+kvDedupe)
+	case "edge":
+		own = append(own, "KV_"+kvEdgeRate, "KV_"+kvEdgeInFlight)
 	}
 	return own
 }
