@@ -18,9 +18,11 @@ import (
 // total stays within the budget. The budget arrives by `policy apply`.
 func TestBudgetHoldsUnderConcurrency(t *testing.T) {
 	// Slow answers keep all 50 in flight together, so every reservation is
-	// made before any is settled with its (lower) real cost.
+	// made before any is settled with its (lower) real cost. 300 ms was
+	// not enough on a loaded 2-core machine: publishing and reserving 50
+	// took longer, early answers settled and freed budget (20 served).
 	e := start(t, func(c *app.Config) {
-		c.Scenario = &sim.Scenario{Defaults: sim.Behavior{Latency: &sim.Latency{BaseMS: 300}}}
+		c.Scenario = &sim.Scenario{Defaults: sim.Behavior{Latency: &sim.Latency{BaseMS: 2000}}}
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()

@@ -101,6 +101,12 @@ func TestEdgeStreamFaults(t *testing.T) {
 				c.Scenario = sc
 				r, _ := c.Policy.Route("chat")
 				r.Stream = tt.stream
+				// Only the listed models continue a cut answer (the
+				// shipped policy gives Anthropic's prefill).
+				for i := range c.Policy.Models {
+					c.Policy.Models[i].Capabilities = slices.DeleteFunc(slices.Clone(c.Policy.Models[i].Capabilities),
+						func(c string) bool { return c == policy.CapabilityPrefill })
+				}
 				for _, m := range tt.prefill {
 					pm, ok := c.Policy.Model(m.vendor, m.name)
 					if !ok {
