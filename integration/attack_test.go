@@ -240,6 +240,9 @@ func TestAttacksRefused(t *testing.T) {
 				return err
 			})
 		}},
+		{"read another tenant's stored reply", mc, func(t *testing.T, c *busClient) {
+			c.pub(t, natsauth.DirectGetReplies+envelope.DefaultReplySubject(victim, "ok1"), nil)
+		}},
 		{"read the prompts on llm.exec", mc, func(t *testing.T, c *busClient) { c.sub(t, "llm.exec.>") }},
 		{"read the dead letters", mc, func(t *testing.T, c *busClient) {
 			c.js(t, func(ctx context.Context, js jetstream.JetStream) error {

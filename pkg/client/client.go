@@ -1,6 +1,7 @@
 // Package client is a small Go client of the public contract: publish a
 // request to llm.requests with Nats-Msg-Id = <tenant>.<id>, and read its
-// reply from the persisted reply subject.
+// reply live or, when missed, from the replies stream (direct get, which a
+// tenant's credentials allow on its own replies).
 package client
 
 import (
@@ -8,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -15,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/switchyard-llm/switchyard/pkg/envelope"
+	"github.com/switchyard-llm/switchyard/pkg/natsauth"
 	"github.com/switchyard-llm/switchyard/pkg/natsx"
 )
 
@@ -53,32 +56,47 @@ func (c *Client) PublishRaw(ctx context.Context, msgID string, data []byte) erro
 	return err
 }
 
-// Reply reads the reply of one request from the replies stream, waiting
-// until it arrives or ctx is done. It works whether the reply was published
-// before or after the call.
+// Reply returns the reply of one request, waiting until it arrives or ctx
+// is done. It works whether the reply was published before or after the
+// call, with a tenant's credentials too: it listens live and reads the
+// stored reply (Waiter.Wait).
 func (c *Client) Reply(ctx context.Context, tenant, id string) (*envelope.Reply, error) {
-	cons, err := c.JS.OrderedConsumer(ctx, natsx.StreamReplies, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{envelope.DefaultReplySubject(tenant, id)},
-	})
+	w, err := c.Await(envelope.DefaultReplySubject(tenant, id))
 	if err != nil {
 		return nil, err
 	}
-	for {
-		msgs, err := cons.Fetch(1, jetstream.FetchMaxWait(fetchWait(ctx)))
-		if err != nil {
-			return nil, err
-		}
-		for m := range msgs.Messages() {
-			var r envelope.Reply
-			if err := json.Unmarshal(m.Data(), &r); err != nil {
-				return nil, fmt.Errorf("decode reply: %w", err)
-			}
-			return &r, nil
-		}
-		if ctx.Err() != nil {
-			return nil, fmt.Errorf("no reply for %s/%s: %w", tenant, id, ctx.Err())
-		}
+	defer w.Close()
+	return w.Wait(ctx)
+}
+
+// ErrNoStoredReply: LLM_REPLIES holds no reply on the subject (not yet, or
+// no longer after its retention).
+var ErrNoStoredReply = errors.New("no stored reply")
+
+// StoredReply reads the last reply stored on subject
+// (llm.replies.<tenant>.<id>) in LLM_REPLIES, through the stream's direct
+// get: the one JetStream call a tenant's credentials may make, and only on
+// its own subjects (docs/security.md).
+func (c *Client) StoredReply(ctx context.Context, subject string) (*envelope.Reply, error) {
+	m, err := c.NC.RequestWithContext(ctx, natsauth.DirectGetReplies+subject, nil)
+	if errors.Is(err, nats.ErrNoResponders) {
+		return nil, fmt.Errorf("read stored reply %s: %w (a stream without direct get, or credentials that may not read this subject)", subject, err)
 	}
+	if err != nil {
+		return nil, fmt.Errorf("read stored reply %s: %w", subject, err)
+	}
+	switch status := m.Header.Get("Status"); status {
+	case "":
+	case "404":
+		return nil, ErrNoStoredReply
+	default:
+		return nil, fmt.Errorf("read stored reply %s: %s %s", subject, status, m.Header.Get("Description"))
+	}
+	var r envelope.Reply
+	if err := json.Unmarshal(m.Data, &r); err != nil {
+		return nil, fmt.Errorf("decode reply: %w", err)
+	}
+	return &r, nil
 }
 
 // Submit publishes a request and waits for its reply.
@@ -165,16 +183,6 @@ func (col *Collector) Close() error {
 	return col.sub.Unsubscribe()
 }
 
-// fetchWait polls in short rounds so ctx cancellation is noticed promptly.
-func fetchWait(ctx context.Context) time.Duration {
-	if dl, ok := ctx.Deadline(); ok {
-		if left := time.Until(dl); left < time.Second {
-			return max(left, 10*time.Millisecond)
-		}
-	}
-	return time.Second
-}
-
 // PublishAsync sends a request without waiting for the server's ack; for
 // load generators. Errors surface through the JetStream async error handler.
 func (c *Client) PublishAsync(req *envelope.Request) error {
@@ -188,17 +196,28 @@ func (c *Client) PublishAsync(req *envelope.Request) error {
 	return err
 }
 
-// Waiter receives one reply on core NATS.
+// Waiter receives one reply: live on core NATS, or from LLM_REPLIES when
+// the live one was missed (published before the subscription, or while
+// the connection was down).
 type Waiter struct {
-	subs []*nats.Subscription
-	ch   chan *nats.Msg
+	c      *Client
+	subs   []*nats.Subscription
+	ch     chan *nats.Msg
+	stored []string // the subjects LLM_REPLIES keeps
 }
 
+// storedPoll is how often Wait looks for a stored reply it may have missed
+// live; storedGetTimeout bounds one look (a refused request gets no answer).
+const (
+	storedSubjectPrefix = "llm.replies." // LLM_REPLIES's subjects
+	storedPoll          = time.Second
+	storedGetTimeout    = 2 * time.Second
+)
+
 // Await subscribes on core NATS to the reply subjects of a request about
-// to be published: how a tenant, whose credentials do not open the replies
-// stream, gets its reply. Start it before publishing.
+// to be published. Start it before publishing.
 func (c *Client) Await(subjects ...string) (*Waiter, error) {
-	w := &Waiter{ch: make(chan *nats.Msg, len(subjects))}
+	w := &Waiter{c: c, ch: make(chan *nats.Msg, len(subjects))}
 	for _, s := range subjects {
 		sub, err := c.NC.ChanSubscribe(s, w.ch)
 		if err != nil {
@@ -206,6 +225,9 @@ func (c *Client) Await(subjects ...string) (*Waiter, error) {
 			return nil, err
 		}
 		w.subs = append(w.subs, sub)
+		if strings.HasPrefix(s, storedSubjectPrefix) {
+			w.stored = append(w.stored, s)
+		}
 	}
 	// The server has the subscriptions before the request is published.
 	if err := c.NC.Flush(); err != nil {
@@ -215,18 +237,50 @@ func (c *Client) Await(subjects ...string) (*Waiter, error) {
 	return w, nil
 }
 
-// Wait returns the first reply, or an error when ctx is done first.
+// Wait returns the first reply, live or stored, or an error when ctx is
+// done first. It looks for a stored reply at once (a request published
+// twice is answered once) and then every storedPoll.
 func (w *Waiter) Wait(ctx context.Context) (*envelope.Reply, error) {
-	select {
-	case m := <-w.ch:
-		var r envelope.Reply
-		if err := json.Unmarshal(m.Data, &r); err != nil {
-			return nil, fmt.Errorf("decode reply: %w", err)
+	var storedErr error
+	poll := time.NewTimer(0)
+	defer poll.Stop()
+	for {
+		select {
+		case m := <-w.ch:
+			var r envelope.Reply
+			if err := json.Unmarshal(m.Data, &r); err != nil {
+				return nil, fmt.Errorf("decode reply: %w", err)
+			}
+			return &r, nil
+		case <-poll.C:
+			for _, s := range w.stored {
+				r, err := w.lookStored(ctx, s)
+				if r != nil {
+					return r, nil
+				}
+				if err != nil && ctx.Err() == nil {
+					storedErr = err
+				}
+			}
+			poll.Reset(storedPoll)
+		case <-ctx.Done():
+			if storedErr != nil {
+				return nil, fmt.Errorf("no reply: %w (%w)", ctx.Err(), storedErr)
+			}
+			return nil, fmt.Errorf("no reply: %w", ctx.Err())
 		}
-		return &r, nil
-	case <-ctx.Done():
-		return nil, fmt.Errorf("no reply: %w", ctx.Err())
 	}
+}
+
+// lookStored reads one stored reply; none yet is no error.
+func (w *Waiter) lookStored(ctx context.Context, subject string) (*envelope.Reply, error) {
+	ctx, cancel := context.WithTimeout(ctx, storedGetTimeout)
+	defer cancel()
+	r, err := w.c.StoredReply(ctx, subject)
+	if errors.Is(err, ErrNoStoredReply) {
+		return nil, nil
+	}
+	return r, err
 }
 
 // Close ends the subscriptions.

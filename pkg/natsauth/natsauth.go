@@ -203,6 +203,20 @@ const RequestSubjectPrefix = "llm.requests.tenant."
 // account imports only its own part.
 var exportStreams = []string{"llm.replies.>", "llm.deltas.>", "_INBOX.>"}
 
+// DirectGetReplies prefixes the last-by-subject form of JetStream's direct
+// get on LLM_REPLIES: DirectGetReplies + "llm.replies.<tenant>.<id>"
+// answers the last reply stored on that subject. The subject read is the
+// one requested (the server refuses a body naming another subject, a
+// sequence or a batch), so importing only DirectGetReplies +
+// "llm.replies.<tenant>.>" lets a tenant read its own stored replies and
+// nothing else of the stream.
+const DirectGetReplies = "$JS.API.DIRECT.GET.LLM_REPLIES."
+
+// tenantStoredReplies is the part of the direct get a tenant imports.
+func tenantStoredReplies(tenant string) string {
+	return DirectGetReplies + "llm.replies." + tenant + ".>"
+}
+
 func (a *Authority) switchyardJWT() (string, error) {
 	ac := jwt.NewAccountClaims(a.SwitchyardAccount())
 	revoked, err := a.revokedPipelineUsers()
@@ -218,6 +232,7 @@ func (a *Authority) switchyardJWT() (string, error) {
 	for _, s := range exportStreams {
 		ac.Exports.Add(&jwt.Export{Name: s, Subject: jwt.Subject(s), Type: jwt.Stream})
 	}
+	ac.Exports.Add(&jwt.Export{Name: "stored-replies", Subject: jwt.Subject(DirectGetReplies + "llm.replies.*.>"), Type: jwt.Service, ResponseType: jwt.ResponseTypeSingleton})
 	return ac.Encode(a.operator)
 }
 
@@ -230,7 +245,8 @@ func tenantSubjects(tenant string) []string {
 // TenantJWT is a tenant's account: no JetStream of its own; `llm.requests`
 // imported as the service llm.requests.tenant.<tenant> (so the intake
 // knows the publisher from the subject); its own replies, deltas and
-// inboxes imported as streams; its revoked users.
+// inboxes imported as streams; the direct get of its own stored replies as
+// a service; its revoked users.
 func (a *Authority) TenantJWT(tenant string) (string, error) {
 	kp, err := a.tenantKey(tenant)
 	if err != nil {
@@ -242,6 +258,7 @@ func (a *Authority) TenantJWT(tenant string) (string, error) {
 	for _, s := range tenantSubjects(tenant) {
 		ac.Imports.Add(&jwt.Import{Name: s, Subject: jwt.Subject(s), Account: a.SwitchyardAccount(), Type: jwt.Stream})
 	}
+	ac.Imports.Add(&jwt.Import{Name: "stored-replies", Subject: jwt.Subject(tenantStoredReplies(tenant)), Account: a.SwitchyardAccount(), Type: jwt.Service})
 	reg, err := a.Tenants()
 	if err != nil {
 		return "", err
@@ -435,11 +452,12 @@ func (a *Authority) saveTenants(list []Tenant) error {
 }
 
 // TenantPermissions: publish requests (the account's import makes them
-// its own), read its replies, deltas and inboxes; nothing else. The
-// account holds only this tenant's users, so any inbox prefix is private.
+// its own), read its replies (live, and stored through the direct get),
+// deltas and inboxes; nothing else. The account holds only this tenant's
+// users, so any inbox prefix is private.
 func TenantPermissions(tenant string) jwt.Permissions {
 	var p jwt.Permissions
-	p.Pub.Allow.Add("llm.requests")
+	p.Pub.Allow.Add("llm.requests", tenantStoredReplies(tenant))
 	p.Sub.Allow.Add("llm.replies."+tenant+".>", "llm.deltas."+tenant+".>", "_INBOX.>")
 	return p
 }

@@ -155,6 +155,9 @@ func (c TopologyConfig) Streams() []jetstream.StreamConfig {
 			Replicas:    c.Replicas,
 			MaxAge:      c.ReplyRetention,
 			Duplicates:  c.DedupeWindow,
+			// A client reads its stored reply with a direct get (the
+			// only part of JetStream a tenant is given: docs/security.md).
+			AllowDirect: true,
 		},
 		{
 			Name:        StreamTelemetry,
