@@ -2,6 +2,7 @@ package integration
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"testing"
 	"time"
@@ -158,4 +159,43 @@ func (e *env) readsStoredReply(t *testing.T, cl *client.Client, tenant string) s
 		})
 	}
 	return subject
+}
+
+// TestSubmitAgainReadsStoredReply: `switchyard submit` of a request whose
+// reply was already published (the same id again: the intake drops the
+// duplicate, so no live reply comes) prints the stored reply instead of
+// waiting for one, with a tenant's credentials and with the operator's.
+func TestSubmitAgainReadsStoredReply(t *testing.T) {
+	e := start(t, withAuth)
+	cases := []struct {
+		name, id string
+		env      map[string]string
+	}{
+		{"tenant credentials", "again1", map[string]string{"SWITCHYARD_NATS_CREDS": e.tenantCreds(e.tenant)}},
+		{"operator credentials", "again2", nil},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			args := []string{"submit", "-tenant", e.tenant, "-id", c.id, "-route", "chat", "-prompt", "hello"}
+			if code, out, errOut := e.runCLI(c.env, append(args, "-wait", "30s")...); code != 0 {
+				t.Fatalf("first submit: exit %d: %s%s", code, out, errOut)
+			}
+			began := time.Now()
+			code, out, errOut := e.runCLI(c.env, append(args, "-wait", "5s")...)
+			var r envelope.Reply
+			if code != 0 || json.Unmarshal([]byte(out), &r) != nil || r.ID != c.id || r.Status != envelope.StatusOK {
+				t.Fatalf("submit again: exit %d after %v: %s%s", code, time.Since(began), out, errOut)
+			}
+		})
+	}
+	// Naming another tenant: the refusal comes on the credentials' own
+	// subject; the claimed tenant's stored reply is refused and not waited on.
+	t.Run("tenant credentials naming another tenant", func(t *testing.T) {
+		env := map[string]string{"SWITCHYARD_NATS_CREDS": e.tenantCreds("i" + e.tenant)}
+		code, out, errOut := e.runCLI(env, "submit", "-tenant", e.tenant, "-id", "imp1", "-prompt", "charge them", "-wait", "10s")
+		var r envelope.Reply
+		if code == 0 || json.Unmarshal([]byte(out), &r) != nil || r.Error == nil || r.Error.Code != envelope.CodePolicyBlocked || r.Tenant != "i"+e.tenant {
+			t.Fatalf("exit %d: %s%s, want the policy_blocked refusal to i%s", code, out, errOut, e.tenant)
+		}
+	})
 }

@@ -239,8 +239,20 @@ func (c *Client) Await(subjects ...string) (*Waiter, error) {
 
 // Wait returns the first reply, live or stored, or an error when ctx is
 // done first. It looks for a stored reply at once (a request published
-// twice is answered once) and then every storedPoll.
+// twice is answered once) and then every storedPoll, each look in its own
+// goroutine so a slow one never delays a live reply. A subject whose look
+// fails (refused to these credentials, a stream without direct get) is
+// only listened to from then on.
 func (w *Waiter) Wait(ctx context.Context) (*envelope.Reply, error) {
+	type look struct {
+		subject string
+		reply   *envelope.Reply
+		err     error
+	}
+	// One look in flight per subject, so the buffer never blocks a sender.
+	looks := make(chan look, len(w.stored))
+	inFlight := map[string]bool{}
+	dropped := map[string]bool{}
 	var storedErr error
 	poll := time.NewTimer(0)
 	defer poll.Stop()
@@ -254,15 +266,24 @@ func (w *Waiter) Wait(ctx context.Context) (*envelope.Reply, error) {
 			return &r, nil
 		case <-poll.C:
 			for _, s := range w.stored {
-				r, err := w.lookStored(ctx, s)
-				if r != nil {
-					return r, nil
+				if inFlight[s] || dropped[s] {
+					continue
 				}
-				if err != nil && ctx.Err() == nil {
-					storedErr = err
-				}
+				inFlight[s] = true
+				go func() {
+					r, err := w.lookStored(ctx, s)
+					looks <- look{s, r, err}
+				}()
 			}
 			poll.Reset(storedPoll)
+		case l := <-looks:
+			inFlight[l.subject] = false
+			if l.reply != nil {
+				return l.reply, nil
+			}
+			if l.err != nil && ctx.Err() == nil {
+				dropped[l.subject], storedErr = true, l.err
+			}
 		case <-ctx.Done():
 			if storedErr != nil {
 				return nil, fmt.Errorf("no reply: %w (%w)", ctx.Err(), storedErr)

@@ -81,8 +81,10 @@ func runSubmit(ctx context.Context, args []string, out, errOut io.Writer) error 
 	}
 	ctx, cancel := context.WithTimeout(ctx, *wait)
 	defer cancel()
-	// The reply is read live (a tenant may not read the replies stream);
-	// with a tenant's credentials the intake answers a request naming
+	// The reply is read live, or from LLM_REPLIES when the live one was
+	// missed (the same id submitted again is dropped by the intake, so only
+	// the stored reply answers it; a tenant's credentials read their own).
+	// With a tenant's credentials the intake answers a request naming
 	// another tenant on the credentials' own subject.
 	subjects := []string{req.ReplySubject()}
 	if cfg.Creds != "" {
