@@ -17,6 +17,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
 	"github.com/switchyard-llm/switchyard/pkg/natsx"
@@ -29,8 +30,16 @@ type Delivery struct {
 	Msg      jetstream.Msg
 	Meta     *jetstream.MsgMetadata
 	settled  atomic.Bool
+	outcome  atomic.Int32 // how it was settled, for the stage metrics
 	received time.Time
 }
+
+const (
+	outcomeNone int32 = iota
+	outcomeAck
+	outcomeNak
+	outcomeTerm
+)
 
 // Data is the message payload.
 func (d *Delivery) Data() []byte { return d.Msg.Data() }
@@ -59,6 +68,7 @@ func (d *Delivery) Ack() error {
 	if d.settled.Swap(true) {
 		return nil
 	}
+	d.outcome.Store(outcomeAck)
 	return d.Msg.Ack()
 }
 
@@ -67,6 +77,7 @@ func (d *Delivery) NakWithDelay(delay time.Duration) error {
 	if d.settled.Swap(true) {
 		return nil
 	}
+	d.outcome.Store(outcomeNak)
 	return d.Msg.NakWithDelay(delay)
 }
 
@@ -75,6 +86,7 @@ func (d *Delivery) Term(reason string) error {
 	if d.settled.Swap(true) {
 		return nil
 	}
+	d.outcome.Store(outcomeTerm)
 	return d.Msg.TermWithReason(reason)
 }
 
@@ -310,6 +322,11 @@ type RunOptions struct {
 	Concurrency int
 	// Grace is how long in-flight handlers may finish after ctx is done.
 	Grace time.Duration
+	// Stage labels the stage metrics (default: the consumer's name).
+	Stage string
+	// Metrics receives the stage's queue wait, handler time and outcomes
+	// (NewStageMetrics; nil: not exported).
+	Metrics prometheus.Registerer
 }
 
 // Run consumes until ctx is done. On shutdown it stops pulling, lets
@@ -326,6 +343,15 @@ func Run(ctx context.Context, log zerolog.Logger, cons jetstream.Consumer, h Han
 	if err != nil {
 		return fmt.Errorf("consume: %w", err)
 	}
+	stage := o.Stage
+	if ci := cons.CachedInfo(); stage == "" && ci != nil {
+		stage = ci.Name
+	}
+	sm, err := NewStageMetrics(o.Metrics)
+	if err != nil {
+		return fmt.Errorf("stage metrics: %w", err)
+	}
+	obsv := sm.forStage(stage)
 	// Handlers run on a context that outlives ctx by Grace, so a vendor call
 	// in flight at SIGTERM can finish and be acked.
 	workCtx, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
@@ -346,21 +372,20 @@ func Run(ctx context.Context, log zerolog.Logger, cons jetstream.Consumer, h Han
 					iterErr.CompareAndSwap(nil, &err)
 					return
 				}
-				d := &Delivery{Msg: msg, received: time.Now()}
+				start := time.Now()
+				d := &Delivery{Msg: msg, received: start}
 				d.Meta, _ = msg.Metadata()
 				if ctx.Err() != nil {
 					_ = d.NakWithDelay(0) // hand back: we are shutting down
 					continue
 				}
-				if err := h(withDelivery(workCtx, d), d); err != nil && !d.Settled() {
-					// Only reachable without the Retry middleware.
-					_ = d.NakWithDelay(time.Second)
-					continue
-				}
-				if !d.Settled() {
-					if err := d.Ack(); err != nil {
-						log.Warn().Err(err).Msg("ack failed; message will be redelivered and deduplicated downstream")
+				handle(workCtx, log, h, d)
+				if obsv != nil {
+					var stored time.Time
+					if d.Meta != nil {
+						stored = d.Meta.Timestamp
 					}
+					obsv.observe(d, stored, start, time.Now())
 				}
 			}
 		}()
@@ -393,4 +418,18 @@ func Run(ctx context.Context, log zerolog.Logger, cons jetstream.Consumer, h Han
 		<-done
 	}
 	return nil
+}
+
+// handle runs h on d and settles d if h did not: ack on success, a nak on an
+// error (only reachable without the Retry middleware).
+func handle(ctx context.Context, log zerolog.Logger, h Handler, d *Delivery) {
+	if err := h(withDelivery(ctx, d), d); err != nil && !d.Settled() {
+		_ = d.NakWithDelay(time.Second)
+		return
+	}
+	if !d.Settled() {
+		if err := d.Ack(); err != nil {
+			log.Warn().Err(err).Msg("ack failed; message will be redelivered and deduplicated downstream")
+		}
+	}
 }

@@ -140,7 +140,7 @@ func (r *Router) Run(ctx context.Context) error {
 		return err
 	}
 	h := pipeline.RequestStage(r.d.Log, r.Handle, r.deadLetter, r.cfg.MaxDeliver, 10*time.Second)
-	return pipeline.Run(ctx, r.d.Log, cons, h, pipeline.RunOptions{Concurrency: r.cfg.Concurrency})
+	return pipeline.Run(ctx, r.d.Log, cons, h, pipeline.RunOptions{Concurrency: r.cfg.Concurrency, Stage: natsx.StageRouter, Metrics: r.d.Metrics})
 }
 
 // Handle routes one work envelope: a new request from llm.classified, or a
