@@ -12,5 +12,12 @@ import (
 // ignores a key whose case differs from the tag, which no stage writes.
 // Encoding stays on encoding/json, whose omitzero tags go-json does not know.
 func UnmarshalWork(data []byte, w *Work) error {
-	return gojson.Unmarshal(data, w)
+	return UnmarshalInternal(data, w)
+}
+
+// UnmarshalInternal decodes a message one of the stages wrote (a work
+// envelope, a telemetry event) with go-json, under the same terms as
+// UnmarshalWork. Client input goes through the Validator instead.
+func UnmarshalInternal(data []byte, v any) error {
+	return gojson.Unmarshal(data, v)
 }

@@ -452,7 +452,7 @@ func (r *Router) observe(ctx context.Context) error {
 	}
 	sub, err := r.d.NC.Subscribe(natsx.SubjectAttempt, func(m *nats.Msg) {
 		var ev envelope.AttemptEvent
-		if json.Unmarshal(m.Data, &ev) != nil {
+		if envelope.UnmarshalInternal(m.Data, &ev) != nil {
 			return
 		}
 		switch ev.Outcome {
