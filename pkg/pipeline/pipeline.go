@@ -158,14 +158,26 @@ func For(ctx context.Context, log zerolog.Logger) *zerolog.Logger {
 	return &log
 }
 
+// logFunc picks the logger of a middleware's line about d. It runs only
+// when a line is written, so a message handled without one costs no
+// logger.
+type logFunc func(ctx context.Context, d *Delivery) *zerolog.Logger
+
+// plainLog is For(ctx, log).
+func plainLog(log zerolog.Logger) logFunc {
+	return func(ctx context.Context, _ *Delivery) *zerolog.Logger { return For(ctx, log) }
+}
+
 // Recover turns a panic into a terminal error, so one poison message cannot
 // crash a stage.
-func Recover(log zerolog.Logger) Middleware {
+func Recover(log zerolog.Logger) Middleware { return recoverWith(plainLog(log)) }
+
+func recoverWith(logFor logFunc) Middleware {
 	return func(next Handler) Handler {
 		return func(ctx context.Context, d *Delivery) (err error) {
 			defer func() {
 				if r := recover(); r != nil {
-					l := For(ctx, log)
+					l := logFor(ctx, d)
 					l.Error().Str("panic", fmt.Sprint(r)).Bytes("stack", debug.Stack()).Str("subject", d.Msg.Subject()).Msg("handler panicked")
 					err = Terminal("panic", fmt.Errorf("handler panicked: %v", r))
 				}
@@ -182,6 +194,10 @@ type DeadLetterFunc func(ctx context.Context, d *Delivery, reason string, cause 
 // DeadLetter sends terminal failures to dl and terms the message. If dl
 // itself fails, the message is handed back so the dead letter is not lost.
 func DeadLetter(log zerolog.Logger, dl DeadLetterFunc) Middleware {
+	return deadLetterWith(plainLog(log), dl)
+}
+
+func deadLetterWith(logFor logFunc, dl DeadLetterFunc) Middleware {
 	return func(next Handler) Handler {
 		return func(ctx context.Context, d *Delivery) error {
 			err := next(ctx, d)
@@ -197,12 +213,12 @@ func DeadLetter(log zerolog.Logger, dl DeadLetterFunc) Middleware {
 			dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 			defer cancel()
 			if dlErr := deadLetterRetrying(dctx, d, dl, te); dlErr != nil {
-				l := For(ctx, log)
+				l := logFor(ctx, d)
 				l.Error().Err(dlErr).Str("reason", te.Reason).Msg("dead letter failed, handing message back")
 				_ = d.NakWithDelay(time.Second)
 				return nil
 			}
-			l := For(ctx, log)
+			l := logFor(ctx, d)
 			l.Warn().Err(te.Err).Str("reason", te.Reason).Str("subject", d.Msg.Subject()).Uint64("deliveries", d.NumDelivered()).Msg("message dead-lettered")
 			_ = d.Term(te.Reason)
 			return nil
@@ -261,6 +277,10 @@ var unavailableBackoff = Backoff{Base: 2 * time.Second, Max: 10 * time.Second}
 // Retry naks transient errors with backoff until maxDeliver deliveries, then
 // turns them terminal ("max_deliveries") for the dead-letter middleware.
 func Retry(log zerolog.Logger, maxDeliver int, b Backoff) Middleware {
+	return retryWith(plainLog(log), maxDeliver, b)
+}
+
+func retryWith(logFor logFunc, maxDeliver int, b Backoff) Middleware {
 	return func(next Handler) Handler {
 		return func(ctx context.Context, d *Delivery) error {
 			err := next(ctx, d)
@@ -282,7 +302,7 @@ func Retry(log zerolog.Logger, maxDeliver int, b Backoff) Middleware {
 			if errors.As(err, &tr) && tr.RetryAfter > 0 {
 				delay = tr.RetryAfter
 			}
-			l := For(ctx, log)
+			l := logFor(ctx, d)
 			l.Warn().Err(err).Str("subject", d.Msg.Subject()).Uint64("deliveries", d.NumDelivered()).Dur("retry_in", delay).Msg("transient failure, retrying")
 			_ = d.NakWithDelay(delay)
 			return nil
@@ -308,10 +328,14 @@ func Timeout(d time.Duration) Middleware {
 // sits just inside DeadLetter so a panicking (poison) message is dead-lettered
 // at once instead of being redelivered until MaxDeliver.
 func Stage(log zerolog.Logger, h Handler, dl DeadLetterFunc, maxDeliver int, timeout time.Duration) Handler {
+	return stage(plainLog(log), h, dl, maxDeliver, timeout)
+}
+
+func stage(logFor logFunc, h Handler, dl DeadLetterFunc, maxDeliver int, timeout time.Duration) Handler {
 	return Chain(h,
-		DeadLetter(log, dl),
-		Recover(log),
-		Retry(log, maxDeliver, Backoff{Base: 100 * time.Millisecond, Max: 10 * time.Second}),
+		deadLetterWith(logFor, dl),
+		recoverWith(logFor),
+		retryWith(logFor, maxDeliver, Backoff{Base: 100 * time.Millisecond, Max: 10 * time.Second}),
 		Timeout(timeout),
 	)
 }
