@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"slices"
 	"strings"
@@ -114,15 +115,37 @@ func Listen(addr string) (net.Listener, error) {
 	return ln, nil
 }
 
+// ServeOption changes what Serve exposes.
+type ServeOption func(*http.ServeMux)
+
+// WithPprof adds Go's profiler under /debug/pprof/ when on. It is off by
+// default: a profile costs CPU and shows internals, so an operator turns it
+// on (SWITCHYARD_PPROF=true) for a measurement, not in production.
+func WithPprof(on bool) ServeOption {
+	return func(mux *http.ServeMux) {
+		if !on {
+			return
+		}
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
+}
+
 // Serve runs /healthz and /metrics on ln until ctx is done. A nil ln
 // disables the server (in-process runs share one).
-func Serve(ctx context.Context, log zerolog.Logger, ln net.Listener, reg *prometheus.Registry, h *Health) error {
+func Serve(ctx context.Context, log zerolog.Logger, ln net.Listener, reg *prometheus.Registry, h *Health, opts ...ServeOption) error {
 	if ln == nil {
 		return nil
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/healthz", h)
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	for _, o := range opts {
+		o(mux)
+	}
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	log.Info().Str("addr", ln.Addr().String()).Msg("http listening")
 	go func() {

@@ -231,15 +231,20 @@ func RequestLogger(log zerolog.Logger, w *envelope.Work) zerolog.Logger {
 // RequestStage is Stage whose own lines (retries, dead letters)
 // carry the request's id, tenant and trace id, read from the work message's
 // headers (see PublishWork), like every other line about a request.
+// The chain is built once and the request's logger only when a line is
+// written: building both per message was about 2% of a stage's CPU.
 func RequestStage(log zerolog.Logger, h Handler, dl DeadLetterFunc, maxDeliver int, timeout time.Duration) Handler {
-	return func(ctx context.Context, d *Delivery) error {
+	return stage(func(ctx context.Context, d *Delivery) *zerolog.Logger {
+		if l := zerolog.Ctx(ctx); l != zerolog.DefaultContextLogger && l.GetLevel() != zerolog.Disabled {
+			return l
+		}
 		l := log
 		if hd := d.Headers(); hd.Get(natsx.HeaderRequestID) != "" {
 			l = log.With().Str("request_id", hd.Get(natsx.HeaderRequestID)).Str("tenant", hd.Get(natsx.HeaderTenant)).
 				Str("trace_id", TraceID(hd.Get(natsx.HeaderTraceParent))).Logger()
 		}
-		return Stage(l, h, dl, maxDeliver, timeout)(ctx, d)
-	}
+		return &l
+	}, h, dl, maxDeliver, timeout)
 }
 
 // HandToRouter is the dead-letter action of the stages after the router

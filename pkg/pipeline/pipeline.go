@@ -17,6 +17,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
 	"github.com/switchyard-llm/switchyard/pkg/natsx"
@@ -29,8 +30,16 @@ type Delivery struct {
 	Msg      jetstream.Msg
 	Meta     *jetstream.MsgMetadata
 	settled  atomic.Bool
+	outcome  atomic.Int32 // how it was settled, for the stage metrics
 	received time.Time
 }
+
+const (
+	outcomeNone int32 = iota
+	outcomeAck
+	outcomeNak
+	outcomeTerm
+)
 
 // Data is the message payload.
 func (d *Delivery) Data() []byte { return d.Msg.Data() }
@@ -59,6 +68,7 @@ func (d *Delivery) Ack() error {
 	if d.settled.Swap(true) {
 		return nil
 	}
+	d.outcome.Store(outcomeAck)
 	return d.Msg.Ack()
 }
 
@@ -67,6 +77,7 @@ func (d *Delivery) NakWithDelay(delay time.Duration) error {
 	if d.settled.Swap(true) {
 		return nil
 	}
+	d.outcome.Store(outcomeNak)
 	return d.Msg.NakWithDelay(delay)
 }
 
@@ -75,6 +86,7 @@ func (d *Delivery) Term(reason string) error {
 	if d.settled.Swap(true) {
 		return nil
 	}
+	d.outcome.Store(outcomeTerm)
 	return d.Msg.TermWithReason(reason)
 }
 
@@ -146,14 +158,26 @@ func For(ctx context.Context, log zerolog.Logger) *zerolog.Logger {
 	return &log
 }
 
+// logFunc picks the logger of a middleware's line about d. It runs only
+// when a line is written, so a message handled without one costs no
+// logger.
+type logFunc func(ctx context.Context, d *Delivery) *zerolog.Logger
+
+// plainLog is For(ctx, log).
+func plainLog(log zerolog.Logger) logFunc {
+	return func(ctx context.Context, _ *Delivery) *zerolog.Logger { return For(ctx, log) }
+}
+
 // Recover turns a panic into a terminal error, so one poison message cannot
 // crash a stage.
-func Recover(log zerolog.Logger) Middleware {
+func Recover(log zerolog.Logger) Middleware { return recoverWith(plainLog(log)) }
+
+func recoverWith(logFor logFunc) Middleware {
 	return func(next Handler) Handler {
 		return func(ctx context.Context, d *Delivery) (err error) {
 			defer func() {
 				if r := recover(); r != nil {
-					l := For(ctx, log)
+					l := logFor(ctx, d)
 					l.Error().Str("panic", fmt.Sprint(r)).Bytes("stack", debug.Stack()).Str("subject", d.Msg.Subject()).Msg("handler panicked")
 					err = Terminal("panic", fmt.Errorf("handler panicked: %v", r))
 				}
@@ -170,6 +194,10 @@ type DeadLetterFunc func(ctx context.Context, d *Delivery, reason string, cause 
 // DeadLetter sends terminal failures to dl and terms the message. If dl
 // itself fails, the message is handed back so the dead letter is not lost.
 func DeadLetter(log zerolog.Logger, dl DeadLetterFunc) Middleware {
+	return deadLetterWith(plainLog(log), dl)
+}
+
+func deadLetterWith(logFor logFunc, dl DeadLetterFunc) Middleware {
 	return func(next Handler) Handler {
 		return func(ctx context.Context, d *Delivery) error {
 			err := next(ctx, d)
@@ -185,12 +213,12 @@ func DeadLetter(log zerolog.Logger, dl DeadLetterFunc) Middleware {
 			dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 			defer cancel()
 			if dlErr := deadLetterRetrying(dctx, d, dl, te); dlErr != nil {
-				l := For(ctx, log)
+				l := logFor(ctx, d)
 				l.Error().Err(dlErr).Str("reason", te.Reason).Msg("dead letter failed, handing message back")
 				_ = d.NakWithDelay(time.Second)
 				return nil
 			}
-			l := For(ctx, log)
+			l := logFor(ctx, d)
 			l.Warn().Err(te.Err).Str("reason", te.Reason).Str("subject", d.Msg.Subject()).Uint64("deliveries", d.NumDelivered()).Msg("message dead-lettered")
 			_ = d.Term(te.Reason)
 			return nil
@@ -249,6 +277,10 @@ var unavailableBackoff = Backoff{Base: 2 * time.Second, Max: 10 * time.Second}
 // Retry naks transient errors with backoff until maxDeliver deliveries, then
 // turns them terminal ("max_deliveries") for the dead-letter middleware.
 func Retry(log zerolog.Logger, maxDeliver int, b Backoff) Middleware {
+	return retryWith(plainLog(log), maxDeliver, b)
+}
+
+func retryWith(logFor logFunc, maxDeliver int, b Backoff) Middleware {
 	return func(next Handler) Handler {
 		return func(ctx context.Context, d *Delivery) error {
 			err := next(ctx, d)
@@ -270,7 +302,7 @@ func Retry(log zerolog.Logger, maxDeliver int, b Backoff) Middleware {
 			if errors.As(err, &tr) && tr.RetryAfter > 0 {
 				delay = tr.RetryAfter
 			}
-			l := For(ctx, log)
+			l := logFor(ctx, d)
 			l.Warn().Err(err).Str("subject", d.Msg.Subject()).Uint64("deliveries", d.NumDelivered()).Dur("retry_in", delay).Msg("transient failure, retrying")
 			_ = d.NakWithDelay(delay)
 			return nil
@@ -296,10 +328,14 @@ func Timeout(d time.Duration) Middleware {
 // sits just inside DeadLetter so a panicking (poison) message is dead-lettered
 // at once instead of being redelivered until MaxDeliver.
 func Stage(log zerolog.Logger, h Handler, dl DeadLetterFunc, maxDeliver int, timeout time.Duration) Handler {
+	return stage(plainLog(log), h, dl, maxDeliver, timeout)
+}
+
+func stage(logFor logFunc, h Handler, dl DeadLetterFunc, maxDeliver int, timeout time.Duration) Handler {
 	return Chain(h,
-		DeadLetter(log, dl),
-		Recover(log),
-		Retry(log, maxDeliver, Backoff{Base: 100 * time.Millisecond, Max: 10 * time.Second}),
+		deadLetterWith(logFor, dl),
+		recoverWith(logFor),
+		retryWith(logFor, maxDeliver, Backoff{Base: 100 * time.Millisecond, Max: 10 * time.Second}),
 		Timeout(timeout),
 	)
 }
@@ -310,6 +346,11 @@ type RunOptions struct {
 	Concurrency int
 	// Grace is how long in-flight handlers may finish after ctx is done.
 	Grace time.Duration
+	// Stage labels the stage metrics (default: the consumer's name).
+	Stage string
+	// Metrics receives the stage's queue wait, handler time and outcomes
+	// (NewStageMetrics; nil: not exported).
+	Metrics prometheus.Registerer
 }
 
 // Run consumes until ctx is done. On shutdown it stops pulling, lets
@@ -326,6 +367,15 @@ func Run(ctx context.Context, log zerolog.Logger, cons jetstream.Consumer, h Han
 	if err != nil {
 		return fmt.Errorf("consume: %w", err)
 	}
+	stage := o.Stage
+	if ci := cons.CachedInfo(); stage == "" && ci != nil {
+		stage = ci.Name
+	}
+	sm, err := NewStageMetrics(o.Metrics)
+	if err != nil {
+		return fmt.Errorf("stage metrics: %w", err)
+	}
+	obsv := sm.forStage(stage)
 	// Handlers run on a context that outlives ctx by Grace, so a vendor call
 	// in flight at SIGTERM can finish and be acked.
 	workCtx, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
@@ -346,21 +396,20 @@ func Run(ctx context.Context, log zerolog.Logger, cons jetstream.Consumer, h Han
 					iterErr.CompareAndSwap(nil, &err)
 					return
 				}
-				d := &Delivery{Msg: msg, received: time.Now()}
+				start := time.Now()
+				d := &Delivery{Msg: msg, received: start}
 				d.Meta, _ = msg.Metadata()
 				if ctx.Err() != nil {
 					_ = d.NakWithDelay(0) // hand back: we are shutting down
 					continue
 				}
-				if err := h(withDelivery(workCtx, d), d); err != nil && !d.Settled() {
-					// Only reachable without the Retry middleware.
-					_ = d.NakWithDelay(time.Second)
-					continue
-				}
-				if !d.Settled() {
-					if err := d.Ack(); err != nil {
-						log.Warn().Err(err).Msg("ack failed; message will be redelivered and deduplicated downstream")
+				handle(workCtx, log, h, d)
+				if obsv != nil {
+					var stored time.Time
+					if d.Meta != nil {
+						stored = d.Meta.Timestamp
 					}
+					obsv.observe(d, stored, start, time.Now())
 				}
 			}
 		}()
@@ -393,4 +442,18 @@ func Run(ctx context.Context, log zerolog.Logger, cons jetstream.Consumer, h Han
 		<-done
 	}
 	return nil
+}
+
+// handle runs h on d and settles d if h did not: ack on success, a nak on an
+// error (only reachable without the Retry middleware).
+func handle(ctx context.Context, log zerolog.Logger, h Handler, d *Delivery) {
+	if err := h(withDelivery(ctx, d), d); err != nil && !d.Settled() {
+		_ = d.NakWithDelay(time.Second)
+		return
+	}
+	if !d.Settled() {
+		if err := d.Ack(); err != nil {
+			log.Warn().Err(err).Msg("ack failed; message will be redelivered and deduplicated downstream")
+		}
+	}
 }

@@ -249,7 +249,7 @@ func truncate(s string, n int) string {
 // DecodeWork decodes an internal envelope; a malformed one is terminal.
 func DecodeWork(data []byte) (*envelope.Work, error) {
 	var w envelope.Work
-	if err := json.Unmarshal(data, &w); err != nil {
+	if err := envelope.UnmarshalWork(data, &w); err != nil {
 		return nil, Terminal("malformed_work", err)
 	}
 	if w.Request.ID == "" || w.Key == "" {

@@ -51,10 +51,16 @@ type Common struct {
 	NATSReplicas int    `envconfig:"NATS_REPLICAS" default:"1"`
 	PolicyFile   string `envconfig:"POLICY" default:"deployments/policy.yaml"`
 	HTTPAddr     string `envconfig:"HTTP_ADDR" default:"127.0.0.1:0"`
+<<<<<<< HEAD
 	LogLevel     string `envconfig:"LOG_LEVEL" default:"info"`
 	// NATS credentials (SWITCHYARD_NATS_CREDS: `up` writes one per service
 	// into <data>/creds) and TLS (SWITCHYARD_NATS_TLS_CA/CERT/KEY).
 	natsx.ClientAuth
+=======
+	// Pprof serves Go's profiler at /debug/pprof/ on HTTP_ADDR (docs/performance.md).
+	Pprof    bool   `envconfig:"PPROF" default:"false"`
+	LogLevel string `envconfig:"LOG_LEVEL" default:"info"`
+>>>>>>> perf
 	Features
 }
 
@@ -144,7 +150,7 @@ func Run(ctx context.Context, name string, cfg Config, logOut io.Writer) error {
 		rt.Go(st)
 	}
 	httpErr := make(chan error, 1)
-	go func() { httpErr <- obs.Serve(ctx, rt.Logger(name), ln, rt.Registry, rt.Health) }()
+	go func() { httpErr <- obs.Serve(ctx, rt.Logger(name), ln, rt.Registry, rt.Health, obs.WithPprof(c.Pprof)) }()
 	select {
 	case <-ctx.Done():
 	case err = <-httpErr:

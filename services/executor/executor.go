@@ -180,7 +180,7 @@ func (e *Executor) Run(ctx context.Context) error {
 		conc = e.maxConcurrency()
 	}
 	h := pipeline.RequestStage(e.d.Log, e.Handle, pipeline.HandToRouter(e.pub, natsx.StageExecutor, e.d.Log), e.cfg.MaxDeliver, 0)
-	return pipeline.Run(ctx, e.d.Log, cons, h, pipeline.RunOptions{Concurrency: conc, Grace: e.timeout() + 5*time.Second})
+	return pipeline.Run(ctx, e.d.Log, cons, h, pipeline.RunOptions{Concurrency: conc, Grace: e.timeout() + 5*time.Second, Stage: natsx.StageExecutor, Metrics: e.d.Metrics})
 }
 
 func (e *Executor) timeout() time.Duration {

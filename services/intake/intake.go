@@ -155,7 +155,7 @@ func (in *Intake) Run(ctx context.Context) error {
 		return fmt.Errorf("intake consumer: %w", err)
 	}
 	h := pipeline.Stage(in.d.Log, in.Handle, in.deadLetter, in.cfg.MaxDeliver, 10*time.Second)
-	return pipeline.Run(ctx, in.d.Log, cons, in.withRequestLog(h), pipeline.RunOptions{Concurrency: in.cfg.Concurrency})
+	return pipeline.Run(ctx, in.d.Log, cons, in.withRequestLog(h), pipeline.RunOptions{Concurrency: in.cfg.Concurrency, Stage: natsx.StageIntake, Metrics: in.d.Metrics})
 }
 
 // withRequestLog attaches a logger carrying the request's identity to the

@@ -140,7 +140,7 @@ func (r *Router) Run(ctx context.Context) error {
 		return err
 	}
 	h := pipeline.RequestStage(r.d.Log, r.Handle, r.deadLetter, r.cfg.MaxDeliver, 10*time.Second)
-	return pipeline.Run(ctx, r.d.Log, cons, h, pipeline.RunOptions{Concurrency: r.cfg.Concurrency})
+	return pipeline.Run(ctx, r.d.Log, cons, h, pipeline.RunOptions{Concurrency: r.cfg.Concurrency, Stage: natsx.StageRouter, Metrics: r.d.Metrics})
 }
 
 // Handle routes one work envelope: a new request from llm.classified, or a
@@ -455,7 +455,7 @@ func (r *Router) observe(ctx context.Context) error {
 	}
 	sub, err := r.d.NC.Subscribe(natsx.SubjectAttempt, func(m *nats.Msg) {
 		var ev envelope.AttemptEvent
-		if json.Unmarshal(m.Data, &ev) != nil {
+		if envelope.UnmarshalInternal(m.Data, &ev) != nil {
 			return
 		}
 		switch ev.Outcome {

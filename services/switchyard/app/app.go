@@ -80,7 +80,9 @@ type Config struct {
 	SimAddr          string `envconfig:"SIM_ADDR" default:"127.0.0.1:8089"`
 	ExecutorReplicas int    `envconfig:"EXECUTOR_REPLICAS" default:"1"`
 	HTTPAddr         string `envconfig:"HTTP_ADDR" default:"127.0.0.1:9090"`
-	LogLevel         string `envconfig:"LOG_LEVEL" default:"info"`
+	// Pprof serves Go's profiler at /debug/pprof/ on HTTP_ADDR (docs/performance.md).
+	Pprof    bool   `envconfig:"PPROF" default:"false"`
+	LogLevel string `envconfig:"LOG_LEVEL" default:"info"`
 	// Ledger off runs the pipeline without ClickHouse (telemetry then waits
 	// in JetStream until a ledger runs).
 	LedgerEnabled bool `envconfig:"LEDGER" default:"true"`
@@ -295,7 +297,7 @@ func Start(ctx context.Context, cfg Config, log zerolog.Logger) (_ *System, err 
 		go func() {
 			defer close(done)
 			log := rt.Logger("switchyard")
-			if err := obs.Serve(httpCtx, log, ln, s.Registry, s.Health); err != nil {
+			if err := obs.Serve(httpCtx, log, ln, s.Registry, s.Health, obs.WithPprof(cfg.Pprof)); err != nil {
 				log.Error().Err(err).Msg("http server stopped")
 			}
 		}()
