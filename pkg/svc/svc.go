@@ -51,16 +51,12 @@ type Common struct {
 	NATSReplicas int    `envconfig:"NATS_REPLICAS" default:"1"`
 	PolicyFile   string `envconfig:"POLICY" default:"deployments/policy.yaml"`
 	HTTPAddr     string `envconfig:"HTTP_ADDR" default:"127.0.0.1:0"`
-<<<<<<< HEAD
-	LogLevel     string `envconfig:"LOG_LEVEL" default:"info"`
-	// NATS credentials (SWITCHYARD_NATS_CREDS: `up` writes one per service
-	// into <data>/creds) and TLS (SWITCHYARD_NATS_TLS_CA/CERT/KEY).
-	natsx.ClientAuth
-=======
 	// Pprof serves Go's profiler at /debug/pprof/ on HTTP_ADDR (docs/performance.md).
 	Pprof    bool   `envconfig:"PPROF" default:"false"`
 	LogLevel string `envconfig:"LOG_LEVEL" default:"info"`
->>>>>>> perf
+	// NATS credentials (SWITCHYARD_NATS_CREDS: `up` writes one per service
+	// into <data>/creds) and TLS (SWITCHYARD_NATS_TLS_CA/CERT/KEY).
+	natsx.ClientAuth
 	Features
 }
 
