@@ -4,12 +4,14 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -37,6 +39,7 @@ type natsNode struct {
 	name                    string // server_name in its config: nats-1 …
 	conf, store, log        string
 	client, cluster, httpPt string
+	leaf                    string // port for leaf nodes (remote sites)
 	// routes and advertise (when set) are the route URLs this node dials
 	// and the cluster address it gossips: proxies when it can be cut off.
 	routes    []string
@@ -83,10 +86,23 @@ func startNATSCluster(t *testing.T, bin string, size, cutOff int) *natsCluster {
 				t.Fatal(err)
 			}
 		}
-		c.nodes = append(c.nodes, &natsNode{
-			name: fmt.Sprintf("nats-%d", i+1), conf: conf,
-			store: t.TempDir(), log: filepath.Join(t.TempDir(), "server.log"), client: port(), cluster: port(), httpPt: port(),
-		})
+		n := &natsNode{name: fmt.Sprintf("nats-%d", i+1), conf: conf,
+			store: t.TempDir(), log: filepath.Join(t.TempDir(), "server.log"), client: port(), cluster: port(), httpPt: port(), leaf: port()}
+		if size > 1 {
+			// The server has no flag for the leaf node port: a file that
+			// includes the node's own and moves only that port.
+			wrapper := filepath.Join(t.TempDir(), "node.conf")
+			abs, _ := filepath.Abs(conf)
+			rel, err := filepath.Rel(filepath.Dir(wrapper), abs) // includes are relative
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(wrapper, []byte(fmt.Sprintf("include %q\nleafnodes { listen: \"127.0.0.1:%s\" }\n", rel, n.leaf)), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			n.conf = wrapper
+		}
+		c.nodes = append(c.nodes, n)
 	}
 	if size > 1 {
 		c.wireRoutes(cutOff)
@@ -396,6 +412,60 @@ type clusterOpts struct {
 	// instantVendor: a zero-latency simulator and high vendor concurrency
 	// (benchmarks measure the pipeline, not the vendor).
 	instantVendor bool
+	// remoteExecutor runs the second executor at a remote site: connected
+	// only to a leaf node (deployments/nats/leaf.conf) of the cluster.
+	remoteExecutor bool
+}
+
+// startLeaf runs deployments/nats/leaf.conf with loopback addresses: its
+// remotes are the cluster nodes' leaf ports. It returns the leaf's URL.
+func (c *natsCluster) startLeaf() string {
+	c.t.Helper()
+	conf, err := os.ReadFile("../deployments/nats/leaf.conf")
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	text := string(conf)
+	for _, n := range c.nodes {
+		from := "nats-leaf://" + n.name + ":7422"
+		if !strings.Contains(text, from) {
+			c.t.Fatalf("leaf.conf has no remote %s", from)
+		}
+		text = strings.ReplaceAll(text, from, "nats-leaf://127.0.0.1:"+n.leaf)
+	}
+	file := filepath.Join(c.t.TempDir(), "leaf.conf")
+	if err := os.WriteFile(file, []byte(text), 0o600); err != nil {
+		c.t.Fatal(err)
+	}
+	_, client, _ := net.SplitHostPort(freeAddr(c.t))
+	_, httpPt, _ := net.SplitHostPort(freeAddr(c.t))
+	cmd := exec.Command(c.bin, "-c", file, "-p", client, "-m", httpPt)
+	logFile := filepath.Join(c.t.TempDir(), "leaf.log")
+	out, err := os.Create(logFile)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		c.t.Fatal(err)
+	}
+	_ = out.Close()
+	c.t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		if c.t.Failed() {
+			b, _ := os.ReadFile(logFile)
+			c.t.Logf("leaf log:\n%s", b)
+		}
+	})
+	// Up once its leaf connection to a central node is.
+	waitFor(c.t, 30*time.Second, func() bool {
+		var leafz struct {
+			Leafs []struct{} `json:"leafs"`
+		}
+		return getJSON("http://127.0.0.1:"+httpPt+"/leafz", &leafz) && len(leafz.Leafs) == 1
+	})
+	return "nats://127.0.0.1:" + client
 }
 
 // startClusterRun boots everything.
@@ -437,11 +507,20 @@ func startClusterRun(t *testing.T, o clusterOpts) *clusterRun {
 	suffix := randomSuffix()
 	db := "switchyard_it_" + suffix
 
-	// Each process on its own first node; the two executors on different ones.
+	var leafURL string
+	if o.remoteExecutor {
+		leafURL = r.cl.startLeaf()
+	}
+	// Each process on its own first node; the two executors on different
+	// ones (or the second at the remote site).
 	for i, p := range []struct{ bin, vendor string }{{"intake", ""}, {"router", ""}, {"gate", ""}, {"executor", "openai"}, {"executor", "openai"}, {"ledger", ""}} {
 		sp := &svcProc{name: fmt.Sprintf("%s[%d]", p.bin, i), bin: filepath.Join(bins, p.bin), httpAddr: freeAddr(t), node: i % size}
+		urls := r.cl.urls(sp.node)
+		if o.remoteExecutor && i == 4 {
+			sp.name, sp.node, urls = "executor[4]@leaf", -1, leafURL
+		}
 		sp.env = []string{"PATH=" + os.Getenv("PATH"),
-			"SWITCHYARD_NATS_URL=" + r.cl.urls(sp.node), "SWITCHYARD_NATS_REPLICAS=" + replicas,
+			"SWITCHYARD_NATS_URL=" + urls, "SWITCHYARD_NATS_REPLICAS=" + replicas,
 			"SWITCHYARD_POLICY=" + polFile, "SWITCHYARD_HTTP_ADDR=" + sp.httpAddr, "SWITCHYARD_VENDOR=" + p.vendor,
 			"SWITCHYARD_LOG_LEVEL=info",
 			// A delivery whose ack died with the node is redelivered soon.
@@ -451,7 +530,12 @@ func startClusterRun(t *testing.T, o clusterOpts) *clusterRun {
 		r.startProc(sp)
 		r.procs = append(r.procs, sp)
 	}
+	central := 0
 	for _, p := range r.procs {
+		if p.node < 0 {
+			continue // at the remote site
+		}
+		central++
 		if names := r.cl.connected(p.node); !slices.Contains(names, "switchyard-"+filepath.Base(p.bin)) {
 			t.Fatalf("%s is not connected to its first node %s (it holds %v)", p.name, r.cl.nodes[p.node].name, names)
 		}
@@ -462,7 +546,7 @@ func startClusterRun(t *testing.T, o clusterOpts) *clusterRun {
 			joined++
 		}
 	}
-	if !o.standalone && joined != len(r.procs) {
+	if !o.standalone && joined != central {
 		t.Errorf("%d of %d processes logged the cluster they joined", joined, len(r.procs))
 	}
 
@@ -774,8 +858,12 @@ func TestClusterStreamLeaderKilled(t *testing.T) {
 // SIGTERM (it hands back what it buffered and finishes what it holds),
 // then started again, healthy before the next one goes. The same exact
 // result.
+//
+// The second executor runs at a remote site, on a leaf node of the
+// cluster (deployments/nats/leaf.conf): it works the central streams
+// through the leaf connection and must take its share of the calls.
 func TestClusterRollingRestartOfEveryService(t *testing.T) {
-	r := startClusterRun(t, clusterOpts{})
+	r := startClusterRun(t, clusterOpts{remoteExecutor: true})
 	const n = 360
 	const loadFor = 18 * time.Second
 	var sent atomic.Int64
@@ -801,7 +889,12 @@ func TestClusterRollingRestartOfEveryService(t *testing.T) {
 	tDone := time.Now()
 	calls, repeated := r.check(n)
 
-	t.Logf("offered %.0f req/s; %d requests, %d vendor calls (%d requests called twice)", float64(n)/loadFor.Seconds(), n, calls, repeated)
+	remote := r.procs[4]
+	remoteCalls := metricSum(t, "http://"+remote.httpAddr+"/metrics", "switchyard_executor_calls_total")
+	if remoteCalls == 0 {
+		t.Errorf("%s made no vendor call after its restart", remote.name)
+	}
+	t.Logf("offered %.0f req/s; %d requests, %d vendor calls (%d requests called twice); %s made %.0f calls after its restart", float64(n)/loadFor.Seconds(), n, calls, repeated, remote.name, remoteCalls)
 	t.Logf("before the roll: %s", r.window(sentAt, sentAt[0], tRoll))
 	t.Logf("rolling %d processes (%v: %s): %s", len(r.procs), tRolled.Sub(tRoll).Round(time.Millisecond), strings.Join(took, ", "), r.window(sentAt, tRoll, tRolled))
 	t.Logf("after the roll: %s; longest gap between replies %v", r.window(sentAt, tRolled, tDone), r.longestGap().Round(time.Millisecond))
@@ -950,6 +1043,32 @@ func (r *clusterRun) benchPhase(seq *int, rate, inflight int, d time.Duration) b
 	}
 	slices.Sort(ds)
 	return benchFigures{rate: float64(len(ids)) / last.Sub(begin).Seconds(), p50: ds[len(ds)/2], p99: ds[len(ds)*99/100]}
+}
+
+// metricSum adds up every series of a counter on a /metrics page.
+func metricSum(t *testing.T, url, name string) float64 {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sum float64
+	for _, line := range strings.Split(string(body), "\n") {
+		if strings.HasPrefix(line, name+"{") || strings.HasPrefix(line, name+" ") {
+			fields := strings.Fields(line)
+			v, err := strconv.ParseFloat(fields[len(fields)-1], 64)
+			if err != nil {
+				t.Fatalf("%s: %q: %v", url, line, err)
+			}
+			sum += v
+		}
+	}
+	return sum
 }
 
 func mustJS(t *testing.T, url string) jetstream.JetStream {
