@@ -412,6 +412,8 @@ type clusterOpts struct {
 	// instantVendor: a zero-latency simulator and high vendor concurrency
 	// (benchmarks measure the pipeline, not the vendor).
 	instantVendor bool
+	// env is added to every service process's environment.
+	env []string
 	// remoteExecutor runs the second executor at a remote site: connected
 	// only to a leaf node (deployments/nats/leaf.conf) of the cluster.
 	remoteExecutor bool
@@ -527,6 +529,7 @@ func startClusterRun(t *testing.T, o clusterOpts) *clusterRun {
 			"SWITCHYARD_INTAKE_ACK_WAIT=5s", "SWITCHYARD_ROUTER_ACK_WAIT=5s", "SWITCHYARD_GATE_ACK_WAIT=5s", "SWITCHYARD_EXECUTOR_ACK_WAIT=5s",
 			"SWITCHYARD_CLICKHOUSE_ADDR=" + clickhouseAddr(), "SWITCHYARD_CLICKHOUSE_DATABASE=" + db,
 			"SWITCHYARD_LEDGER_FLUSH_INTERVAL=100ms"}
+		sp.env = append(sp.env, o.env...)
 		r.startProc(sp)
 		r.procs = append(r.procs, sp)
 	}
@@ -909,10 +912,14 @@ func TestClusterRollingRestartOfEveryService(t *testing.T) {
 // publish meets "no response from stream", which stages retry with the
 // unavailable backoff (12 to 24 s in all): replies stall for the
 // partition plus that backoff, so these requests allow 90 s instead of
-// the intake's default 30 s.
+// the intake's default 30 s. The stages get 10 deliveries instead of 5:
+// with 5, a partition of 10 s plus the re-elections after the heal
+// outlasted the intake's retries of its dedupe claim and dead-lettered a
+// request (docs/operations.md).
 func TestClusterNodePartitioned(t *testing.T) {
 	const cut = 2 // nats-3: its clients are gate[2] and ledger[5]
-	r := startClusterRun(t, clusterOpts{cutOff: cut + 1})
+	r := startClusterRun(t, clusterOpts{cutOff: cut + 1, env: []string{"SWITCHYARD_INTAKE_MAX_DELIVER=10",
+		"SWITCHYARD_ROUTER_MAX_DELIVER=10", "SWITCHYARD_GATE_MAX_DELIVER=10", "SWITCHYARD_EXECUTOR_MAX_DELIVER=10"}})
 	r.timeout = 90 * time.Second
 	victim := r.cl.nodes[cut].name
 	// Make the cut-off node lead LLM_PIPELINE: step the leader down until
