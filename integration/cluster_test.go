@@ -4,12 +4,14 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -24,6 +26,7 @@ import (
 	"github.com/switchyard-llm/switchyard/pkg/client"
 	"github.com/switchyard-llm/switchyard/pkg/envcfg"
 	"github.com/switchyard-llm/switchyard/pkg/envelope"
+	"github.com/switchyard-llm/switchyard/pkg/faultnet"
 	"github.com/switchyard-llm/switchyard/pkg/natsx"
 	"github.com/switchyard-llm/switchyard/pkg/policy"
 	"github.com/switchyard-llm/switchyard/services/ledger"
@@ -36,7 +39,12 @@ type natsNode struct {
 	name                    string // server_name in its config: nats-1 …
 	conf, store, log        string
 	client, cluster, httpPt string
-	cmd                     *exec.Cmd
+	leaf                    string // port for leaf nodes (remote sites)
+	// routes and advertise (when set) are the route URLs this node dials
+	// and the cluster address it gossips: proxies when it can be cut off.
+	routes    []string
+	advertise string
+	cmd       *exec.Cmd
 }
 
 func (n *natsNode) url() string { return "nats://127.0.0.1:" + n.client }
@@ -45,21 +53,59 @@ type natsCluster struct {
 	t     *testing.T
 	bin   string
 	nodes []*natsNode
+	// cut are the proxies every route connection of one node goes
+	// through (see partitionable); empty when no node can be cut off.
+	cut []*faultnet.Proxy
 }
+
+// standaloneConf is one JetStream server without a cluster (R1, as `up`
+// runs): the deployment's JetStream settings, no routes.
+const standaloneConf = `server_name: nats-1
+max_payload: 1MB
+jetstream {
+  store_dir: $NATS_STORE_DIR
+  sync_interval: 10s
+}
+`
 
 // startNATSCluster runs three nats-server processes built from the
 // module's nats-server on the deployment's configs, each with its own
 // store, and returns once the JetStream meta group has a leader and all
-// three peers.
-func startNATSCluster(t *testing.T, bin string) *natsCluster {
+// three peers. size 1 runs one server without a cluster instead.
+// cutOff ≥ 0 routes every connection between that node and the others
+// through fault proxies (partition cuts them).
+func startNATSCluster(t *testing.T, bin string, size, cutOff int) *natsCluster {
 	t.Helper()
 	c := &natsCluster{t: t, bin: bin}
-	for i := range 3 {
+	for i := range size {
 		port := func() string { _, p, _ := net.SplitHostPort(freeAddr(t)); return p }
-		c.nodes = append(c.nodes, &natsNode{
-			name: fmt.Sprintf("nats-%d", i+1), conf: fmt.Sprintf("../deployments/nats/nats-%d.conf", i+1),
-			store: t.TempDir(), log: filepath.Join(t.TempDir(), "server.log"), client: port(), cluster: port(), httpPt: port(),
-		})
+		conf := fmt.Sprintf("../deployments/nats/nats-%d.conf", i+1)
+		if size == 1 {
+			conf = filepath.Join(t.TempDir(), "standalone.conf")
+			if err := os.WriteFile(conf, []byte(standaloneConf), 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+		n := &natsNode{name: fmt.Sprintf("nats-%d", i+1), conf: conf,
+			store: t.TempDir(), log: filepath.Join(t.TempDir(), "server.log"), client: port(), cluster: port(), httpPt: port(), leaf: port()}
+		if size > 1 {
+			// The server has no flag for the leaf node port: a file that
+			// includes the node's own and moves only that port.
+			wrapper := filepath.Join(t.TempDir(), "node.conf")
+			abs, _ := filepath.Abs(conf)
+			rel, err := filepath.Rel(filepath.Dir(wrapper), abs) // includes are relative
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(wrapper, []byte(fmt.Sprintf("include %q\nleafnodes { listen: \"127.0.0.1:%s\" }\n", rel, n.leaf)), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			n.conf = wrapper
+		}
+		c.nodes = append(c.nodes, n)
+	}
+	if size > 1 {
+		c.wireRoutes(cutOff)
 	}
 	// Registered before the first start: a failed start stops the others.
 	t.Cleanup(func() {
@@ -83,6 +129,9 @@ func startNATSCluster(t *testing.T, bin string) *natsCluster {
 	}
 	// The meta leader sees both followers current.
 	waitFor(t, 30*time.Second, func() bool {
+		if size == 1 {
+			return true
+		}
 		for _, n := range c.nodes {
 			var jsz struct {
 				Meta struct {
@@ -110,7 +159,7 @@ func startNATSCluster(t *testing.T, bin string) *natsCluster {
 	waitFor(t, 30*time.Second, func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "PROBE", Subjects: []string{"probe"}, Replicas: 3}); err != nil {
+		if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "PROBE", Subjects: []string{"probe"}, Replicas: size}); err != nil {
 			return false
 		}
 		return js.DeleteStream(ctx, "PROBE") == nil
@@ -118,17 +167,74 @@ func startNATSCluster(t *testing.T, bin string) *natsCluster {
 	return c
 }
 
+// wireRoutes gives each node its route list: every node's cluster port,
+// except that with cutOff ≥ 0 every connection touching that node goes
+// through a fault proxy. The others dial it through one proxy, it dials
+// each of them through a proxy of its own, and each node advertises
+// (gossips) the address the others must use, so no implicit route
+// bypasses the proxies.
+func (c *natsCluster) wireRoutes(cutOff int) {
+	c.t.Helper()
+	proxy := func(target *natsNode) string {
+		p, err := faultnet.Start("127.0.0.1:" + target.cluster)
+		if err != nil {
+			c.t.Fatal(err)
+		}
+		c.t.Cleanup(p.Down)
+		c.cut = append(c.cut, p)
+		return p.Addr()
+	}
+	var toCut string
+	if cutOff >= 0 {
+		toCut = proxy(c.nodes[cutOff])
+		c.nodes[cutOff].advertise = toCut
+	}
+	for i, n := range c.nodes {
+		for j, o := range c.nodes {
+			switch {
+			case cutOff < 0 || (i != cutOff && j != cutOff):
+				n.routes = append(n.routes, "nats://127.0.0.1:"+o.cluster)
+			case j == cutOff:
+				n.routes = append(n.routes, "nats://"+toCut)
+			case j != i:
+				// The cut-off node dials o through a proxy, which is also
+				// what o advertises: the node reaching it first by gossip
+				// uses the same path.
+				o.advertise = proxy(o)
+				n.routes = append(n.routes, "nats://"+o.advertise)
+			}
+		}
+	}
+}
+
+// partition cuts (or heals) every route connection of the cut-off node:
+// it keeps running and keeps its clients, but reaches no other node.
+func (c *natsCluster) partition(cut bool) {
+	c.t.Helper()
+	for _, p := range c.cut {
+		if !cut {
+			if err := p.Up(); err != nil {
+				c.t.Fatal(err)
+			}
+			continue
+		}
+		p.Down()
+	}
+}
+
 // start (re)starts node i on its ports and store: only the addresses and
 // the store differ from the deployment's files.
 func (c *natsCluster) start(i int) {
 	c.t.Helper()
 	n := c.nodes[i]
-	var routes []string
-	for _, o := range c.nodes {
-		routes = append(routes, "nats://127.0.0.1:"+o.cluster)
+	args := []string{"-c", n.conf, "-a", "127.0.0.1", "-p", n.client, "-m", n.httpPt}
+	if len(c.nodes) > 1 {
+		args = append(args, "-cluster", "nats://127.0.0.1:"+n.cluster, "-routes", strings.Join(n.routes, ","))
+		if n.advertise != "" {
+			args = append(args, "-cluster_advertise", n.advertise)
+		}
 	}
-	cmd := exec.Command(c.bin, "-c", n.conf, "-a", "127.0.0.1", "-p", n.client, "-m", n.httpPt,
-		"-cluster", "nats://127.0.0.1:"+n.cluster, "-routes", strings.Join(routes, ","))
+	cmd := exec.Command(c.bin, args...)
 	cmd.Env = []string{"NATS_STORE_DIR=" + n.store}
 	logFile, err := os.OpenFile(n.log, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
 	if err != nil {
@@ -200,7 +306,7 @@ func getJSON(url string, v any) bool {
 const clusterPolicy = `version: "cluster-1"
 default_route: chat
 vendors:
-  openai: {kind: openai, base_url: %s, timeout: 10s, max_concurrency: 32}
+  openai: {kind: openai, base_url: %s, timeout: 10s, max_concurrency: %d}
 models:
   - {vendor: openai, model: gpt-4o-mini, price: {input_per_mtok: 0.15, output_per_mtok: 0.60}, context_window: 128000, latency_ms: 700, quality: 0.72}
 routes:
@@ -263,6 +369,9 @@ type clusterRun struct {
 	replies  map[string][]time.Time // arrival of each reply a subscriber saw
 	statuses []string
 	attempts int // attempts listed in the first reply of each request
+	slots    chan struct{}
+	// timeout is the load's request deadline (0: the intake's default).
+	timeout time.Duration
 }
 
 // svcProc is one service process; restart runs it again the same way.
@@ -288,10 +397,81 @@ func (r *clusterRun) startProc(p *svcProc) {
 	waitFor(r.t, 40*time.Second, func() bool { return httpOK("http://" + p.httpAddr + "/healthz") })
 }
 
-// startClusterRun boots everything; observe picks the node of the test's
-// own connection (one that is not killed: its core subscription must see
-// every reply published, duplicates included).
-func startClusterRun(t *testing.T, observe func(ctx context.Context, cl *natsCluster) int) *clusterRun {
+// clusterOpts shape a run: the zero value is the 3-node R3 cluster of the
+// fault tests with an 80±40 ms vendor.
+type clusterOpts struct {
+	// observe picks the node of the test's own connection (one that is
+	// not killed: its core subscription must see every reply published,
+	// duplicates included); nil: node 0.
+	observe func(ctx context.Context, cl *natsCluster) int
+	// standalone runs one server without a cluster and R1 streams.
+	standalone bool
+	// cutOff+1 is the node whose route connections go through fault
+	// proxies (0: none), for partition.
+	cutOff int
+	// instantVendor: a zero-latency simulator and high vendor concurrency
+	// (benchmarks measure the pipeline, not the vendor).
+	instantVendor bool
+	// env is added to every service process's environment.
+	env []string
+	// remoteExecutor runs the second executor at a remote site: connected
+	// only to a leaf node (deployments/nats/leaf.conf) of the cluster.
+	remoteExecutor bool
+}
+
+// startLeaf runs deployments/nats/leaf.conf with loopback addresses: its
+// remotes are the cluster nodes' leaf ports. It returns the leaf's URL.
+func (c *natsCluster) startLeaf() string {
+	c.t.Helper()
+	conf, err := os.ReadFile("../deployments/nats/leaf.conf")
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	text := string(conf)
+	for _, n := range c.nodes {
+		from := "nats-leaf://" + n.name + ":7422"
+		if !strings.Contains(text, from) {
+			c.t.Fatalf("leaf.conf has no remote %s", from)
+		}
+		text = strings.ReplaceAll(text, from, "nats-leaf://127.0.0.1:"+n.leaf)
+	}
+	file := filepath.Join(c.t.TempDir(), "leaf.conf")
+	if err := os.WriteFile(file, []byte(text), 0o600); err != nil {
+		c.t.Fatal(err)
+	}
+	_, client, _ := net.SplitHostPort(freeAddr(c.t))
+	_, httpPt, _ := net.SplitHostPort(freeAddr(c.t))
+	cmd := exec.Command(c.bin, "-c", file, "-p", client, "-m", httpPt)
+	logFile := filepath.Join(c.t.TempDir(), "leaf.log")
+	out, err := os.Create(logFile)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		c.t.Fatal(err)
+	}
+	_ = out.Close()
+	c.t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		if c.t.Failed() {
+			b, _ := os.ReadFile(logFile)
+			c.t.Logf("leaf log:\n%s", b)
+		}
+	})
+	// Up once its leaf connection to a central node is.
+	waitFor(c.t, 30*time.Second, func() bool {
+		var leafz struct {
+			Leafs []struct{} `json:"leafs"`
+		}
+		return getJSON("http://127.0.0.1:"+httpPt+"/leafz", &leafz) && len(leafz.Leafs) == 1
+	})
+	return "nats://127.0.0.1:" + client
+}
+
+// startClusterRun boots everything.
+func startClusterRun(t *testing.T, o clusterOpts) *clusterRun {
 	t.Helper()
 	requireClickHouse(t)
 	bins := t.TempDir()
@@ -306,36 +486,59 @@ func startClusterRun(t *testing.T, observe func(ctx context.Context, cl *natsClu
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	t.Cleanup(cancel)
-	r := &clusterRun{t: t, ctx: ctx, cl: startNATSCluster(t, filepath.Join(bins, "nats-server")), logs: newLineSink(t), replies: map[string][]time.Time{}}
+	size, replicas := 3, "3"
+	if o.standalone {
+		size, replicas = 1, "1"
+	}
+	r := &clusterRun{t: t, ctx: ctx, cl: startNATSCluster(t, filepath.Join(bins, "nats-server"), size, o.cutOff-1), logs: newLineSink(t), replies: map[string][]time.Time{}}
 
-	r.sim = sim.New(sim.Scenario{Defaults: sim.Behavior{Latency: &sim.Latency{BaseMS: 80, JitterMS: 40}}}, zerolog.Nop())
+	scenario, concurrency := sim.Scenario{Defaults: sim.Behavior{Latency: &sim.Latency{BaseMS: 80, JitterMS: 40}}}, 32
+	if o.instantVendor {
+		scenario, concurrency = sim.Scenario{}, 512
+	}
+	r.sim = sim.New(scenario, zerolog.Nop())
 	simAddr, err := r.sim.Start("127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = r.sim.Close() })
 	polFile := filepath.Join(t.TempDir(), "policy.yaml")
-	if err := os.WriteFile(polFile, []byte(fmt.Sprintf(clusterPolicy, sim.BaseURL(simAddr, "openai"))), 0o600); err != nil {
+	if err := os.WriteFile(polFile, []byte(fmt.Sprintf(clusterPolicy, sim.BaseURL(simAddr, "openai"), concurrency)), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	suffix := randomSuffix()
 	db := "switchyard_it_" + suffix
 
-	// Each process on its own first node; the two executors on different ones.
+	var leafURL string
+	if o.remoteExecutor {
+		leafURL = r.cl.startLeaf()
+	}
+	// Each process on its own first node; the two executors on different
+	// ones (or the second at the remote site).
 	for i, p := range []struct{ bin, vendor string }{{"intake", ""}, {"router", ""}, {"gate", ""}, {"executor", "openai"}, {"executor", "openai"}, {"ledger", ""}} {
-		sp := &svcProc{name: fmt.Sprintf("%s[%d]", p.bin, i), bin: filepath.Join(bins, p.bin), httpAddr: freeAddr(t), node: i % 3}
+		sp := &svcProc{name: fmt.Sprintf("%s[%d]", p.bin, i), bin: filepath.Join(bins, p.bin), httpAddr: freeAddr(t), node: i % size}
+		urls := r.cl.urls(sp.node)
+		if o.remoteExecutor && i == 4 {
+			sp.name, sp.node, urls = "executor[4]@leaf", -1, leafURL
+		}
 		sp.env = []string{"PATH=" + os.Getenv("PATH"),
-			"SWITCHYARD_NATS_URL=" + r.cl.urls(sp.node), "SWITCHYARD_NATS_REPLICAS=3",
+			"SWITCHYARD_NATS_URL=" + urls, "SWITCHYARD_NATS_REPLICAS=" + replicas,
 			"SWITCHYARD_POLICY=" + polFile, "SWITCHYARD_HTTP_ADDR=" + sp.httpAddr, "SWITCHYARD_VENDOR=" + p.vendor,
 			"SWITCHYARD_LOG_LEVEL=info",
 			// A delivery whose ack died with the node is redelivered soon.
 			"SWITCHYARD_INTAKE_ACK_WAIT=5s", "SWITCHYARD_ROUTER_ACK_WAIT=5s", "SWITCHYARD_GATE_ACK_WAIT=5s", "SWITCHYARD_EXECUTOR_ACK_WAIT=5s",
 			"SWITCHYARD_CLICKHOUSE_ADDR=" + clickhouseAddr(), "SWITCHYARD_CLICKHOUSE_DATABASE=" + db,
 			"SWITCHYARD_LEDGER_FLUSH_INTERVAL=100ms"}
+		sp.env = append(sp.env, o.env...)
 		r.startProc(sp)
 		r.procs = append(r.procs, sp)
 	}
+	central := 0
 	for _, p := range r.procs {
+		if p.node < 0 {
+			continue // at the remote site
+		}
+		central++
 		if names := r.cl.connected(p.node); !slices.Contains(names, "switchyard-"+filepath.Base(p.bin)) {
 			t.Fatalf("%s is not connected to its first node %s (it holds %v)", p.name, r.cl.nodes[p.node].name, names)
 		}
@@ -346,7 +549,7 @@ func startClusterRun(t *testing.T, observe func(ctx context.Context, cl *natsClu
 			joined++
 		}
 	}
-	if joined != len(r.procs) {
+	if !o.standalone && joined != central {
 		t.Errorf("%d of %d processes logged the cluster they joined", joined, len(r.procs))
 	}
 
@@ -361,7 +564,11 @@ func startClusterRun(t *testing.T, observe func(ctx context.Context, cl *natsClu
 	t.Cleanup(func() { _ = ch.Exec(context.Background(), "DROP DATABASE IF EXISTS "+db); _ = ch.Close() })
 	r.e = &env{t: t, ch: ch, db: db, tenant: "t" + suffix}
 
-	if r.nc, err = nats.Connect(r.cl.nodes[observe(ctx, r.cl)].url()); err != nil {
+	observeNode := 0
+	if o.observe != nil {
+		observeNode = o.observe(ctx, r.cl)
+	}
+	if r.nc, err = nats.Connect(r.cl.nodes[observeNode].url()); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(r.nc.Close)
@@ -380,6 +587,10 @@ func startClusterRun(t *testing.T, observe func(ctx context.Context, cl *natsClu
 		defer r.mu.Unlock()
 		if len(r.replies[rep.ID]) == 0 {
 			r.attempts += len(rep.Attempts)
+			select { // frees a slot of a closed-loop benchmark
+			case <-r.slots:
+			default:
+			}
 		}
 		r.replies[rep.ID] = append(r.replies[rep.ID], time.Now())
 		status := rep.Status
@@ -413,6 +624,7 @@ func (r *clusterRun) load(n int, d time.Duration, sent *atomic.Int64) (sentAt []
 		for i := range n {
 			<-tick.C
 			req := r.e.request(clusterID(i), "chat", fmt.Sprintf("cluster %d", i))
+			req.TimeoutMS = int(r.timeout.Milliseconds())
 			sentAt[i] = time.Now()
 			for {
 				pctx, pcancel := context.WithTimeout(r.ctx, 3*time.Second)
@@ -607,13 +819,13 @@ func (r *clusterRun) longestGap() time.Duration {
 // every stream and bucket is R3.
 func TestClusterStreamLeaderKilled(t *testing.T) {
 	victim := -1
-	r := startClusterRun(t, func(ctx context.Context, cl *natsCluster) int {
+	r := startClusterRun(t, clusterOpts{observe: func(ctx context.Context, cl *natsCluster) int {
 		victim = cl.index(streamLeader(ctx, mustJS(t, cl.nodes[0].url()), natsx.StreamPipeline))
 		if victim < 0 {
 			t.Fatal("LLM_PIPELINE has no leader")
 		}
 		return (victim + 1) % 3
-	})
+	}})
 	const n = 360
 	const loadFor = 18 * time.Second
 	var sent atomic.Int64
@@ -649,8 +861,12 @@ func TestClusterStreamLeaderKilled(t *testing.T) {
 // SIGTERM (it hands back what it buffered and finishes what it holds),
 // then started again, healthy before the next one goes. The same exact
 // result.
+//
+// The second executor runs at a remote site, on a leaf node of the
+// cluster (deployments/nats/leaf.conf): it works the central streams
+// through the leaf connection and must take its share of the calls.
 func TestClusterRollingRestartOfEveryService(t *testing.T) {
-	r := startClusterRun(t, func(context.Context, *natsCluster) int { return 0 })
+	r := startClusterRun(t, clusterOpts{remoteExecutor: true})
 	const n = 360
 	const loadFor = 18 * time.Second
 	var sent atomic.Int64
@@ -676,10 +892,219 @@ func TestClusterRollingRestartOfEveryService(t *testing.T) {
 	tDone := time.Now()
 	calls, repeated := r.check(n)
 
-	t.Logf("offered %.0f req/s; %d requests, %d vendor calls (%d requests called twice)", float64(n)/loadFor.Seconds(), n, calls, repeated)
+	remote := r.procs[4]
+	remoteCalls := metricSum(t, "http://"+remote.httpAddr+"/metrics", "switchyard_executor_calls_total")
+	if remoteCalls == 0 {
+		t.Errorf("%s made no vendor call after its restart", remote.name)
+	}
+	t.Logf("offered %.0f req/s; %d requests, %d vendor calls (%d requests called twice); %s made %.0f calls after its restart", float64(n)/loadFor.Seconds(), n, calls, repeated, remote.name, remoteCalls)
 	t.Logf("before the roll: %s", r.window(sentAt, sentAt[0], tRoll))
 	t.Logf("rolling %d processes (%v: %s): %s", len(r.procs), tRolled.Sub(tRoll).Round(time.Millisecond), strings.Join(took, ", "), r.window(sentAt, tRoll, tRolled))
 	t.Logf("after the roll: %s; longest gap between replies %v", r.window(sentAt, tRolled, tDone), r.longestGap().Round(time.Millisecond))
+}
+
+// Under load the node leading LLM_PIPELINE loses every route connection
+// (a network partition: it keeps running and keeps its clients, here the
+// gate and the ledger) and is healed later. The majority elects a new
+// leader; the same exact result as the other cluster tests.
+//
+// The clients of the cut-off node stay on it (it is alive), and what they
+// publish meets "no response from stream", which stages retry with the
+// unavailable backoff (12 to 24 s in all): replies stall for the
+// partition plus that backoff, so these requests allow 90 s instead of
+// the intake's default 30 s. The stages get 10 deliveries instead of 5:
+// with 5, a partition of 10 s plus the re-elections after the heal
+// outlasted the intake's retries of its dedupe claim and dead-lettered a
+// request (docs/operations.md).
+func TestClusterNodePartitioned(t *testing.T) {
+	const cut = 2 // nats-3: its clients are gate[2] and ledger[5]
+	r := startClusterRun(t, clusterOpts{cutOff: cut + 1, env: []string{"SWITCHYARD_INTAKE_MAX_DELIVER=10",
+		"SWITCHYARD_ROUTER_MAX_DELIVER=10", "SWITCHYARD_GATE_MAX_DELIVER=10", "SWITCHYARD_EXECUTOR_MAX_DELIVER=10"}})
+	r.timeout = 90 * time.Second
+	victim := r.cl.nodes[cut].name
+	// Make the cut-off node lead LLM_PIPELINE: step the leader down until
+	// the election lands there.
+	waitFor(t, 60*time.Second, func() bool {
+		leader := streamLeader(r.ctx, r.js, natsx.StreamPipeline)
+		if leader == victim {
+			return true
+		}
+		if leader != "" {
+			_, _ = r.nc.Request("$JS.API.STREAM.LEADER.STEPDOWN."+natsx.StreamPipeline, nil, 5*time.Second)
+		}
+		return false
+	})
+	const n = 360
+	const loadFor = 18 * time.Second
+	var sent atomic.Int64
+	sentAt, wait := r.load(n, loadFor, &sent)
+	waitFor(t, 30*time.Second, func() bool { return sent.Load() >= n/4 })
+	tCut := time.Now()
+	r.cl.partition(true)
+	var newLeader string
+	waitFor(t, 30*time.Second, func() bool {
+		newLeader = streamLeader(r.ctx, r.js, natsx.StreamPipeline)
+		return newLeader != "" && newLeader != victim
+	})
+	tElected := time.Now()
+	waitFor(t, 30*time.Second, func() bool { return sent.Load() >= n/2 })
+	tHeal := time.Now()
+	r.cl.partition(false)
+	// The healed node catching up is reported, not required: in two of
+	// five runs one or two of its stream replicas stayed behind for more
+	// than 90 s (the server logging "Expected first catchup entry to be a
+	// snapshot and peerstate, will retry"), while the majority served.
+	caughtUp := within(30*time.Second, func() bool { return streamCurrent(r.ctx, r.js, natsx.StreamPipeline) })
+	tCaughtUp := time.Now()
+	wait()
+	tDone := time.Now()
+	calls, repeated := r.check(n)
+	var behind []string
+	for name := range r.js.StreamNames(r.ctx).Name() {
+		if !streamCurrent(r.ctx, r.js, name) {
+			behind = append(behind, name)
+		}
+	}
+	healed := fmt.Sprintf("caught up in %v", tCaughtUp.Sub(tHeal).Round(time.Millisecond))
+	if !caughtUp {
+		healed = "LLM_PIPELINE not current 30 s after the heal"
+	}
+	if len(behind) > 0 {
+		healed += fmt.Sprintf("; at the end, replicas behind on %v", behind)
+	}
+
+	t.Logf("offered %.0f req/s; %d requests, %d vendor calls (%d requests called twice, none after being answered)", float64(n)/loadFor.Seconds(), n, calls, repeated)
+	t.Logf("before the partition: %s", r.window(sentAt, sentAt[0], tCut))
+	t.Logf("leader %s cut off → healed %v later (new leader %s after %v): %s", victim, tHeal.Sub(tCut).Round(time.Millisecond),
+		newLeader, tElected.Sub(tCut).Round(time.Millisecond), r.window(sentAt, tCut, tHeal))
+	t.Logf("after the heal (%s): %s", healed, r.window(sentAt, tHeal, tDone))
+	t.Logf("longest gap between replies %v; every request answered %v after the cut", r.longestGap().Round(time.Millisecond), tDone.Sub(tCut).Round(time.Millisecond))
+}
+
+// TestClusterBenchR3VsR1 measures the pipeline (separate processes, a
+// zero-latency vendor) on the 3-node cluster with R3 streams and on one
+// server with R1 streams, in the same run: the saturated rate and p50/p99
+// at 500 req/s. A benchmark, run by scripts/bench-cluster.sh only.
+func TestClusterBenchR3VsR1(t *testing.T) {
+	if os.Getenv("SWITCHYARD_BENCH_CLUSTER") == "" {
+		t.Skip("a benchmark: scripts/bench-cluster.sh runs it")
+	}
+	d := 10 * time.Second
+	if v, err := time.ParseDuration(os.Getenv("SWITCHYARD_BENCH_DURATION")); err == nil {
+		d = v
+	}
+	type result struct{ rate, saturated, p50, p99 string }
+	var sat [2]float64
+	var out [2]result
+	for k, standalone := range []bool{true, false} {
+		t.Run(map[bool]string{true: "R1", false: "R3"}[standalone], func(t *testing.T) {
+			r := startClusterRun(t, clusterOpts{standalone: standalone, instantVendor: true})
+			seq := 0
+			open := r.benchPhase(&seq, 500, 0, d)
+			closed := r.benchPhase(&seq, 0, 256, d)
+			sat[k] = closed.rate
+			out[k] = result{fmt.Sprintf("%.0f", open.rate), fmt.Sprintf("%.0f", closed.rate), ms(open.p50), ms(open.p99)}
+		})
+	}
+	t.Logf("%-34s %12s %12s %10s %10s", "system", "done/s @500", "saturated/s", "p50 ms", "p99 ms")
+	for k, name := range []string{"1 server, R1 streams", "3-node cluster, R3 streams"} {
+		t.Logf("%-34s %12s %12s %10s %10s", name, out[k].rate, out[k].saturated, out[k].p50, out[k].p99)
+	}
+	if sat[0] > 0 {
+		t.Logf("R3/R1 saturated throughput: %.2f", sat[1]/sat[0])
+	}
+}
+
+type benchFigures struct {
+	rate     float64
+	p50, p99 time.Duration
+}
+
+func ms(d time.Duration) string { return fmt.Sprintf("%.1f", float64(d.Microseconds())/1000) }
+
+// benchPhase sends at rate/s (open loop) or keeps inflight requests in
+// flight (closed loop) for d, and times each from publish to reply.
+func (r *clusterRun) benchPhase(seq *int, rate, inflight int, d time.Duration) benchFigures {
+	r.t.Helper()
+	r.mu.Lock()
+	r.slots = make(chan struct{}, max(inflight, 1))
+	r.mu.Unlock()
+	var ids []string
+	var sent []time.Time
+	begin := time.Now()
+	for i := 0; time.Since(begin) < d; i++ {
+		if rate > 0 {
+			if wait := time.Until(begin.Add(time.Duration(i) * time.Second / time.Duration(rate))); wait > 0 {
+				time.Sleep(wait) // pacing of an open-loop load, not a wait for a condition
+			}
+		} else {
+			r.slots <- struct{}{}
+		}
+		*seq++
+		req := r.e.request(fmt.Sprintf("b%06d", *seq), "chat", "benchmark request")
+		ids, sent = append(ids, req.ID), append(sent, time.Now())
+		if err := r.client.PublishAsync(req); err != nil {
+			r.t.Fatal(err)
+		}
+	}
+	// Every reply in (waitFor fails the test otherwise), measured over the
+	// whole phase.
+	waitFor(r.t, 60*time.Second, func() bool {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		return len(r.replies[ids[len(ids)-1]]) > 0 && !slices.ContainsFunc(ids, func(id string) bool { return len(r.replies[id]) == 0 })
+	})
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var ds []time.Duration
+	last := begin
+	for i, id := range ids {
+		rt := r.replies[id]
+		ds = append(ds, rt[0].Sub(sent[i]))
+		if rt[0].After(last) {
+			last = rt[0]
+		}
+	}
+	slices.Sort(ds)
+	return benchFigures{rate: float64(len(ids)) / last.Sub(begin).Seconds(), p50: ds[len(ds)/2], p99: ds[len(ds)*99/100]}
+}
+
+// within polls cond for up to d and says whether it came true.
+func within(d time.Duration, cond func() bool) bool {
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(20 * time.Millisecond) // poll interval
+	}
+	return true
+}
+
+// metricSum adds up every series of a counter on a /metrics page.
+func metricSum(t *testing.T, url, name string) float64 {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sum float64
+	for _, line := range strings.Split(string(body), "\n") {
+		if strings.HasPrefix(line, name+"{") || strings.HasPrefix(line, name+" ") {
+			fields := strings.Fields(line)
+			v, err := strconv.ParseFloat(fields[len(fields)-1], 64)
+			if err != nil {
+				t.Fatalf("%s: %q: %v", url, line, err)
+			}
+			sum += v
+		}
+	}
+	return sum
 }
 
 func mustJS(t *testing.T, url string) jetstream.JetStream {

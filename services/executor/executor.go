@@ -154,12 +154,16 @@ func (e *Executor) maxConcurrency() int {
 	return e.cfg.DefaultMaxConcurrency
 }
 
+// ConsumerName is the durable consumer on LLM_PIPELINE that every executor
+// replica of vendor shares (autoscalers watch its pending count).
+func ConsumerName(vendor string) string { return "exec-" + vendor }
+
 // ConsumerConfig is shared by every replica of this vendor: MaxAckPending
 // is the vendor-wide concurrency limit, since the server counts unacked
 // messages across all of the consumer's subscribers.
 func (e *Executor) ConsumerConfig() jetstream.ConsumerConfig {
 	return jetstream.ConsumerConfig{
-		Durable:       "exec-" + e.cfg.Vendor,
+		Durable:       ConsumerName(e.cfg.Vendor),
 		Description:   "executors of vendor " + e.cfg.Vendor,
 		FilterSubject: natsx.ExecSubject(e.cfg.Vendor),
 		AckPolicy:     jetstream.AckExplicitPolicy,
