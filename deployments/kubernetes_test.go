@@ -11,8 +11,8 @@ import (
 	"testing"
 	"time"
 
-	keda "github.com/kedacore/keda/v2/apis/keda/v1alpha1"
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/santhosh-tekuri/jsonschema/v6"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
@@ -37,7 +37,7 @@ type manifests struct {
 	deployments  map[string]*appsv1.Deployment
 	statefulSets map[string]*appsv1.StatefulSet
 	pdbs         map[string]*policyv1.PodDisruptionBudget
-	scaled       map[string]*keda.ScaledObject
+	scaled       map[string]*scaledObject
 }
 
 // kustomization is the part of kustomize's Kustomization these files use
@@ -50,9 +50,10 @@ type kustomization struct {
 }
 
 // loadManifests decodes every document of every listed file strictly
-// into the upstream Go type of its kind: an unknown field, a misspelt
-// one or a wrong type fails, as an API server's strict field validation
-// would.
+// into the upstream Go type of its kind (a ScaledObject: validated
+// against KEDA's CRD schema, validateScaledObject): an unknown field, a
+// misspelt one or a wrong type fails, as an API server's strict field
+// validation would.
 func loadManifests(t *testing.T) *manifests {
 	t.Helper()
 	raw, err := os.ReadFile(filepath.Join(k8sDir, "kustomization.yaml"))
@@ -74,7 +75,8 @@ func loadManifests(t *testing.T) *manifests {
 	}
 	m := &manifests{namespaces: map[string]*corev1.Namespace{}, configMaps: map[string]*corev1.ConfigMap{}, secrets: map[string]*corev1.Secret{},
 		services: map[string]*corev1.Service{}, deployments: map[string]*appsv1.Deployment{}, statefulSets: map[string]*appsv1.StatefulSet{},
-		pdbs: map[string]*policyv1.PodDisruptionBudget{}, scaled: map[string]*keda.ScaledObject{}}
+		pdbs: map[string]*policyv1.PodDisruptionBudget{}, scaled: map[string]*scaledObject{}}
+	var kedaSchema *jsonschema.Schema
 	for _, res := range k.Resources {
 		data, err := os.ReadFile(filepath.Join(k8sDir, res))
 		if err != nil {
@@ -113,8 +115,18 @@ func loadManifests(t *testing.T) *manifests {
 				o := &policyv1.PodDisruptionBudget{}
 				obj, meta, m.pdbs[decodeName(t, where, doc, o, &o.ObjectMeta)] = o, &o.ObjectMeta, o
 			case "keda.sh/v1alpha1 ScaledObject":
-				o := &keda.ScaledObject{}
-				obj, meta, m.scaled[decodeName(t, where, doc, o, &o.ObjectMeta)] = o, &o.ObjectMeta, o
+				if kedaSchema == nil {
+					kedaSchema = kedaScaledObjectSchema(t)
+				}
+				o, err := validateScaledObject(kedaSchema, doc)
+				if err != nil {
+					t.Errorf("%s: %v", where, err)
+					continue
+				}
+				if o.Name == "" {
+					t.Errorf("%s: no metadata.name", where)
+				}
+				obj, meta, m.scaled[o.Name] = o, &o.ObjectMeta, o
 			default:
 				t.Errorf("%s: %s %s has no check here", where, tm.APIVersion, tm.Kind)
 				continue
@@ -424,8 +436,8 @@ func checkNATSURLs(t *testing.T, m *manifests, where, urls string) {
 
 // kedaNATSJetStreamMetadata are the trigger metadata keys of KEDA's
 // nats-jetstream scaler (the `keda:"name=…"` tags of its metadata struct
-// in pkg/scalers/nats_jetstream_scaler.go, v2.21.0); the ScaledObject
-// type holds metadata as a free map, so the keys are checked here.
+// in pkg/scalers/nats_jetstream_scaler.go, v2.21.0); the CRD schema
+// holds metadata as a free map, so the keys are checked here.
 var kedaNATSJetStreamMetadata = []string{"natsServerMonitoringEndpoint", "account", "accountID", "stream", "consumer", "lagThreshold", "activationLagThreshold", "useHttps"}
 
 // checkExecutorsAndScalers: one executor Deployment per vendor of the
