@@ -99,6 +99,7 @@ type Edge struct {
 	addr     string
 	requests *prometheus.CounterVec
 	limits   *keyLimits
+	keys     *apikey.View   // d.Keys in memory, current while Run runs
 	running  sync.WaitGroup // Run, until its shutdown is complete
 }
 
@@ -114,7 +115,7 @@ func New(cfg Config, d Deps) (*Edge, error) {
 	if err != nil {
 		return nil, fmt.Errorf("edge: %w", err)
 	}
-	e := &Edge{cfg: cfg, d: d, ln: ln, addr: ln.Addr().String(), limits: newKeyLimits(d.JS, d.Now),
+	e := &Edge{cfg: cfg, d: d, ln: ln, addr: ln.Addr().String(), limits: newKeyLimits(d.JS, d.Now), keys: apikey.NewView(d.Keys),
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "switchyard_edge_requests_total",
 			Help: "HTTP API requests by API and status code."}, []string{"api", "status"})}
 	if d.Metrics != nil {
@@ -149,6 +150,12 @@ func (e *Edge) Run(ctx context.Context) error {
 		IdleTimeout:       e.cfg.IdleTimeout,
 		MaxHeaderBytes:    e.cfg.MaxHeaderBytes,
 	}
+	// Keys are looked up in memory while the view's watch runs (until
+	// then, and if it breaks, each lookup reads the bucket).
+	vctx, vcancel := context.WithCancel(ctx)
+	viewDone := make(chan struct{})
+	go func() { defer close(viewDone); e.keys.Run(vctx) }()
+	defer func() { vcancel(); <-viewDone }()
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
 	e.d.Log.Info().Str("addr", e.addr).Msg("http edge serving")
@@ -216,7 +223,7 @@ func (e *Edge) serve(w http.ResponseWriter, r *http.Request, a api) {
 		ev.Str("api", a.name()).Str("request_id", req.ID).Str("tenant", req.Tenant).Int("status", err.Status).
 			Str("code", err.Code).Str("error", err.Message).Msg("edge request failed")
 	}
-	rec, err := e.d.Keys.Lookup(r.Context(), a.key(r))
+	rec, err := e.keys.Lookup(r.Context(), a.key(r))
 	if errors.Is(err, apikey.ErrUnknown) {
 		fail(&apiError{Status: http.StatusUnauthorized, Code: "invalid_api_key", Message: "missing, unknown or revoked API key"})
 		return
