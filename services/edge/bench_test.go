@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -25,7 +26,8 @@ import (
 // stub on its own connection that answers each request at once, so what
 // is left is the edge plus the NATS server's share of the edge's traffic.
 // One request at a time: ns/op is the edge's added latency on an idle
-// machine (the stub's one publish included).
+// machine (the stub's one publish included); cpu-ns/op is the CPU all of
+// it used per request.
 func BenchmarkEdgeOverhead(b *testing.B) {
 	for _, stream := range []bool{false, true} {
 		name := "json"
@@ -57,12 +59,25 @@ func BenchmarkEdgeOverhead(b *testing.B) {
 				call()
 			}
 			b.ReportAllocs()
+			cpu0 := processCPU()
 			b.ResetTimer()
 			for range b.N {
 				call()
 			}
+			b.StopTimer()
+			// CPU time of the whole process (client, edge, NATS server,
+			// stub) per request: less at the mercy of a busy machine than
+			// wall time, which waits for the CPU others hold.
+			b.ReportMetric(float64(processCPU()-cpu0)/float64(b.N), "cpu-ns/op")
 		})
 	}
+}
+
+// processCPU is the CPU time (user + system) the process has used.
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // startBenchEdge serves an edge on an embedded NATS server with a stub
