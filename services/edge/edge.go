@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"strconv"
 	"sync"
 	"time"
 
@@ -212,7 +213,7 @@ func (e *Edge) serve(w http.ResponseWriter, r *http.Request, a api) {
 	start := e.d.Now()
 	req := &envelope.Request{ID: newID()}
 	status := http.StatusOK
-	defer func() { e.requests.WithLabelValues(a.name(), fmt.Sprint(status)).Inc() }()
+	defer func() { e.requests.WithLabelValues(a.name(), strconv.Itoa(status)).Inc() }()
 	fail := func(err *apiError) {
 		status = err.Status
 		w.Header().Set(HeaderRequestID, req.ID)
@@ -276,7 +277,7 @@ func (e *Edge) serve(w http.ResponseWriter, r *http.Request, a api) {
 		return
 	}
 	w.Header().Set("x-switchyard-route", rep.Route)
-	w.Header().Set("x-switchyard-cost-usd", fmt.Sprintf("%.6f", rep.CostUSD))
+	w.Header().Set("x-switchyard-cost-usd", strconv.FormatFloat(rep.CostUSD, 'f', 6, 64))
 	if rep.Degraded {
 		w.Header().Set("x-switchyard-degraded", "true")
 	}
