@@ -96,6 +96,7 @@ func (v *View) setReady(ready bool) {
 }
 
 // Lookup is Store.Lookup answered from the view when it knows the key.
+// The record may be shared with other lookups: read it, never change it.
 func (v *View) Lookup(ctx context.Context, key string) (*Record, error) {
 	if !wellFormed(key) {
 		return nil, ErrUnknown
