@@ -286,8 +286,15 @@ func TestEdgeHTTP(t *testing.T) {
 		if code := cli.Main(context.Background(), []string{"keys", "revoke", apikey.Hash(k2)[:16]}, &out, &errOut); code != 0 {
 			t.Fatalf("keys revoke: %d %s", code, errOut.String())
 		}
-		if r := e.edgeCall("POST", "/v1/chat/completions", bearerKey(k2), chatBody("chat", "after revoke", "")); r.status != 401 {
-			t.Fatalf("after revoke: %d %s", r.status, r.raw)
+		// Every edge replica learns of the revocation through its key
+		// view's watch: within milliseconds, not at once.
+		var last edgeResp
+		waitFor(t, 5*time.Second, func() bool {
+			last = e.edgeCall("POST", "/v1/chat/completions", bearerKey(k2), chatBody("chat", "after revoke", ""))
+			return last.status == 401
+		})
+		if !strings.Contains(last.raw, "invalid_api_key") {
+			t.Fatalf("after revoke: %d %s", last.status, last.raw)
 		}
 		out.Reset()
 		if code := cli.Main(context.Background(), []string{"keys", "ls"}, &out, &errOut); code != 0 || !strings.Contains(out.String(), apikey.Hash(k2)[:16]) {

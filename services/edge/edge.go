@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"strconv"
 	"sync"
 	"time"
 
@@ -99,6 +100,8 @@ type Edge struct {
 	addr     string
 	requests *prometheus.CounterVec
 	limits   *keyLimits
+	keys     *apikey.View // d.Keys in memory, current while Run runs
+	replies  *replyMux
 	running  sync.WaitGroup // Run, until its shutdown is complete
 }
 
@@ -114,7 +117,7 @@ func New(cfg Config, d Deps) (*Edge, error) {
 	if err != nil {
 		return nil, fmt.Errorf("edge: %w", err)
 	}
-	e := &Edge{cfg: cfg, d: d, ln: ln, addr: ln.Addr().String(), limits: newKeyLimits(d.JS, d.Now),
+	e := &Edge{cfg: cfg, d: d, ln: ln, addr: ln.Addr().String(), limits: newKeyLimits(d.JS, d.Now), keys: apikey.NewView(d.Keys), replies: newReplyMux(d.NC),
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "switchyard_edge_requests_total",
 			Help: "HTTP API requests by API and status code."}, []string{"api", "status"})}
 	if d.Metrics != nil {
@@ -149,6 +152,12 @@ func (e *Edge) Run(ctx context.Context) error {
 		IdleTimeout:       e.cfg.IdleTimeout,
 		MaxHeaderBytes:    e.cfg.MaxHeaderBytes,
 	}
+	// Keys are looked up in memory while the view's watch runs (until
+	// then, and if it breaks, each lookup reads the bucket).
+	vctx, vcancel := context.WithCancel(ctx)
+	viewDone := make(chan struct{})
+	go func() { defer close(viewDone); e.keys.Run(vctx) }()
+	defer func() { vcancel(); <-viewDone }()
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
 	e.d.Log.Info().Str("addr", e.addr).Msg("http edge serving")
@@ -204,7 +213,7 @@ func (e *Edge) serve(w http.ResponseWriter, r *http.Request, a api) {
 	start := e.d.Now()
 	req := &envelope.Request{ID: newID()}
 	status := http.StatusOK
-	defer func() { e.requests.WithLabelValues(a.name(), fmt.Sprint(status)).Inc() }()
+	defer func() { e.requests.WithLabelValues(a.name(), strconv.Itoa(status)).Inc() }()
 	fail := func(err *apiError) {
 		status = err.Status
 		w.Header().Set(HeaderRequestID, req.ID)
@@ -216,7 +225,7 @@ func (e *Edge) serve(w http.ResponseWriter, r *http.Request, a api) {
 		ev.Str("api", a.name()).Str("request_id", req.ID).Str("tenant", req.Tenant).Int("status", err.Status).
 			Str("code", err.Code).Str("error", err.Message).Msg("edge request failed")
 	}
-	rec, err := e.d.Keys.Lookup(r.Context(), a.key(r))
+	rec, err := e.keys.Lookup(r.Context(), a.key(r))
 	if errors.Is(err, apikey.ErrUnknown) {
 		fail(&apiError{Status: http.StatusUnauthorized, Code: "invalid_api_key", Message: "missing, unknown or revoked API key"})
 		return
@@ -268,7 +277,7 @@ func (e *Edge) serve(w http.ResponseWriter, r *http.Request, a api) {
 		return
 	}
 	w.Header().Set("x-switchyard-route", rep.Route)
-	w.Header().Set("x-switchyard-cost-usd", fmt.Sprintf("%.6f", rep.CostUSD))
+	w.Header().Set("x-switchyard-cost-usd", strconv.FormatFloat(rep.CostUSD, 'f', 6, 64))
 	if rep.Degraded {
 		w.Header().Set("x-switchyard-degraded", "true")
 	}
@@ -279,39 +288,52 @@ func (e *Edge) serve(w http.ResponseWriter, r *http.Request, a api) {
 
 // submit publishes the envelope to llm.requests and waits for its reply.
 // The reply subscription is made before publishing (a core subscription
-// sees only later messages). The publish does not follow the client's
-// context: once accepted the request runs to its end (billing, telemetry)
-// even if the client goes away; only the wait is abandoned.
+// sees only later messages): the process's shared one (replyMux), or for
+// a request with an idempotency key, whose reply a retry on any replica
+// must find in LLM_REPLIES at llm.replies.<tenant>.<id>, one of its own.
+// The publish does not follow the client's context: once accepted the
+// request runs to its end (billing, telemetry) even if the client goes
+// away; only the wait is abandoned.
 func (e *Edge) submit(ctx context.Context, req *envelope.Request) (*envelope.Reply, *apiError) {
+	var replies <-chan *nats.Msg
+	if req.Metadata[metaIdempotent] != "" {
+		sub, err := subscribeReply(e.d.NC, req.ReplySubject())
+		if err != nil {
+			return nil, internal(err)
+		}
+		defer func() { _ = sub.Unsubscribe() }()
+		// A repeated idempotency key is not processed again (the intake
+		// dedupes it): answer with the stored reply when there is one.
+		if rep, ok := e.storedReply(ctx, req.ReplySubject()); ok {
+			return rep, nil
+		}
+		replies = sub.ch
+	} else {
+		req.ReplyTo = e.replies.subject(req.Tenant, req.ID)
+		ch, done, err := e.replies.expect(req.ReplyTo)
+		if err != nil {
+			return nil, internal(err)
+		}
+		defer done()
+		replies = ch
+	}
 	data, aerr := envelopeBytes(req)
 	if aerr != nil {
 		return nil, aerr
-	}
-	subject := req.ReplySubject()
-	sub, err := subscribeReply(e.d.NC, subject)
-	if err != nil {
-		return nil, internal(err)
-	}
-	defer func() { _ = sub.Unsubscribe() }()
-	if req.Metadata[metaIdempotent] != "" {
-		// A repeated idempotency key is not processed again (the intake
-		// dedupes it): answer with the stored reply when there is one.
-		if rep, ok := e.storedReply(ctx, subject); ok {
-			return rep, nil
-		}
 	}
 	if aerr := e.publish(ctx, req, data); aerr != nil {
 		return nil, aerr
 	}
 	// The pipeline replies deadline_exceeded itself at timeout_ms; wait a
 	// little longer so that reply, with its usage, is what the client gets.
-	wctx, wcancel := context.WithTimeout(ctx, time.Duration(req.TimeoutMS)*time.Millisecond+2*time.Second)
-	defer wcancel()
-	msg, err := sub.NextMsgWithContext(wctx)
-	if err != nil {
-		if ctx.Err() != nil {
-			return nil, &apiError{Status: 499, Code: "client_closed", Message: "the client went away"}
-		}
+	wait := time.NewTimer(time.Duration(req.TimeoutMS)*time.Millisecond + 2*time.Second)
+	defer wait.Stop()
+	var msg *nats.Msg
+	select {
+	case msg = <-replies:
+	case <-ctx.Done():
+		return nil, &apiError{Status: 499, Code: "client_closed", Message: "the client went away"}
+	case <-wait.C:
 		return nil, &apiError{Status: http.StatusGatewayTimeout, Code: envelope.CodeDeadlineExceeded, Message: "no reply within the request's deadline"}
 	}
 	var rep envelope.Reply

@@ -25,7 +25,7 @@ routes:
   - {name: extract, chain: [{vendor: openai, model: gpt-4o}]}
 `
 
-func mustPolicy(t *testing.T) *policy.Policy {
+func mustPolicy(t testing.TB) *policy.Policy {
 	t.Helper()
 	p, err := policy.Parse([]byte(testPolicy))
 	if err != nil {

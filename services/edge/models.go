@@ -55,7 +55,7 @@ func (e *Edge) models(w http.ResponseWriter, r *http.Request) {
 		a = anthropic{}
 	}
 	w.Header().Set(HeaderRequestID, newID())
-	rec, err := e.d.Keys.Lookup(r.Context(), anthropic{}.key(r)) // a bearer token, or x-api-key
+	rec, err := e.keys.Lookup(r.Context(), anthropic{}.key(r)) // a bearer token, or x-api-key
 	if err != nil {
 		status, code, msg := http.StatusInternalServerError, "internal", "the key store is unavailable"
 		if errors.Is(err, apikey.ErrUnknown) {

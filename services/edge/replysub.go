@@ -1,12 +1,11 @@
 package edge
 
 import (
-	"context"
-
 	"github.com/nats-io/nats.go"
 )
 
-// replySub waits for the one reply of a request. It is a channel
+// replySub waits for the one reply of a request that has a subscription
+// of its own (one with an idempotency key; others use replyMux). It is a channel
 // subscription with a small buffer: SubscribeSync allocates a channel for
 // 64k pending messages (512 KiB) on every call, which on the request path
 // cost more CPU and GC than the rest of the edge together.
@@ -26,14 +25,4 @@ func subscribeReply(nc *nats.Conn, subject string) (*replySub, error) {
 		return nil, err
 	}
 	return &replySub{Subscription: sub, ch: ch}, nil
-}
-
-// NextMsgWithContext returns the next message or ctx's error.
-func (s *replySub) NextMsgWithContext(ctx context.Context) (*nats.Msg, error) {
-	select {
-	case m := <-s.ch:
-		return m, nil
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
 }

@@ -34,7 +34,7 @@ func TestSubmitAllocatesLittle(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer responder.Unsubscribe()
-	e := &Edge{d: Deps{Log: zerolog.Nop(), NC: nc, JS: js, Now: time.Now}}
+	e := &Edge{d: Deps{Log: zerolog.Nop(), NC: nc, JS: js, Now: time.Now}, replies: newReplyMux(nc)}
 	submit := func() {
 		req := &envelope.Request{ID: newID(), Tenant: "acme", Route: "chat", TimeoutMS: 5000,
 			Messages: []envelope.Message{{Role: "user", Content: "hi"}}}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"strings"
 	"time"
@@ -42,10 +43,15 @@ type streamAPI interface {
 // pingEvery is how often an open stream with nothing to say pings.
 const pingEvery = 10 * time.Second
 
-// sseWriter writes server-sent events, flushing each one.
+// sseWriter writes server-sent events into the response's buffer; flush
+// sends what was written. The relay flushes once it has nothing more
+// queued, so events that arrive together (the stream's opening with its
+// first delta, the last delta with the ending) leave in one write instead
+// of one syscall and one client wake-up each.
 type sseWriter struct {
-	w  http.ResponseWriter
-	rc *http.ResponseController
+	w     http.ResponseWriter
+	rc    *http.ResponseController
+	dirty bool
 }
 
 func (s *sseWriter) event(name string, v any) {
@@ -54,15 +60,24 @@ func (s *sseWriter) event(name string, v any) {
 		return
 	}
 	if name != "" {
-		fmt.Fprintf(s.w, "event: %s\n", name)
+		_, _ = io.WriteString(s.w, "event: "+name+"\n")
 	}
-	fmt.Fprintf(s.w, "data: %s\n\n", data)
-	_ = s.rc.Flush()
+	_, _ = io.WriteString(s.w, "data: ")
+	_, _ = s.w.Write(data)
+	_, _ = io.WriteString(s.w, "\n\n")
+	s.dirty = true
 }
 
 func (s *sseWriter) raw(line string) {
-	fmt.Fprint(s.w, line)
-	_ = s.rc.Flush()
+	_, _ = io.WriteString(s.w, line)
+	s.dirty = true
+}
+
+func (s *sseWriter) flush() {
+	if s.dirty {
+		s.dirty = false
+		_ = s.rc.Flush()
+	}
 }
 
 // streamed publishes a streamed request and relays its deltas as SSE. It
@@ -111,6 +126,7 @@ func (e *Edge) streamed(w http.ResponseWriter, r *http.Request, a api, req *enve
 		}
 	}
 	relay := &relay{st: st, sse: &sseWriter{w: w, rc: http.NewResponseController(w)}, w: w, id: req.ID}
+	defer relay.sse.flush()
 	// A stream lasts as long as its answer, which the request's deadline
 	// bounds: so does the connection's write deadline (a client that stops
 	// reading is cut off then), whatever the server's own write timeout.
@@ -132,10 +148,14 @@ func (e *Edge) streamed(w http.ResponseWriter, r *http.Request, a api, req *enve
 		case <-ping.C:
 			if relay.open {
 				st.ping(relay.sse)
+				relay.sse.flush()
 			}
 		case m := <-ch:
 			if strings.HasPrefix(m.Subject, "llm.deltas.") {
 				relay.onDelta(m.Data)
+				if len(ch) == 0 {
+					relay.sse.flush()
+				}
 				continue
 			}
 			var rep envelope.Reply
