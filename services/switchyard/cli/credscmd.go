@@ -2,7 +2,6 @@ package cli
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"io"
 
@@ -14,17 +13,7 @@ import (
 // process reading its file from <data>/creds reconnects with the new one.
 func runCreds(_ context.Context, args []string, out, errOut io.Writer) error {
 	const use = "creds rotate SERVICE (intake, router, gate, ledger, edge, executor-<vendor>)"
-	if len(args) == 0 {
-		return usageErr(use)
-	}
-	sub, args := args[0], args[1:]
-	fs := newFlags("creds "+sub, errOut)
-	withUsage(fs, errOut, use)
-	if isHelp(sub) {
-		fs.Usage()
-		return flag.ErrHelp
-	}
-	pos, err := parseInterspersed(fs, args)
+	sub, pos, err := parseSubcommand("creds", use, args, errOut, nil)
 	if err != nil {
 		return err
 	}

@@ -18,27 +18,21 @@ import (
 )
 
 func runDLQ(ctx context.Context, args []string, out, errOut io.Writer) error {
-	if len(args) == 0 {
-		return usageErr("dlq ls|show|replay|purge [flags]")
-	}
-	sub, args := args[0], args[1:]
-	fs := newFlags("dlq "+sub, errOut)
-	withUsage(fs, errOut, "dlq ls|show|replay|purge [flags]  (show takes the sequence number as argument or -seq)")
-	stage := fs.String("stage", "", "intake, router, executor, gate or ledger")
-	reason := fs.String("reason", "", "reason code, e.g. invalid_request, all_vendors_failed")
-	tenant := fs.String("tenant", "", "tenant")
-	since := fs.String("since", "", "only dead letters since: a duration ago (2h) or an RFC 3339 time")
-	seq := fs.Uint64("seq", 0, "one dead letter by its stream sequence")
-	format := fs.String("format", "table", "table or json (ls, show)")
-	dryRun := fs.Bool("dry-run", false, "replay: show what would be replayed, publish nothing")
-	patch := fs.String("patch", "", "replay: JSON merge patch applied to each request, e.g. '{\"tenant\":\"acme\"}'")
-	patchFile := fs.String("patch-file", "", "replay: merge patch read from a file")
-	yes := fs.Bool("yes", false, "purge: confirm deleting")
-	if isHelp(sub) {
-		fs.Usage()
-		return flag.ErrHelp
-	}
-	positional, err := parseInterspersed(fs, args)
+	var stage, reason, tenant, since, format, patch, patchFile *string
+	var seq *uint64
+	var dryRun, yes *bool
+	sub, positional, err := parseSubcommand("dlq", "dlq ls|show|replay|purge [flags]  (show takes the sequence number as argument or -seq)", args, errOut, func(fs *flag.FlagSet) {
+		stage = fs.String("stage", "", "intake, router, executor, gate or ledger")
+		reason = fs.String("reason", "", "reason code, e.g. invalid_request, all_vendors_failed")
+		tenant = fs.String("tenant", "", "tenant")
+		since = fs.String("since", "", "only dead letters since: a duration ago (2h) or an RFC 3339 time")
+		seq = fs.Uint64("seq", 0, "one dead letter by its stream sequence")
+		format = fs.String("format", "table", "table or json (ls, show)")
+		dryRun = fs.Bool("dry-run", false, "replay: show what would be replayed, publish nothing")
+		patch = fs.String("patch", "", "replay: JSON merge patch applied to each request, e.g. '{\"tenant\":\"acme\"}'")
+		patchFile = fs.String("patch-file", "", "replay: merge patch read from a file")
+		yes = fs.Bool("yes", false, "purge: confirm deleting")
+	})
 	if err != nil {
 		return err
 	}

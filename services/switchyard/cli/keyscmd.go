@@ -18,21 +18,14 @@ import (
 // and only the key on stdout (so `KEY=$(switchyard keys create …)` works);
 // the key is shown once and stored only as its hash.
 func runKeys(ctx context.Context, args []string, out, errOut io.Writer) error {
-	if len(args) == 0 {
-		return usageErr("keys create -tenant T [-routes a,b] [-rpm N] [-max-in-flight N] | ls | revoke KEY_OR_ID")
-	}
-	sub, args := args[0], args[1:]
-	fs := newFlags("keys "+sub, errOut)
-	withUsage(fs, errOut, "keys create -tenant T [-routes a,b] [-rpm N] [-max-in-flight N] | ls | revoke KEY_OR_ID")
-	tenant := fs.String("tenant", "", "create: the tenant the key speaks for")
-	routes := fs.String("routes", "", "create: comma-separated routes the key may use (default: every route, auto and catalog models)")
-	rpm := fs.Int("rpm", 0, "create: requests per minute the key may send, across every edge replica (0: no limit)")
-	maxInFlight := fs.Int("max-in-flight", 0, "create: requests the key may have in flight, across every edge replica (0: no limit)")
-	if isHelp(sub) {
-		fs.Usage()
-		return flag.ErrHelp
-	}
-	pos, err := parseInterspersed(fs, args)
+	var tenant, routes *string
+	var rpm, maxInFlight *int
+	sub, pos, err := parseSubcommand("keys", "keys create -tenant T [-routes a,b] [-rpm N] [-max-in-flight N] | ls | revoke KEY_OR_ID", args, errOut, func(fs *flag.FlagSet) {
+		tenant = fs.String("tenant", "", "create: the tenant the key speaks for")
+		routes = fs.String("routes", "", "create: comma-separated routes the key may use (default: every route, auto and catalog models)")
+		rpm = fs.Int("rpm", 0, "create: requests per minute the key may send, across every edge replica (0: no limit)")
+		maxInFlight = fs.Int("max-in-flight", 0, "create: requests the key may have in flight, across every edge replica (0: no limit)")
+	})
 	if err != nil {
 		return err
 	}

@@ -15,18 +15,10 @@ import (
 // directory: `policy apply` records that name.
 func runOperators(_ context.Context, args []string, out, errOut io.Writer) error {
 	const use = "operators create NAME --out FILE"
-	if len(args) == 0 {
-		return usageErr(use)
-	}
-	sub, args := args[0], args[1:]
-	fs := newFlags("operators "+sub, errOut)
-	withUsage(fs, errOut, use)
-	outFile := fs.String("out", "", "write the credentials file here, mode 0600")
-	if isHelp(sub) {
-		fs.Usage()
-		return flag.ErrHelp
-	}
-	pos, err := parseInterspersed(fs, args)
+	var outFile *string
+	sub, pos, err := parseSubcommand("operators", use, args, errOut, func(fs *flag.FlagSet) {
+		outFile = fs.String("out", "", "write the credentials file here, mode 0600")
+	})
 	if err != nil {
 		return err
 	}

@@ -17,19 +17,13 @@ import (
 )
 
 func runPolicy(ctx context.Context, args []string, out, errOut io.Writer) error {
-	if len(args) == 0 {
-		return usageErr("policy check|apply|show|history")
-	}
-	sub, args := args[0], args[1:]
-	fs := newFlags("policy "+sub, errOut)
-	withUsage(fs, errOut, "policy check FILE | apply FILE [-by NAME] [-m COMMENT] | show | history")
-	by := fs.String("by", defaultActor(), "apply: who applies it (recorded in the history); with NATS credentials their user name is recorded and -by is refused")
-	comment := fs.String("m", "", "apply: what changed and why")
-	if isHelp(sub) {
-		fs.Usage()
-		return flag.ErrHelp
-	}
-	files, err := parseInterspersed(fs, args)
+	var by, comment *string
+	var flags *flag.FlagSet // appliedBy asks whether -by was given
+	sub, files, err := parseSubcommand("policy", "policy check FILE | apply FILE [-by NAME] [-m COMMENT] | show | history", args, errOut, func(fs *flag.FlagSet) {
+		flags = fs
+		by = fs.String("by", defaultActor(), "apply: who applies it (recorded in the history); with NATS credentials their user name is recorded and -by is refused")
+		comment = fs.String("m", "", "apply: what changed and why")
+	})
 	if err != nil {
 		return err
 	}
@@ -61,7 +55,7 @@ func runPolicy(ctx context.Context, args []string, out, errOut io.Writer) error 
 		return err
 	}
 	if sub == "apply" {
-		if *by, err = appliedBy(ncfg, fs, *by); err != nil {
+		if *by, err = appliedBy(ncfg, flags, *by); err != nil {
 			return err
 		}
 	}

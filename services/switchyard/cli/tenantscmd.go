@@ -17,18 +17,10 @@ import (
 // Issuing is signing: the running server accepts the new user at once.
 func runTenants(ctx context.Context, args []string, out, errOut io.Writer) error {
 	const use = "tenants create TENANT [--out FILE] | ls | revoke TENANT_OR_USER_KEY"
-	if len(args) == 0 {
-		return usageErr(use)
-	}
-	sub, args := args[0], args[1:]
-	fs := newFlags("tenants "+sub, errOut)
-	withUsage(fs, errOut, use)
-	outFile := fs.String("out", "", "create: write the credentials file here, mode 0600 (default: stdout)")
-	if isHelp(sub) {
-		fs.Usage()
-		return flag.ErrHelp
-	}
-	pos, err := parseInterspersed(fs, args)
+	var outFile *string
+	sub, pos, err := parseSubcommand("tenants", use, args, errOut, func(fs *flag.FlagSet) {
+		outFile = fs.String("out", "", "create: write the credentials file here, mode 0600 (default: stdout)")
+	})
 	if err != nil {
 		return err
 	}

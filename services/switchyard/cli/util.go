@@ -35,6 +35,28 @@ func withUsage(fs *flag.FlagSet, w io.Writer, usage string) {
 	}
 }
 
+// parseSubcommand reads `GROUP SUB [flags] [args]`: the subcommand, the
+// flags define adds (flags may stand anywhere among the arguments), and
+// the positional arguments. No subcommand is a usage error; -h prints the
+// usage and the flags.
+func parseSubcommand(group, usage string, args []string, errOut io.Writer, define func(fs *flag.FlagSet)) (sub string, pos []string, err error) {
+	if len(args) == 0 {
+		return "", nil, usageErr("%s", usage)
+	}
+	sub, args = args[0], args[1:]
+	fs := newFlags(group+" "+sub, errOut)
+	withUsage(fs, errOut, usage)
+	if define != nil {
+		define(fs)
+	}
+	if isHelp(sub) {
+		fs.Usage()
+		return "", nil, flag.ErrHelp
+	}
+	pos, err = parseInterspersed(fs, args)
+	return sub, pos, err
+}
+
 // parseInterspersed parses flags wherever they stand among the positional
 // arguments (`policy apply FILE -by … -m …`): Go's flag package stops at the
 // first non-flag. It returns the positional arguments in order.
