@@ -20,11 +20,7 @@ func runCreds(_ context.Context, args []string, out, errOut io.Writer) error {
 	if sub != "rotate" || len(pos) != 1 {
 		return usageErr(use)
 	}
-	cfg, err := loadNATSConfig()
-	if err != nil {
-		return err
-	}
-	auth, err := natsauth.Load(cfg.DataDir)
+	cfg, auth, err := loadAuth()
 	if err != nil {
 		return err
 	}
@@ -49,4 +45,15 @@ func runCreds(_ context.Context, args []string, out, errOut io.Writer) error {
 	}
 	fmt.Fprintf(out, "wrote %s; the server refuses the old credentials of %s now\n", file, pos[0])
 	return nil
+}
+
+// loadAuth opens the identity keys of `up`'s data directory
+// (SWITCHYARD_DATA_DIR) that the identity commands sign with.
+func loadAuth() (natsConfig, *natsauth.Authority, error) {
+	cfg, err := loadNATSConfig()
+	if err != nil {
+		return cfg, nil, err
+	}
+	auth, err := natsauth.Load(cfg.DataDir)
+	return cfg, auth, err
 }

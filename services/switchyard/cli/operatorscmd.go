@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-
-	"github.com/switchyard-llm/switchyard/pkg/natsauth"
 )
 
 // runOperators issues an operator's own credentials (every right in the
@@ -25,11 +23,7 @@ func runOperators(_ context.Context, args []string, out, errOut io.Writer) error
 	if sub != "create" || len(pos) != 1 || *outFile == "" {
 		return usageErr(use)
 	}
-	cfg, err := loadNATSConfig()
-	if err != nil {
-		return err
-	}
-	auth, err := natsauth.Load(cfg.DataDir)
+	_, auth, err := loadAuth()
 	if err != nil {
 		return err
 	}

@@ -31,11 +31,7 @@ func runTenants(ctx context.Context, args []string, out, errOut io.Writer) error
 	default:
 		return usageErr("unknown tenants command %q (create, ls, revoke)", sub)
 	}
-	cfg, err := loadNATSConfig()
-	if err != nil {
-		return err
-	}
-	auth, err := natsauth.Load(cfg.DataDir)
+	cfg, auth, err := loadAuth()
 	if err != nil {
 		return err
 	}
