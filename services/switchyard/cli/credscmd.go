@@ -5,6 +5,8 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
+	"strings"
 
 	"github.com/switchyard-llm/switchyard/pkg/natsauth"
 )
@@ -12,14 +14,21 @@ import (
 // runCreds rotates a service's credentials in `up`'s data directory: a
 // new file in place, the old user revoked on the running server. A
 // process reading its file from <data>/creds reconnects with the new one.
+// `creds server-config` writes the auth part of an external cluster's
+// configuration from the same keys.
 func runCreds(_ context.Context, args []string, out, errOut io.Writer) error {
-	const use = "creds rotate SERVICE (intake, router, gate, ledger, edge, executor-<vendor>)"
+	const use = "creds rotate SERVICE (intake, router, gate, ledger, edge, executor-<vendor>)\n" +
+		"       creds server-config --out FILE [--data DIR] [--resolver-dir DIR] [--vendors a,b]"
 	if len(args) == 0 {
 		return usageErr(use)
 	}
 	sub, args := args[0], args[1:]
 	fs := newFlags("creds "+sub, errOut)
 	withUsage(fs, errOut, use)
+	outFile := fs.String("out", "", "server-config: write the nats-server auth include here, mode 0600")
+	dataDir := fs.String("data", "", "server-config: the data directory holding the keys (default SWITCHYARD_DATA_DIR); created when new")
+	resolverDir := fs.String("resolver-dir", "$NATS_RESOLVER_DIR", "server-config: each node's account JWT directory ($VAR: from the node's environment)")
+	vendorList := fs.String("vendors", "", "server-config: also write every service's credentials into <data>/creds for these vendors' executors")
 	if isHelp(sub) {
 		fs.Usage()
 		return flag.ErrHelp
@@ -28,12 +37,18 @@ func runCreds(_ context.Context, args []string, out, errOut io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if sub != "rotate" || len(pos) != 1 {
-		return usageErr(use)
-	}
 	cfg, err := loadNATSConfig()
 	if err != nil {
 		return err
+	}
+	if sub == "server-config" && len(pos) == 0 && *outFile != "" {
+		if *dataDir != "" {
+			cfg.DataDir = *dataDir
+		}
+		return writeServerConfig(cfg.DataDir, *outFile, *resolverDir, *vendorList, out)
+	}
+	if sub != "rotate" || len(pos) != 1 {
+		return usageErr(use)
 	}
 	auth, err := natsauth.Load(cfg.DataDir)
 	if err != nil {
@@ -59,5 +74,33 @@ func runCreds(_ context.Context, args []string, out, errOut io.Writer) error {
 		return err
 	}
 	fmt.Fprintf(out, "wrote %s; the server refuses the old credentials of %s now\n", file, pos[0])
+	return nil
+}
+
+// writeServerConfig writes the nats-server include that trusts the keys
+// of dataDir (generated when the directory holds none), and with vendors
+// the services' credentials beside them.
+func writeServerConfig(dataDir, outFile, resolverDir, vendors string, out io.Writer) error {
+	auth, err := natsauth.LoadOrCreate(dataDir)
+	if err != nil {
+		return err
+	}
+	if vendors != "" {
+		if err := auth.WriteServiceCreds(strings.Split(vendors, ",")); err != nil {
+			return err
+		}
+	}
+	conf, err := auth.ServerConfig(resolverDir)
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(outFile, []byte(conf), 0o600); err != nil {
+		return err
+	}
+	if err := os.Chmod(outFile, 0o600); err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "wrote %s (operator, system account %s, full resolver in %s); credentials in %s\n",
+		outFile, auth.SystemAccount(), resolverDir, natsauth.CredsDir(dataDir))
 	return nil
 }
