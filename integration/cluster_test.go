@@ -1232,3 +1232,52 @@ func metricSum(t *testing.T, url, name string) float64 {
 	}
 	return sum
 }
+
+// A tenant created after the cluster started (what `switchyard tenants
+// create` does: a new account JWT pushed through the system account to
+// the node it reaches) is accepted on every node: the full resolvers
+// replicate the account. Before the push no node knows it.
+func TestClusterTenantPushedToEveryNode(t *testing.T) {
+	bins := t.TempDir()
+	if out, err := exec.Command("go", "build", "-o", bins+string(filepath.Separator), "github.com/nats-io/nats-server/v2").CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	cl := startNATSCluster(t, filepath.Join(bins, "nats-server"), 3, -1)
+	auth, err := natsauth.Load(cl.data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _, err := auth.CreateTenant("acme", time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	creds := filepath.Join(t.TempDir(), "acme.creds")
+	if err := os.WriteFile(creds, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	connectTenant := func(i int) error {
+		nc, err := nats.Connect(cl.nodes[i].url(), nats.UserCredentials(creds), nats.NoReconnect())
+		if err == nil {
+			nc.Close()
+		}
+		return err
+	}
+	if err := connectTenant(2); !natsx.IsAuthError(err) {
+		t.Fatalf("the tenant before its account was pushed: %v, want an authorization error", err)
+	}
+	opts, err := natsx.ClientAuth{Creds: natsauth.CredsFile(cl.data, "sys")}.Options()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sys, err := nats.Connect(cl.nodes[0].url(), opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sys.Close()
+	if err := auth.PushTenant(sys, "acme"); err != nil {
+		t.Fatal(err)
+	}
+	for i := range cl.nodes {
+		waitFor(t, 10*time.Second, func() bool { return connectTenant(i) == nil })
+	}
+}
