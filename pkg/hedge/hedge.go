@@ -169,7 +169,15 @@ type window struct {
 func NewBudget() *Budget { return &Budget{tenants: map[string]*window{}} }
 
 // Allow counts a request and says whether it may be hedged under ratio.
+// It counts every call: a router uses Tracker.Admit, which counts each
+// request once however often its message is delivered.
 func (b *Budget) Allow(tenant string, ratio float64, now time.Time) bool {
+	ok, _ := b.count(tenant, ratio, now)
+	return ok
+}
+
+// count is Allow returning also how to take the count back.
+func (b *Budget) count(tenant string, ratio float64, now time.Time) (bool, func()) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	w := b.tenants[tenant]
@@ -178,9 +186,46 @@ func (b *Budget) Allow(tenant string, ratio float64, now time.Time) bool {
 		b.tenants[tenant] = w
 	}
 	w.requests++
-	if float64(w.hedges+1) > ratio*float64(w.requests) {
-		return false
+	hedged := float64(w.hedges+1) <= ratio*float64(w.requests)
+	if hedged {
+		w.hedges++
 	}
-	w.hedges++
-	return true
+	return hedged, func() {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		// A window started since holds no count of this request.
+		if w.requests > 0 {
+			w.requests--
+		}
+		if hedged && w.hedges > 0 {
+			w.hedges--
+		}
+	}
+}
+
+// Admit says whether the request key of tenant may be hedged under ratio,
+// counting it against b once. The first decision is recorded in the bucket
+// (a compare-and-create) before any branch is dispatched, so a redelivered
+// router message (its ack was lost, or the router stopped after counting),
+// on this replica or another, gets the same decision and is not counted
+// again: the ratio holds, and a redelivery never adds or drops a branch.
+func (t *Tracker) Admit(ctx context.Context, b *Budget, tenant, key string, ratio float64, now time.Time) (bool, error) {
+	hedged, undo := b.count(tenant, ratio, now)
+	val := []byte("0")
+	if hedged {
+		val = []byte("1")
+	}
+	_, err := t.kv.Create(ctx, name(key)+".admitted", val)
+	if err == nil {
+		return hedged, nil
+	}
+	undo()
+	if !errors.Is(err, jetstream.ErrKeyExists) {
+		return false, err
+	}
+	e, err := t.kv.Get(ctx, name(key)+".admitted")
+	if err != nil {
+		return false, err
+	}
+	return string(e.Value()) == "1", nil
 }

@@ -182,7 +182,11 @@ func (r *Router) handle(ctx context.Context, w *envelope.Work, ev Event, now tim
 			if err := r.reserve(ctx, &env, route, w); err != nil {
 				return nil, err
 			}
-			env.Hedge = r.mayHedge(route, w, now)
+			hedge, err := r.mayHedge(ctx, route, w, now)
+			if err != nil {
+				return nil, err
+			}
+			env.Hedge = hedge
 		} else if w.Route == "" {
 			w.Route = w.Request.Route
 		}
@@ -195,7 +199,11 @@ func (r *Router) handle(ctx context.Context, w *envelope.Work, ev Event, now tim
 		if err := r.reserve(ctx, &env, cheaper, w); err != nil {
 			return nil, err
 		}
-		env.Hedge = r.mayHedge(cheaper, w, now)
+		hedge, err := r.mayHedge(ctx, cheaper, w, now)
+		if err != nil {
+			return nil, err
+		}
+		env.Hedge = hedge
 		act = decide(w, ev, env)
 	}
 	r.decisions.WithLabelValues(act.Decision).Inc()
@@ -256,17 +264,21 @@ func (r *Router) open(now time.Time) func(envelope.Target) bool {
 
 // mayHedge says whether a request on route may be hedged: a hedged route, a
 // hedge tracker, and the tenant's hedging ratio not used up.
-func (r *Router) mayHedge(route *policy.Route, w *envelope.Work, now time.Time) bool {
+func (r *Router) mayHedge(ctx context.Context, route *policy.Route, w *envelope.Work, now time.Time) (bool, error) {
 	// A streamed request is never hedged (see decide): it uses none of the
 	// tenant's hedging ratio.
 	if route.Strategy != policy.StrategyHedged || r.d.Hedges == nil || w.Request.Stream {
-		return false
+		return false, nil
 	}
-	if !r.hedging.Allow(w.Request.Tenant, route.Hedge.MaxRatio, now) {
+	ok, err := r.d.Hedges.Admit(ctx, r.hedging, w.Request.Tenant, w.Key, route.Hedge.MaxRatio, now)
+	if err != nil {
+		return false, pipeline.Transient(err, 0)
+	}
+	if !ok {
 		r.decisions.WithLabelValues("hedge_over_budget").Inc()
-		return false // within budget only: this one runs as a plain fallback
+		// within budget only: this one runs as a plain fallback
 	}
-	return true
+	return ok, nil
 }
 
 // fromCache answers from the response cache when the route caches and the
