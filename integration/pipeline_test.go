@@ -165,7 +165,7 @@ func TestDuplicateIDProcessedOnce(t *testing.T) {
 }
 
 // An invalid envelope gets an error reply naming the field and a dead
-// letter; replaying it with a correcting patch succeeds.
+// letter; replaying it with a correcting patch and -reanswer succeeds.
 func TestInvalidEnvelopeDeadLetteredAndReplayed(t *testing.T) {
 	e := start(t)
 	col, err := e.client.Collect(e.tenant)
@@ -193,8 +193,15 @@ func TestInvalidEnvelopeDeadLetteredAndReplayed(t *testing.T) {
 	if len(entries) != 1 || entries[0].Reason != envelope.CodeInvalidRequest || entries[0].RequestID != "inv1" {
 		t.Fatalf("dead letters = %+v", entries)
 	}
-	res := dlq.Replay(ctx, e.sys.JS, &entries[0], dlq.ReplayOptions{Patch: json.RawMessage(`{"colour":null}`)})
-	if !res.Replayed || res.Error != "" {
+	// The client was told its request is invalid: only a corrected
+	// request, with -reanswer, gets a second (final) reply.
+	for _, o := range []dlq.ReplayOptions{{}, {Reanswer: true}, {Patch: json.RawMessage(`{"colour":null}`)}} {
+		if res := dlq.Replay(ctx, e.sys.JS, &entries[0], o); res.Replayed || !strings.Contains(res.Skipped, "already answered: invalid_request (final)") {
+			t.Fatalf("replay %+v of a refused request: replayed %v, skipped %q", o, res.Replayed, res.Skipped)
+		}
+	}
+	res := dlq.Replay(ctx, e.sys.JS, &entries[0], dlq.ReplayOptions{Patch: json.RawMessage(`{"colour":null}`), Reanswer: true})
+	if !res.Replayed || res.Error != "" || !res.Reanswer {
 		t.Fatalf("replay: %+v", res)
 	}
 	deadline := time.Now().Add(20 * time.Second)

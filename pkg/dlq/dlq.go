@@ -139,6 +139,11 @@ type ReplayOptions struct {
 	// it is published (for a work envelope, to the request inside it; for
 	// telemetry, to the event): how an operator corrects a refused envelope.
 	Patch json.RawMessage
+	// Reanswer lets a replay answer a request a second, final time when
+	// its first answer was an error that may pass now: a retryable one, or
+	// any error when Patch corrects the request. Without it a request that
+	// was answered is not replayed (see answer.refusal).
+	Reanswer bool
 }
 
 // Result says what happened to one dead letter.
@@ -152,7 +157,12 @@ type Result struct {
 	// Payload is what is (or, in a dry run, would be) published, after the patch.
 	Payload  json.RawMessage `json:"payload,omitempty"`
 	Replayed bool            `json:"replayed"`
-	Error    string          `json:"error,omitempty"`
+	// Skipped says why a dead letter was not replayed although it could
+	// be (its request was answered, or is still in flight).
+	Skipped string `json:"skipped,omitempty"`
+	// Reanswer: the replay gives its client a second, final reply.
+	Reanswer bool   `json:"reanswer,omitempty"`
+	Error    string `json:"error,omitempty"`
 }
 
 // Replay kinds.
@@ -303,7 +313,11 @@ func requestID(req []byte, fallback string) string {
 // Replay publishes one dead letter back to its stage's input (see plan)
 // with a message id derived from its DLQ sequence, so replaying it twice
 // publishes it once, then deletes it from the DLQ so it cannot be replayed
-// again. A dry run only fills in what would be published.
+// again. A request (or work envelope) whose client was answered already is
+// skipped unless o.Reanswer allows a second, final reply, and one still in
+// flight is always skipped: a replay never sends a duplicate reply or
+// makes a duplicate vendor call. A skipped dead letter stays listed. A dry
+// run only fills in what would be published, or why it would be skipped.
 func Replay(ctx context.Context, js jetstream.JetStream, e *Entry, o ReplayOptions) Result {
 	r := Result{Seq: e.Seq, RequestID: e.RequestID}
 	m, err := e.plan(o.Patch)
@@ -312,10 +326,36 @@ func Replay(ctx context.Context, js jetstream.JetStream, e *Entry, o ReplayOptio
 		return r
 	}
 	r.Kind, r.Subject, r.MsgID, r.RequestID, r.Payload = m.kind, m.subject, m.msgID, m.requestID, asJSON(m.data)
+	release := func() {}
+	// Telemetry is stored once by the ledger whatever is replayed; a
+	// request's replay answers its client, so it is checked first.
+	if m.kind != KindTelemetry {
+		a, err := e.answerOf(ctx, js)
+		if err != nil {
+			r.Error = err.Error()
+			return r
+		}
+		if r.Skipped = a.refusal(o); r.Skipped != "" {
+			return r
+		}
+		r.Reanswer = a.subject != "" && (a.stored != nil || a.core || a.expired)
+		if o.DryRun {
+			return r
+		}
+		var why string
+		if release, why, err = a.claim(ctx, js, e); err != nil || why != "" {
+			r.Skipped, r.Reanswer = why, false
+			if err != nil {
+				r.Error = err.Error()
+			}
+			return r
+		}
+	}
 	if o.DryRun {
 		return r
 	}
 	if _, err := js.PublishMsg(ctx, &nats.Msg{Subject: m.subject, Data: m.data, Header: m.hdr}); err != nil {
+		release()
 		r.Error = err.Error()
 		return r
 	}

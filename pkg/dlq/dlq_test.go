@@ -108,11 +108,19 @@ func TestReplayGoesBackToTheStage(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			dry := dlq.Replay(ctx, js, e, dlq.ReplayOptions{DryRun: true, Patch: json.RawMessage(patches[tc.kind])})
-			if dry.Error != "" || dry.Kind != tc.kind || dry.Subject != tc.subject || len(dry.Payload) == 0 {
+			// r1 was answered with a retryable error (each case's own
+			// answer): its replays re-answer it.
+			answered := []byte(`{"id":"r1","status":"error","error":{"code":"all_vendors_failed","message":"x","retryable":true}}`)
+			if _, err := js.Publish(ctx, "llm.replies.acme.r1", answered); err != nil {
+				t.Fatal(err)
+			}
+			o := dlq.ReplayOptions{DryRun: true, Patch: json.RawMessage(patches[tc.kind]), Reanswer: true}
+			dry := dlq.Replay(ctx, js, e, o)
+			if dry.Error != "" || dry.Skipped != "" || dry.Kind != tc.kind || dry.Subject != tc.subject || len(dry.Payload) == 0 {
 				t.Fatalf("dry run %+v", dry)
 			}
-			r := dlq.Replay(ctx, js, e, dlq.ReplayOptions{Patch: json.RawMessage(patches[tc.kind])})
+			o.DryRun = false
+			r := dlq.Replay(ctx, js, e, o)
 			if !r.Replayed || r.Error != "" {
 				t.Fatalf("replay %+v", r)
 			}

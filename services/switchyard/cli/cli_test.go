@@ -72,8 +72,9 @@ func TestPolicyApplyFlagsAfterFile(t *testing.T) {
 }
 
 // TestDLQReplayDryRunShowsPatchedEnvelope: --dry-run prints the JSON that
-// would be published, after --patch, and where it would go; it publishes
-// nothing and keeps the dead letter.
+// would be published, after --patch, and where it would go (or why it would
+// be skipped: its request was answered); it publishes nothing and keeps the
+// dead letter.
 func TestDLQReplayDryRunShowsPatchedEnvelope(t *testing.T) {
 	js := natsForCLI(t)
 	m := &nats.Msg{Subject: natsx.DLQSubject(natsx.StageIntake), Data: []byte(`{"id":"r1","tenant":"acme","colour":"red","messages":[{"role":"user","content":"hi"}]}`), Header: nats.Header{}}
@@ -86,9 +87,20 @@ func TestDLQReplayDryRunShowsPatchedEnvelope(t *testing.T) {
 		t.Fatal(err)
 	}
 	seq := strconv.FormatUint(ack.Sequence, 10)
+	// The intake answered it invalid_request: only a corrected request, with
+	// -reanswer, may be answered again.
+	reply := &nats.Msg{Subject: "llm.replies.acme.r1", Header: nats.Header{},
+		Data: []byte(`{"id":"r1","status":"error","error":{"code":"invalid_request","message":"colour","retryable":false}}`)}
+	if _, err := js.PublishMsg(context.Background(), reply); err != nil {
+		t.Fatal(err)
+	}
 	code, out, stderr := run(t, "dlq", "replay", "-seq", seq, "-patch", `{"colour":null,"user":"fixed"}`, "-dry-run")
-	if code != 0 {
-		t.Fatalf("exit %d: %s", code, stderr)
+	if code != 0 || !strings.Contains(out, "skipped: already answered: invalid_request (final)") {
+		t.Fatalf("dry run without -reanswer (exit %d): %s %s", code, out, stderr)
+	}
+	code, out, stderr = run(t, "dlq", "replay", "-seq", seq, "-patch", `{"colour":null,"user":"fixed"}`, "-reanswer", "-dry-run")
+	if code != 0 || !strings.Contains(out, "second, final reply") {
+		t.Fatalf("exit %d: %s %s", code, out, stderr)
 	}
 	body := out[strings.Index(out, "\n")+1:]
 	var shown map[string]any

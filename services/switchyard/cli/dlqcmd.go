@@ -20,7 +20,7 @@ import (
 func runDLQ(ctx context.Context, args []string, out, errOut io.Writer) error {
 	var stage, reason, tenant, since, format, patch, patchFile *string
 	var seq *uint64
-	var dryRun, yes *bool
+	var dryRun, reanswer, yes *bool
 	sub, positional, err := parseSubcommand("dlq", "dlq ls|show|replay|purge [flags]  (show takes the sequence number as argument or -seq)", args, errOut, func(fs *flag.FlagSet) {
 		stage = fs.String("stage", "", "intake, router, executor, gate or ledger")
 		reason = fs.String("reason", "", "reason code, e.g. invalid_request, all_vendors_failed")
@@ -31,6 +31,7 @@ func runDLQ(ctx context.Context, args []string, out, errOut io.Writer) error {
 		dryRun = fs.Bool("dry-run", false, "replay: show what would be replayed, publish nothing")
 		patch = fs.String("patch", "", "replay: JSON merge patch applied to each request, e.g. '{\"tenant\":\"acme\"}'")
 		patchFile = fs.String("patch-file", "", "replay: merge patch read from a file")
+		reanswer = fs.Bool("reanswer", false, "replay: also replay requests already answered with an error that may pass now (retryable, or corrected by -patch); their clients get a second, final reply")
 		yes = fs.Bool("yes", false, "purge: confirm deleting")
 	})
 	if err != nil {
@@ -91,7 +92,7 @@ func runDLQ(ctx context.Context, args []string, out, errOut io.Writer) error {
 		if err != nil {
 			return err
 		}
-		return replay(ctx, js, out, errOut, entries, dlq.ReplayOptions{DryRun: *dryRun, Patch: p})
+		return replay(ctx, js, out, errOut, entries, dlq.ReplayOptions{DryRun: *dryRun, Patch: p, Reanswer: *reanswer})
 	case "purge":
 		entries, err := dlq.List(ctx, js, f)
 		if err != nil {
@@ -114,22 +115,38 @@ func replay(ctx context.Context, js jetstream.JetStream, out, errOut io.Writer, 
 		fmt.Fprintln(out, "no dead letters match")
 		return nil
 	}
-	failed := 0
+	failed, skipped, replayed := 0, 0, 0
 	for i := range entries {
 		r := dlq.Replay(ctx, js, &entries[i], o)
+		second := ""
+		if r.Reanswer {
+			second = " (its client gets a second, final reply)"
+		}
 		switch {
 		case r.Error != "" && !r.Replayed:
 			failed++
 			fmt.Fprintf(out, "seq %d (%s): not replayed: %s\n", r.Seq, r.RequestID, r.Error)
+		case r.Skipped != "":
+			skipped++
+			fmt.Fprintf(out, "seq %d (%s): skipped: %s\n", r.Seq, r.RequestID, r.Skipped)
 		case o.DryRun:
-			fmt.Fprintf(out, "seq %d (%s): would replay the %s to %s as %s:\n%s\n", r.Seq, r.RequestID, r.Kind, r.Subject, r.MsgID, indentJSON(r.Payload))
+			replayed++
+			fmt.Fprintf(out, "seq %d (%s): would replay the %s to %s as %s%s:\n%s\n", r.Seq, r.RequestID, r.Kind, r.Subject, r.MsgID, second, indentJSON(r.Payload))
 		default:
-			fmt.Fprintf(out, "seq %d (%s): replayed the %s to %s as %s\n", r.Seq, r.RequestID, r.Kind, r.Subject, r.MsgID)
+			replayed++
+			fmt.Fprintf(out, "seq %d (%s): replayed the %s to %s as %s%s\n", r.Seq, r.RequestID, r.Kind, r.Subject, r.MsgID, second)
 			if r.Error != "" {
 				fmt.Fprintf(out, "  warning: %s\n", r.Error)
 			}
 		}
 		progress(errOut, i+1, len(entries))
+	}
+	if len(entries) > 1 {
+		verb := "replayed"
+		if o.DryRun {
+			verb = "would replay"
+		}
+		fmt.Fprintf(out, "%s %d, skipped %d, failed %d of %d dead letters\n", verb, replayed, skipped, failed, len(entries))
 	}
 	if failed > 0 {
 		return fmt.Errorf("%d of %d dead letters were not replayed", failed, len(entries))

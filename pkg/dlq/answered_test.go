@@ -1,0 +1,50 @@
+package dlq
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+
+	"github.com/switchyard-llm/switchyard/pkg/envelope"
+)
+
+// A request is answered once; a second, final answer only on -reanswer,
+// and only after an error that may pass now. One still in flight is never
+// replayed.
+func TestReplayRefusal(t *testing.T) {
+	ok := &envelope.Reply{Status: envelope.StatusOK}
+	retryable := &envelope.Reply{Status: envelope.StatusError, Error: &envelope.Error{Code: envelope.CodeAllVendorsFailed, Retryable: true}}
+	final := &envelope.Reply{Status: envelope.StatusError, Error: &envelope.Error{Code: envelope.CodeInvalidRequest}}
+	const subject = "llm.replies.acme.r1"
+	patch := json.RawMessage(`{"colour":null}`)
+	tests := []struct {
+		name string
+		a    answer
+		o    ReplayOptions
+		want string // "" replays; else a prefix of the refusal
+	}{
+		{"no id or tenant: nobody answered", answer{}, ReplayOptions{}, ""},
+		{"in flight", answer{subject: subject}, ReplayOptions{}, "not answered yet"},
+		{"in flight, reanswer", answer{subject: subject}, ReplayOptions{Reanswer: true}, "not answered yet"},
+		{"ok", answer{subject: subject, stored: ok}, ReplayOptions{}, "already answered: ok"},
+		{"ok, reanswer and patch", answer{subject: subject, stored: ok}, ReplayOptions{Reanswer: true, Patch: patch}, "already answered: ok"},
+		{"retryable", answer{subject: subject, stored: retryable}, ReplayOptions{}, "already answered: all_vendors_failed (retryable)"},
+		{"retryable, dry run", answer{subject: subject, stored: retryable}, ReplayOptions{DryRun: true}, "already answered"},
+		{"retryable, reanswer", answer{subject: subject, stored: retryable}, ReplayOptions{Reanswer: true}, ""},
+		{"final, reanswer", answer{subject: subject, stored: final}, ReplayOptions{Reanswer: true}, "already answered: invalid_request (final)"},
+		{"final, patch", answer{subject: subject, stored: final}, ReplayOptions{Patch: patch}, "already answered: invalid_request (final)"},
+		{"final, reanswer and patch", answer{subject: subject, stored: final}, ReplayOptions{Reanswer: true, Patch: patch}, ""},
+		{"core reply_to", answer{subject: "_INBOX.acme.x", core: true}, ReplayOptions{}, "already answered on _INBOX.acme.x"},
+		{"core reply_to, reanswer", answer{subject: "_INBOX.acme.x", core: true}, ReplayOptions{Reanswer: true}, ""},
+		{"reply aged out", answer{subject: subject, expired: true}, ReplayOptions{}, "already answered (the reply has aged out"},
+		{"reply aged out, reanswer", answer{subject: subject, expired: true}, ReplayOptions{Reanswer: true}, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := tt.a.refusal(tt.o)
+			if (tt.want == "") != (got == "") || !strings.HasPrefix(got, tt.want) {
+				t.Fatalf("refusal = %q, want %q", got, tt.want)
+			}
+		})
+	}
+}
