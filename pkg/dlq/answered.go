@@ -34,6 +34,9 @@ type answer struct {
 	// stored is the last reply stored on subject (nil: none).
 	stored *envelope.Reply
 	seq    uint64
+	// coreInFlight: a core reply_to whose work envelope's deadline has not
+	// passed: its answer may still be on its way.
+	coreInFlight bool
 	// expired: nothing stored, but the dead letter is older than the
 	// replies' retention, so its reply (every dead-lettered request with an
 	// id and a tenant gets one) has aged out.
@@ -58,7 +61,11 @@ func (e *Entry) answerOf(ctx context.Context, js jetstream.JetStream) (answer, e
 		a.subject = req.ReplyTo
 	}
 	if !strings.HasPrefix(a.subject, "llm.replies.") {
+		var w struct {
+			Deadline time.Time `json:"deadline"`
+		}
 		a.core = true
+		a.coreInFlight = json.Unmarshal(e.Data, &w) == nil && time.Now().Before(w.Deadline)
 		return a, nil
 	}
 	s, err := js.Stream(ctx, natsx.StreamReplies)
@@ -105,6 +112,8 @@ func (a answer) refusal(o ReplayOptions) string {
 			return "already answered: " + code + " (final); only a corrected request (-patch) may be re-answered, with -reanswer"
 		}
 		return ""
+	case a.coreInFlight:
+		return "not answered yet: the request is still in flight (its reply goes to " + a.subject + ", which keeps no copy); replay it after its deadline"
 	case a.core && !o.Reanswer:
 		return "already answered on " + a.subject + " (core NATS keeps no copy); -reanswer sends a second, final reply"
 	case a.expired && !o.Reanswer:

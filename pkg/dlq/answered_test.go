@@ -35,6 +35,7 @@ func TestReplayRefusal(t *testing.T) {
 		{"final, patch", answer{subject: subject, stored: final}, ReplayOptions{Patch: patch}, "already answered: invalid_request (final)"},
 		{"final, reanswer and patch", answer{subject: subject, stored: final}, ReplayOptions{Reanswer: true, Patch: patch}, ""},
 		{"core reply_to", answer{subject: "_INBOX.acme.x", core: true}, ReplayOptions{}, "already answered on _INBOX.acme.x"},
+		{"core reply_to before its deadline, reanswer", answer{subject: "_INBOX.acme.x", core: true, coreInFlight: true}, ReplayOptions{Reanswer: true}, "not answered yet"},
 		{"core reply_to, reanswer", answer{subject: "_INBOX.acme.x", core: true}, ReplayOptions{Reanswer: true}, ""},
 		{"reply aged out", answer{subject: subject, expired: true}, ReplayOptions{}, "already answered (the reply has aged out"},
 		{"reply aged out, reanswer", answer{subject: subject, expired: true}, ReplayOptions{Reanswer: true}, ""},
