@@ -34,8 +34,8 @@ func (e *env) deadLetters(ctx context.Context, stage, id string, n int) []dlq.En
 	return mine
 }
 
-// A work envelope the executor or the gate dead-letters is answered
-// (internal) by the router. Replaying its dead letter must not answer the
+// A work envelope the executor, the gate or the router dead-letters is
+// answered (internal) by the router. Replaying its dead letter must not answer the
 // client a second time: the replay is refused as already answered, in the
 // dry run too, and the dead letter stays listed.
 func TestWorkDeadLetterReplayDoesNotReplyTwice(t *testing.T) {
@@ -55,6 +55,8 @@ func TestWorkDeadLetterReplayDoesNotReplyTwice(t *testing.T) {
 		{natsx.StageExecutor, natsx.ExecSubject("openai"), envelope.Target{Vendor: "anthropic", Model: "claude-haiku-4-5"}},
 		// A result without an attempt: malformed_work.
 		{natsx.StageGate, natsx.SubjectResults, envelope.Target{Vendor: "openai", Model: "gpt-4o-mini"}},
+		// A verdict without a result: bad_verdict, the router's own.
+		{natsx.StageRouter, natsx.SubjectVerdicts, envelope.Target{Vendor: "openai", Model: "gpt-4o-mini"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.stage, func(t *testing.T) {
