@@ -55,7 +55,10 @@ func (p Publisher) stored(ctx context.Context, o Outbound) (bool, error) {
 	if err == nil {
 		var m *jetstream.RawStreamMsg
 		if m, err = s.GetLastMsgForSubject(ctx, o.Subject); err == nil {
-			return m.Header.Get(natsx.HeaderMsgID) == o.MsgID, nil
+			// A replay's later, final reply (dlq replay -reanswer) answered
+			// the client too: the first answer must not follow it.
+			id := m.Header.Get(natsx.HeaderMsgID)
+			return id == o.MsgID || strings.HasPrefix(id, strings.TrimSuffix(o.MsgID, ":reply")+":replay:"), nil
 		}
 	}
 	if natsx.Unavailable(err) {
