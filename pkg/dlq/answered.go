@@ -56,8 +56,13 @@ func (e *Entry) answerOf(ctx context.Context, js jetstream.JetStream) (answer, e
 		return answer{}, nil
 	}
 	a := answer{subject: envelope.DefaultReplySubject(req.Tenant, req.ID)}
-	// An invalid reply_to was answered on the default subject.
-	if req.ReplyTo != "" && envelope.ValidReplyTo(req.Tenant, req.ReplyTo) == nil {
+	switch pub := natsx.TenantOfRequestSubject(e.Header.Get(natsx.HeaderOrigSubject)); {
+	case pub != "" && pub != req.Tenant:
+		// A request naming another tenant was answered on its publisher's
+		// own subject.
+		a.subject = envelope.DefaultReplySubject(pub, req.ID)
+	case req.ReplyTo != "" && envelope.ValidReplyTo(req.Tenant, req.ReplyTo) == nil:
+		// (An invalid reply_to was answered on the default subject.)
 		a.subject = req.ReplyTo
 	}
 	if !strings.HasPrefix(a.subject, "llm.replies.") {

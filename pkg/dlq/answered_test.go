@@ -1,11 +1,17 @@
 package dlq
 
 import (
+	"context"
 	"encoding/json"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
 
 	"github.com/switchyard-llm/switchyard/pkg/envelope"
+	"github.com/switchyard-llm/switchyard/pkg/natsx"
+	"github.com/switchyard-llm/switchyard/pkg/testkit"
 )
 
 // A request is answered once; a second, final answer only on -reanswer,
@@ -45,6 +51,42 @@ func TestReplayRefusal(t *testing.T) {
 			got := tt.a.refusal(tt.o)
 			if (tt.want == "") != (got == "") || !strings.HasPrefix(got, tt.want) {
 				t.Fatalf("refusal = %q, want %q", got, tt.want)
+			}
+		})
+	}
+}
+
+// The reply a replay looks up is the one the request was answered on: its
+// reply_to when valid, the default subject otherwise, and its publisher's
+// own subject when it named another tenant.
+func TestAnswerOfFindsTheReplySubject(t *testing.T) {
+	_, js := testkit.JetStream(t)
+	testkit.WithTopology(t, js)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, subject := range []string{"llm.replies.acme.r1", "llm.replies.acme.mine", "llm.replies.pub.r2"} {
+		if _, err := js.Publish(ctx, subject, []byte(`{"status":"ok"}`)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tests := []struct {
+		name, orig, payload string
+		want                string
+		stored              bool
+	}{
+		{"default subject", natsx.SubjectRequests, `{"id":"r1","tenant":"acme"}`, "llm.replies.acme.r1", true},
+		{"reply_to", natsx.SubjectRequests, `{"id":"r1","tenant":"acme","reply_to":"llm.replies.acme.mine"}`, "llm.replies.acme.mine", true},
+		{"invalid reply_to", natsx.SubjectRequests, `{"id":"r1","tenant":"acme","reply_to":"llm.exec.openai"}`, "llm.replies.acme.r1", true},
+		{"another tenant's request", natsx.SubjectTenantRequestsPrefix + "pub", `{"id":"r2","tenant":"acme"}`, "llm.replies.pub.r2", true},
+		{"not answered yet", natsx.SubjectRequests, `{"id":"r9","tenant":"acme"}`, "llm.replies.acme.r9", false},
+		{"no tenant", natsx.SubjectRequests, `{"id":"r1"}`, "", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := &Entry{Data: []byte(tt.payload), Header: nats.Header{natsx.HeaderOrigSubject: {tt.orig}}, FailedAt: time.Now()}
+			a, err := e.answerOf(ctx, js)
+			if err != nil || a.subject != tt.want || (a.stored != nil) != tt.stored {
+				t.Fatalf("answer on %q, stored %v (%v); want %q, stored %v", a.subject, a.stored != nil, err, tt.want, tt.stored)
 			}
 		})
 	}
