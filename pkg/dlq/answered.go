@@ -155,11 +155,17 @@ func (a answer) claim(ctx context.Context, js jetstream.JetStream, e *Entry) (re
 	if a.subject == "" {
 		return noop, "", nil
 	}
+	// As many replicas as the dead letters have (a cluster's setting).
+	replicas := 1
+	if s, err := js.Stream(ctx, natsx.StreamDLQ); err == nil {
+		replicas = max(s.CachedInfo().Config.Replicas, 1)
+	}
 	kv, err := natsx.OpenOrCreateKV(ctx, js, jetstream.KeyValueConfig{
 		Bucket:      ClaimBucket,
 		Description: "dead-letter replays: which answer of a request was re-answered",
 		TTL:         7 * 24 * time.Hour,
 		Storage:     jetstream.FileStorage,
+		Replicas:    replicas,
 	})
 	if err != nil {
 		return noop, "", fmt.Errorf("replay claims: %w", err)
