@@ -253,3 +253,58 @@ func TestReanswerRetryableFailureOnce(t *testing.T) {
 		t.Fatalf("request rows = %d, want 1", got)
 	}
 }
+
+// A ledger dead letter replayed for an attempt the ledger stored already
+// (a redelivery got through meanwhile) charges it once: the attempts table
+// collapses rows with the same request and attempt id, and every cost
+// query reads it FINAL.
+func TestLedgerReplayChargesOnce(t *testing.T) {
+	e := start(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	id := "charge" + randomSuffix()
+	ev := envelope.AttemptEvent{RequestID: id, AttemptID: id + "#1", Attempt: 1, TS: time.Now().UTC(), Tenant: e.tenant, Route: "chat",
+		Vendor: "openai", Model: "gpt-4o-mini", Outcome: envelope.OutcomeOK, InputTokens: 1000, OutputTokens: 500}
+	data, _ := json.Marshal(&ev)
+	m := &nats.Msg{Subject: natsx.SubjectAttempt, Data: data, Header: nats.Header{}}
+	m.Header.Set(natsx.HeaderMsgID, ev.AttemptID)
+	if _, err := e.sys.JS.PublishMsg(ctx, m); err != nil {
+		t.Fatal(err)
+	}
+	where := " WHERE request_id = '" + id + "'"
+	if got := e.eventually("SELECT count() FROM %s.attempts FINAL"+where, 1, 30*time.Second); got != 1 {
+		t.Fatalf("attempt rows = %d, want 1", got)
+	}
+	const nanoUSD = "SELECT toUInt64(round(sum(cost_usd) * 1e9)) FROM %s.attempts FINAL"
+	charged := e.count(nanoUSD + where)
+	if charged == 0 {
+		t.Fatal("the attempt was not priced")
+	}
+	hdr := nats.Header{}
+	hdr.Set(natsx.HeaderStage, natsx.StageLedger)
+	hdr.Set(natsx.HeaderReason, "invalid_event")
+	hdr.Set(natsx.HeaderOrigSubject, natsx.SubjectAttempt)
+	hdr.Set(natsx.HeaderRequestID, id)
+	hdr.Set(natsx.HeaderTenant, e.tenant)
+	hdr.Set(natsx.HeaderFailedAt, time.Now().UTC().Format(time.RFC3339Nano))
+	if _, err := e.sys.JS.PublishMsg(ctx, &nats.Msg{Subject: natsx.DLQSubject(natsx.StageLedger), Data: data, Header: hdr}); err != nil {
+		t.Fatal(err)
+	}
+	entries := e.deadLetters(ctx, natsx.StageLedger, id, 1)
+	if res := dlq.Replay(ctx, e.sys.JS, &entries[0], dlq.ReplayOptions{}); !res.Replayed || res.Kind != dlq.KindTelemetry {
+		t.Fatalf("replay: replayed %v, kind %s, skipped %q, error %q", res.Replayed, res.Kind, res.Skipped, res.Error)
+	}
+	// The ledger acks only what ClickHouse accepted: an empty work queue
+	// means the replayed copy was stored.
+	waitFor(t, 30*time.Second, func() bool {
+		s, err := e.sys.JS.Stream(ctx, natsx.StreamTelemetry)
+		return err == nil && s.CachedInfo().State.Msgs == 0
+	})
+	t.Logf("attempt rows stored: %d (before the table collapses them)", e.count("SELECT count() FROM %s.attempts"+where))
+	if got := e.count("SELECT count() FROM %s.attempts FINAL" + where); got != 1 {
+		t.Fatalf("attempt rows after the replay = %d, want 1", got)
+	}
+	if got := e.count(nanoUSD + where); got != charged {
+		t.Fatalf("charged %d nano-USD after the replay, %d before", got, charged)
+	}
+}
