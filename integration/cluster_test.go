@@ -286,6 +286,109 @@ func (c *natsCluster) wireRoutes(cutOff int) {
 	}
 }
 
+// waitProvisioned returns once every node holds every stream and durable
+// consumer the operator's provisioning pass created, each with a leader
+// (its own /jsz: what it answers a lookup from), and accepts each of
+// users' credentials (its resolver has the account).
+func (c *natsCluster) waitProvisioned(users []string) {
+	c.t.Helper()
+	auth, err := natsauth.Load(c.data)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	js := c.mustJS(c.urls(0))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	want := map[string][]string{} // stream → its durable consumers
+	for name := range js.StreamNames(ctx).Name() {
+		s, err := js.Stream(ctx, name)
+		if err != nil {
+			c.t.Fatal(err)
+		}
+		want[name] = nil
+		for info := range s.ListConsumers(ctx).Info() {
+			if info.Config.Durable != "" {
+				want[name] = append(want[name], info.Name)
+			}
+		}
+	}
+	if len(want) == 0 {
+		c.t.Fatal("the provisioning pass created no stream")
+	}
+	for i, n := range c.nodes {
+		start := time.Now()
+		var missing []string
+		if !within(30*time.Second, func() bool {
+			missing = c.missingOn(i, auth.SwitchyardAccount(), want)
+			return len(missing) == 0
+		}) {
+			c.t.Fatalf("%s does not hold %v 30s after the provisioning pass", n.name, missing)
+		}
+		for _, u := range users {
+			waitFor(c.t, 10*time.Second, func() bool {
+				nc, err := nats.Connect(n.url(), nats.UserCredentials(natsauth.CredsFile(c.data, u)), nats.NoReconnect())
+				if err == nil {
+					nc.Close()
+				}
+				return err == nil
+			})
+		}
+		if d := time.Since(start); d > time.Second {
+			c.t.Logf("%s held the provisioned streams %v after the pass", n.name, d.Round(time.Millisecond))
+		}
+	}
+}
+
+// missingOn lists what node i does not hold yet of want (account acc's
+// streams and durable consumers, with leaders).
+func (c *natsCluster) missingOn(i int, acc string, want map[string][]string) []string {
+	var jsz struct {
+		Accounts []struct {
+			Name    string `json:"name"`
+			Streams []struct {
+				Name    string `json:"name"`
+				Cluster *struct {
+					Leader string `json:"leader"`
+				} `json:"cluster"`
+				Consumers []struct {
+					Name    string `json:"name"`
+					Cluster *struct {
+						Leader string `json:"leader"`
+					} `json:"cluster"`
+				} `json:"consumer_detail"`
+			} `json:"stream_detail"`
+		} `json:"account_details"`
+	}
+	if !getJSON("http://127.0.0.1:"+c.nodes[i].httpPt+"/jsz?accounts=true&streams=true&consumers=true", &jsz) {
+		return []string{"/jsz"}
+	}
+	held := map[string]bool{}
+	for _, a := range jsz.Accounts {
+		if a.Name != acc {
+			continue
+		}
+		for _, s := range a.Streams {
+			held[s.Name] = s.Cluster == nil || s.Cluster.Leader != ""
+			for _, cn := range s.Consumers {
+				held[s.Name+"/"+cn.Name] = cn.Cluster == nil || cn.Cluster.Leader != ""
+			}
+		}
+	}
+	var missing []string
+	for stream, consumers := range want {
+		for _, k := range append([]string{stream}, consumers...) {
+			if k != stream {
+				k = stream + "/" + k
+			}
+			if !held[k] {
+				missing = append(missing, k)
+			}
+		}
+	}
+	slices.Sort(missing)
+	return missing
+}
+
 // partition cuts (or heals) every route connection of the cut-off node:
 // it keeps running and keeps its clients, but reaches no other node.
 func (c *natsCluster) partition(cut bool) {
@@ -473,7 +576,23 @@ func (r *clusterRun) startProc(p *svcProc) {
 	}
 	p.cmd = cmd
 	r.t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-	waitFor(r.t, 40*time.Second, func() bool { return httpOK("http://" + p.httpAddr + "/healthz") })
+	if !within(40*time.Second, func() bool { return httpOK("http://" + p.httpAddr + "/healthz") }) {
+		// Say which check failed and what the process logged: without -v
+		// its lines are not printed.
+		health := "unreachable"
+		if resp, err := http.Get("http://" + p.httpAddr + "/healthz"); err == nil {
+			b, _ := io.ReadAll(resp.Body)
+			_ = resp.Body.Close()
+			health = strings.TrimSpace(string(b))
+		}
+		var own []string
+		for _, line := range r.logs.all() {
+			if !strings.Contains(line, `"level":"info"`) || strings.Contains(line, "joined nats") {
+				own = append(own, line)
+			}
+		}
+		r.t.Fatalf("%s not healthy within 40s: /healthz %s; warnings and errors of the processes so far:\n%s", p.name, health, strings.Join(own[max(0, len(own)-20):], "\n"))
+	}
 }
 
 // clusterOpts shape a run: the zero value is the 3-node R3 cluster of the
@@ -643,6 +762,15 @@ func startClusterRun(t *testing.T, o clusterOpts) *clusterRun {
 		}
 	}
 	r.logs = mainLogs
+	// A service user may only look the streams up, and a node whose meta
+	// layer has not applied them yet answers "stream not found" (after a
+	// short delay, which a loaded meta leader can miss): the service
+	// stops at start. Every node must hold what the pass created first.
+	var users []string
+	for _, p := range services {
+		users = append(users, natsauth.ServiceUser(p.bin, p.vendor))
+	}
+	r.cl.waitProvisioned(users)
 	// Each process on its own first node; the two executors on different
 	// ones (or the second at the remote site).
 	for i, p := range services {
