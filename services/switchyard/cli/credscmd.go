@@ -105,5 +105,8 @@ func writeServerConfig(dataDir, outFile, resolverDir, vendors string, out io.Wri
 	}
 	fmt.Fprintf(out, "wrote %s (operator, system account %s, full resolver in %s); credentials in %s\n",
 		outFile, auth.SystemAccount(), resolverDir, natsauth.CredsDir(dataDir))
+	// Monitoring (KEDA's nats-jetstream scaler, /jsz?acc=) names an
+	// account by its key: Kubernetes' ConfigMap nats-accounts holds it.
+	fmt.Fprintf(out, "%s account %s\n", natsauth.AccountSwitchyard, auth.SwitchyardAccount())
 	return nil
 }

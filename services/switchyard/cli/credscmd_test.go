@@ -30,6 +30,20 @@ func TestCredsServerConfigRunsAServer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// One command gives every file a cluster needs: the include above and
+	// each service's credentials (the KEDA scalers' account key printed).
+	for _, user := range []string{"intake", "router", "gate", "ledger", "edge", "executor-openai", "executor-gemini", natsauth.OperatorUser, "sys"} {
+		if _, err := os.Stat(natsauth.CredsFile(data, user)); err != nil {
+			t.Errorf("no credentials for %s: %v", user, err)
+		}
+	}
+	keys, err := natsauth.Load(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := natsauth.AccountSwitchyard + " account " + keys.SwitchyardAccount(); !strings.Contains(stdout, want) {
+		t.Errorf("output %q does not name the account (%s)", stdout, want)
+	}
 	if fi, _ := os.Stat(auth); fi.Mode().Perm() != 0o600 {
 		t.Errorf("%s has mode %v, want 0600", auth, fi.Mode().Perm())
 	}
