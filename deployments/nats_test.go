@@ -126,8 +126,12 @@ func TestLeafNodeConf(t *testing.T) {
 	}
 	// A leaf without JetStream answers $JS.API itself: its clients' API
 	// requests must be mapped to the central cluster's domain.
-	if hub.JetStreamDomain == "" {
-		t.Fatal("cluster.conf names no JetStream domain for leaf nodes to reach")
+	if hub.JetStreamDomain != natsauth.LeafDomain {
+		t.Fatalf("cluster.conf names JetStream domain %q, the leaf user's permissions (natsauth.LeafPermissions) are for %q", hub.JetStreamDomain, natsauth.LeafDomain)
+	}
+	// The site's executors present their own credentials to the leaf.
+	if leaf.MaxControlLine < 32*1024 {
+		t.Errorf("leaf max_control_line %d: a user JWT in the CONNECT line is longer", leaf.MaxControlLine)
 	}
 	raw, err := os.ReadFile("nats/leaf.conf")
 	if err != nil {

@@ -344,7 +344,7 @@ func (c *natsCluster) waitProvisioned(users []string) {
 func (c *natsCluster) missingOn(i int, acc string, want map[string][]string) []string {
 	var jsz struct {
 		Accounts []struct {
-			Name    string `json:"name"`
+			ID      string `json:"id"` // the account's key (name is its JWT's name)
 			Streams []struct {
 				Name    string `json:"name"`
 				Cluster *struct {
@@ -364,7 +364,7 @@ func (c *natsCluster) missingOn(i int, acc string, want map[string][]string) []s
 	}
 	held := map[string]bool{}
 	for _, a := range jsz.Accounts {
-		if a.Name != acc {
+		if a.ID != acc {
 			continue
 		}
 		for _, s := range a.Streams {
@@ -625,20 +625,9 @@ func (c *natsCluster) startLeaf() string {
 	if err != nil {
 		c.t.Fatal(err)
 	}
-	// The central nodes take the leaf connection as a SWITCHYARD user of
-	// its own (`switchyard operators create site-leaf`).
-	leafCreds := filepath.Join(c.t.TempDir(), "leaf.creds")
-	auth, err := natsauth.Load(c.data)
-	if err != nil {
-		c.t.Fatal(err)
-	}
-	b, err := auth.CreateOperator("site-leaf")
-	if err != nil {
-		c.t.Fatal(err)
-	}
-	if err := os.WriteFile(leafCreds, b, 0o600); err != nil {
-		c.t.Fatal(err)
-	}
+	// The central nodes take the leaf connection as the least-privilege
+	// leaf user of the site's vendor (`creds server-config --vendors`).
+	leafCreds := natsauth.CredsFile(c.data, natsauth.LeafUser(clusterVendors[0]))
 	text := string(conf)
 	if !strings.Contains(text, `"/etc/nats/leaf.creds"`) {
 		c.t.Fatal("leaf.conf names no credentials /etc/nats/leaf.creds")
@@ -780,12 +769,10 @@ func startClusterRun(t *testing.T, o clusterOpts) *clusterRun {
 			sp.name, sp.node, urls = "executor[4]@leaf", -1, leafURL
 		}
 		// Each process with its own least-privilege credentials; the leaf
-		// site's executor reaches its leaf without (the leaf authenticates
-		// to the central nodes with its own).
+		// site's executor too (the leaf checks none, they give it the
+		// private inbox the leaf user is sent; the leaf authenticates to
+		// the central nodes with its own).
 		creds := natsauth.CredsFile(r.cl.data, natsauth.ServiceUser(p.bin, p.vendor))
-		if sp.node < 0 {
-			creds = ""
-		}
 		sp.env = procEnv(sp, p.vendor, urls, creds)
 		r.startProc(sp)
 		r.procs = append(r.procs, sp)

@@ -322,6 +322,9 @@ func (a *Authority) pipelineUsers(vendors []string) map[string]pipelineUser {
 	for name, perms := range ServicePermissions(vendors) {
 		users[name] = pipelineUser{a.switchyard, perms}
 	}
+	for _, v := range vendors {
+		users[LeafUser(v)] = pipelineUser{a.switchyard, LeafPermissions(v)}
+	}
 	return users
 }
 
