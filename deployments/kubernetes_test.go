@@ -21,6 +21,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"sigs.k8s.io/yaml"
 
+	"github.com/switchyard-llm/switchyard/pkg/natsauth"
 	"github.com/switchyard-llm/switchyard/pkg/natsx"
 	"github.com/switchyard-llm/switchyard/pkg/policy"
 	"github.com/switchyard-llm/switchyard/services/executor"
@@ -38,6 +39,7 @@ type manifests struct {
 	statefulSets map[string]*appsv1.StatefulSet
 	pdbs         map[string]*policyv1.PodDisruptionBudget
 	scaled       map[string]*scaledObject
+	kustomize    kustomization
 }
 
 // kustomization is the part of kustomize's Kustomization these files use
@@ -47,6 +49,23 @@ type kustomization struct {
 	Kind       string   `json:"kind"`
 	Namespace  string   `json:"namespace"`
 	Resources  []string `json:"resources"`
+	// Replacements copy a value of one object into others (the NATS
+	// account key into the ScaledObjects).
+	Replacements []kustomizeReplacement `json:"replacements"`
+}
+
+type kustomizeReplacement struct {
+	Source struct {
+		Kind      string `json:"kind"`
+		Name      string `json:"name"`
+		FieldPath string `json:"fieldPath"`
+	} `json:"source"`
+	Targets []struct {
+		Select struct {
+			Kind string `json:"kind"`
+		} `json:"select"`
+		FieldPaths []string `json:"fieldPaths"`
+	} `json:"targets"`
 }
 
 // loadManifests decodes every document of every listed file strictly
@@ -75,7 +94,7 @@ func loadManifests(t *testing.T) *manifests {
 	}
 	m := &manifests{namespaces: map[string]*corev1.Namespace{}, configMaps: map[string]*corev1.ConfigMap{}, secrets: map[string]*corev1.Secret{},
 		services: map[string]*corev1.Service{}, deployments: map[string]*appsv1.Deployment{}, statefulSets: map[string]*appsv1.StatefulSet{},
-		pdbs: map[string]*policyv1.PodDisruptionBudget{}, scaled: map[string]*scaledObject{}}
+		pdbs: map[string]*policyv1.PodDisruptionBudget{}, scaled: map[string]*scaledObject{}, kustomize: k}
 	var kedaSchema *jsonschema.Schema
 	for _, res := range k.Resources {
 		data, err := os.ReadFile(filepath.Join(k8sDir, res))
@@ -201,10 +220,20 @@ func TestKubernetesManifests(t *testing.T) {
 		volumes := map[string]corev1.Volume{}
 		for _, v := range w.template.Spec.Volumes {
 			volumes[v.Name] = v
-			if cm := v.ConfigMap; cm != nil {
-				for _, item := range cm.Items {
-					if _, ok := m.configMaps[cm.Name].Data[item.Key]; m.configMaps[cm.Name] == nil || !ok {
-						t.Errorf("%s: volume %s mounts key %s of ConfigMap %s, which does not exist", where, v.Name, item.Key, cm.Name)
+			for _, cm := range volumeConfigMaps(v) {
+				for _, item := range cm.items {
+					if _, ok := m.configMaps[cm.name].Data[item.Key]; m.configMaps[cm.name] == nil || !ok {
+						t.Errorf("%s: volume %s mounts key %s of ConfigMap %s, which does not exist", where, v.Name, item.Key, cm.name)
+					}
+				}
+			}
+			for _, sec := range volumeSecrets(v) {
+				if m.secrets[sec.name] == nil {
+					t.Errorf("%s: volume %s mounts Secret %s, which does not exist", where, v.Name, sec.name)
+				}
+				for _, item := range sec.items {
+					if !m.secretHas(sec.name, item.Key) {
+						t.Errorf("%s: volume %s mounts key %s of Secret %s, which does not exist", where, v.Name, item.Key, sec.name)
 					}
 				}
 			}
@@ -279,6 +308,7 @@ func TestKubernetesManifests(t *testing.T) {
 				t.Errorf("%s: mounts another policy (%s) than the other services (%s)", cw, pf.source, pol.source)
 			}
 			checkServiceEnv(t, cw, binary, env, pf.pol)
+			checkNATSCreds(t, m, cw, natsauth.ServiceUser(binary, env["SWITCHYARD_VENDOR"]), env["SWITCHYARD_NATS_CREDS"], c.VolumeMounts, volumes)
 			if got := port(t, cw, env["SWITCHYARD_HTTP_ADDR"]); got != fmt.Sprint(ports["health"]) {
 				t.Errorf("%s: /healthz on port %s (SWITCHYARD_HTTP_ADDR) but the probed port \"health\" is %d", cw, got, ports["health"])
 			}
@@ -497,9 +527,7 @@ func checkExecutorsAndScalers(t *testing.T, m *manifests, pol *policy.Policy) {
 		if md["stream"] != natsx.StreamPipeline || md["consumer"] != executor.ConsumerName(vendor) {
 			t.Errorf("%s: watches %s/%s, the executors of %s consume %s/%s", where, md["stream"], md["consumer"], vendor, natsx.StreamPipeline, executor.ConsumerName(vendor))
 		}
-		if md["account"] != "$G" {
-			t.Errorf("%s: account %q: these manifests run NATS without accounts ($G)", where, md["account"])
-		}
+		checkScalerAccount(t, m, where)
 		for _, k := range []string{"lagThreshold", "activationLagThreshold"} {
 			if n, err := strconv.Atoi(md[k]); err != nil || n < 0 {
 				t.Errorf("%s: %s=%q is not a count", where, k, md[k])
@@ -552,6 +580,7 @@ func checkNATSStatefulSet(t *testing.T, m *manifests) {
 			t.Fatal(err)
 		}
 	}
+	auth := writeAuthConf(t, dir)
 	var storeDir string
 	for _, e := range c.Env {
 		if e.Name == "NATS_STORE_DIR" {
@@ -559,6 +588,7 @@ func checkNATSStatefulSet(t *testing.T, m *manifests) {
 		}
 	}
 	t.Setenv("NATS_STORE_DIR", storeDir)
+	t.Setenv("NATS_RESOLVER_DIR", t.TempDir())
 	for i := range 3 {
 		pod := fmt.Sprintf("nats-%d", i)
 		t.Setenv("POD_NAME", pod)
@@ -581,5 +611,6 @@ func checkNATSStatefulSet(t *testing.T, m *manifests) {
 		}) {
 			t.Errorf("StatefulSet nats: store %q is not on the data volume", storeDir)
 		}
+		checkNATSAuth(t, pod, opts, auth, c, sts.Spec.Template.Spec.Volumes)
 	}
 }

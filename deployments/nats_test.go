@@ -3,21 +3,100 @@ package deployments
 import (
 	"fmt"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
 	"testing"
 
 	"github.com/nats-io/nats-server/v2/server"
+
+	"github.com/switchyard-llm/switchyard/pkg/natsauth"
 )
+
+// natsConfWithAuth copies deployments/nats's files into a temp directory
+// beside an auth.conf generated from fresh keys, as an operator would
+// (`switchyard creds server-config`), and gives the nodes their store and
+// resolver directories through the environment the files read.
+func natsConfWithAuth(t *testing.T) (string, *natsauth.Authority) {
+	t.Helper()
+	dir := t.TempDir()
+	files, err := filepath.Glob("nats/*.conf")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no nats/*.conf (%v)", err)
+	}
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, filepath.Base(f)), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	auth, err := natsauth.LoadOrCreate(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	conf, err := auth.ServerConfig("$NATS_RESOLVER_DIR")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "auth.conf"), []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("NATS_STORE_DIR", t.TempDir())
+	t.Setenv("NATS_RESOLVER_DIR", t.TempDir())
+	return dir, auth
+}
+
+// TestNodeConfsTrustSwitchyardOperator: every node includes the generated
+// auth.conf (it does not start without one) and so trusts Switchyard's
+// operator, names its system account, keeps account JWTs in a full
+// directory resolver (nodes replicate pushed accounts) and accepts the
+// CONNECT line of a user JWT (max_control_line).
+func TestNodeConfsTrustSwitchyardOperator(t *testing.T) {
+	dir, auth := natsConfWithAuth(t)
+	op, err := auth.OperatorClaims()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i <= 3; i++ {
+		node := fmt.Sprintf("nats-%d.conf", i)
+		t.Run(node, func(t *testing.T) {
+			if _, err := server.ProcessConfigFile(filepath.Join("nats", node)); err == nil || !strings.Contains(err.Error(), "auth.conf") {
+				t.Errorf("%s parses without an auth.conf beside it (err %v): authentication must be on by default", node, err)
+			}
+			o, err := server.ProcessConfigFile(filepath.Join(dir, node))
+			if err != nil {
+				t.Fatal(err)
+			}
+			checks := []struct {
+				what string
+				ok   bool
+			}{
+				{"trusts the operator", len(o.TrustedOperators) == 1 && o.TrustedOperators[0].Subject == op.Subject},
+				{"system account SYS", o.SystemAccount == auth.SystemAccount()},
+				{"full directory resolver", fmt.Sprintf("%T", o.AccountResolver) == "*server.DirAccResolver"},
+				{"max_control_line 32KB", o.MaxControlLine == 32*1024},
+				{"still the cluster node", o.ServerName == fmt.Sprintf("nats-%d", i) && o.JetStream && o.Cluster.Name == "switchyard"},
+			}
+			for _, c := range checks {
+				if !c.ok {
+					t.Errorf("want %s", c.what)
+				}
+			}
+		})
+	}
+}
 
 // TestLeafNodeConf parses nats/leaf.conf with the server's own parser: a
 // leaf of every central node on the port cluster.conf opens for leaf
 // nodes, with no JetStream of its own (so JetStream requests reach the
 // central cluster), listening on loopback for the site's executors.
 func TestLeafNodeConf(t *testing.T) {
-	t.Setenv("NATS_STORE_DIR", t.TempDir())
-	hub, err := server.ProcessConfigFile("nats/nats-1.conf")
+	dir, _ := natsConfWithAuth(t)
+	hub, err := server.ProcessConfigFile(filepath.Join(dir, "nats-1.conf"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -41,10 +120,18 @@ func TestLeafNodeConf(t *testing.T) {
 	if !slices.Equal(hosts, []string{"nats-1", "nats-2", "nats-3"}) {
 		t.Errorf("leaf remotes %v, want every central node", hosts)
 	}
+	// The central nodes authenticate leaf connections.
+	if leaf.LeafNode.Remotes[0].Credentials == "" {
+		t.Error("leaf remote names no credentials: the central cluster refuses it")
+	}
 	// A leaf without JetStream answers $JS.API itself: its clients' API
 	// requests must be mapped to the central cluster's domain.
-	if hub.JetStreamDomain == "" {
-		t.Fatal("cluster.conf names no JetStream domain for leaf nodes to reach")
+	if hub.JetStreamDomain != natsauth.LeafDomain {
+		t.Fatalf("cluster.conf names JetStream domain %q, the leaf user's permissions (natsauth.LeafPermissions) are for %q", hub.JetStreamDomain, natsauth.LeafDomain)
+	}
+	// The site's executors present their own credentials to the leaf.
+	if leaf.MaxControlLine < 32*1024 {
+		t.Errorf("leaf max_control_line %d: a user JWT in the CONNECT line is longer", leaf.MaxControlLine)
 	}
 	raw, err := os.ReadFile("nats/leaf.conf")
 	if err != nil {

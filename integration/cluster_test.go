@@ -27,6 +27,7 @@ import (
 	"github.com/switchyard-llm/switchyard/pkg/envcfg"
 	"github.com/switchyard-llm/switchyard/pkg/envelope"
 	"github.com/switchyard-llm/switchyard/pkg/faultnet"
+	"github.com/switchyard-llm/switchyard/pkg/natsauth"
 	"github.com/switchyard-llm/switchyard/pkg/natsx"
 	"github.com/switchyard-llm/switchyard/pkg/policy"
 	"github.com/switchyard-llm/switchyard/services/ledger"
@@ -38,6 +39,7 @@ import (
 type natsNode struct {
 	name                    string // server_name in its config: nats-1 …
 	conf, store, log        string
+	resolver                string // its account JWT directory (NATS_RESOLVER_DIR)
 	client, cluster, httpPt string
 	leaf                    string // port for leaf nodes (remote sites)
 	// routes and advertise (when set) are the route URLs this node dials
@@ -53,20 +55,89 @@ type natsCluster struct {
 	t     *testing.T
 	bin   string
 	nodes []*natsNode
+	// data holds the keys the nodes trust (natsauth, as `up` or
+	// `switchyard creds server-config` makes them) and each service's
+	// credentials in data/creds.
+	data string
 	// cut are the proxies every route connection of one node goes
 	// through (see partitionable); empty when no node can be cut off.
 	cut []*faultnet.Proxy
 }
 
 // standaloneConf is one JetStream server without a cluster (R1, as `up`
-// runs): the deployment's JetStream settings, no routes.
+// runs): the deployment's JetStream settings and authentication, no routes.
 const standaloneConf = `server_name: nats-1
 max_payload: 1MB
 jetstream {
   store_dir: $NATS_STORE_DIR
   sync_interval: 10s
 }
+include ./auth.conf
 `
+
+// clusterVendors are the vendors whose executors get credentials.
+var clusterVendors = []string{"openai"}
+
+// natsConfDir copies deployments/nats's files into a temp directory beside
+// the auth.conf an operator generates (`switchyard creds server-config`)
+// from fresh keys in data, with every service's credentials.
+func natsConfDir(t *testing.T, data string) string {
+	t.Helper()
+	dir := t.TempDir()
+	files, err := filepath.Glob("../deployments/nats/*.conf")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no deployments/nats/*.conf (%v)", err)
+	}
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, filepath.Base(f)), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	auth, err := natsauth.LoadOrCreate(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := auth.WriteServiceCreds(clusterVendors); err != nil {
+		t.Fatal(err)
+	}
+	conf, err := auth.ServerConfig("$NATS_RESOLVER_DIR")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "auth.conf"), []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// connect is a connection as Switchyard's operator user.
+func (c *natsCluster) connect(url string) *nats.Conn {
+	c.t.Helper()
+	opts, err := natsx.ClientAuth{Creds: natsauth.CredsFile(c.data, natsauth.OperatorUser)}.Options()
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	nc, err := nats.Connect(url, opts...)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	c.t.Cleanup(nc.Close)
+	return nc
+}
+
+// mustJS is JetStream on url as the operator user.
+func (c *natsCluster) mustJS(url string) jetstream.JetStream {
+	c.t.Helper()
+	js, err := jetstream.New(c.connect(url))
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	return js
+}
 
 // startNATSCluster runs three nats-server processes built from the
 // module's nats-server on the deployment's configs, each with its own
@@ -76,18 +147,19 @@ jetstream {
 // through fault proxies (partition cuts them).
 func startNATSCluster(t *testing.T, bin string, size, cutOff int) *natsCluster {
 	t.Helper()
-	c := &natsCluster{t: t, bin: bin}
+	c := &natsCluster{t: t, bin: bin, data: t.TempDir()}
+	confDir := natsConfDir(t, c.data)
 	for i := range size {
 		port := func() string { _, p, _ := net.SplitHostPort(freeAddr(t)); return p }
-		conf := fmt.Sprintf("../deployments/nats/nats-%d.conf", i+1)
+		conf := filepath.Join(confDir, fmt.Sprintf("nats-%d.conf", i+1))
 		if size == 1 {
-			conf = filepath.Join(t.TempDir(), "standalone.conf")
+			conf = filepath.Join(confDir, "standalone.conf")
 			if err := os.WriteFile(conf, []byte(standaloneConf), 0o600); err != nil {
 				t.Fatal(err)
 			}
 		}
 		n := &natsNode{name: fmt.Sprintf("nats-%d", i+1), conf: conf,
-			store: t.TempDir(), log: filepath.Join(t.TempDir(), "server.log"), client: port(), cluster: port(), httpPt: port(), leaf: port()}
+			store: t.TempDir(), resolver: t.TempDir(), log: filepath.Join(t.TempDir(), "server.log"), client: port(), cluster: port(), httpPt: port(), leaf: port()}
 		if size > 1 {
 			// The server has no flag for the leaf node port: a file that
 			// includes the node's own and moves only that port.
@@ -154,8 +226,15 @@ func startNATSCluster(t *testing.T, bin string, size, cutOff int) *natsCluster {
 		}
 		return false
 	})
+	// Authentication is on: a connection without credentials is refused.
+	if nc, err := nats.Connect(c.urls(0), nats.NoReconnect()); err == nil || !natsx.IsAuthError(err) {
+		if nc != nil {
+			nc.Close()
+		}
+		t.Fatalf("a connection without credentials: %v, want an authorization error", err)
+	}
 	// Ready for work: an R3 stream can be created (and is removed again).
-	js := mustJS(t, c.urls(0))
+	js := c.mustJS(c.urls(0))
 	waitFor(t, 30*time.Second, func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
@@ -207,6 +286,109 @@ func (c *natsCluster) wireRoutes(cutOff int) {
 	}
 }
 
+// waitProvisioned returns once every node holds every stream and durable
+// consumer the operator's provisioning pass created, each with a leader
+// (its own /jsz: what it answers a lookup from), and accepts each of
+// users' credentials (its resolver has the account).
+func (c *natsCluster) waitProvisioned(users []string) {
+	c.t.Helper()
+	auth, err := natsauth.Load(c.data)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	js := c.mustJS(c.urls(0))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	want := map[string][]string{} // stream → its durable consumers
+	for name := range js.StreamNames(ctx).Name() {
+		s, err := js.Stream(ctx, name)
+		if err != nil {
+			c.t.Fatal(err)
+		}
+		want[name] = nil
+		for info := range s.ListConsumers(ctx).Info() {
+			if info.Config.Durable != "" {
+				want[name] = append(want[name], info.Name)
+			}
+		}
+	}
+	if len(want) == 0 {
+		c.t.Fatal("the provisioning pass created no stream")
+	}
+	for i, n := range c.nodes {
+		start := time.Now()
+		var missing []string
+		if !within(30*time.Second, func() bool {
+			missing = c.missingOn(i, auth.SwitchyardAccount(), want)
+			return len(missing) == 0
+		}) {
+			c.t.Fatalf("%s does not hold %v 30s after the provisioning pass", n.name, missing)
+		}
+		for _, u := range users {
+			waitFor(c.t, 10*time.Second, func() bool {
+				nc, err := nats.Connect(n.url(), nats.UserCredentials(natsauth.CredsFile(c.data, u)), nats.NoReconnect())
+				if err == nil {
+					nc.Close()
+				}
+				return err == nil
+			})
+		}
+		if d := time.Since(start); d > time.Second {
+			c.t.Logf("%s held the provisioned streams %v after the pass", n.name, d.Round(time.Millisecond))
+		}
+	}
+}
+
+// missingOn lists what node i does not hold yet of want (account acc's
+// streams and durable consumers, with leaders).
+func (c *natsCluster) missingOn(i int, acc string, want map[string][]string) []string {
+	var jsz struct {
+		Accounts []struct {
+			ID      string `json:"id"` // the account's key (name is its JWT's name)
+			Streams []struct {
+				Name    string `json:"name"`
+				Cluster *struct {
+					Leader string `json:"leader"`
+				} `json:"cluster"`
+				Consumers []struct {
+					Name    string `json:"name"`
+					Cluster *struct {
+						Leader string `json:"leader"`
+					} `json:"cluster"`
+				} `json:"consumer_detail"`
+			} `json:"stream_detail"`
+		} `json:"account_details"`
+	}
+	if !getJSON("http://127.0.0.1:"+c.nodes[i].httpPt+"/jsz?accounts=true&streams=true&consumers=true", &jsz) {
+		return []string{"/jsz"}
+	}
+	held := map[string]bool{}
+	for _, a := range jsz.Accounts {
+		if a.ID != acc {
+			continue
+		}
+		for _, s := range a.Streams {
+			held[s.Name] = s.Cluster == nil || s.Cluster.Leader != ""
+			for _, cn := range s.Consumers {
+				held[s.Name+"/"+cn.Name] = cn.Cluster == nil || cn.Cluster.Leader != ""
+			}
+		}
+	}
+	var missing []string
+	for stream, consumers := range want {
+		for _, k := range append([]string{stream}, consumers...) {
+			if k != stream {
+				k = stream + "/" + k
+			}
+			if !held[k] {
+				missing = append(missing, k)
+			}
+		}
+	}
+	slices.Sort(missing)
+	return missing
+}
+
 // partition cuts (or heals) every route connection of the cut-off node:
 // it keeps running and keeps its clients, but reaches no other node.
 func (c *natsCluster) partition(cut bool) {
@@ -235,7 +417,7 @@ func (c *natsCluster) start(i int) {
 		}
 	}
 	cmd := exec.Command(c.bin, args...)
-	cmd.Env = []string{"NATS_STORE_DIR=" + n.store}
+	cmd.Env = []string{"NATS_STORE_DIR=" + n.store, "NATS_RESOLVER_DIR=" + n.resolver}
 	logFile, err := os.OpenFile(n.log, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
 	if err != nil {
 		c.t.Fatal(err)
@@ -394,7 +576,23 @@ func (r *clusterRun) startProc(p *svcProc) {
 	}
 	p.cmd = cmd
 	r.t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-	waitFor(r.t, 40*time.Second, func() bool { return httpOK("http://" + p.httpAddr + "/healthz") })
+	if !within(40*time.Second, func() bool { return httpOK("http://" + p.httpAddr + "/healthz") }) {
+		// Say which check failed and what the process logged: without -v
+		// its lines are not printed.
+		health := "unreachable"
+		if resp, err := http.Get("http://" + p.httpAddr + "/healthz"); err == nil {
+			b, _ := io.ReadAll(resp.Body)
+			_ = resp.Body.Close()
+			health = strings.TrimSpace(string(b))
+		}
+		var own []string
+		for _, line := range r.logs.all() {
+			if !strings.Contains(line, `"level":"info"`) || strings.Contains(line, "joined nats") {
+				own = append(own, line)
+			}
+		}
+		r.t.Fatalf("%s not healthy within 40s: /healthz %s; warnings and errors of the processes so far:\n%s", p.name, health, strings.Join(own[max(0, len(own)-20):], "\n"))
+	}
 }
 
 // clusterOpts shape a run: the zero value is the 3-node R3 cluster of the
@@ -427,7 +625,14 @@ func (c *natsCluster) startLeaf() string {
 	if err != nil {
 		c.t.Fatal(err)
 	}
+	// The central nodes take the leaf connection as the least-privilege
+	// leaf user of the site's vendor (`creds server-config --vendors`).
+	leafCreds := natsauth.CredsFile(c.data, natsauth.LeafUser(clusterVendors[0]))
 	text := string(conf)
+	if !strings.Contains(text, `"/etc/nats/leaf.creds"`) {
+		c.t.Fatal("leaf.conf names no credentials /etc/nats/leaf.creds")
+	}
+	text = strings.ReplaceAll(text, `"/etc/nats/leaf.creds"`, strconv.Quote(leafCreds))
 	for _, n := range c.nodes {
 		from := "nats-leaf://" + n.name + ":7422"
 		if !strings.Contains(text, from) {
@@ -513,23 +718,62 @@ func startClusterRun(t *testing.T, o clusterOpts) *clusterRun {
 	if o.remoteExecutor {
 		leafURL = r.cl.startLeaf()
 	}
-	// Each process on its own first node; the two executors on different
-	// ones (or the second at the remote site).
-	for i, p := range []struct{ bin, vendor string }{{"intake", ""}, {"router", ""}, {"gate", ""}, {"executor", "openai"}, {"executor", "openai"}, {"ledger", ""}} {
-		sp := &svcProc{name: fmt.Sprintf("%s[%d]", p.bin, i), bin: filepath.Join(bins, p.bin), httpAddr: freeAddr(t), node: i % size}
-		urls := r.cl.urls(sp.node)
-		if o.remoteExecutor && i == 4 {
-			sp.name, sp.node, urls = "executor[4]@leaf", -1, leafURL
-		}
-		sp.env = []string{"PATH=" + os.Getenv("PATH"),
+	procEnv := func(sp *svcProc, vendor, urls, creds string) []string {
+		env := []string{"PATH=" + os.Getenv("PATH"), "SWITCHYARD_NATS_CREDS=" + creds,
 			"SWITCHYARD_NATS_URL=" + urls, "SWITCHYARD_NATS_REPLICAS=" + replicas,
-			"SWITCHYARD_POLICY=" + polFile, "SWITCHYARD_HTTP_ADDR=" + sp.httpAddr, "SWITCHYARD_VENDOR=" + p.vendor,
+			"SWITCHYARD_POLICY=" + polFile, "SWITCHYARD_HTTP_ADDR=" + sp.httpAddr, "SWITCHYARD_VENDOR=" + vendor,
 			"SWITCHYARD_LOG_LEVEL=info",
 			// A delivery whose ack died with the node is redelivered soon.
 			"SWITCHYARD_INTAKE_ACK_WAIT=5s", "SWITCHYARD_ROUTER_ACK_WAIT=5s", "SWITCHYARD_GATE_ACK_WAIT=5s", "SWITCHYARD_EXECUTOR_ACK_WAIT=5s",
 			"SWITCHYARD_CLICKHOUSE_ADDR=" + clickhouseAddr(), "SWITCHYARD_CLICKHOUSE_DATABASE=" + db,
 			"SWITCHYARD_LEDGER_FLUSH_INTERVAL=100ms"}
-		sp.env = append(sp.env, o.env...)
+		return append(env, o.env...)
+	}
+	services := []struct{ bin, vendor string }{{"intake", ""}, {"router", ""}, {"gate", ""}, {"executor", "openai"}, {"executor", "openai"}, {"ledger", ""}}
+	// As an operator deploys with authentication: each kind of service
+	// runs once with the operator's credentials, creating the streams,
+	// consumers and buckets its own least-privilege user may not create
+	// (docs/security.md), and stops. Their logs stay apart.
+	mainLogs := r.logs
+	r.logs = newLineSink(t)
+	for i, p := range services {
+		if i == 4 {
+			continue // the second executor provisions nothing new
+		}
+		sp := &svcProc{name: "provision-" + p.bin, bin: filepath.Join(bins, p.bin), httpAddr: freeAddr(t)}
+		sp.env = procEnv(sp, p.vendor, r.cl.urls(0), natsauth.CredsFile(r.cl.data, natsauth.OperatorUser))
+		r.startProc(sp)
+		if err := sp.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+			t.Fatal(err)
+		}
+		if err := sp.cmd.Wait(); err != nil {
+			t.Fatalf("%s exited with %v after SIGTERM", sp.name, err)
+		}
+	}
+	r.logs = mainLogs
+	// A service user may only look the streams up, and a node whose meta
+	// layer has not applied them yet answers "stream not found" (after a
+	// short delay, which a loaded meta leader can miss): the service
+	// stops at start. Every node must hold what the pass created first.
+	var users []string
+	for _, p := range services {
+		users = append(users, natsauth.ServiceUser(p.bin, p.vendor))
+	}
+	r.cl.waitProvisioned(users)
+	// Each process on its own first node; the two executors on different
+	// ones (or the second at the remote site).
+	for i, p := range services {
+		sp := &svcProc{name: fmt.Sprintf("%s[%d]", p.bin, i), bin: filepath.Join(bins, p.bin), httpAddr: freeAddr(t), node: i % size}
+		urls := r.cl.urls(sp.node)
+		if o.remoteExecutor && i == 4 {
+			sp.name, sp.node, urls = "executor[4]@leaf", -1, leafURL
+		}
+		// Each process with its own least-privilege credentials; the leaf
+		// site's executor too (the leaf checks none, they give it the
+		// private inbox the leaf user is sent; the leaf authenticates to
+		// the central nodes with its own).
+		creds := natsauth.CredsFile(r.cl.data, natsauth.ServiceUser(p.bin, p.vendor))
+		sp.env = procEnv(sp, p.vendor, urls, creds)
 		r.startProc(sp)
 		r.procs = append(r.procs, sp)
 	}
@@ -568,10 +812,7 @@ func startClusterRun(t *testing.T, o clusterOpts) *clusterRun {
 	if o.observe != nil {
 		observeNode = o.observe(ctx, r.cl)
 	}
-	if r.nc, err = nats.Connect(r.cl.nodes[observeNode].url()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(r.nc.Close)
+	r.nc = r.cl.connect(r.cl.nodes[observeNode].url())
 	if r.js, err = jetstream.New(r.nc); err != nil {
 		t.Fatal(err)
 	}
@@ -820,7 +1061,7 @@ func (r *clusterRun) longestGap() time.Duration {
 func TestClusterStreamLeaderKilled(t *testing.T) {
 	victim := -1
 	r := startClusterRun(t, clusterOpts{observe: func(ctx context.Context, cl *natsCluster) int {
-		victim = cl.index(streamLeader(ctx, mustJS(t, cl.nodes[0].url()), natsx.StreamPipeline))
+		victim = cl.index(streamLeader(ctx, cl.mustJS(cl.nodes[0].url()), natsx.StreamPipeline))
 		if victim < 0 {
 			t.Fatal("LLM_PIPELINE has no leader")
 		}
@@ -1107,16 +1348,51 @@ func metricSum(t *testing.T, url, name string) float64 {
 	return sum
 }
 
-func mustJS(t *testing.T, url string) jetstream.JetStream {
-	t.Helper()
-	nc, err := nats.Connect(url)
+// A tenant created after the cluster started (what `switchyard tenants
+// create` does: a new account JWT pushed through the system account to
+// the node it reaches) is accepted on every node: the full resolvers
+// replicate the account. Before the push no node knows it.
+func TestClusterTenantPushedToEveryNode(t *testing.T) {
+	bins := t.TempDir()
+	if out, err := exec.Command("go", "build", "-o", bins+string(filepath.Separator), "github.com/nats-io/nats-server/v2").CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	cl := startNATSCluster(t, filepath.Join(bins, "nats-server"), 3, -1)
+	auth, err := natsauth.Load(cl.data)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
+	b, _, err := auth.CreateTenant("acme", time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
-	return js
+	creds := filepath.Join(t.TempDir(), "acme.creds")
+	if err := os.WriteFile(creds, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	connectTenant := func(i int) error {
+		nc, err := nats.Connect(cl.nodes[i].url(), nats.UserCredentials(creds), nats.NoReconnect())
+		if err == nil {
+			nc.Close()
+		}
+		return err
+	}
+	if err := connectTenant(2); !natsx.IsAuthError(err) {
+		t.Fatalf("the tenant before its account was pushed: %v, want an authorization error", err)
+	}
+	opts, err := natsx.ClientAuth{Creds: natsauth.CredsFile(cl.data, "sys")}.Options()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sys, err := nats.Connect(cl.nodes[0].url(), opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sys.Close()
+	if err := auth.PushTenant(sys, "acme"); err != nil {
+		t.Fatal(err)
+	}
+	for i := range cl.nodes {
+		waitFor(t, 10*time.Second, func() bool { return connectTenant(i) == nil })
+	}
 }

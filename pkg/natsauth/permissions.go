@@ -170,3 +170,34 @@ func ServiceUser(name, vendor string) string {
 	}
 	return name
 }
+
+// LeafDomain is the central cluster's JetStream domain
+// (deployments/nats/cluster.conf): a leaf node maps its clients' $JS.API
+// to $JS.<LeafDomain>.API, the form its requests reach the cluster in.
+const LeafDomain = "central"
+
+// LeafUser is the user a remote site's leaf node connects to the central
+// cluster as when the site runs vendor's executors.
+func LeafUser(vendor string) string { return "leaf-" + vendor }
+
+// LeafPermissions are what a remote site's leaf connection may do in the
+// central cluster (from the leaf's side: publish is what it sends in,
+// subscribe what it is sent): exactly what the executor user of vendor
+// may (pull from its vendor's consumer, publish results, verdicts and
+// telemetry, read the buckets, write the breakers and hedges), its
+// JetStream API requests also in the domain form the leaf maps them to,
+// and nothing delivered but that executor's private inbox. The site's
+// executors run with executor-<vendor>.creds for that inbox (the leaf
+// checks no credentials of its own clients).
+func LeafPermissions(vendor string) jwt.Permissions {
+	exec := ServicePermissions([]string{vendor})[ServiceUser("executor", vendor)]
+	var p jwt.Permissions
+	for _, s := range exec.Pub.Allow {
+		p.Pub.Allow.Add(s)
+		if rest, ok := strings.CutPrefix(s, "$JS.API."); ok {
+			p.Pub.Allow.Add("$JS." + LeafDomain + ".API." + rest)
+		}
+	}
+	p.Sub.Allow.Add(exec.Sub.Allow...)
+	return p
+}

@@ -3,11 +3,15 @@ package natsserver
 import (
 	"fmt"
 	"net/url"
+	"os"
+	"path/filepath"
 	"slices"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+
+	"github.com/switchyard-llm/switchyard/pkg/natsauth"
 )
 
 // The cluster configuration in deployments/nats parses with the server's
@@ -18,9 +22,33 @@ import (
 func TestDeploymentClusterConfigs(t *testing.T) {
 	wantRoutes := []string{"nats-1:6222", "nats-2:6222", "nats-3:6222"}
 	t.Setenv("NATS_STORE_DIR", "/data/jetstream") // each node's volume
+	t.Setenv("NATS_RESOLVER_DIR", t.TempDir())
+	// The nodes include the auth.conf an operator generates beside them.
+	dir := t.TempDir()
+	files, _ := filepath.Glob("../../deployments/nats/*.conf")
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, filepath.Base(f)), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	auth, err := natsauth.LoadOrCreate(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	conf, err := auth.ServerConfig("$NATS_RESOLVER_DIR")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "auth.conf"), []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	names := map[string]bool{}
 	for i := 1; i <= 3; i++ {
-		file := fmt.Sprintf("../../deployments/nats/nats-%d.conf", i)
+		file := filepath.Join(dir, fmt.Sprintf("nats-%d.conf", i))
 		t.Run(file, func(t *testing.T) {
 			o, err := server.ProcessConfigFile(file)
 			if err != nil {
