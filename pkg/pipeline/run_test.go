@@ -208,3 +208,36 @@ func TestSendPublishesTheReplyAfterTheTelemetryIsStored(t *testing.T) {
 		})
 	}
 }
+
+// Messages no client sees are published together; one that fails (here
+// the attempt event, its stream gone) fails Send with JetStream
+// unavailable, so the handler's message is redelivered and both are
+// published again (deduplicated by their ids).
+func TestSendReportsAFailedPipelinedPublish(t *testing.T) {
+	url := testkit.Server(t)
+	nc, js := testkit.Connect(t, url)
+	testkit.WithTopology(t, js)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	w := &envelope.Work{Key: "k", Request: envelope.Request{ID: "k", Tenant: "t"}}
+	attempt, err := pipeline.Out(natsx.SubjectAttempt, "k:1", map[string]string{"request_id": "k"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	verdict, err := pipeline.WorkOut(natsx.SubjectVerdicts, "k:verdict:1", w)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub := pipeline.Publisher{JS: js, NC: nc}
+	if err := pub.Send(ctx, []pipeline.Outbound{attempt, verdict}); err != nil {
+		t.Fatal(err)
+	}
+	if err := js.DeleteStream(ctx, natsx.StreamTelemetry); err != nil {
+		t.Fatal(err)
+	}
+	attempt.MsgID, verdict.MsgID = "k:2", "k:verdict:2"
+	err = pub.Send(ctx, []pipeline.Outbound{attempt, verdict})
+	if err == nil || !natsx.Unavailable(err) {
+		t.Fatalf("Send = %v, want the attempt event's publish failure (JetStream unavailable)", err)
+	}
+}
