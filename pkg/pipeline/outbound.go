@@ -3,6 +3,7 @@ package pipeline
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -48,23 +49,66 @@ func redelivered(ctx context.Context) bool {
 // stored reports whether o is already the last message of its subject (by
 // its message id). JetStream unavailable: a transient error, so the handler
 // waits rather than publish a second copy to core subscribers.
+//
+// It asks the stream's leader ($JS.API.STREAM.MSG.GET), not the direct get
+// LLM_REPLIES also allows: any replica answers a direct get, and a follower
+// still applying the reply just stored says it is not there, so the reply
+// went out twice (seen once in TestClusterStreamLeaderKilled).
 func (p Publisher) stored(ctx context.Context, o Outbound) (bool, error) {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	s, err := p.JS.Stream(ctx, natsx.StreamReplies)
-	if err == nil {
-		var m *jetstream.RawStreamMsg
-		if m, err = s.GetLastMsgForSubject(ctx, o.Subject); err == nil {
-			// A replay's later, final reply (dlq replay -reanswer) answered
-			// the client too: the first answer must not follow it.
-			id := m.Header.Get(natsx.HeaderMsgID)
-			return id == o.MsgID || strings.HasPrefix(id, strings.TrimSuffix(o.MsgID, ":reply")+":replay:"), nil
+	req, err := json.Marshal(struct {
+		LastBySubject string `json:"last_by_subj"`
+	}{o.Subject})
+	if err != nil {
+		return false, err
+	}
+	resp, err := p.JS.Conn().RequestWithContext(ctx, apiPrefix(p.JS)+"STREAM.MSG.GET."+natsx.StreamReplies, req)
+	if err != nil {
+		if natsx.Unavailable(err) || errors.Is(err, context.DeadlineExceeded) {
+			return false, Transient(fmt.Errorf("is %s stored: %w", o.Subject, err), 0)
 		}
+		return false, nil
 	}
-	if natsx.Unavailable(err) {
-		return false, Transient(fmt.Errorf("is %s stored: %w", o.Subject, err), 0)
+	var got struct {
+		Message *struct {
+			Header []byte `json:"hdrs"`
+		} `json:"message"`
+		Error *jetstream.APIError `json:"error"`
 	}
-	return false, nil
+	if err := json.Unmarshal(resp.Data, &got); err != nil {
+		return false, nil
+	}
+	if got.Error != nil {
+		if err := fmt.Errorf("is %s stored: %w", o.Subject, got.Error); natsx.Unavailable(err) {
+			return false, Transient(err, 0)
+		}
+		return false, nil // not found (or no such stream): not stored
+	}
+	if got.Message == nil || len(got.Message.Header) == 0 {
+		return false, nil
+	}
+	hdr, err := nats.DecodeHeadersMsg(got.Message.Header)
+	if err != nil {
+		return false, nil
+	}
+	// A replay's later, final reply (dlq replay -reanswer) answered the
+	// client too: the first answer must not follow it.
+	id := hdr.Get(natsx.HeaderMsgID)
+	return id == o.MsgID || strings.HasPrefix(id, strings.TrimSuffix(o.MsgID, ":reply")+":replay:"), nil
+}
+
+// apiPrefix is where js sends JetStream API requests ("$JS.API." unless
+// a domain or prefix is set).
+func apiPrefix(js jetstream.JetStream) string {
+	o := js.Options()
+	switch {
+	case o.Domain != "":
+		return "$JS." + o.Domain + ".API."
+	case o.APIPrefix != "":
+		return strings.TrimSuffix(o.APIPrefix, ".") + "."
+	}
+	return "$JS.API."
 }
 
 // Out marshals v into an Outbound.
@@ -83,12 +127,29 @@ func WorkOut(subject, msgID string, w *envelope.Work) (Outbound, error) {
 
 // Send publishes messages in order; the first failure stops it (a
 // redelivered handler publishes them again, deduplicated by message id).
+//
+// JetStream messages are published without waiting for each ack in turn
+// (PublishMsgAsync) and their acks are awaited together, except before a
+// message a client sees (a reply, Once, or a core message such as the
+// terminal delta): that one is published only once every earlier message
+// is stored. So the request's telemetry is in LLM_TELEMETRY before its
+// reply goes out, and a client that saw a reply can find the request in
+// the ledger eventually; work hand-offs and attempt telemetry (the gate's
+// two messages) share one wait.
+//
 // The stream drops a duplicate, but a core subscriber to the reply subject
 // would see it: a redelivered handler skips a reply already stored (its
 // first publish went through and only the ack was lost, e.g. with a NATS
 // node).
 func (p Publisher) Send(ctx context.Context, outs []Outbound) error {
-	for _, o := range outs {
+	var pending []jetstream.PubAckFuture
+	for i, o := range outs {
+		if (o.Once || o.Core) && len(pending) > 0 {
+			if err := awaitAcks(ctx, pending); err != nil {
+				return err
+			}
+			pending = pending[:0]
+		}
 		if o.Once && p.JS != nil && redelivered(ctx) {
 			done, err := p.stored(ctx, o)
 			if err != nil {
@@ -104,8 +165,37 @@ func (p Publisher) Send(ctx context.Context, outs []Outbound) error {
 			}
 			continue
 		}
-		if err := p.PublishRaw(ctx, o.Subject, o.MsgID, o.Data, o.Header); err != nil {
-			return err
+		if len(pending) == 0 && (i+1 == len(outs) || outs[i+1].Once || outs[i+1].Core) {
+			// Alone until the next wait: nothing to overlap, and the
+			// synchronous publish is the cheaper one.
+			if err := p.PublishRaw(ctx, o.Subject, o.MsgID, o.Data, o.Header); err != nil {
+				return err
+			}
+			continue
+		}
+		f, err := p.JS.PublishMsgAsync(jsMsg(o.Subject, o.MsgID, o.Data, o.Header))
+		if err != nil {
+			return Transient(fmt.Errorf("publish %s: %w", o.Subject, err), 0)
+		}
+		pending = append(pending, f)
+	}
+	return awaitAcks(ctx, pending)
+}
+
+// awaitAcks waits for the stream's ack of every message in pending.
+func awaitAcks(ctx context.Context, pending []jetstream.PubAckFuture) error {
+	for _, f := range pending {
+		select {
+		case <-f.Ok():
+		case err := <-f.Err():
+			if errors.Is(err, jetstream.ErrAsyncPublishTimeout) {
+				// The ack never came (a node died with it): as a timed-out
+				// synchronous publish, JetStream counts as unavailable.
+				err = fmt.Errorf("%w: %w", nats.ErrTimeout, err)
+			}
+			return Transient(fmt.Errorf("publish %s: %w", f.Msg().Subject, err), 0)
+		case <-ctx.Done():
+			return Transient(fmt.Errorf("publish %s: %w", f.Msg().Subject, ctx.Err()), 0)
 		}
 	}
 	return nil

@@ -12,6 +12,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/switchyard-llm/switchyard/pkg/envelope"
+	"github.com/switchyard-llm/switchyard/pkg/natsx"
 	"github.com/switchyard-llm/switchyard/pkg/pipeline"
 	"github.com/switchyard-llm/switchyard/pkg/testkit"
 )
@@ -136,5 +137,107 @@ func TestRedeliveredHandlerRepliesOnce(t *testing.T) {
 	}
 	if n := seen.Load(); n != 1 {
 		t.Fatalf("a subscriber saw %d replies, want 1", n)
+	}
+}
+
+// Send pipelines a handler's messages but publishes a reply only once the
+// messages before it are stored: a client that saw a reply can find the
+// request's telemetry (and so the ledger row) eventually. With the
+// telemetry stream gone, its publish fails and the reply is not sent; with
+// it, the reply's subscriber finds the telemetry already stored.
+func TestSendPublishesTheReplyAfterTheTelemetryIsStored(t *testing.T) {
+	for _, tt := range []struct {
+		name          string
+		dropTelemetry bool
+	}{{"telemetry stored", false}, {"telemetry stream missing", true}} {
+		t.Run(tt.name, func(t *testing.T) {
+			url := testkit.Server(t)
+			nc, js := testkit.Connect(t, url)
+			testkit.WithTopology(t, js)
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			if tt.dropTelemetry {
+				if err := js.DeleteStream(ctx, natsx.StreamTelemetry); err != nil {
+					t.Fatal(err)
+				}
+			}
+			w := &envelope.Work{Key: "k", Request: envelope.Request{ID: "k", Tenant: "t"}}
+			telemetryAtReply := make(chan uint64, 4)
+			sub, err := nc.Subscribe(w.Request.ReplySubject(), func(*nats.Msg) {
+				var n uint64
+				if s, err := js.Stream(ctx, natsx.StreamTelemetry); err == nil {
+					if info, err := s.Info(ctx); err == nil {
+						n = info.State.Msgs
+					}
+				}
+				telemetryAtReply <- n
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer sub.Unsubscribe()
+			outs, err := pipeline.FinishOuts(w, &envelope.Reply{ID: "k", Status: envelope.StatusOK}, time.Now())
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = pipeline.Publisher{JS: js, NC: nc}.Send(ctx, outs)
+			if err := nc.Flush(); err != nil {
+				t.Fatal(err)
+			}
+			if tt.dropTelemetry {
+				if err == nil || !natsx.Unavailable(err) {
+					t.Fatalf("Send = %v, want the telemetry's publish failure (JetStream unavailable)", err)
+				}
+				time.Sleep(100 * time.Millisecond) // a reply published anyway would have arrived
+				if len(telemetryAtReply) != 0 {
+					t.Fatal("the reply went out although the telemetry was not stored")
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case n := <-telemetryAtReply:
+				if n != 1 {
+					t.Fatalf("when the reply arrived LLM_TELEMETRY held %d messages, want 1", n)
+				}
+			case <-ctx.Done():
+				t.Fatal("no reply")
+			}
+		})
+	}
+}
+
+// Messages no client sees are published together; one that fails (here
+// the attempt event, its stream gone) fails Send with JetStream
+// unavailable, so the handler's message is redelivered and both are
+// published again (deduplicated by their ids).
+func TestSendReportsAFailedPipelinedPublish(t *testing.T) {
+	url := testkit.Server(t)
+	nc, js := testkit.Connect(t, url)
+	testkit.WithTopology(t, js)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	w := &envelope.Work{Key: "k", Request: envelope.Request{ID: "k", Tenant: "t"}}
+	attempt, err := pipeline.Out(natsx.SubjectAttempt, "k:1", map[string]string{"request_id": "k"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	verdict, err := pipeline.WorkOut(natsx.SubjectVerdicts, "k:verdict:1", w)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub := pipeline.Publisher{JS: js, NC: nc}
+	if err := pub.Send(ctx, []pipeline.Outbound{attempt, verdict}); err != nil {
+		t.Fatal(err)
+	}
+	if err := js.DeleteStream(ctx, natsx.StreamTelemetry); err != nil {
+		t.Fatal(err)
+	}
+	attempt.MsgID, verdict.MsgID = "k:2", "k:verdict:2"
+	err = pub.Send(ctx, []pipeline.Outbound{attempt, verdict})
+	if err == nil || !natsx.Unavailable(err) {
+		t.Fatalf("Send = %v, want the attempt event's publish failure (JetStream unavailable)", err)
 	}
 }

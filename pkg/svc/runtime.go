@@ -123,7 +123,10 @@ func Open(ctx context.Context, o Options) (_ *Runtime, err error) {
 		}
 		return nil
 	})
-	if rt.JS, err = jetstream.New(rt.NC); err != nil {
+	// A stage publishes asynchronously and waits for the acks itself (its
+	// handler's deadline); the timeout only frees an ack that never comes
+	// (its node died), which would otherwise stay pending for good.
+	if rt.JS, err = jetstream.New(rt.NC, jetstream.WithPublishAsyncTimeout(asyncAckTimeout)); err != nil {
 		return nil, err
 	}
 	// Every stream and bucket below (and any a stage creates through rt.JS)
@@ -167,6 +170,10 @@ func Open(ctx context.Context, o Options) (_ *Runtime, err error) {
 	}
 	return rt, nil
 }
+
+// asyncAckTimeout bounds how long an asynchronous publish's ack is
+// awaited: longer than any stage's handler timeout.
+const asyncAckTimeout = time.Minute
 
 // VendorLimits collects the vendors' rpm/tpm limits from the policy.
 func VendorLimits(p *policy.Policy) map[string]limiter.Limits {

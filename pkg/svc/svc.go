@@ -58,6 +58,7 @@ type Common struct {
 	// into <data>/creds) and TLS (SWITCHYARD_NATS_TLS_CA/CERT/KEY).
 	natsx.ClientAuth
 	Features
+	GC
 }
 
 // Base is the common part of a binary's configuration.
@@ -76,7 +77,7 @@ func (c Common) Validate() error {
 	if _, err := zerolog.ParseLevel(c.LogLevel); err != nil {
 		errs = append(errs, fmt.Errorf("SWITCHYARD_LOG_LEVEL: %w", err))
 	}
-	errs = append(errs, c.Features.Validate(), c.ClientAuth.Validate())
+	errs = append(errs, c.Features.Validate(), c.ClientAuth.Validate(), c.GC.Validate())
 	return errors.Join(errs...)
 }
 
@@ -122,6 +123,8 @@ func Run(ctx context.Context, name string, cfg Config, logOut io.Writer) error {
 	if err != nil {
 		return err
 	}
+	gcPercent, gcLimit := c.GC.Apply(os.Getenv)
+	log.Debug().Str("service", name).Int("gc_percent", gcPercent).Int64("gc_memory_limit_mib", gcLimit).Msg("garbage collector (-2, -1: GOGC, GOMEMLIMIT decide)")
 	ln, err := obs.Listen(c.HTTPAddr)
 	if err != nil {
 		return err

@@ -87,6 +87,10 @@ type Config struct {
 	// in JetStream until a ledger runs).
 	LedgerEnabled bool `envconfig:"LEDGER" default:"true"`
 	svc.Features
+	// GC is the process's garbage collector (SWITCHYARD_GC_PERCENT,
+	// SWITCHYARD_GC_MEMORY_LIMIT_MIB), applied by `up` unless GOGC or
+	// GOMEMLIMIT is set.
+	svc.GC
 
 	Intake   intake.Config   `envconfig:"INTAKE"`
 	Router   router.Config   `envconfig:"ROUTER"`
@@ -151,7 +155,7 @@ func (c Config) Validate() error {
 	if _, err := zerolog.ParseLevel(c.LogLevel); err != nil {
 		errs = append(errs, fmt.Errorf("SWITCHYARD_LOG_LEVEL: %w", err))
 	}
-	errs = append(errs, c.Intake.Validate(), c.Router.Validate(), c.Gate.Validate(), c.Features.Validate())
+	errs = append(errs, c.Intake.Validate(), c.Router.Validate(), c.Gate.Validate(), c.Features.Validate(), c.GC.Validate())
 	// The executor's vendor is filled per instance; check the rest.
 	ex := c.Executor
 	ex.Vendor = "any"

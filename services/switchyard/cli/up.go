@@ -24,6 +24,8 @@ func runUp(ctx context.Context, args []string, out, errOut io.Writer) error {
 	}
 	// No service key here: each stage's lines carry their own, once.
 	log := logger(errOut, "", cfg.LogLevel)
+	gcPercent, gcLimit := cfg.GC.Apply(os.Getenv)
+	log.Debug().Str("service", "switchyard").Int("gc_percent", gcPercent).Int64("gc_memory_limit_mib", gcLimit).Msg("garbage collector (-2, -1: GOGC, GOMEMLIMIT decide)")
 	if cfg.NATSURL == "" && cfg.NATSAuth == app.AuthOff {
 		log.Warn().Str("service", "switchyard").Msg("SWITCHYARD_NATS_AUTH=off: ANY client of NATS can read every tenant's prompts and replies, forge work and rewrite the policy; use it only for a throwaway dev run")
 		fmt.Fprintln(errOut, "WARNING: NATS authentication is OFF (SWITCHYARD_NATS_AUTH=off): every client may read and forge everything on the bus.")
