@@ -278,10 +278,6 @@ func attemptEvent(ev *envelope.AttemptEvent, w *envelope.Work, a *envelope.Attem
 		Outcome:       a.Outcome,
 		ErrorClass:    a.ErrorClass,
 		HTTPStatus:    a.HTTPStatus,
-		InputTokens:   a.Usage.InputTokens,
-		OutputTokens:  a.Usage.OutputTokens,
-		CachedTokens:  a.Usage.CachedTokens,
-		CacheWrite:    a.Usage.CacheWriteTokens,
 		CostUSD:       a.CostUSD,
 		LatencyMS:     a.LatencyMS,
 		TTFTMS:        a.TTFTMS,
@@ -290,6 +286,9 @@ func attemptEvent(ev *envelope.AttemptEvent, w *envelope.Work, a *envelope.Attem
 		CacheHit: a.Usage.CachedTokens > 0,
 		TraceID:  TraceID(w.TraceParent),
 	}
+	// Every count, reasoning tokens and the vendor-reported cost included
+	// (the ledger stores that cost as the attempt's).
+	ev.SetUsage(a.Usage)
 }
 
 // AttemptOut is the attempt event's message; its id is the attempt id, so a

@@ -125,3 +125,29 @@ func TestFinishOutsCarryTheAttemptRows(t *testing.T) {
 		})
 	}
 }
+
+// An attempt row carries every count of the call's usage: reasoning tokens
+// and the vendor-reported cost (OpenRouter's usage.cost), which the ledger
+// stores as the attempt's cost (cost_source vendor). Both were dropped
+// when the row was built, so the ledger priced such calls from its catalog
+// and stored reasoning_tokens 0.
+func TestAttemptRowsCarryTheWholeUsage(t *testing.T) {
+	u := envelope.Usage{InputTokens: 100, OutputTokens: 50, CachedTokens: 20, CacheWriteTokens: 5, ReasoningTokens: 30, VendorCostUSD: 0.0042, VendorCostReported: true}
+	w := &envelope.Work{Key: "acme.r1", Request: envelope.Request{ID: "r1", Tenant: "acme"},
+		Attempts: []envelope.AttemptResult{{Attempt: 1, Vendor: "openrouter", Model: "m", Outcome: envelope.OutcomeOK, Usage: u}},
+		Calls:    []envelope.Call{{AttemptID: "acme.r1#1", StartedAt: time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)}}}
+	tests := []struct {
+		name string
+		ev   *envelope.AttemptEvent
+	}{
+		{"AttemptEventFor", AttemptEventFor(w, &w.Attempts[0], &envelope.Result{AttemptID: "acme.r1#1"})},
+		{"FinishedAttemptEvents", &FinishedAttemptEvents(w)[0]},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := tt.ev.Usage(); got != u {
+				t.Fatalf("row usage %+v, want %+v", got, u)
+			}
+		})
+	}
+}
