@@ -4,11 +4,13 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math"
 	"testing"
 	"time"
 
 	"github.com/switchyard-llm/switchyard/pkg/envelope"
 	"github.com/switchyard-llm/switchyard/pkg/natsx"
+	"github.com/switchyard-llm/switchyard/pkg/policy"
 	"github.com/switchyard-llm/switchyard/services/sim"
 	"github.com/switchyard-llm/switchyard/services/switchyard/app"
 )
@@ -154,4 +156,26 @@ func (e *env) telemetryDrained(wait time.Duration) {
 		info, err := s.Info(context.Background())
 		return err == nil && info.State.Msgs == 0
 	})
+}
+
+// OpenRouter reports what it charged (usage.cost): the attempt row stores
+// that cost (cost_source vendor), the figure the reply and the budget use,
+// with the call's reasoning and other token counts.
+func TestVendorReportedCostReachesTheLedger(t *testing.T) {
+	e := start(t, withRoute(policy.Route{Name: "or", Chain: []policy.Target{{Vendor: "openrouter", Model: "meta-llama/llama-3.3-70b-instruct"}}}))
+	got := e.submitAll([]*envelope.Request{e.request("or1", "or", "what does it cost")}, 30*time.Second)["or1"][0]
+	if got.Status != envelope.StatusOK || len(got.Attempts) != 1 || got.CostUSD <= 0 {
+		t.Fatalf("want one answered call with a cost, got %+v", got)
+	}
+	where := fmt.Sprintf(" WHERE tenant = '%s' AND request_id = 'or1' AND outcome = 'ok' AND cost_source = 'vendor'", e.tenant)
+	if n := e.eventually("SELECT count() FROM %s.attempts FINAL"+where, 1, 30*time.Second); n != 1 {
+		t.Fatalf("attempt rows priced by the vendor = %d, want 1", n)
+	}
+	var cost float64
+	if err := e.ch.QueryRow(context.Background(), fmt.Sprintf("SELECT cost_usd FROM %s.attempts FINAL", e.db)+where).Scan(&cost); err != nil {
+		t.Fatal(err)
+	}
+	if math.Abs(cost-got.CostUSD) > 1e-12 {
+		t.Fatalf("ledger cost %.12f, reply cost %.12f", cost, got.CostUSD)
+	}
 }
