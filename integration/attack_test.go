@@ -272,6 +272,8 @@ func TestAttacksRefused(t *testing.T) {
 		// A service's credentials are no master key either.
 		{"gate forges executor work", gate, func(t *testing.T, c *busClient) { c.pub(t, "llm.exec.openai", forged) }},
 		{"gate forges request telemetry", gate, func(t *testing.T, c *busClient) { c.pub(t, natsx.SubjectRequest, telemetry) }},
+		// The gate announces attempts on core NATS only; the ledger's rows are the router's to send.
+		{"gate forges attempt telemetry", gate, func(t *testing.T, c *busClient) { c.pub(t, natsx.SubjectAttempt, telemetry) }},
 		{"gate forges a reply", gate, func(t *testing.T, c *busClient) { c.pub(t, "llm.replies."+victim+".v1", reply) }},
 		{"gate writes the policy", gate, func(t *testing.T, c *busClient) { c.pub(t, "$KV.switchyard_policy.current", policyOpen) }},
 		{"gate reads telemetry", gate, func(t *testing.T, c *busClient) {

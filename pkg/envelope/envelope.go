@@ -383,6 +383,19 @@ type Work struct {
 	// its answer is StreamText + what it adds.
 	StreamSeq  int    `json:"stream_seq,omitempty"`
 	StreamText string `json:"stream_text,omitempty"`
+	// Calls are the vendor calls behind Attempts, one each in the same
+	// order (the executor appends both): what an attempt's row needs and
+	// the reply does not show. The router sends the finished rows with the
+	// request's event.
+	Calls []Call `json:"calls,omitempty"`
+}
+
+// Call identifies one vendor call: its attempt id (see Result.AttemptID)
+// and its start, the attempt row's ts (the started row it replaces has the
+// same).
+type Call struct {
+	AttemptID string    `json:"attempt_id"`
+	StartedAt time.Time `json:"started_at"`
 }
 
 // Target returns the chain step being attempted.
@@ -499,6 +512,12 @@ type RequestEvent struct {
 	// ReasoningTokens is the subset of OutputTokens spent thinking.
 	ReasoningTokens int    `json:"reasoning_tokens"`
 	TraceID         string `json:"trace_id"`
+	// AttemptEvents are the finished rows of the request's vendor calls
+	// (attempts table), carried here rather than as messages of their own:
+	// one stream write and one ledger ack per request fewer. A hedged
+	// request's rows still come on llm.telemetry.attempt (see
+	// pipeline.FinishOuts).
+	AttemptEvents []AttemptEvent `json:"attempt_events,omitempty"`
 }
 
 // AddUsage adds one attempt's token counts to the request's totals.

@@ -67,16 +67,17 @@ func services(vendors []string) map[string]service {
 			streams:  []string{"KV_" + kvDedupe},
 		},
 		"router": {
-			publish:  []string{"llm.exec.>", "llm.replies.>", "_INBOX.>", "llm.deltas.>", "llm.telemetry.request", "llm.dlq.router", "llm.alerts.circuit"},
+			// llm.telemetry.attempt: the rows of a hedge branch (see pipeline.FinishOuts).
+			publish:  []string{"llm.exec.>", "llm.replies.>", "_INBOX.>", "llm.deltas.>", "llm.telemetry.request", "llm.telemetry.attempt", "llm.dlq.router", "llm.alerts.circuit"},
 			consumes: []string{"LLM_PIPELINE.router"},
 			kv:       []string{kvBudgets, kvBreakers, kvHedges, kvCache},
 			// The router observes finished attempts' latencies and verdicts
-			// (latency-aware strategies): the one reader of telemetry
-			// besides the ledger, live only, never the stream.
-			core: []string{"llm.telemetry.attempt"},
+			// (latency-aware strategies) as the gate announces them on core
+			// NATS: live only, no stream holds them.
+			core: []string{"llm.observed.attempt"},
 		},
 		"gate": {
-			publish:  []string{"llm.verdicts", "llm.telemetry.attempt", "llm.dlq.gate"},
+			publish:  []string{"llm.verdicts", "llm.observed.attempt", "llm.dlq.gate"},
 			consumes: []string{"LLM_PIPELINE.gate"},
 			kv:       []string{kvCache},
 		},

@@ -32,8 +32,14 @@ const (
 	SubjectTelemetry = "llm.telemetry.>"
 	SubjectAttempt   = "llm.telemetry.attempt"
 	SubjectRequest   = "llm.telemetry.request"
-	SubjectDLQPrefix = "llm.dlq."
-	SubjectAlerts    = "llm.alerts.>"
+	// SubjectObservedAttempt carries each finished attempt's event on core
+	// NATS only (outside every stream, so it costs no stream write): the
+	// gate publishes it as it judges the attempt, for the router's
+	// latency-aware strategies. The ledger's rows come with the request
+	// event instead.
+	SubjectObservedAttempt = "llm.observed.attempt"
+	SubjectDLQPrefix       = "llm.dlq."
+	SubjectAlerts          = "llm.alerts.>"
 )
 
 // Stream names.

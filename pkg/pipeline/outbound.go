@@ -201,14 +201,30 @@ func awaitAcks(ctx context.Context, pending []jetstream.PubAckFuture) error {
 	return nil
 }
 
-// FinishOuts are the messages that finish a request: its telemetry event
-// first, then the reply, so a client that saw a reply can always find the
-// request in the ledger eventually.
+// FinishOuts are the messages that finish a request: its telemetry first,
+// then the reply, so a client that saw a reply can always find the request
+// in the ledger eventually. The request event carries the finished rows of
+// its vendor calls (one stream write for the request and all its attempts).
+// A hedged branch's rows go as attempt events of their own (AttemptRowOuts):
+// the request event's message id is the request's, so a second branch's
+// event would be dropped as a duplicate with its rows.
 func FinishOuts(w *envelope.Work, r *envelope.Reply, now time.Time) ([]Outbound, error) {
-	ev, err := Out(natsx.SubjectRequest, w.Key+":request", RequestEventFor(w, r, now), traceHeader(w))
+	var outs []Outbound
+	rev := RequestEventFor(w, r, now)
+	if w.Hedged {
+		rows, err := AttemptRowOuts(w)
+		if err != nil {
+			return nil, err
+		}
+		outs = rows
+	} else {
+		rev.AttemptEvents = FinishedAttemptEvents(w)
+	}
+	ev, err := Out(natsx.SubjectRequest, w.Key+":request", rev, traceHeader(w))
 	if err != nil {
 		return nil, err
 	}
+	outs = append(outs, ev)
 	subject := w.Request.ReplySubject()
 	reply, err := Out(subject, w.Key+":reply", r, traceHeader(w))
 	if err != nil {
@@ -217,14 +233,68 @@ func FinishOuts(w *envelope.Work, r *envelope.Reply, now time.Time) ([]Outbound,
 	reply.Core = !strings.HasPrefix(subject, "llm.replies.")
 	reply.Once = !reply.Core
 	if !w.Request.Stream {
-		return []Outbound{ev, reply}, nil
+		return append(outs, reply), nil
 	}
 	end, err := Out(envelope.DeltaSubject(w.Request.Tenant, w.Request.ID), "", TerminalDelta(w, r), nil)
 	if err != nil {
 		return nil, err
 	}
 	end.Core = true
-	return []Outbound{ev, end, reply}, nil
+	return append(outs, end, reply), nil
+}
+
+// FinishedAttemptEvents are the attempts-table rows of every vendor call
+// w made, finished: its Attempts with the id and start the executor noted
+// in Calls.
+func FinishedAttemptEvents(w *envelope.Work) []envelope.AttemptEvent {
+	if len(w.Attempts) == 0 {
+		return nil
+	}
+	out := make([]envelope.AttemptEvent, len(w.Attempts))
+	noted := len(w.Calls) == len(w.Attempts)
+	for i := range w.Attempts {
+		a := &w.Attempts[i]
+		var call envelope.Call
+		switch {
+		case noted:
+			call = w.Calls[i]
+		default:
+			// Work an executor of an older version called, which did not
+			// note its calls: the id and start it gave the started row.
+			call.AttemptID, call.StartedAt = envelope.AttemptID(w.Key, a.Attempt), w.ReceivedAt.UTC()
+			if i == len(w.Attempts)-1 && w.Current != nil && w.Current.AttemptID != "" {
+				call.AttemptID, call.StartedAt = w.Current.AttemptID, w.Current.StartedAt
+			}
+		}
+		attemptEvent(&out[i], w, a, call.AttemptID, call.StartedAt)
+	}
+	return out
+}
+
+// AttemptRowOuts are w's finished attempt rows as attempt events of their
+// own: the rows of a hedged branch, which ends apart from its request
+// (a lost or cancelled branch, or one whose request another branch
+// finishes).
+func AttemptRowOuts(w *envelope.Work) ([]Outbound, error) {
+	evs := FinishedAttemptEvents(w)
+	outs := make([]Outbound, 0, len(evs))
+	for i := range evs {
+		o, err := AttemptOut(&evs[i], w.TraceParent)
+		if err != nil {
+			return nil, err
+		}
+		outs = append(outs, o)
+	}
+	return outs, nil
+}
+
+// ObservedOut is a finished attempt's event for the router's observer, on
+// core NATS only: no stream stores it (the ledger's row comes with the
+// request event).
+func ObservedOut(ev *envelope.AttemptEvent) (Outbound, error) {
+	o, err := Out(natsx.SubjectObservedAttempt, "", ev, nil)
+	o.Core = true
+	return o, err
 }
 
 // TerminalDelta is the last event on a streamed request's delta subject,
@@ -271,10 +341,24 @@ func AttemptEventFor(w *envelope.Work, a *envelope.AttemptResult, res *envelope.
 	if res != nil && res.AttemptID != "" {
 		id = res.AttemptID
 	}
-	ev := &envelope.AttemptEvent{
+	ev := &envelope.AttemptEvent{}
+	var ts time.Time
+	if res != nil {
+		ts = res.StartedAt
+	}
+	attemptEvent(ev, w, a, id, ts)
+	if res != nil {
+		ev.PriceKnown = res.PriceKnown
+	}
+	return ev
+}
+
+func attemptEvent(ev *envelope.AttemptEvent, w *envelope.Work, a *envelope.AttemptResult, id string, ts time.Time) {
+	*ev = envelope.AttemptEvent{
 		RequestID:     w.Request.ID,
 		AttemptID:     id,
 		Attempt:       a.Attempt,
+		TS:            ts,
 		Tenant:        w.Request.Tenant,
 		UserHash:      HashUser(w.Request.Tenant, w.Request.User),
 		EndpointTag:   w.Request.EndpointTag,
@@ -287,10 +371,6 @@ func AttemptEventFor(w *envelope.Work, a *envelope.AttemptResult, res *envelope.
 		Outcome:       a.Outcome,
 		ErrorClass:    a.ErrorClass,
 		HTTPStatus:    a.HTTPStatus,
-		InputTokens:   a.Usage.InputTokens,
-		OutputTokens:  a.Usage.OutputTokens,
-		CachedTokens:  a.Usage.CachedTokens,
-		CacheWrite:    a.Usage.CacheWriteTokens,
 		CostUSD:       a.CostUSD,
 		LatencyMS:     a.LatencyMS,
 		TTFTMS:        a.TTFTMS,
@@ -299,10 +379,9 @@ func AttemptEventFor(w *envelope.Work, a *envelope.AttemptResult, res *envelope.
 		CacheHit: a.Usage.CachedTokens > 0,
 		TraceID:  TraceID(w.TraceParent),
 	}
-	if res != nil {
-		ev.TS, ev.PriceKnown = res.StartedAt, res.PriceKnown
-	}
-	return ev
+	// Every count, reasoning tokens and the vendor-reported cost included
+	// (the ledger stores that cost as the attempt's).
+	ev.SetUsage(a.Usage)
 }
 
 // AttemptOut is the attempt event's message; its id is the attempt id, so a

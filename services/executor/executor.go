@@ -337,6 +337,7 @@ func (e *Executor) attempt(ctx context.Context, w *envelope.Work, delivery int, 
 	a.ErrorClass, a.HTTPStatus, a.LatencyMS, a.Usage, a.CostUSD = res.ErrorClass, res.HTTPStatus, res.LatencyMS, res.Usage, res.CostUSD
 	a.TTFTMS = res.TTFTMS
 	w.Attempts = append(w.Attempts, a)
+	w.Calls = append(w.Calls, envelope.Call{AttemptID: id, StartedAt: res.StartedAt})
 	o, err := pipeline.WorkOut(natsx.SubjectResults, outID(w), w)
 	if err != nil {
 		return nil, err

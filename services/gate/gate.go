@@ -1,7 +1,8 @@
-// Package gate judges every attempt's answer. It records each attempt's
-// telemetry and hands the work with its verdict back to the router on
-// llm.verdicts; the router alone decides what follows (reply, retry,
-// escalation, hedge winner).
+// Package gate judges every attempt's answer. It hands the work with its
+// verdict back to the router on llm.verdicts, and announces the finished
+// attempt on core NATS for the router's observer; the router alone decides
+// what follows (reply, retry, escalation, hedge winner) and sends the
+// attempt's row to the ledger when the request (or its hedge branch) ends.
 package gate
 
 import (
@@ -124,11 +125,14 @@ func (g *Gate) Handle(ctx context.Context, d *pipeline.Delivery) error {
 	if err != nil {
 		return err
 	}
+	if g.d.NC == nil {
+		outs = outs[:1] // no core connection: no observer to tell
+	}
 	return g.pub.Send(ctx, outs)
 }
 
-// judge records the attempt's telemetry and hands the work, with the
-// verdict, back to the router on llm.verdicts. The gate decides nothing
+// judge hands the work, with the verdict, back to the router on
+// llm.verdicts, and announces the finished attempt (llm.observed.attempt). The gate decides nothing
 // about what follows: not the reply, not an escalation, not a hedge winner.
 func (g *Gate) judge(w *envelope.Work) ([]pipeline.Outbound, error) {
 	if w.Current == nil || len(w.Attempts) == 0 {
@@ -157,13 +161,16 @@ func (g *Gate) judge(w *envelope.Work) ([]pipeline.Outbound, error) {
 		}
 	}
 	ev := pipeline.AttemptEventFor(w, last, res)
-	attempt, err := pipeline.AttemptOut(ev, w.TraceParent)
-	if err != nil {
-		return nil, err
-	}
 	verdict, err := pipeline.WorkOut(natsx.SubjectVerdicts, w.Key+":verdict:"+ev.AttemptID, w)
 	if err != nil {
 		return nil, err
 	}
-	return []pipeline.Outbound{attempt, verdict}, nil
+	// The ledger's row travels in the work to the router, which sends it
+	// with the request's event; the router's observer sees it now, on core
+	// NATS, once the verdict is stored.
+	observed, err := pipeline.ObservedOut(ev)
+	if err != nil {
+		return nil, err
+	}
+	return []pipeline.Outbound{verdict, observed}, nil
 }

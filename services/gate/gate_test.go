@@ -33,9 +33,11 @@ routes: [{name: chat, chain: [{vendor: a, model: m}]}, {name: polite, toxicity: 
 		verdicts: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "v"}, []string{"verdict"})}
 }
 
-// The gate only judges: for every result it returns the attempt's
-// telemetry and the work with its verdict for the router, and nothing else
-// (no reply, no escalation, no cache write).
+// The gate only judges: for every result it returns the work with its
+// verdict for the router (the attempt's outcome in it, which the router
+// sends to the ledger) and the finished attempt's event for the router's
+// observer on core NATS, and nothing else (no stream write of the attempt
+// row, no reply, no escalation, no cache write).
 func TestJudgeReturnsAttemptAndVerdict(t *testing.T) {
 	started := time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)
 	tests := []struct {
@@ -79,19 +81,23 @@ func TestJudgeReturnsAttemptAndVerdict(t *testing.T) {
 			if err != nil || len(outs) != 2 {
 				t.Fatalf("got %d messages, %v", len(outs), err)
 			}
-			if outs[0].Subject != natsx.SubjectAttempt || outs[0].MsgID != tt.attemptID || outs[1].Subject != natsx.SubjectVerdicts {
-				t.Fatalf("subjects/ids: %s %s, %s", outs[0].Subject, outs[0].MsgID, outs[1].Subject)
+			if outs[0].Subject != natsx.SubjectVerdicts || outs[0].MsgID != "k:verdict:"+tt.attemptID || outs[0].Core ||
+				outs[1].Subject != natsx.SubjectObservedAttempt || !outs[1].Core {
+				t.Fatalf("subjects/ids: %s %s core %v, %s core %v", outs[0].Subject, outs[0].MsgID, outs[0].Core, outs[1].Subject, outs[1].Core)
 			}
 			var ev envelope.AttemptEvent
-			if err := json.Unmarshal(outs[0].Data, &ev); err != nil {
+			if err := json.Unmarshal(outs[1].Data, &ev); err != nil {
 				t.Fatal(err)
 			}
 			if ev.Outcome != tt.outcome || ev.AttemptID != tt.attemptID || !ev.TS.Equal(started) || ev.CacheHit != tt.cacheHit {
-				t.Fatalf("attempt event: %+v", ev)
+				t.Fatalf("observed attempt event: %+v", ev)
 			}
 			var v envelope.Work
-			if err := json.Unmarshal(outs[1].Data, &v); err != nil {
+			if err := json.Unmarshal(outs[0].Data, &v); err != nil {
 				t.Fatal(err)
+			}
+			if got := v.Attempts[len(v.Attempts)-1].Outcome; got != tt.outcome {
+				t.Fatalf("the attempt's outcome in the verdict = %q, want %q (the ledger's row is built from it)", got, tt.outcome)
 			}
 			switch {
 			case tt.passed == nil && v.Quality != nil:

@@ -324,3 +324,83 @@ func TestRequestsKeyedByTenant(t *testing.T) {
 		t.Fatalf("requests FINAL with id r1: %d rows, want 2 (one per tenant)", got)
 	}
 }
+
+// A request event carries its finished attempt rows: the ledger stores the
+// request row and every attempt row from that one message, replacing the
+// executor's started rows and never replaced by one, and a redelivered or
+// re-published event (here: twice, in separate batches, under different
+// message ids) leaves one row of each.
+func TestLedgerStoresAttemptRowsCarriedByTheRequestEvent(t *testing.T) {
+	conn, cfg := chtest.Migrated(t)
+	cfg = testConfig(cfg)
+	_, js := startJetStream(t)
+	r := startLedger(t, cfg, ledger.Deps{JS: js, CH: conn})
+	db := cfg.ClickHouseDatabase
+
+	const nReq = 10
+	var requests []envelope.RequestEvent
+	var started []envelope.AttemptEvent
+	rows := 0
+	for i := range nReq {
+		id := fmt.Sprintf("carried_%03d", i)
+		q := requestEvent(id)
+		for n := 1; n <= 1+i%2; n++ {
+			a := attemptEvent(id, n, "openai", "gpt-4o-mini")
+			s := a
+			s.Outcome, s.InputTokens, s.OutputTokens, s.CachedTokens = envelope.OutcomeStarted, 0, 0, 0
+			started = append(started, s)
+			q.AttemptEvents = append(q.AttemptEvents, a)
+			rows++
+		}
+		q.Attempts = len(q.AttemptEvents)
+		requests = append(requests, q)
+	}
+	var msgs uint64
+	for _, s := range started {
+		publish(t, js, natsx.SubjectAttempt, s.AttemptID+":started", s)
+		msgs++
+	}
+	for round := 1; round <= 2; round++ {
+		for _, q := range requests {
+			publish(t, js, natsx.SubjectRequest, fmt.Sprintf("%s-r%d", q.RequestID, round), q)
+			msgs++
+		}
+		eventually(t, 30*time.Second, fmt.Sprintf("round %d acked", round), func() bool { return r.L.Stats().Acked == msgs })
+	}
+	// A started row redelivered after its finished row: still finished.
+	publish(t, js, natsx.SubjectAttempt, started[0].AttemptID+":started-again", started[0])
+	msgs++
+	eventually(t, 30*time.Second, "late started row acked", func() bool { return r.L.Stats().Acked == msgs })
+
+	for _, tc := range []struct {
+		name, query string
+		want        uint64
+	}{
+		{"request rows", countQ(db, "requests", true), nReq},
+		{"attempt rows", countQ(db, "attempts", true), uint64(rows)},
+		{"finished attempt rows", "SELECT count() FROM `" + db + "`.attempts FINAL WHERE outcome = 'ok' AND cost_usd > 0", uint64(rows)},
+	} {
+		if got := chtest.Count(t, conn, tc.query); got != tc.want {
+			t.Errorf("%s: %d, want %d", tc.name, got, tc.want)
+		}
+	}
+}
+
+// A request event carrying an attempt row that cannot be stored is
+// dead-lettered whole: the request row is never stored without its
+// attempts.
+func TestLedgerDeadLettersRequestEventWithBadAttemptRow(t *testing.T) {
+	conn, cfg := chtest.Migrated(t)
+	cfg = testConfig(cfg)
+	_, js := startJetStream(t)
+	r := startLedger(t, cfg, ledger.Deps{JS: js, CH: conn})
+	q := requestEvent("bad_carried")
+	bad := attemptEvent("bad_carried", 1, "openai", "gpt-4o-mini")
+	bad.AttemptID = ""
+	q.AttemptEvents = []envelope.AttemptEvent{bad}
+	publish(t, js, natsx.SubjectRequest, "bad_carried", q)
+	eventually(t, 30*time.Second, "dead-lettered", func() bool { return r.L.Stats().DeadLetters == 1 })
+	if got := chtest.Count(t, conn, countQ(cfg.ClickHouseDatabase, "requests", true)); got != 0 {
+		t.Fatalf("request rows = %d, want 0", got)
+	}
+}

@@ -2,6 +2,7 @@ package ledger
 
 import (
 	"errors"
+	"fmt"
 	"math"
 	"time"
 
@@ -55,6 +56,12 @@ func validateRequest(e *envelope.RequestEvent) error {
 	}
 	if !e.FinishedAt.IsZero() && !validTS(e.FinishedAt) {
 		errs = append(errs, errors.New("finished_at is out of range"))
+	}
+	// The attempt rows it carries are stored with it or not at all.
+	for i := range e.AttemptEvents {
+		if err := validateAttempt(&e.AttemptEvents[i]); err != nil {
+			errs = append(errs, fmt.Errorf("attempt_events[%d]: %w", i, err))
+		}
 	}
 	return errors.Join(errs...)
 }

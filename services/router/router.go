@@ -232,7 +232,7 @@ func (r *Router) handle(ctx context.Context, w *envelope.Work, ev Event, now tim
 			}
 			if !won {
 				r.decisions.WithLabelValues("hedge_lost").Inc()
-				return nil, r.hedgeDone(ctx, w)
+				return r.branchDone(ctx, w)
 			}
 		}
 		return r.finishOK(ctx, log, w, act.Degraded, now)
@@ -242,10 +242,21 @@ func (r *Router) handle(ctx context.Context, w *envelope.Work, ev Event, now tim
 		return r.branchFailed(ctx, w, now)
 	default: // Nothing: a cancelled hedge branch
 		if w.Hedged && r.d.Hedges != nil {
-			return nil, r.hedgeDone(ctx, w)
+			return r.branchDone(ctx, w)
 		}
-		return nil, nil
+		return pipeline.AttemptRowOuts(w)
 	}
+}
+
+// branchDone ends a hedge branch that does not finish the request (it lost,
+// was cancelled, or failed while the other may still answer): its budget
+// share is recorded and its calls' rows go to the ledger, which the
+// request's event will not carry.
+func (r *Router) branchDone(ctx context.Context, w *envelope.Work) ([]pipeline.Outbound, error) {
+	if err := r.hedgeDone(ctx, w); err != nil {
+		return nil, err
+	}
+	return pipeline.AttemptRowOuts(w)
 }
 
 // open reports circuits that are open and still cooling down: traffic goes
@@ -419,14 +430,14 @@ func (r *Router) branchFailed(ctx context.Context, w *envelope.Work, now time.Ti
 	if won, err := r.d.Hedges.Won(ctx, w.Key); err != nil {
 		return nil, pipeline.Transient(err, 0)
 	} else if won {
-		return nil, r.hedgeDone(ctx, w)
+		return r.branchDone(ctx, w)
 	}
 	all, err := r.d.Hedges.Fail(ctx, w.Key, w.Branch, hedgeBranches)
 	if err != nil {
 		return nil, pipeline.Transient(err, 0)
 	}
 	if !all {
-		return nil, r.hedgeDone(ctx, w) // the other branch may still answer
+		return r.branchDone(ctx, w) // the other branch may still answer
 	}
 	r.decisions.WithLabelValues("exhausted").Inc()
 	if passed(w, now) {
@@ -457,15 +468,15 @@ func (r *Router) deadLetter(ctx context.Context, d *pipeline.Delivery, reason st
 	return r.pub.Send(ctx, outs)
 }
 
-// observe feeds the latency-aware and least-loaded strategies: attempt
-// telemetry (seen on core NATS as it is published) gives each model's
-// observed latency, and the executors' consumers give each vendor's
-// in-flight calls.
+// observe feeds the latency-aware and least-loaded strategies: finished
+// attempts (the gate announces each on core NATS, llm.observed.attempt)
+// give each model's observed latency, and the executors' consumers give
+// each vendor's in-flight calls.
 func (r *Router) observe(ctx context.Context) error {
 	if r.d.NC == nil {
 		return nil
 	}
-	sub, err := r.d.NC.Subscribe(natsx.SubjectAttempt, func(m *nats.Msg) {
+	sub, err := r.d.NC.Subscribe(natsx.SubjectObservedAttempt, func(m *nats.Msg) {
 		var ev envelope.AttemptEvent
 		if envelope.UnmarshalInternal(m.Data, &ev) != nil {
 			return
