@@ -165,47 +165,6 @@ func (p Publisher) DeadLetterRequest(ctx context.Context, stageName, reason, det
 	return p.PublishRaw(ctx, natsx.DLQSubject(stageName), "dlq:"+stageName+":"+w.Key, data, hdr)
 }
 
-// SendReply publishes a reply. Replies under llm.replies.> are persisted in
-// JetStream (deduplicated by key); a custom reply_to outside it gets a core
-// NATS publish, as a request-reply client expects.
-func (p Publisher) SendReply(ctx context.Context, key, subject string, r *envelope.Reply, hdr nats.Header) error {
-	if strings.HasPrefix(subject, "llm.replies.") || p.NC == nil {
-		if p.JS != nil && redelivered(ctx) {
-			if done, err := p.stored(ctx, Outbound{Subject: subject, MsgID: key + ":reply"}); err != nil || done {
-				return err
-			}
-		}
-		return p.Publish(ctx, subject, key+":reply", r, hdr)
-	}
-	data, err := json.Marshal(r)
-	if err != nil {
-		return Terminal("marshal", err)
-	}
-	if err := p.NC.PublishMsg(&nats.Msg{Subject: subject, Data: data, Header: hdr}); err != nil {
-		return Transient(fmt.Errorf("publish reply: %w", err), 0)
-	}
-	return nil
-}
-
-// Finish completes a request: telemetry first, then the reply, so a client
-// that saw a reply can always find the request in the ledger eventually.
-// Both carry deterministic ids, so a redelivered finish publishes nothing new.
-func (p Publisher) Finish(ctx context.Context, w *envelope.Work, r *envelope.Reply, now time.Time) error {
-	ev := RequestEventFor(w, r, now)
-	if err := p.Publish(ctx, natsx.SubjectRequest, w.Key+":request", ev, traceHeader(w)); err != nil {
-		return err
-	}
-	return p.SendReply(ctx, w.Key, w.Request.ReplySubject(), r, traceHeader(w))
-}
-
-// FailRequest sends an error reply for w.
-func (p Publisher) FailRequest(ctx context.Context, w *envelope.Work, code, msg string, retryable bool, now time.Time) error {
-	r := ReplyFor(w, now)
-	r.Status = envelope.StatusError
-	r.Error = &envelope.Error{Code: code, Message: msg, Retryable: retryable}
-	return p.Finish(ctx, w, r, now)
-}
-
 // ReplyFor builds the reply skeleton shared by success and failure.
 func ReplyFor(w *envelope.Work, now time.Time) *envelope.Reply {
 	r := &envelope.Reply{
