@@ -166,3 +166,45 @@ func TestAttemptStartedPublishBoundedByTheBudget(t *testing.T) {
 		t.Fatalf("Handle: %v, vendor called %v; want the publish's error and no call", err, called)
 	}
 }
+
+// steppingClock advances by step at every reading: time passing in the
+// steps before the call (the breaker and limiter buckets answering slowly
+// while a NATS node is cut off).
+type steppingClock struct {
+	mu   sync.Mutex
+	now  time.Time
+	step time.Duration
+}
+
+func (c *steppingClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(c.step)
+	return c.now
+}
+
+// Work whose attempt deadline passes while the executor asks the breaker
+// and limiter is skipped stale before anything is announced: no started
+// event, no call with no time left (which the ledger would show as an
+// attempt no vendor saw).
+func TestWorkGoneStaleBeforeTheCallIsSkipped(t *testing.T) {
+	called := false
+	e := testExecutor(t, adapterFunc(func(ctx context.Context, r *provider.Request) (*provider.Response, error) {
+		called = true
+		return honoursContext(ctx, r)
+	}))
+	start := time.Now()
+	clock := &steppingClock{now: start, step: 6 * time.Second}
+	e.d.Now = clock.Now
+	w := work(start)
+	w.Deadline = start.Add(time.Minute)
+	w.AttemptDeadline = start.Add(10 * time.Second) // fresh at the first reading (6 s), gone at the next (12 s)
+	emitted := 0
+	outs, err := e.attempt(context.Background(), w, 1, nil, func(pipeline.Outbound) error { emitted++; return nil })
+	if err != nil || len(outs) != 1 || outs[0].Subject != natsx.SubjectVerdicts {
+		t.Fatalf("%+v, %v", outs, err)
+	}
+	if called || emitted != 0 || len(w.Attempts) != 0 || !w.Current.Skipped || w.Current.ErrorClass != envelope.SkipStale {
+		t.Fatalf("called %v, started events %d, attempts %d, result %+v", called, emitted, len(w.Attempts), w.Current)
+	}
+}
