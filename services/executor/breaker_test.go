@@ -55,6 +55,7 @@ func TestOurSideFailuresDoNotOpenTheVendorCircuit(t *testing.T) {
 		stream   bool          // a streamed request whose deltas cannot be published
 		emitSlow time.Duration // how long the attempt-started publish takes (test clock)
 		timeout  time.Duration // the vendor's own timeout (0: a minute)
+		left     time.Duration // the attempt's budget when the work arrives (0: 10 s)
 		wantOpen bool
 	}{
 		{name: "attempt-started publish outlasts the attempt's budget", emitSlow: 11 * time.Second,
@@ -63,6 +64,13 @@ func TestOurSideFailuresDoNotOpenTheVendorCircuit(t *testing.T) {
 			vendor: func(context.CancelFunc) provider.Adapter {
 				return adapterFunc(func(ctx context.Context, _ *provider.Request) (*provider.Response, error) {
 					<-ctx.Done() // a vendor call over a loaded machine: slower than 100 ms
+					return nil, ctx.Err()
+				})
+			}},
+		{name: "work delivered with 100 ms of its budget left", left: 100 * time.Millisecond,
+			vendor: func(context.CancelFunc) provider.Adapter {
+				return adapterFunc(func(ctx context.Context, _ *provider.Request) (*provider.Response, error) {
+					<-ctx.Done() // the vendor's usual 80-120 ms, on a loaded machine
 					return nil, ctx.Err()
 				})
 			}},
@@ -115,6 +123,11 @@ func TestOurSideFailuresDoNotOpenTheVendorCircuit(t *testing.T) {
 				w := work(clock.Now())
 				w.Request.Stream = tt.stream
 				w.AttemptDeadline = clock.Now().Add(10 * time.Second)
+				if tt.left > 0 {
+					// A consumer stalled after a partition (its pull
+					// requests lost with the cut node) delivers late.
+					w.AttemptDeadline = clock.Now().Add(tt.left)
+				}
 				emit := func(pipeline.Outbound) error { clock.Add(tt.emitSlow); return nil }
 				if _, err := e.attempt(ctx, w, 1, nil, emit); err != nil {
 					t.Fatal(err)
