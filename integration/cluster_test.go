@@ -1228,16 +1228,18 @@ func TestClusterNodePartitioned(t *testing.T) {
 			opened = append(opened, line)
 		}
 	}
-	var staleSkips, staleOffers float64
+	var staleSkips, staleOffers, timeouts float64
 	for _, p := range r.procs {
 		switch filepath.Base(p.bin) {
 		case "executor":
 			staleSkips += metricWith(t, "http://"+p.httpAddr+"/metrics", "switchyard_executor_skipped_total", `reason="stale"`)
+			timeouts += metricWith(t, "http://"+p.httpAddr+"/metrics", "switchyard_executor_calls_total", `class="timeout"`)
 		case "router":
 			staleOffers += metricWith(t, "http://"+p.httpAddr+"/metrics", "switchyard_router_decisions_total", `decision="redispatch_stale"`)
 		}
 	}
-	t.Logf("circuits opened for the healthy vendor: %d %v; stale work skipped %.0f times, re-offered %.0f times", len(opened), opened[:min(len(opened), 2)], staleSkips, staleOffers)
+	t.Logf("circuits opened for the healthy vendor: %d %v; calls timed out (budget eaten on our side): %.0f; stale work skipped %.0f times, re-offered %.0f times",
+		len(opened), opened[:min(len(opened), 2)], timeouts, staleSkips, staleOffers)
 }
 
 // TestClusterBenchR3VsR1 measures the pipeline (separate processes, a
