@@ -1220,6 +1220,26 @@ func TestClusterNodePartitioned(t *testing.T) {
 		newLeader, tElected.Sub(tCut).Round(time.Millisecond), r.window(sentAt, tCut, tHeal))
 	t.Logf("after the heal (%s): %s", healed, r.window(sentAt, tHeal, tDone))
 	t.Logf("longest gap between replies %v; every request answered %v after the cut", r.longestGap().Round(time.Millisecond), tDone.Sub(tCut).Round(time.Millisecond))
+	// The simulated vendor is healthy throughout: a circuit that opened, or
+	// work that went stale, is the partition counted against it.
+	var opened []string
+	for _, line := range r.logs.all() {
+		if strings.Contains(line, `"message":"circuit breaker transition"`) && strings.Contains(line, `"to":"open"`) {
+			opened = append(opened, line)
+		}
+	}
+	var staleSkips, staleOffers, timeouts float64
+	for _, p := range r.procs {
+		switch filepath.Base(p.bin) {
+		case "executor":
+			staleSkips += metricWith(t, "http://"+p.httpAddr+"/metrics", "switchyard_executor_skipped_total", `reason="stale"`)
+			timeouts += metricWith(t, "http://"+p.httpAddr+"/metrics", "switchyard_executor_calls_total", `class="timeout"`)
+		case "router":
+			staleOffers += metricWith(t, "http://"+p.httpAddr+"/metrics", "switchyard_router_decisions_total", `decision="redispatch_stale"`)
+		}
+	}
+	t.Logf("circuits opened for the healthy vendor: %d %v; calls timed out (budget eaten on our side): %.0f; stale work skipped %.0f times, re-offered %.0f times",
+		len(opened), opened[:min(len(opened), 2)], timeouts, staleSkips, staleOffers)
 }
 
 // TestClusterBenchR3VsR1 measures the pipeline (separate processes, a
@@ -1323,7 +1343,11 @@ func within(d time.Duration, cond func() bool) bool {
 }
 
 // metricSum adds up every series of a counter on a /metrics page.
-func metricSum(t *testing.T, url, name string) float64 {
+func metricSum(t *testing.T, url, name string) float64 { return metricWith(t, url, name, "") }
+
+// metricWith adds up the series of a counter whose labels include label
+// (e.g. `reason="stale"`; "" every series).
+func metricWith(t *testing.T, url, name, label string) float64 {
 	t.Helper()
 	resp, err := http.Get(url)
 	if err != nil {
@@ -1336,7 +1360,7 @@ func metricSum(t *testing.T, url, name string) float64 {
 	}
 	var sum float64
 	for _, line := range strings.Split(string(body), "\n") {
-		if strings.HasPrefix(line, name+"{") || strings.HasPrefix(line, name+" ") {
+		if (strings.HasPrefix(line, name+"{") || strings.HasPrefix(line, name+" ")) && strings.Contains(line, label) {
 			fields := strings.Fields(line)
 			v, err := strconv.ParseFloat(fields[len(fields)-1], 64)
 			if err != nil {

@@ -211,7 +211,11 @@ func (e *Executor) Handle(ctx context.Context, d *pipeline.Delivery) error {
 		return d.NakWithDelay(wait)
 	}
 	keep := func(ctx context.Context) func() { return keepAlive(ctx, d, e.cfg.AckWait/3) }
-	emit := func(o pipeline.Outbound) error { return e.pub.Send(ctx, []pipeline.Outbound{o}) }
+	emit := func(o pipeline.Outbound) error {
+		ectx, cancel := e.withinAttempt(ctx, w)
+		defer cancel()
+		return e.pub.Send(ectx, []pipeline.Outbound{o})
+	}
 	log := pipeline.RequestLogger(e.d.Log, w)
 	if d.NumDelivered() > 1 {
 		answered, err := e.answered(ctx, w)
@@ -277,6 +281,16 @@ func (e *Executor) answered(ctx context.Context, w *envelope.Work) (bool, error)
 	return false, nil
 }
 
+// withinAttempt bounds ctx by w's attempt deadline: a publish before the
+// call that outlasts it would leave the vendor no time (a stream leader
+// cut off holds a publish for the client's whole timeout).
+func (e *Executor) withinAttempt(ctx context.Context, w *envelope.Work) (context.Context, context.CancelFunc) {
+	if w.AttemptDeadline.IsZero() {
+		return context.WithCancel(ctx)
+	}
+	return context.WithTimeout(ctx, max(w.AttemptDeadline.Sub(e.d.Now()), 0))
+}
+
 // handOffFor bounds the retries of a result hand-off.
 const handOffFor = 30 * time.Second
 
@@ -310,6 +324,12 @@ func (e *Executor) attempt(ctx context.Context, w *envelope.Work, delivery int, 
 		e.release(permits)
 		return e.skip(w, t, envelope.SkipSaturated, sat.Error(), sat.RetryAfter)
 	}
+	if !w.AttemptDeadline.IsZero() && !e.d.Now().Before(w.AttemptDeadline) {
+		// The breaker and limiter buckets answered slowly (a NATS node
+		// partitioned): still not the vendor's business.
+		e.release(permits)
+		return e.skip(w, t, envelope.SkipStale, "the attempt's deadline passed before the call could start", 0)
+	}
 	id := envelope.AttemptID(w.Key, w.AttemptNumber())
 	if delivery > 1 {
 		id += "@" + strconv.Itoa(delivery)
@@ -323,11 +343,11 @@ func (e *Executor) attempt(ctx context.Context, w *envelope.Work, delivery int, 
 		e.release(permits)
 		return nil, err
 	}
-	res := e.call(ctx, w, t, keep)
+	res, health := e.call(ctx, w, t, keep)
 	// The finished row must land in the started row's partition (by month
 	// of ts) to replace it: both carry the same timestamp.
 	res.AttemptID, res.StartedAt = id, now.UTC()
-	e.record(permits, t, res)
+	e.record(permits, t, res, health)
 	e.handled.Add(1)
 	w.Current = res
 	a.Outcome = envelope.OutcomeOK
@@ -412,10 +432,10 @@ func (e *Executor) release(permits []breaker.Permit) {
 
 // record tells the breakers how the call went: retryable failures
 // (timeouts included) count against the vendor, terminal ones (a bad
-// request) and cancelled hedge branches say nothing about its health. The
-// context is made after the call, however long it took, so the outcome is
-// always recorded.
-func (e *Executor) record(permits []breaker.Permit, t envelope.Target, res *envelope.Result) {
+// request), cancelled hedge branches and failures of our own side (health
+// false, see call) say nothing about its health. The context is made
+// after the call, however long it took, so the outcome is always recorded.
+func (e *Executor) record(permits []breaker.Permit, t envelope.Target, res *envelope.Result, health bool) {
 	if len(permits) == 0 {
 		return
 	}
@@ -426,7 +446,7 @@ func (e *Executor) record(permits []breaker.Permit, t envelope.Target, res *enve
 		switch {
 		case res.OK():
 			err = e.d.Breakers.Record(ctx, p, true)
-		case res.Retryable:
+		case res.Retryable && health:
 			err = e.d.Breakers.Record(ctx, p, false)
 		default:
 			err = e.d.Breakers.Release(ctx, p)
@@ -464,9 +484,21 @@ func (e *Executor) acquire(ctx context.Context, w *envelope.Work, t envelope.Tar
 // because the other branch answered first.
 const ClassCancelled = "cancelled"
 
+// fairBudget is the least time a call must have had (or the vendor's own
+// timeout, when shorter) for its timeout to count against the vendor: the
+// router gives every attempt at least min(remaining, 2 s), so a call left
+// less had its budget eaten on our side (a queue, a slow NATS publish).
+const fairBudget = 2 * time.Second
+
+// errOurSide marks a call failed by our side (a delta not publishable).
+var errOurSide = errors.New("failed on Switchyard's side")
+
 // call performs the vendor request within the attempt's time budget:
-// min(vendor timeout, attempt deadline, request deadline).
-func (e *Executor) call(ctx context.Context, w *envelope.Work, t envelope.Target, keep func(context.Context) func()) *envelope.Result {
+// min(vendor timeout, attempt deadline, request deadline). health is false
+// when a failure says nothing about the vendor, only about us: the
+// executor stopping, NATS refusing a delta, or a timeout of a call that
+// was left less than a fair budget (fairBudget) by the time it started.
+func (e *Executor) call(ctx context.Context, w *envelope.Work, t envelope.Target, keep func(context.Context) func()) (res *envelope.Result, health bool) {
 	now := e.d.Now()
 	timeout := e.timeout()
 	for _, dl := range []time.Time{w.AttemptDeadline, w.Deadline} {
@@ -515,8 +547,12 @@ func (e *Executor) call(ctx context.Context, w *envelope.Work, t envelope.Target
 	elapsed := e.d.Now().Sub(start)
 	e.latency.WithLabelValues(t.Vendor, t.Model).Observe(elapsed.Seconds())
 
-	res := &envelope.Result{LatencyMS: elapsed.Milliseconds(), StartedAt: start.UTC()}
+	res = &envelope.Result{LatencyMS: elapsed.Milliseconds(), StartedAt: start.UTC()}
 	defer sc.fill(res, w, start)
+	given := limit // the time the vendor had
+	if quiet.fired() {
+		given = timeout
+	}
 	if err != nil && quiet.fired() {
 		err = &provider.Error{Class: provider.ClassTimeout, Retryable: true,
 			Message: fmt.Sprintf("the stream sent nothing for %s, the attempt's time budget", timeout.Round(time.Millisecond))}
@@ -525,20 +561,31 @@ func (e *Executor) call(ctx context.Context, w *envelope.Work, t envelope.Target
 		// vendor's fault, so no breaker counts it.
 		res.ErrorClass, res.ErrorMessage = ClassCancelled, "cancelled: another branch answered"
 		e.calls.WithLabelValues(t.Vendor, t.Model, ClassCancelled).Inc()
-		return res
+		return res, false
 	}
 	if err != nil {
 		ve := provider.AsError(err)
-		if errors.Is(cctx.Err(), context.DeadlineExceeded) {
+		ownDeadline := errors.Is(cctx.Err(), context.DeadlineExceeded)
+		if ownDeadline {
 			// Our time budget ran out: a timeout, whatever the transport said.
 			ve = &provider.Error{Class: provider.ClassTimeout, Retryable: true, Message: fmt.Sprintf("no answer within %s: %s", limit.Round(time.Millisecond), ve.Message)}
 		}
+		var ours string
+		switch {
+		case ctx.Err() != nil:
+			ours = "the executor stopped the call"
+		case errors.Is(err, errOurSide):
+			ours = "a delta could not be published"
+		case (ownDeadline || quiet.fired()) && given < min(e.timeout(), fairBudget):
+			ours = "the call was left " + max(given, 0).Round(time.Millisecond).String() + " of its budget"
+		}
+		health = ours == ""
 		res.ErrorClass, res.HTTPStatus, res.Retryable = string(ve.Class), ve.HTTPStatus, ve.Retryable
 		res.ErrorMessage, res.RetryAfterMS = ve.Message, ve.RetryAfter.Milliseconds()
 		e.calls.WithLabelValues(t.Vendor, t.Model, string(ve.Class)).Inc()
 		log := pipeline.RequestLogger(e.d.Log, w)
-		log.Debug().Str("vendor", t.Vendor).Str("model", t.Model).Str("class", string(ve.Class)).Int("http_status", ve.HTTPStatus).Msg("vendor call failed")
-		return res
+		log.Debug().Str("vendor", t.Vendor).Str("model", t.Model).Str("class", string(ve.Class)).Int("http_status", ve.HTTPStatus).Str("our_side", ours).Msg("vendor call failed")
+		return res, health
 	}
 	res.Content, res.FinishReason, res.Usage, res.HTTPStatus = resp.Content, resp.FinishReason, resp.Usage, resp.HTTPStatus
 	if redactor != nil {
@@ -547,7 +594,7 @@ func (e *Executor) call(ctx context.Context, w *envelope.Work, t envelope.Target
 	res.CostUSD, res.PriceKnown = pricing.Cost(e.d.Policy.Current(), t.Vendor, t.Model, resp.Usage)
 	e.calls.WithLabelValues(t.Vendor, t.Model, "ok").Inc()
 	e.cost.WithLabelValues(t.Vendor, t.Model).Add(res.CostUSD)
-	return res
+	return res, true
 }
 
 // redact returns the messages to send: with personal data replaced by

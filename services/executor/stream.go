@@ -65,7 +65,7 @@ func (e *Executor) complete(ctx context.Context, w *envelope.Work, req *provider
 			return err
 		}
 		if err := e.d.NC.Publish(subject, data); err != nil {
-			return fmt.Errorf("publish delta: %w", err)
+			return fmt.Errorf("publish delta: %w: %w", errOurSide, err)
 		}
 		sc.deltas++
 		sc.partial.WriteString(text)

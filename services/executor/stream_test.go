@@ -78,7 +78,7 @@ func TestStreamedAttempt(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer sub.Unsubscribe()
-			res := e.call(context.Background(), w, w.Target(), nil)
+			res, _ := e.call(context.Background(), w, w.Target(), nil)
 			if err := nc.Flush(); err != nil {
 				t.Fatal(err)
 			}

@@ -362,12 +362,15 @@ func skipped(w *envelope.Work, route *policy.Route, env Env) Action {
 			return to(w, w.Step, env.Now.Add(delay), env, "wait_saturated")
 		}
 	}
-	if res.ErrorClass == envelope.SkipStale && w.StaleDispatches < maxStaleDispatches && ineligible(w, w.Step, env, nil) == "" {
+	if res.ErrorClass == envelope.SkipStale && (!w.Deadline.IsZero() || w.StaleDispatches < maxStaleDispatches) && ineligible(w, w.Step, env, nil) == "" {
 		// The vendor was never called: the work outlived its attempt
-		// deadline in a queue (a backlog, a stream leader election).
-		// Another target spreads the backlog; the last one is offered
-		// again with a fresh attempt deadline rather than failing a
-		// request nobody tried.
+		// deadline in a queue (a backlog, a stream leader election, a
+		// partitioned node). Another target spreads the backlog; the last
+		// one is offered again with a fresh attempt deadline rather than
+		// failing a request nobody tried, for as long as the request's
+		// deadline allows (it ends as deadline_exceeded, above). Each
+		// re-offer waits out a budget of at least min(remaining, 2 s)
+		// first, so the deadline bounds the re-offers too.
 		if next, _ := nextTarget(w, w.Step+1, env, nil); next < 0 {
 			w.StaleDispatches++
 			w.StepAttempts-- // not a vendor failure: no retry is used up
@@ -416,7 +419,8 @@ func needsPrefill(m *policy.Model) string {
 }
 
 // maxStaleDispatches bounds how often a target that was never called
-// because its work went stale in the queue is offered again.
+// because its work went stale in the queue is offered again, for work
+// without a deadline (the request's deadline bounds the others).
 const maxStaleDispatches = 3
 
 // fallback moves to the next eligible target after the current one, or

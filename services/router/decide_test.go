@@ -475,34 +475,52 @@ func TestAttemptDeadline(t *testing.T) {
 }
 
 // Work that went stale in a queue never reached the vendor: it spills to a
-// later target when there is one, is offered to the last target again a
-// bounded number of times, and only then fails.
+// later target when there is one; the last target is offered again for as
+// long as the request's deadline allows (a NATS partition plus its backlog
+// may outlast several attempt budgets: three re-offers failed hundreds of
+// requests nobody had called in TestClusterNodePartitioned), and only a
+// request without a deadline is bounded by a count. A passed deadline ends
+// it as deadline_exceeded; an open circuit on the last target fails it.
 func TestDecideStaleAttempt(t *testing.T) {
 	stale := &envelope.Result{Skipped: true, ErrorClass: envelope.SkipStale, Retryable: true}
 	tests := []struct {
-		name   string
-		chain  []envelope.Target
-		step   int
-		before int // stale dispatches already made
-		kind   Kind
-		want   envelope.Target
+		name     string
+		chain    []envelope.Target
+		step     int
+		before   int           // stale dispatches already made
+		deadline time.Duration // from now; 0: the request has none
+		open     bool          // the last target's circuit is open
+		kind     Kind
+		code     string
+		want     envelope.Target
 	}{
-		{name: "spills to a later target", chain: []envelope.Target{g1, g2}, kind: Dispatch, want: g2},
-		{name: "last target offered again", chain: []envelope.Target{g1}, kind: Dispatch, want: g1},
-		{name: "last target after a spill", chain: []envelope.Target{g1, g2}, step: 1, before: 1, kind: Dispatch, want: g2},
-		{name: "bounded", chain: []envelope.Target{g1}, before: maxStaleDispatches, kind: Fail},
+		{name: "spills to a later target", chain: []envelope.Target{g1, g2}, deadline: 30 * time.Second, kind: Dispatch, want: g2},
+		{name: "last target offered again", chain: []envelope.Target{g1}, deadline: 30 * time.Second, kind: Dispatch, want: g1},
+		{name: "last target after a spill", chain: []envelope.Target{g1, g2}, step: 1, before: 1, deadline: 30 * time.Second, kind: Dispatch, want: g2},
+		{name: "again and again while the deadline allows", chain: []envelope.Target{g1}, before: maxStaleDispatches + 5, deadline: 30 * time.Second, kind: Dispatch, want: g1},
+		{name: "deadline passed", chain: []envelope.Target{g1}, before: 2, deadline: -time.Second, kind: Fail, code: envelope.CodeDeadlineExceeded},
+		{name: "no deadline: bounded", chain: []envelope.Target{g1}, before: maxStaleDispatches, kind: Fail, code: envelope.CodeAllVendorsFailed},
+		{name: "no deadline: offered again below the bound", chain: []envelope.Target{g1}, before: maxStaleDispatches - 1, kind: Dispatch, want: g1},
+		{name: "circuit open", chain: []envelope.Target{g1}, deadline: 30 * time.Second, open: true, kind: Fail, code: envelope.CodeAllVendorsFailed},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			w, env := decideEnv(t, transition{}, tt.chain)
 			w.Step, w.StepAttempts, w.Current, w.StaleDispatches = tt.step, 1, stale, tt.before
+			w.Deadline = time.Time{}
+			if tt.deadline != 0 {
+				w.Deadline = env.Now.Add(tt.deadline)
+			}
+			if tt.open {
+				env.Open = func(envelope.Target) bool { return true }
+			}
 			a := decide(w, EvSkipped, env)
 			if a.Kind != tt.kind {
 				t.Fatalf("got kind %d (%s %s), want %d", a.Kind, a.Decision, a.Message, tt.kind)
 			}
 			if tt.kind == Fail {
-				if a.Code != envelope.CodeAllVendorsFailed {
-					t.Fatalf("code %q, want %q", a.Code, envelope.CodeAllVendorsFailed)
+				if a.Code != tt.code {
+					t.Fatalf("code %q, want %q", a.Code, tt.code)
 				}
 				return
 			}
@@ -512,6 +530,9 @@ func TestDecideStaleAttempt(t *testing.T) {
 			}
 			if !got.AttemptDeadline.After(env.Now) {
 				t.Fatalf("attempt deadline %v is not fresh", got.AttemptDeadline)
+			}
+			if got.StepAttempts != 1 {
+				t.Fatalf("step attempts %d: a re-offer of work never called must not use up a retry", got.StepAttempts)
 			}
 		})
 	}
