@@ -50,11 +50,11 @@ type kustomization struct {
 }
 
 // loadManifests decodes every document of every listed file strictly
-// into the upstream Go type of its kind (a ScaledObject: validated
-// against KEDA's CRD schema, validateScaledObject): an unknown field, a
-// misspelt one or a wrong type fails, as an API server's strict field
-// validation would.
-func loadManifests(t *testing.T) *manifests {
+// into the upstream Go type of its kind (a ScaledObject into KEDA's, by
+// keda, and against KEDA's CRD schema): an unknown field, a misspelt one
+// or a wrong type fails, as an API server's strict field validation
+// would.
+func loadManifests(t *testing.T, keda *kedaDecoder) *manifests {
 	t.Helper()
 	raw, err := os.ReadFile(filepath.Join(k8sDir, "kustomization.yaml"))
 	if err != nil {
@@ -77,6 +77,7 @@ func loadManifests(t *testing.T) *manifests {
 		services: map[string]*corev1.Service{}, deployments: map[string]*appsv1.Deployment{}, statefulSets: map[string]*appsv1.StatefulSet{},
 		pdbs: map[string]*policyv1.PodDisruptionBudget{}, scaled: map[string]*scaledObject{}}
 	var kedaSchema *jsonschema.Schema
+	scaledDocs := map[string]string{}
 	for _, res := range k.Resources {
 		data, err := os.ReadFile(filepath.Join(k8sDir, res))
 		if err != nil {
@@ -118,15 +119,11 @@ func loadManifests(t *testing.T) *manifests {
 				if kedaSchema == nil {
 					kedaSchema = kedaScaledObjectSchema(t)
 				}
-				o, err := validateScaledObject(kedaSchema, doc)
-				if err != nil {
-					t.Errorf("%s: %v", where, err)
-					continue
+				if err := validateScaledObjectSchema(kedaSchema, doc); err != nil {
+					t.Errorf("%s: KEDA's CRD schema: %v", where, err)
 				}
-				if o.Name == "" {
-					t.Errorf("%s: no metadata.name", where)
-				}
-				obj, meta, m.scaled[o.Name] = o, &o.ObjectMeta, o
+				scaledDocs[where] = doc // decoded below, all in one run of the decoder
+				continue
 			default:
 				t.Errorf("%s: %s %s has no check here", where, tm.APIVersion, tm.Kind)
 				continue
@@ -135,6 +132,20 @@ func loadManifests(t *testing.T) *manifests {
 				t.Errorf("%s: %s %s in namespace %q, want %q", where, tm.Kind, obj.GetName(), meta.Namespace, k.Namespace)
 			}
 		}
+	}
+	for where, res := range keda.decode(t, scaledDocs) {
+		o, err := res.scaledObject()
+		if err != nil {
+			t.Errorf("%s: %v", where, err)
+			continue
+		}
+		if o.Name == "" {
+			t.Errorf("%s: no metadata.name", where)
+		}
+		if o.Namespace != k.Namespace {
+			t.Errorf("%s: ScaledObject %s in namespace %q, want %q", where, o.Name, o.Namespace, k.Namespace)
+		}
+		m.scaled[o.Name] = o
 	}
 	if m.namespaces[k.Namespace] == nil {
 		t.Errorf("no Namespace %s", k.Namespace)
@@ -190,7 +201,7 @@ func (m *manifests) secretHas(name, key string) bool {
 // keys, volumes, the environment each Switchyard container gets against
 // what its binary reads, PodDisruptionBudgets.
 func TestKubernetesManifests(t *testing.T) {
-	m := loadManifests(t)
+	m := loadManifests(t, newKEDADecoder(t))
 	var pol *policyFile
 	for _, w := range m.workloads() {
 		where := w.kind + " " + w.name
@@ -443,7 +454,7 @@ var kedaNATSJetStreamMetadata = []string{"natsServerMonitoringEndpoint", "accoun
 // checkExecutorsAndScalers: one executor Deployment per vendor of the
 // policy, with its key from the Secret, and one ScaledObject per executor
 // watching the consumer the executor creates.
-func checkExecutorsAndScalers(t *testing.T, m *manifests, pol *policy.Policy) {
+func checkExecutorsAndScalers(t reporter, m *manifests, pol *policy.Policy) {
 	t.Helper()
 	executors := map[string]string{} // vendor → Deployment
 	for name, d := range m.deployments {
@@ -482,7 +493,7 @@ func checkExecutorsAndScalers(t *testing.T, m *manifests, pol *policy.Policy) {
 			continue
 		}
 		if so.Spec.MinReplicaCount == nil || so.Spec.MaxReplicaCount == nil || *so.Spec.MinReplicaCount < 1 || *so.Spec.MaxReplicaCount < *so.Spec.MinReplicaCount {
-			t.Errorf("%s: replicas %v..%v, want 1 ≤ min ≤ max", where, so.Spec.MinReplicaCount, so.Spec.MaxReplicaCount)
+			t.Errorf("%s: replicas %s..%s, want 1 ≤ min ≤ max", where, optInt(so.Spec.MinReplicaCount), optInt(so.Spec.MaxReplicaCount))
 		}
 		if len(so.Spec.Triggers) != 1 || so.Spec.Triggers[0].Type != "nats-jetstream" {
 			t.Errorf("%s: triggers %+v, want one nats-jetstream", where, so.Spec.Triggers)
@@ -520,6 +531,13 @@ func checkExecutorsAndScalers(t *testing.T, m *manifests, pol *policy.Policy) {
 			t.Errorf("executor Deployment %s (%s) has no ScaledObject", d, vendor)
 		}
 	}
+}
+
+func optInt(p *int32) string {
+	if p == nil {
+		return "unset"
+	}
+	return strconv.Itoa(int(*p))
 }
 
 // checkNATSStatefulSet: three replicas; its ConfigMap holds the cluster
