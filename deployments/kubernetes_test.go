@@ -51,9 +51,9 @@ type kustomization struct {
 
 // loadManifests decodes every document of every listed file strictly
 // into the upstream Go type of its kind (a ScaledObject into KEDA's, by
-// keda, and against KEDA's CRD schema): an unknown field, a misspelt one
-// or a wrong type fails, as an API server's strict field validation
-// would.
+// keda, unless nil, and against KEDA's CRD schema): an unknown field, a
+// misspelt one or a wrong type fails, as an API server's strict field
+// validation would.
 func loadManifests(t *testing.T, keda *kedaDecoder) *manifests {
 	t.Helper()
 	raw, err := os.ReadFile(filepath.Join(k8sDir, "kustomization.yaml"))
@@ -132,6 +132,9 @@ func loadManifests(t *testing.T, keda *kedaDecoder) *manifests {
 				t.Errorf("%s: %s %s in namespace %q, want %q", where, tm.Kind, obj.GetName(), meta.Namespace, k.Namespace)
 			}
 		}
+	}
+	if keda == nil { // a test that reads no ScaledObject
+		scaledDocs = nil
 	}
 	for where, res := range keda.decode(t, scaledDocs) {
 		o, err := res.scaledObject()
@@ -417,9 +420,13 @@ func checkK8sAddr(t *testing.T, m *manifests, where, addr string) {
 	}
 }
 
-// checkNATSURLs: each URL is a pod of the NATS StatefulSet through its
-// headless Service, on the client port, and every pod is listed.
-func checkNATSURLs(t *testing.T, m *manifests, where, urls string) {
+// checkNATSURLs: the first URL is the headless Service of the NATS
+// StatefulSet, a name that resolves to every node: nats.go dials the
+// addresses of a name in random order, so the pods of a Deployment, which
+// all read this one list, spread over the nodes instead of all joining
+// the pod listed first (the first URL is always tried first). The others
+// name every pod, for reconnects; all on the client port.
+func checkNATSURLs(t reporter, m *manifests, where, urls string) {
 	t.Helper()
 	sts := m.statefulSets["nats"]
 	if sts == nil {
@@ -427,14 +434,19 @@ func checkNATSURLs(t *testing.T, m *manifests, where, urls string) {
 		return
 	}
 	var pods []string
-	for _, u := range strings.Split(urls, ",") {
+	for i, u := range strings.Split(urls, ",") {
 		host, p, err := net.SplitHostPort(strings.TrimPrefix(u, "nats://"))
 		svc, pod := serviceByHost(m, host)
-		if err != nil || svc == nil || svc.Name != sts.Spec.ServiceName || p != "4222" {
-			t.Errorf("%s: NATS URL %s is not <pod>.%s:4222", where, u, sts.Spec.ServiceName)
-			continue
+		switch {
+		case err != nil || svc == nil || svc.Name != sts.Spec.ServiceName || p != "4222":
+			t.Errorf("%s: NATS URL %s is not %s:4222 or <pod>.%[3]s:4222", where, u, sts.Spec.ServiceName)
+		case i == 0 && pod != "":
+			t.Errorf("%s: the first NATS URL %s is one pod: every process of the ConfigMap would join it first; list the headless Service %s first (its name resolves to every node)", where, u, sts.Spec.ServiceName)
+		case i > 0 && pod == "":
+			t.Errorf("%s: NATS URL %s: only the first names the Service", where, u)
+		case i > 0:
+			pods = append(pods, pod)
 		}
-		pods = append(pods, pod)
 	}
 	var want []string
 	for i := range *sts.Spec.Replicas {
@@ -442,6 +454,33 @@ func checkNATSURLs(t *testing.T, m *manifests, where, urls string) {
 	}
 	if slices.Sort(pods); !slices.Equal(pods, want) {
 		t.Errorf("%s: NATS URLs name pods %v, the StatefulSet has %v", where, pods, want)
+	}
+}
+
+// TestNATSURLsSpread: the URL check refuses a list that sends every
+// process to the same node first, and the other mistakes it exists for.
+func TestNATSURLsSpread(t *testing.T) {
+	m := loadManifests(t, nil)
+	shipped := m.configMaps["switchyard-config"].Data["SWITCHYARD_NATS_URL"]
+	for _, tc := range []struct {
+		name, urls string
+		wantErr    bool
+	}{
+		{"shipped", shipped, false},
+		{"headless Service first", "nats://nats-headless:4222,nats://nats-0.nats-headless:4222,nats://nats-1.nats-headless:4222,nats://nats-2.nats-headless:4222", false},
+		{"one pod first", "nats://nats-0.nats-headless:4222,nats://nats-1.nats-headless:4222,nats://nats-2.nats-headless:4222", true},
+		{"a pod missing", "nats://nats-headless:4222,nats://nats-0.nats-headless:4222,nats://nats-1.nats-headless:4222", true},
+		{"cluster port", "nats://nats-headless:6222,nats://nats-0.nats-headless:4222,nats://nats-1.nats-headless:4222,nats://nats-2.nats-headless:4222", true},
+		{"another Service", "nats://clickhouse:4222,nats://nats-0.nats-headless:4222,nats://nats-1.nats-headless:4222,nats://nats-2.nats-headless:4222", true},
+		{"a pod that does not exist", "nats://nats-headless:4222,nats://nats-0.nats-headless:4222,nats://nats-1.nats-headless:4222,nats://nats-3.nats-headless:4222", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rec := &recorder{}
+			checkNATSURLs(rec, m, "SWITCHYARD_NATS_URL", tc.urls)
+			if got := len(rec.errs) > 0; got != tc.wantErr {
+				t.Errorf("errors %v, want some: %v", rec.errs, tc.wantErr)
+			}
+		})
 	}
 }
 
