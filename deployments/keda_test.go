@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/santhosh-tekuri/jsonschema/v6"
@@ -66,7 +67,7 @@ func kedaModuleDir(t *testing.T) string {
 // kedaDecoder runs testdata/kedatypes: ScaledObjects decoded strictly into
 // KEDA's v1alpha1.ScaledObject, then KEDA's webhook checks that need no
 // cluster.
-type kedaDecoder struct{ bin string }
+type kedaDecoder struct{ dir, bin string }
 
 // kedaDecoded is one document's result.
 type kedaDecoded struct {
@@ -75,24 +76,57 @@ type kedaDecoded struct {
 	Object json.RawMessage `json:"object"`
 }
 
-// newKEDADecoder builds testdata/kedatypes in a scratch module against the
-// API package of the KEDA release, compiled from its own files but for
-// the three webhook files: they import controller-runtime and client-go
-// (with them this module's cold test build took minutes longer; without,
-// a few seconds). What the other files use of them (the validators' empty
-// struct types, a few string constants) is copied from them by
-// kedaWebhookDecls; a KEDA release that needs more fails the build here.
+// kedaBuild is the decoder, built once for all the tests of this package
+// (compiling KEDA's types and linking takes seconds); TestMain removes it.
+var kedaBuild struct {
+	once sync.Once
+	dec  *kedaDecoder
+	err  error
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if kedaBuild.dec != nil {
+		_ = os.RemoveAll(kedaBuild.dec.dir)
+	}
+	os.Exit(code)
+}
+
+// newKEDADecoder returns the decoder, building it on first use.
 func newKEDADecoder(t *testing.T) *kedaDecoder {
 	t.Helper()
 	src := filepath.Join(kedaModuleDir(t), "apis", "keda", "v1alpha1")
-	work := t.TempDir()
+	kedaBuild.once.Do(func() { kedaBuild.dec, kedaBuild.err = buildKEDADecoder(src) })
+	if kedaBuild.err != nil {
+		t.Fatal(kedaBuild.err)
+	}
+	return kedaBuild.dec
+}
+
+// buildKEDADecoder builds testdata/kedatypes in a scratch module against
+// KEDA's API package (src), compiled from its own files but for the three
+// webhook files: they import controller-runtime and client-go (with them
+// this module's cold test build compiled 1031 packages instead of 531).
+// What the other files use of them (the validators' empty struct types, a
+// few string constants) is copied from them by kedaWebhookDecls; a KEDA
+// release that needs more fails the build here.
+func buildKEDADecoder(src string) (dec *kedaDecoder, err error) {
+	work, err := os.MkdirTemp("", "kedatypes-")
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			_ = os.RemoveAll(work)
+		}
+	}()
 	pkgDir := filepath.Join(work, "v1alpha1")
 	if err := os.Mkdir(pkgDir, 0o755); err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	files, err := filepath.Glob(filepath.Join(src, "*.go"))
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	var webhook []string
 	for _, f := range files {
@@ -102,56 +136,64 @@ func newKEDADecoder(t *testing.T) *kedaDecoder {
 			webhook = append(webhook, f)
 		case base == "scalable_object.go": // an interface embedding controller-runtime's client.Object
 		default:
-			copyFile(t, f, filepath.Join(pkgDir, base))
+			if err := copyFile(f, filepath.Join(pkgDir, base)); err != nil {
+				return nil, err
+			}
 		}
 	}
 	if len(webhook) == 0 {
-		t.Fatalf("KEDA %s: no webhook files in %s (layout changed?)", kedaVersion, src)
+		return nil, fmt.Errorf("KEDA %s: no webhook files in %s (layout changed?)", kedaVersion, src)
 	}
-	if err := os.WriteFile(filepath.Join(pkgDir, "zz_webhook_decls.go"), kedaWebhookDecls(t, webhook), 0o644); err != nil {
-		t.Fatal(err)
+	decls, err := kedaWebhookDecls(webhook)
+	if err != nil {
+		return nil, err
 	}
-	copyFile(t, filepath.Join("testdata", "kedatypes", "main.go"), filepath.Join(work, "main.go"))
+	if err := os.WriteFile(filepath.Join(pkgDir, "zz_webhook_decls.go"), decls, 0o644); err != nil {
+		return nil, err
+	}
 	// This module's requirements (so the scratch module builds with the
 	// same k8s.io and sigs.k8s.io/yaml versions, from the module cache),
 	// its sibling replaces made absolute.
 	gomod, err := os.ReadFile("go.mod")
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	parent, err := filepath.Abs("..")
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	mod := strings.Replace(string(gomod), "module github.com/switchyard-llm/switchyard/deployments", "module kedatypes", 1)
 	mod = strings.ReplaceAll(mod, "=> ../", "=> "+parent+"/")
 	if err := os.WriteFile(filepath.Join(work, "go.mod"), []byte(mod), 0o644); err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
-	copyFile(t, "go.sum", filepath.Join(work, "go.sum"))
+	for from, to := range map[string]string{"go.sum": "go.sum", filepath.Join("testdata", "kedatypes", "main.go"): "main.go"} {
+		if err := copyFile(from, filepath.Join(work, to)); err != nil {
+			return nil, err
+		}
+	}
 	bin := filepath.Join(work, "kedatypes")
 	cmd := exec.Command("go", "build", "-o", bin, ".")
 	cmd.Dir = work
 	cmd.Env = append(os.Environ(), "GOWORK=off", "GOFLAGS=-mod=mod")
 	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("build KEDA %s's v1alpha1 types without its webhook files: %v\n%s", kedaVersion, err, out)
+		return nil, fmt.Errorf("build KEDA %s's v1alpha1 types without its webhook files: %w\n%s", kedaVersion, err, out)
 	}
-	return &kedaDecoder{bin: bin}
+	return &kedaDecoder{dir: work, bin: bin}, nil
 }
 
 // kedaWebhookDecls copies from KEDA's webhook files the top-level
 // declarations that use no import (e.g. `type ScaledObjectCustomValidator
 // struct{}`, `var cpuString = "cpu"`): the type files refer to some of
 // them (zz_generated.deepcopy.go, the replica and trigger checks).
-func kedaWebhookDecls(t *testing.T, files []string) []byte {
-	t.Helper()
+func kedaWebhookDecls(files []string) ([]byte, error) {
 	var buf bytes.Buffer
 	buf.WriteString("// Code generated by deployments/keda_test.go from KEDA's webhook files. DO NOT EDIT.\n\npackage v1alpha1\n")
 	fset := token.NewFileSet()
 	for _, f := range files {
 		file, err := parser.ParseFile(fset, f, nil, 0)
 		if err != nil {
-			t.Fatal(err)
+			return nil, err
 		}
 		for _, decl := range file.Decls {
 			gen, ok := decl.(*ast.GenDecl)
@@ -172,24 +214,21 @@ func kedaWebhookDecls(t *testing.T, files []string) []byte {
 				}
 				buf.WriteString("\n" + gen.Tok.String() + " ")
 				if err := printer.Fprint(&buf, fset, spec); err != nil {
-					t.Fatal(err)
+					return nil, err
 				}
 				buf.WriteString("\n")
 			}
 		}
 	}
-	return buf.Bytes()
+	return buf.Bytes(), nil
 }
 
-func copyFile(t *testing.T, from, to string) {
-	t.Helper()
+func copyFile(from, to string) error {
 	data, err := os.ReadFile(from)
 	if err != nil {
-		t.Fatal(err)
+		return err
 	}
-	if err := os.WriteFile(to, data, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	return os.WriteFile(to, data, 0o644)
 }
 
 // decode runs the decoder once over docs (name → YAML document).
