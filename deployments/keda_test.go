@@ -409,8 +409,8 @@ func validateScaledObjectSchema(sch *jsonschema.Schema, doc string) error {
 // TestScaledObjectChecksCatch mutates a shipped ScaledObject and shows
 // which check refuses each mistake: the CRD schema, the decode into
 // KEDA's Go type (with KEDA's webhook checks), the cross-references to
-// the topology (checkExecutorsAndScalers). The unchanged document passes
-// all three.
+// the topology (checkExecutorsAndScalers; a document KEDA's type refuses
+// is not cross-checked). The unchanged document passes all three.
 func TestScaledObjectChecksCatch(t *testing.T) {
 	keda := newKEDADecoder(t)
 	m := loadManifests(t, keda)
