@@ -69,11 +69,11 @@ type kustomizeReplacement struct {
 }
 
 // loadManifests decodes every document of every listed file strictly
-// into the upstream Go type of its kind (a ScaledObject: validated
-// against KEDA's CRD schema, validateScaledObject): an unknown field, a
+// into the upstream Go type of its kind (a ScaledObject into KEDA's, by
+// keda, unless nil, and against KEDA's CRD schema): an unknown field, a
 // misspelt one or a wrong type fails, as an API server's strict field
 // validation would.
-func loadManifests(t *testing.T) *manifests {
+func loadManifests(t *testing.T, keda *kedaDecoder) *manifests {
 	t.Helper()
 	raw, err := os.ReadFile(filepath.Join(k8sDir, "kustomization.yaml"))
 	if err != nil {
@@ -96,6 +96,7 @@ func loadManifests(t *testing.T) *manifests {
 		services: map[string]*corev1.Service{}, deployments: map[string]*appsv1.Deployment{}, statefulSets: map[string]*appsv1.StatefulSet{},
 		pdbs: map[string]*policyv1.PodDisruptionBudget{}, scaled: map[string]*scaledObject{}, kustomize: k}
 	var kedaSchema *jsonschema.Schema
+	scaledDocs := map[string]string{}
 	for _, res := range k.Resources {
 		data, err := os.ReadFile(filepath.Join(k8sDir, res))
 		if err != nil {
@@ -137,15 +138,11 @@ func loadManifests(t *testing.T) *manifests {
 				if kedaSchema == nil {
 					kedaSchema = kedaScaledObjectSchema(t)
 				}
-				o, err := validateScaledObject(kedaSchema, doc)
-				if err != nil {
-					t.Errorf("%s: %v", where, err)
-					continue
+				if err := validateScaledObjectSchema(kedaSchema, doc); err != nil {
+					t.Errorf("%s: KEDA's CRD schema: %v", where, err)
 				}
-				if o.Name == "" {
-					t.Errorf("%s: no metadata.name", where)
-				}
-				obj, meta, m.scaled[o.Name] = o, &o.ObjectMeta, o
+				scaledDocs[where] = doc // decoded below, all in one run of the decoder
+				continue
 			default:
 				t.Errorf("%s: %s %s has no check here", where, tm.APIVersion, tm.Kind)
 				continue
@@ -154,6 +151,23 @@ func loadManifests(t *testing.T) *manifests {
 				t.Errorf("%s: %s %s in namespace %q, want %q", where, tm.Kind, obj.GetName(), meta.Namespace, k.Namespace)
 			}
 		}
+	}
+	if keda == nil { // a test that reads no ScaledObject
+		scaledDocs = nil
+	}
+	for where, res := range keda.decode(t, scaledDocs) {
+		o, err := res.scaledObject()
+		if err != nil {
+			t.Errorf("%s: %v", where, err)
+			continue
+		}
+		if o.Name == "" {
+			t.Errorf("%s: no metadata.name", where)
+		}
+		if o.Namespace != k.Namespace {
+			t.Errorf("%s: ScaledObject %s in namespace %q, want %q", where, o.Name, o.Namespace, k.Namespace)
+		}
+		m.scaled[o.Name] = o
 	}
 	if m.namespaces[k.Namespace] == nil {
 		t.Errorf("no Namespace %s", k.Namespace)
@@ -209,7 +223,7 @@ func (m *manifests) secretHas(name, key string) bool {
 // keys, volumes, the environment each Switchyard container gets against
 // what its binary reads, PodDisruptionBudgets.
 func TestKubernetesManifests(t *testing.T) {
-	m := loadManifests(t)
+	m := loadManifests(t, newKEDADecoder(t))
 	var pol *policyFile
 	for _, w := range m.workloads() {
 		where := w.kind + " " + w.name
@@ -436,9 +450,13 @@ func checkK8sAddr(t *testing.T, m *manifests, where, addr string) {
 	}
 }
 
-// checkNATSURLs: each URL is a pod of the NATS StatefulSet through its
-// headless Service, on the client port, and every pod is listed.
-func checkNATSURLs(t *testing.T, m *manifests, where, urls string) {
+// checkNATSURLs: the first URL is the headless Service of the NATS
+// StatefulSet, a name that resolves to every node: nats.go dials the
+// addresses of a name in random order, so the pods of a Deployment, which
+// all read this one list, spread over the nodes instead of all joining
+// the pod listed first (the first URL is always tried first). The others
+// name every pod, for reconnects; all on the client port.
+func checkNATSURLs(t reporter, m *manifests, where, urls string) {
 	t.Helper()
 	sts := m.statefulSets["nats"]
 	if sts == nil {
@@ -446,14 +464,19 @@ func checkNATSURLs(t *testing.T, m *manifests, where, urls string) {
 		return
 	}
 	var pods []string
-	for _, u := range strings.Split(urls, ",") {
+	for i, u := range strings.Split(urls, ",") {
 		host, p, err := net.SplitHostPort(strings.TrimPrefix(u, "nats://"))
 		svc, pod := serviceByHost(m, host)
-		if err != nil || svc == nil || svc.Name != sts.Spec.ServiceName || p != "4222" {
-			t.Errorf("%s: NATS URL %s is not <pod>.%s:4222", where, u, sts.Spec.ServiceName)
-			continue
+		switch {
+		case err != nil || svc == nil || svc.Name != sts.Spec.ServiceName || p != "4222":
+			t.Errorf("%s: NATS URL %s is not %s:4222 or <pod>.%[3]s:4222", where, u, sts.Spec.ServiceName)
+		case i == 0 && pod != "":
+			t.Errorf("%s: the first NATS URL %s is one pod: every process of the ConfigMap would join it first; list the headless Service %s first (its name resolves to every node)", where, u, sts.Spec.ServiceName)
+		case i > 0 && pod == "":
+			t.Errorf("%s: NATS URL %s: only the first names the Service", where, u)
+		case i > 0:
+			pods = append(pods, pod)
 		}
-		pods = append(pods, pod)
 	}
 	var want []string
 	for i := range *sts.Spec.Replicas {
@@ -461,6 +484,33 @@ func checkNATSURLs(t *testing.T, m *manifests, where, urls string) {
 	}
 	if slices.Sort(pods); !slices.Equal(pods, want) {
 		t.Errorf("%s: NATS URLs name pods %v, the StatefulSet has %v", where, pods, want)
+	}
+}
+
+// TestNATSURLsSpread: the URL check refuses a list that sends every
+// process to the same node first, and the other mistakes it exists for.
+func TestNATSURLsSpread(t *testing.T) {
+	m := loadManifests(t, nil)
+	shipped := m.configMaps["switchyard-config"].Data["SWITCHYARD_NATS_URL"]
+	for _, tc := range []struct {
+		name, urls string
+		wantErr    bool
+	}{
+		{"shipped", shipped, false},
+		{"headless Service first", "nats://nats-headless:4222,nats://nats-0.nats-headless:4222,nats://nats-1.nats-headless:4222,nats://nats-2.nats-headless:4222", false},
+		{"one pod first", "nats://nats-0.nats-headless:4222,nats://nats-1.nats-headless:4222,nats://nats-2.nats-headless:4222", true},
+		{"a pod missing", "nats://nats-headless:4222,nats://nats-0.nats-headless:4222,nats://nats-1.nats-headless:4222", true},
+		{"cluster port", "nats://nats-headless:6222,nats://nats-0.nats-headless:4222,nats://nats-1.nats-headless:4222,nats://nats-2.nats-headless:4222", true},
+		{"another Service", "nats://clickhouse:4222,nats://nats-0.nats-headless:4222,nats://nats-1.nats-headless:4222,nats://nats-2.nats-headless:4222", true},
+		{"a pod that does not exist", "nats://nats-headless:4222,nats://nats-0.nats-headless:4222,nats://nats-1.nats-headless:4222,nats://nats-3.nats-headless:4222", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rec := &recorder{}
+			checkNATSURLs(rec, m, "SWITCHYARD_NATS_URL", tc.urls)
+			if got := len(rec.errs) > 0; got != tc.wantErr {
+				t.Errorf("errors %v, want some: %v", rec.errs, tc.wantErr)
+			}
+		})
 	}
 }
 
@@ -473,7 +523,7 @@ var kedaNATSJetStreamMetadata = []string{"natsServerMonitoringEndpoint", "accoun
 // checkExecutorsAndScalers: one executor Deployment per vendor of the
 // policy, with its key from the Secret, and one ScaledObject per executor
 // watching the consumer the executor creates.
-func checkExecutorsAndScalers(t *testing.T, m *manifests, pol *policy.Policy) {
+func checkExecutorsAndScalers(t reporter, m *manifests, pol *policy.Policy) {
 	t.Helper()
 	executors := map[string]string{} // vendor → Deployment
 	for name, d := range m.deployments {
@@ -512,7 +562,7 @@ func checkExecutorsAndScalers(t *testing.T, m *manifests, pol *policy.Policy) {
 			continue
 		}
 		if so.Spec.MinReplicaCount == nil || so.Spec.MaxReplicaCount == nil || *so.Spec.MinReplicaCount < 1 || *so.Spec.MaxReplicaCount < *so.Spec.MinReplicaCount {
-			t.Errorf("%s: replicas %v..%v, want 1 ≤ min ≤ max", where, so.Spec.MinReplicaCount, so.Spec.MaxReplicaCount)
+			t.Errorf("%s: replicas %s..%s, want 1 ≤ min ≤ max", where, optInt(so.Spec.MinReplicaCount), optInt(so.Spec.MaxReplicaCount))
 		}
 		if len(so.Spec.Triggers) != 1 || so.Spec.Triggers[0].Type != "nats-jetstream" {
 			t.Errorf("%s: triggers %+v, want one nats-jetstream", where, so.Spec.Triggers)
@@ -548,6 +598,13 @@ func checkExecutorsAndScalers(t *testing.T, m *manifests, pol *policy.Policy) {
 			t.Errorf("executor Deployment %s (%s) has no ScaledObject", d, vendor)
 		}
 	}
+}
+
+func optInt(p *int32) string {
+	if p == nil {
+		return "unset"
+	}
+	return strconv.Itoa(int(*p))
 }
 
 // checkNATSStatefulSet: three replicas; its ConfigMap holds the cluster

@@ -19,7 +19,9 @@ const ConnectTimeout = 20 * time.Second
 // one server or a comma-separated list (the nodes of a cluster): the first
 // is tried first (list the node nearest the process first), the others are
 // shuffled so processes spread over the cluster when they move, and the
-// servers the cluster announces are added. A failed first connect is
+// servers the cluster announces are added. A name that resolves to several
+// addresses is dialled at them in random order: processes that all read one
+// list (a Kubernetes ConfigMap) spread when its first URL is such a name. A failed first connect is
 // retried across the list until ConnectTimeout; a lost connection is
 // re-established forever on any node, so neither a restarting node nor a
 // NATS restart ends a service. Disconnects and reconnects are logged with
