@@ -110,7 +110,7 @@ func checkNATSCreds(t *testing.T, m *manifests, where, user, path string, mounts
 // replacement from a ConfigMap key of these manifests named after the
 // account the executors' consumers live in (SWITCHYARD; `$G` does not
 // exist once NATS runs with accounts).
-func checkScalerAccount(t *testing.T, m *manifests, where string) {
+func checkScalerAccount(t reporter, m *manifests, where string) {
 	t.Helper()
 	for _, r := range m.kustomize.Replacements {
 		targeted := slices.ContainsFunc(r.Targets, func(tg struct {
