@@ -211,8 +211,13 @@ func (e *Executor) Handle(ctx context.Context, d *pipeline.Delivery) error {
 		return d.NakWithDelay(wait)
 	}
 	keep := func(ctx context.Context) func() { return keepAlive(ctx, d, e.cfg.AckWait/3) }
-	emit := func(o pipeline.Outbound) error { return e.pub.Send(ctx, []pipeline.Outbound{o}) }
 	log := pipeline.RequestLogger(e.d.Log, w)
+	// The started event is retried under its id too: handed back after a
+	// lost ack, the work would be called under a new attempt id and the
+	// ledger would keep a started row for a call never made.
+	emit := func(o pipeline.Outbound) error {
+		return e.publishUntil(ctx, d, log, "attempt started", []pipeline.Outbound{o})
+	}
 	if d.NumDelivered() > 1 {
 		answered, err := e.answered(ctx, w)
 		if err != nil {
@@ -231,21 +236,31 @@ func (e *Executor) Handle(ctx context.Context, d *pipeline.Delivery) error {
 	if err != nil {
 		return err
 	}
-	// The vendor may have been called; retry the hand-off here rather than
-	// redelivering the message, which would call the vendor again. The
-	// retries outlast a JetStream leader election (4 to 9 s) and keep the
-	// message alive meanwhile.
-	var pubErr error
+	// The vendor may have been called: the hand-off goes on through a
+	// shutdown rather than redeliver the message, which would call it again.
+	return e.publishUntil(context.WithoutCancel(ctx), d, log, "result", outs)
+}
+
+// publishUntil publishes outs, again under the same message ids (the
+// stream drops a copy it already holds), until they are stored, ctx is done
+// or handOffFor has passed, keeping d alive meanwhile. A lost ack must not
+// become a redelivery: that would call the vendor again. The retries
+// outlast a JetStream leader election (4 to 9 s).
+func (e *Executor) publishUntil(ctx context.Context, d *pipeline.Delivery, log zerolog.Logger, what string, outs []pipeline.Outbound) error {
 	deadline := time.Now().Add(handOffFor)
 	for try := 1; ; try++ {
-		pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		pubErr = e.pub.Send(pctx, outs)
+		pctx, cancel := context.WithTimeout(ctx, publishTry)
+		err := e.pub.Send(pctx, outs)
 		cancel()
-		if pubErr == nil || time.Now().After(deadline) {
-			return pubErr
+		if err == nil || ctx.Err() != nil || time.Now().After(deadline) {
+			return err
 		}
-		log.Warn().Err(pubErr).Int("try", try).Msg("result hand-off failed; retrying")
-		time.Sleep(min(time.Duration(try)*250*time.Millisecond, 2*time.Second))
+		log.Warn().Err(err).Str("publish", what).Int("try", try).Msg("hand-off failed; retrying")
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(min(time.Duration(try)*250*time.Millisecond, 2*time.Second)):
+		}
 		_ = d.InProgress()
 	}
 }
@@ -254,31 +269,29 @@ func (e *Executor) Handle(ctx context.Context, d *pipeline.Delivery) error {
 // LLM_REPLIES: the reply's id carries the work's delivery key, so a reply
 // of an earlier run (before a `dlq replay`) does not count. A custom
 // reply_to outside llm.replies is not stored and never counts. While
-// JetStream is unavailable (a leader election) the answer is unknown: a
-// transient error, so the work waits instead of calling the vendor; any
-// other failed lookup calls it, as before.
+// JetStream is unavailable or does not answer in time (a leader election)
+// the answer is unknown: a transient error, so the work waits instead of
+// calling the vendor; any other failed lookup calls it, as before.
 func (e *Executor) answered(ctx context.Context, w *envelope.Work) (bool, error) {
 	subject := w.Request.ReplySubject()
 	if e.d.JS == nil || !strings.HasPrefix(subject, "llm.replies.") {
 		return false, nil
 	}
-	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-	defer cancel()
-	s, err := e.d.JS.Stream(ctx, natsx.StreamReplies)
-	if err == nil {
-		var m *jetstream.RawStreamMsg
-		if m, err = s.GetLastMsgForSubject(ctx, subject); err == nil {
-			return m.Header.Get(natsx.HeaderMsgID) == w.Key+":reply", nil
-		}
-	}
-	if natsx.Unavailable(err) {
+	// The stream's leader: a follower that has not applied the reply yet
+	// would say it is not there, and the vendor would be called again.
+	id, _, err := pipeline.LastStoredMsgID(ctx, e.d.JS, natsx.StreamReplies, subject)
+	if err != nil {
 		return false, pipeline.Transient(fmt.Errorf("is the request answered: %w", err), 0)
 	}
-	return false, nil
+	return id == w.Key+":reply", nil
 }
 
-// handOffFor bounds the retries of a result hand-off.
-const handOffFor = 30 * time.Second
+// handOffFor bounds the retries of a hand-off (publishUntil); publishTry
+// bounds one try.
+const (
+	handOffFor = 30 * time.Second
+	publishTry = 5 * time.Second
+)
 
 // attempt calls the vendor for w's current target, unless it must not be
 // called (another hedge branch won, a deadline passed, an open circuit, the
