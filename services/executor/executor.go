@@ -243,10 +243,12 @@ func (e *Executor) Handle(ctx context.Context, d *pipeline.Delivery) error {
 
 // publishUntil publishes outs, again under the same message ids (the
 // stream drops a copy it already holds), until they are stored, ctx is done
-// or handOffFor has passed, keeping d alive meanwhile. A lost ack must not
-// become a redelivery: that would call the vendor again. The retries
-// outlast a JetStream leader election (4 to 9 s).
+// or handOffFor has passed, keeping d alive meanwhile (a try may outlast
+// AckWait). A lost ack must not become a redelivery: that would call the
+// vendor again. The retries outlast a JetStream leader election (4 to 9 s).
 func (e *Executor) publishUntil(ctx context.Context, d *pipeline.Delivery, log zerolog.Logger, what string, outs []pipeline.Outbound) error {
+	stop := keepAlive(ctx, d, e.cfg.AckWait/3)
+	defer stop()
 	deadline := time.Now().Add(handOffFor)
 	for try := 1; ; try++ {
 		pctx, cancel := context.WithTimeout(ctx, publishTry)
@@ -261,7 +263,6 @@ func (e *Executor) publishUntil(ctx context.Context, d *pipeline.Delivery, log z
 			return err
 		case <-time.After(min(time.Duration(try)*250*time.Millisecond, 2*time.Second)):
 		}
-		_ = d.InProgress()
 	}
 }
 

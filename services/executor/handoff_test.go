@@ -77,6 +77,21 @@ func (c *ackDropper) parse() {
 	}
 }
 
+// keptAlive records when the handler said it is still working on the
+// message.
+type keptAlive struct {
+	redelivered
+	mu *sync.Mutex
+	at *[]time.Time
+}
+
+func (m keptAlive) InProgress() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	*m.at = append(*m.at, time.Now())
+	return nil
+}
+
 type ackDropDialer struct {
 	stream  string
 	dropped *atomic.Bool
@@ -94,7 +109,9 @@ func (d ackDropDialer) Dial(network, address string) (net.Conn, error) {
 // published again with the same id, so the stream keeps one started event
 // and the vendor call has one attempt id. Before, the handler returned the
 // publish error, the redelivery called the vendor under a new attempt id
-// (k#1@2), and the ledger held a started row for a call never made.
+// (k#1@2), and the ledger held a started row for a call never made. The
+// message is kept alive meanwhile: a try that outlasts AckWait must not
+// have the work redelivered to a second handler.
 func TestLostStartedAckMakesNoSecondAttempt(t *testing.T) {
 	url := testkit.Server(t)
 	var dropped atomic.Bool
@@ -116,15 +133,31 @@ func TestLostStartedAckMakesNoSecondAttempt(t *testing.T) {
 		return answer(ctx, r)
 	}))
 	e.d.JS, e.pub = js, pipeline.Publisher{JS: js, NC: nc}
+	e.cfg.AckWait = 3 * time.Second // shorter than one publish try
 	data, _ := json.Marshal(work(time.Now()))
 	// Delivered again while the handler fails, as JetStream would.
 	var handled bool
+	var mu sync.Mutex
+	var alive []time.Time
 	for delivery := uint64(1); delivery <= 3 && !handled; delivery++ {
-		d := &pipeline.Delivery{Msg: redelivered{data: data}, Meta: &jetstream.MsgMetadata{NumDelivered: delivery}}
+		d := &pipeline.Delivery{Msg: keptAlive{redelivered: redelivered{data: data}, mu: &mu, at: &alive}, Meta: &jetstream.MsgMetadata{NumDelivered: delivery}}
+		mu.Lock()
+		alive = append(alive, time.Now())
+		mu.Unlock()
 		err := e.Handle(context.Background(), d) // no deadline: each publish waits for its ack 1 s (the JetStream timeout)
+		mu.Lock()
+		alive = append(alive, time.Now())
+		mu.Unlock()
 		handled = err == nil
 		t.Logf("delivery %d: %v", delivery, err)
 	}
+	mu.Lock()
+	for i := 1; i < len(alive); i++ {
+		if gap := alive[i].Sub(alive[i-1]); gap >= e.cfg.AckWait {
+			t.Errorf("the message went %v without InProgress (AckWait %v): it would have been redelivered meanwhile", gap.Round(time.Millisecond), e.cfg.AckWait)
+		}
+	}
+	mu.Unlock()
 	if !dropped.Load() {
 		t.Fatal("no ack was dropped: the test did not inject its fault")
 	}
