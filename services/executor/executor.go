@@ -337,7 +337,19 @@ func (e *Executor) attempt(ctx context.Context, w *envelope.Work, delivery int, 
 		e.release(permits)
 		return nil, err
 	}
+	// The started row is stored: the vendor must now be called, or the
+	// ledger keeps a row for a call never made. A lost ack retried may have
+	// used up the attempt's budget, so the budget runs from the stored
+	// start instead, within the request's deadline.
+	budget := w.AttemptDeadline
+	if late := e.d.Now().Sub(now); late > 0 && !budget.IsZero() {
+		w.AttemptDeadline = budget.Add(late)
+		if !w.Deadline.IsZero() && w.AttemptDeadline.After(w.Deadline) {
+			w.AttemptDeadline = w.Deadline
+		}
+	}
 	res := e.call(ctx, w, t, keep)
+	w.AttemptDeadline = budget
 	// The finished row must land in the started row's partition (by month
 	// of ts) to replace it: both carry the same timestamp.
 	res.AttemptID, res.StartedAt = id, now.UTC()

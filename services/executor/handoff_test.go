@@ -110,9 +110,27 @@ func (d ackDropDialer) Dial(network, address string) (net.Conn, error) {
 // and the vendor call has one attempt id. Before, the handler returned the
 // publish error, the redelivery called the vendor under a new attempt id
 // (k#1@2), and the ledger held a started row for a call never made. The
-// message is kept alive meanwhile: a try that outlasts AckWait must not
-// have the work redelivered to a second handler.
+// message is kept alive meanwhile (a try that outlasts AckWait must not
+// have the work redelivered to a second handler), and the vendor is called
+// even when the retry used up the attempt's budget.
 func TestLostStartedAckMakesNoSecondAttempt(t *testing.T) {
+	for _, tt := range []struct {
+		name            string
+		attemptDeadline time.Duration // from the start; 0: none
+	}{
+		{"no attempt deadline", 0},
+		// The lost ack's try (5 s) outlasts the attempt's budget: before,
+		// the started event was stored and the call, out of time, never
+		// reached the vendor.
+		{"attempt deadline shorter than one try", 3 * time.Second},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			lostStartedAck(t, tt.attemptDeadline)
+		})
+	}
+}
+
+func lostStartedAck(t *testing.T, attemptDeadline time.Duration) {
 	url := testkit.Server(t)
 	var dropped atomic.Bool
 	nc, err := nats.Connect(url, nats.SetCustomDialer(ackDropDialer{stream: natsx.StreamTelemetry, dropped: &dropped}))
@@ -129,12 +147,19 @@ func TestLostStartedAckMakesNoSecondAttempt(t *testing.T) {
 	defer cancel()
 	var calls atomic.Int32
 	e := testExecutor(t, adapterFunc(func(ctx context.Context, r *provider.Request) (*provider.Response, error) {
+		if ctx.Err() != nil {
+			return nil, ctx.Err() // as net/http: a request out of time is never sent
+		}
 		calls.Add(1)
 		return answer(ctx, r)
 	}))
 	e.d.JS, e.pub = js, pipeline.Publisher{JS: js, NC: nc}
 	e.cfg.AckWait = 3 * time.Second // shorter than one publish try
-	data, _ := json.Marshal(work(time.Now()))
+	w := work(time.Now())
+	if attemptDeadline > 0 {
+		w.AttemptDeadline = time.Now().Add(attemptDeadline)
+	}
+	data, _ := json.Marshal(w)
 	// Delivered again while the handler fails, as JetStream would.
 	var handled bool
 	var mu sync.Mutex
