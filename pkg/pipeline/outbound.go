@@ -55,47 +55,13 @@ func redelivered(ctx context.Context) bool {
 // still applying the reply just stored says it is not there, so the reply
 // went out twice (seen once in TestClusterStreamLeaderKilled).
 func (p Publisher) stored(ctx context.Context, o Outbound) (bool, error) {
-	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-	defer cancel()
-	req, err := json.Marshal(struct {
-		LastBySubject string `json:"last_by_subj"`
-	}{o.Subject})
+	id, found, err := LastStoredMsgID(ctx, p.JS, natsx.StreamReplies, o.Subject)
 	if err != nil {
-		return false, err
-	}
-	resp, err := p.JS.Conn().RequestWithContext(ctx, apiPrefix(p.JS)+"STREAM.MSG.GET."+natsx.StreamReplies, req)
-	if err != nil {
-		if natsx.Unavailable(err) || errors.Is(err, context.DeadlineExceeded) {
-			return false, Transient(fmt.Errorf("is %s stored: %w", o.Subject, err), 0)
-		}
-		return false, nil
-	}
-	var got struct {
-		Message *struct {
-			Header []byte `json:"hdrs"`
-		} `json:"message"`
-		Error *jetstream.APIError `json:"error"`
-	}
-	if err := json.Unmarshal(resp.Data, &got); err != nil {
-		return false, nil
-	}
-	if got.Error != nil {
-		if err := fmt.Errorf("is %s stored: %w", o.Subject, got.Error); natsx.Unavailable(err) {
-			return false, Transient(err, 0)
-		}
-		return false, nil // not found (or no such stream): not stored
-	}
-	if got.Message == nil || len(got.Message.Header) == 0 {
-		return false, nil
-	}
-	hdr, err := nats.DecodeHeadersMsg(got.Message.Header)
-	if err != nil {
-		return false, nil
+		return false, Transient(fmt.Errorf("is %s stored: %w", o.Subject, err), 0)
 	}
 	// A replay's later, final reply (dlq replay -reanswer) answered the
 	// client too: the first answer must not follow it.
-	id := hdr.Get(natsx.HeaderMsgID)
-	return id == o.MsgID || strings.HasPrefix(id, strings.TrimSuffix(o.MsgID, ":reply")+":replay:"), nil
+	return found && (id == o.MsgID || strings.HasPrefix(id, strings.TrimSuffix(o.MsgID, ":reply")+":replay:")), nil
 }
 
 // apiPrefix is where js sends JetStream API requests ("$JS.API." unless

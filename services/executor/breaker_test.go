@@ -58,15 +58,9 @@ func TestOurSideFailuresDoNotOpenTheVendorCircuit(t *testing.T) {
 		left     time.Duration // the attempt's budget when the work arrives (0: 10 s)
 		wantOpen bool
 	}{
-		{name: "attempt-started publish outlasts the attempt's budget", emitSlow: 11 * time.Second,
-			vendor: func(context.CancelFunc) provider.Adapter { return adapterFunc(honoursContext) }},
-		{name: "attempt-started publish leaves the vendor 100 ms", emitSlow: 9900 * time.Millisecond,
-			vendor: func(context.CancelFunc) provider.Adapter {
-				return adapterFunc(func(ctx context.Context, _ *provider.Request) (*provider.Response, error) {
-					<-ctx.Done() // a vendor call over a loaded machine: slower than 100 ms
-					return nil, ctx.Err()
-				})
-			}},
+		// A slow attempt-started publish no longer eats the call's budget:
+		// once the event is stored the budget runs from then
+		// (TestLostStartedAckMakesNoSecondAttempt, TestSlowStartedPublishKeepsTheCallsBudget).
 		{name: "work delivered with 100 ms of its budget left", left: 100 * time.Millisecond,
 			vendor: func(context.CancelFunc) provider.Adapter {
 				return adapterFunc(func(ctx context.Context, _ *provider.Request) (*provider.Response, error) {
@@ -167,13 +161,17 @@ func TestAttemptStartedPublishBoundedByTheBudget(t *testing.T) {
 	}))
 	e.d.JS, e.pub = js, pipeline.Publisher{JS: js}
 	w := work(time.Now())
+	// The started event is retried under its id until the request's
+	// deadline (its attempt budget then runs from the stored start), so
+	// the request's deadline is what bounds the wait here.
 	w.AttemptDeadline = time.Now().Add(300 * time.Millisecond)
+	w.Deadline = w.AttemptDeadline
 	data, _ := json.Marshal(w)
 	d := &pipeline.Delivery{Msg: redelivered{data: data}, Meta: &jetstream.MsgMetadata{NumDelivered: 1}}
 	began := time.Now()
 	err = e.Handle(context.Background(), d)
 	if took := time.Since(began); took > 2*time.Second {
-		t.Fatalf("the attempt-started publish held the attempt %v (budget 300 ms)", took)
+		t.Fatalf("the attempt-started publish held the attempt %v (request deadline 300 ms)", took)
 	}
 	if err == nil || called {
 		t.Fatalf("Handle: %v, vendor called %v; want the publish's error and no call", err, called)
@@ -219,5 +217,37 @@ func TestWorkGoneStaleBeforeTheCallIsSkipped(t *testing.T) {
 	}
 	if called || emitted != 0 || len(w.Attempts) != 0 || !w.Current.Skipped || w.Current.ErrorClass != envelope.SkipStale {
 		t.Fatalf("called %v, started events %d, attempts %d, result %+v", called, emitted, len(w.Attempts), w.Current)
+	}
+}
+
+// An attempt-started publish that took longer than the attempt's budget
+// (a NATS node cut off) still leaves the vendor its whole budget: the call
+// is made and answered, and nothing counts against the vendor.
+func TestSlowStartedPublishKeepsTheCallsBudget(t *testing.T) {
+	_, js := testkit.JetStream(t)
+	brs, err := breaker.New(context.Background(), js, breaker.Config{}, breaker.Deps{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = brs.Close() })
+	clock := &fakeClock{now: time.Now()}
+	e := testExecutor(t, adapterFunc(honoursContext))
+	e.d.Breakers, e.d.Now = brs, clock.Now
+	w := work(clock.Now())
+	budget := clock.Now().Add(10 * time.Second)
+	w.AttemptDeadline = budget
+	emit := func(pipeline.Outbound) error { clock.Add(11 * time.Second); return nil }
+	if _, err := e.attempt(context.Background(), w, 1, nil, emit); err != nil {
+		t.Fatal(err)
+	}
+	if !w.Current.OK() {
+		t.Fatalf("call after a slow started publish: %+v, want answered", w.Current)
+	}
+	if !w.AttemptDeadline.Equal(budget) {
+		t.Fatalf("attempt deadline %v after the call, want it restored to %v", w.AttemptDeadline, budget)
+	}
+	key := BreakerKeys(envelope.Target{Vendor: "a", Model: "m"})[0]
+	if st := brs.State(key); st == breaker.StateOpen {
+		t.Fatalf("circuit %s open after an answered call", key)
 	}
 }

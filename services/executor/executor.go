@@ -211,12 +211,18 @@ func (e *Executor) Handle(ctx context.Context, d *pipeline.Delivery) error {
 		return d.NakWithDelay(wait)
 	}
 	keep := func(ctx context.Context) func() { return keepAlive(ctx, d, e.cfg.AckWait/3) }
-	emit := func(o pipeline.Outbound) error {
-		ectx, cancel := e.withinAttempt(ctx, w)
-		defer cancel()
-		return e.pub.Send(ectx, []pipeline.Outbound{o})
-	}
 	log := pipeline.RequestLogger(e.d.Log, w)
+	// The started event is retried under its id too: handed back after a
+	// lost ack, the work would be called under a new attempt id and the
+	// ledger would keep a started row for a call never made.
+	// It is bounded by the request's deadline: past it the call cannot be
+	// made, so the work goes back (a stream leader cut off holds a publish
+	// for the client's whole timeout).
+	emit := func(o pipeline.Outbound) error {
+		ectx, cancel := withinRequest(ctx, w)
+		defer cancel()
+		return e.publishUntil(ectx, d, log, "attempt started", []pipeline.Outbound{o})
+	}
 	if d.NumDelivered() > 1 {
 		answered, err := e.answered(ctx, w)
 		if err != nil {
@@ -235,22 +241,33 @@ func (e *Executor) Handle(ctx context.Context, d *pipeline.Delivery) error {
 	if err != nil {
 		return err
 	}
-	// The vendor may have been called; retry the hand-off here rather than
-	// redelivering the message, which would call the vendor again. The
-	// retries outlast a JetStream leader election (4 to 9 s) and keep the
-	// message alive meanwhile.
-	var pubErr error
+	// The vendor may have been called: the hand-off goes on through a
+	// shutdown rather than redeliver the message, which would call it again.
+	return e.publishUntil(context.WithoutCancel(ctx), d, log, "result", outs)
+}
+
+// publishUntil publishes outs, again under the same message ids (the
+// stream drops a copy it already holds), until they are stored, ctx is done
+// or handOffFor has passed, keeping d alive meanwhile (a try may outlast
+// AckWait). A lost ack must not become a redelivery: that would call the
+// vendor again. The retries outlast a JetStream leader election (4 to 9 s).
+func (e *Executor) publishUntil(ctx context.Context, d *pipeline.Delivery, log zerolog.Logger, what string, outs []pipeline.Outbound) error {
+	stop := keepAlive(ctx, d, e.cfg.AckWait/3)
+	defer stop()
 	deadline := time.Now().Add(handOffFor)
 	for try := 1; ; try++ {
-		pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		pubErr = e.pub.Send(pctx, outs)
+		pctx, cancel := context.WithTimeout(ctx, publishTry)
+		err := e.pub.Send(pctx, outs)
 		cancel()
-		if pubErr == nil || time.Now().After(deadline) {
-			return pubErr
+		if err == nil || ctx.Err() != nil || time.Now().After(deadline) {
+			return err
 		}
-		log.Warn().Err(pubErr).Int("try", try).Msg("result hand-off failed; retrying")
-		time.Sleep(min(time.Duration(try)*250*time.Millisecond, 2*time.Second))
-		_ = d.InProgress()
+		log.Warn().Err(err).Str("publish", what).Int("try", try).Msg("hand-off failed; retrying")
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(min(time.Duration(try)*250*time.Millisecond, 2*time.Second)):
+		}
 	}
 }
 
@@ -258,41 +275,37 @@ func (e *Executor) Handle(ctx context.Context, d *pipeline.Delivery) error {
 // LLM_REPLIES: the reply's id carries the work's delivery key, so a reply
 // of an earlier run (before a `dlq replay`) does not count. A custom
 // reply_to outside llm.replies is not stored and never counts. While
-// JetStream is unavailable (a leader election) the answer is unknown: a
-// transient error, so the work waits instead of calling the vendor; any
-// other failed lookup calls it, as before.
+// JetStream is unavailable or does not answer in time (a leader election)
+// the answer is unknown: a transient error, so the work waits instead of
+// calling the vendor; any other failed lookup calls it, as before.
 func (e *Executor) answered(ctx context.Context, w *envelope.Work) (bool, error) {
 	subject := w.Request.ReplySubject()
 	if e.d.JS == nil || !strings.HasPrefix(subject, "llm.replies.") {
 		return false, nil
 	}
-	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-	defer cancel()
-	s, err := e.d.JS.Stream(ctx, natsx.StreamReplies)
-	if err == nil {
-		var m *jetstream.RawStreamMsg
-		if m, err = s.GetLastMsgForSubject(ctx, subject); err == nil {
-			return m.Header.Get(natsx.HeaderMsgID) == w.Key+":reply", nil
-		}
-	}
-	if natsx.Unavailable(err) {
+	// The stream's leader: a follower that has not applied the reply yet
+	// would say it is not there, and the vendor would be called again.
+	id, _, err := pipeline.LastStoredMsgID(ctx, e.d.JS, natsx.StreamReplies, subject)
+	if err != nil {
 		return false, pipeline.Transient(fmt.Errorf("is the request answered: %w", err), 0)
 	}
-	return false, nil
+	return id == w.Key+":reply", nil
 }
 
-// withinAttempt bounds ctx by w's attempt deadline: a publish before the
-// call that outlasts it would leave the vendor no time (a stream leader
-// cut off holds a publish for the client's whole timeout).
-func (e *Executor) withinAttempt(ctx context.Context, w *envelope.Work) (context.Context, context.CancelFunc) {
-	if w.AttemptDeadline.IsZero() {
+// withinRequest bounds ctx by w's request deadline, when it has one.
+func withinRequest(ctx context.Context, w *envelope.Work) (context.Context, context.CancelFunc) {
+	if w.Deadline.IsZero() {
 		return context.WithCancel(ctx)
 	}
-	return context.WithTimeout(ctx, max(w.AttemptDeadline.Sub(e.d.Now()), 0))
+	return context.WithDeadline(ctx, w.Deadline)
 }
 
-// handOffFor bounds the retries of a result hand-off.
-const handOffFor = 30 * time.Second
+// handOffFor bounds the retries of a hand-off (publishUntil); publishTry
+// bounds one try.
+const (
+	handOffFor = 30 * time.Second
+	publishTry = 5 * time.Second
+)
 
 // attempt calls the vendor for w's current target, unless it must not be
 // called (another hedge branch won, a deadline passed, an open circuit, the
@@ -343,7 +356,19 @@ func (e *Executor) attempt(ctx context.Context, w *envelope.Work, delivery int, 
 		e.release(permits)
 		return nil, err
 	}
+	// The started row is stored: the vendor must now be called, or the
+	// ledger keeps a row for a call never made. A lost ack retried may have
+	// used up the attempt's budget, so the budget runs from the stored
+	// start instead, within the request's deadline.
+	budget := w.AttemptDeadline
+	if late := e.d.Now().Sub(now); late > 0 && !budget.IsZero() {
+		w.AttemptDeadline = budget.Add(late)
+		if !w.Deadline.IsZero() && w.AttemptDeadline.After(w.Deadline) {
+			w.AttemptDeadline = w.Deadline
+		}
+	}
 	res, health := e.call(ctx, w, t, keep)
+	w.AttemptDeadline = budget
 	// The finished row must land in the started row's partition (by month
 	// of ts) to replace it: both carry the same timestamp.
 	res.AttemptID, res.StartedAt = id, now.UTC()
