@@ -5,7 +5,6 @@ package faultnet
 
 import (
 	"fmt"
-	"io"
 	"net"
 	"sync"
 	"time"
@@ -17,6 +16,9 @@ type Proxy struct {
 	mu           sync.Mutex
 	ln           net.Listener
 	conns        map[net.Conn]struct{}
+	// flowing is closed while bytes flow; Stall replaces it with an open
+	// channel that the copy loops wait on.
+	flowing chan struct{}
 }
 
 // Start listens on a random loopback port and forwards to target.
@@ -25,7 +27,9 @@ func Start(target string) (*Proxy, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := &Proxy{target: target, addr: ln.Addr().String(), conns: map[net.Conn]struct{}{}}
+	flowing := make(chan struct{})
+	close(flowing)
+	p := &Proxy{target: target, addr: ln.Addr().String(), conns: map[net.Conn]struct{}{}, flowing: flowing}
 	p.serve(ln)
 	return p, nil
 }
@@ -63,6 +67,53 @@ func (p *Proxy) Up() error {
 	}
 }
 
+// Stall holds every byte in both directions without closing a connection:
+// what a network partition looks like to both ends, which see nothing
+// until their own timeouts fire. Heal lets the held bytes through.
+func (p *Proxy) Stall() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	select {
+	case <-p.flowing:
+		p.flowing = make(chan struct{})
+	default: // already stalled
+	}
+}
+
+// Heal ends a Stall.
+func (p *Proxy) Heal() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	select {
+	case <-p.flowing:
+	default:
+		close(p.flowing)
+	}
+}
+
+func (p *Proxy) gate() <-chan struct{} {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.flowing
+}
+
+// copy forwards src to dst, holding each chunk while the proxy is stalled.
+func (p *Proxy) copy(dst, src net.Conn) {
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		if n > 0 {
+			<-p.gate()
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
 func (p *Proxy) serve(ln net.Listener) {
 	p.mu.Lock()
 	p.ln = ln
@@ -88,7 +139,7 @@ func (p *Proxy) serve(ln net.Listener) {
 			p.conns[c], p.conns[up] = struct{}{}, struct{}{}
 			p.mu.Unlock()
 			pipe := func(dst, src net.Conn) {
-				_, _ = io.Copy(dst, src)
+				p.copy(dst, src)
 				_ = dst.Close()
 				_ = src.Close()
 			}

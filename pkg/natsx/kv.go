@@ -11,7 +11,17 @@ import (
 // OpenOrCreateKV binds to a KV bucket, creating it with cfg only when it
 // does not exist: settings an operator changed on a live bucket are never
 // overwritten. A bucket created concurrently by another replica is used.
-func OpenOrCreateKV(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
+// While JetStream is unavailable (a cluster still starting) it retries like
+// EnsureTopology.
+func OpenOrCreateKV(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValueConfig) (kv jetstream.KeyValue, err error) {
+	err = retryAtStart(ctx, "bucket "+cfg.Bucket, func() error {
+		kv, err = openOrCreateKV(ctx, js, cfg)
+		return err
+	})
+	return kv, err
+}
+
+func openOrCreateKV(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
 	kv, err := js.KeyValue(ctx, cfg.Bucket)
 	if err == nil {
 		return kv, nil

@@ -197,11 +197,18 @@ func (c TopologyConfig) Streams() []jetstream.StreamConfig {
 }
 
 // EnsureTopology creates or updates every stream. It is idempotent and safe
-// to call from every service at start-up.
+// to call from every service at start-up. A stream JetStream cannot place
+// yet (a cluster still starting: "no suitable peers for placement, peer
+// offline") is retried with backoff, up to ConnectTimeout or ctx's end; a
+// refusal (bad config) fails at once.
 func EnsureTopology(ctx context.Context, js jetstream.JetStream, c TopologyConfig) error {
 	var errs []error
 	for _, sc := range c.Streams() {
-		if _, err := js.CreateOrUpdateStream(ctx, sc); err != nil {
+		err := retryAtStart(ctx, "stream "+sc.Name, func() error {
+			_, err := js.CreateOrUpdateStream(ctx, sc)
+			return err
+		})
+		if err != nil {
 			errs = append(errs, fmt.Errorf("stream %s: %w", sc.Name, err))
 		}
 	}

@@ -1,18 +1,39 @@
 package natsx
 
 import (
+	"context"
 	"errors"
 	"net/http"
+	"strings"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
 )
+
+// JetStream API error codes that mean "not now" rather than "no".
+const (
+	// errCodeNoSuitablePeers: no peer set for the replicas. Transient
+	// while a cluster starts or a node is down ("peer offline"; peers not
+	// yet met look like a cluster too small); permanent only for the
+	// placement reasons listed in placementRefusals.
+	errCodeNoSuitablePeers jetstream.ErrorCode = 10005
+	// errCodeClusterNotLeader: "JetStream cluster can not handle request",
+	// the meta leader is being elected.
+	errCodeClusterNotLeader jetstream.ErrorCode = 10009
+)
+
+// placementRefusals are the reasons of a no-suitable-peers error that come
+// from configuration (storage, tags), which no wait clears.
+var placementRefusals = []string{"insufficient storage", "exclude tag", "tags not matched", "tags excluded", "server tag not unique", "jetstream not enabled"}
 
 // Unavailable reports an error that means JetStream cannot take a request
 // right now, as opposed to refusing it: no stream leader (a cluster electing
 // one after losing a node), no responders, a connection moving to another
-// node. It clears by itself within an election (about 4 to 9 s by default),
-// so a stage retries it for longer than a flaky call.
+// node, no peers online yet for a stream's replicas. It clears by itself
+// within an election (about 4 to 9 s by default), so a stage retries it for
+// longer than a flaky call.
 func Unavailable(err error) bool {
 	if err == nil {
 		return false
@@ -24,5 +45,48 @@ func Unavailable(err error) bool {
 		}
 	}
 	var apiErr *jetstream.APIError
-	return errors.As(err, &apiErr) && apiErr.Code == http.StatusServiceUnavailable
+	if !errors.As(err, &apiErr) {
+		return false
+	}
+	switch {
+	case apiErr.Code == http.StatusServiceUnavailable, apiErr.ErrorCode == errCodeClusterNotLeader:
+		return true
+	case apiErr.ErrorCode == errCodeNoSuitablePeers:
+		for _, reason := range placementRefusals {
+			if strings.Contains(apiErr.Description, reason) {
+				return false
+			}
+		}
+		return true
+	}
+	return false
+}
+
+// retryAtStart runs op until it succeeds or fails for good, retrying an
+// Unavailable error with a growing delay (a cluster still meeting its
+// peers or electing leaders) for up to ConnectTimeout or until ctx ends.
+// Each retry is logged with the logger in ctx (zerolog.Ctx).
+func retryAtStart(ctx context.Context, what string, op func() error) error {
+	return retryUnavailable(ctx, what, ConnectTimeout, 100*time.Millisecond, op)
+}
+
+func retryUnavailable(ctx context.Context, what string, budget, delay time.Duration, op func() error) error {
+	deadline := time.Now().Add(budget)
+	for attempt := 1; ; attempt++ {
+		err := op()
+		// A call's own timeout (jetstream's default API timeout when ctx has
+		// no deadline) is a slow cluster, not a refusal.
+		transient := Unavailable(err) || errors.Is(err, context.DeadlineExceeded)
+		if err == nil || !transient || ctx.Err() != nil || time.Now().Add(delay).After(deadline) {
+			return err
+		}
+		zerolog.Ctx(ctx).Warn().Err(err).Str("what", what).Int("attempt", attempt).Dur("retry_in", delay).
+			Msg("jetstream not ready at start; retrying")
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, 2*time.Second)
+	}
 }

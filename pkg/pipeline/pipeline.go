@@ -351,7 +351,18 @@ type RunOptions struct {
 	// Metrics receives the stage's queue wait, handler time and outcomes
 	// (NewStageMetrics; nil: not exported).
 	Metrics prometheus.Registerer
+	// PullExpiry is how long each pull request waits on the server
+	// (default DefaultPullExpiry); the server heartbeats at half of it.
+	PullExpiry time.Duration
 }
+
+// DefaultPullExpiry bounds how long a stage can wait on a pull request the
+// server lost (its consumer leader moved, or its node was partitioned
+// away): the client notices after two missed heartbeats (= one expiry,
+// heartbeats come at half of it) and pulls again. nats.go's default of 30 s
+// stalled every stage for about 30 s after each partition; 5 s costs one
+// pull request per consumer every 5 s while idle.
+const DefaultPullExpiry = 5 * time.Second
 
 // Run consumes until ctx is done. On shutdown it stops pulling, lets
 // in-flight handlers finish within Grace, and hands buffered messages back
@@ -363,7 +374,10 @@ func Run(ctx context.Context, log zerolog.Logger, cons jetstream.Consumer, h Han
 	if o.Grace <= 0 {
 		o.Grace = 10 * time.Second
 	}
-	iter, err := cons.Messages(jetstream.PullMaxMessages(o.Concurrency * 2))
+	if o.PullExpiry <= 0 {
+		o.PullExpiry = DefaultPullExpiry
+	}
+	iter, err := cons.Messages(jetstream.PullMaxMessages(o.Concurrency*2), jetstream.PullExpiry(o.PullExpiry))
 	if err != nil {
 		return fmt.Errorf("consume: %w", err)
 	}
@@ -382,19 +396,26 @@ func Run(ctx context.Context, log zerolog.Logger, cons jetstream.Consumer, h Han
 	defer cancelWork()
 
 	var wg sync.WaitGroup
-	var iterErr atomic.Pointer[error] // why the iterator ended before shutdown
+	var closedErr, lastErr atomic.Pointer[error] // how the iterator closed; the last error it reported before
 	for range o.Concurrency {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for {
 				msg, err := iter.Next()
-				if err != nil {
-					if !errors.Is(err, jetstream.ErrMsgIteratorClosed) {
-						log.Error().Err(err).Msg("consumer iterator failed")
-					}
-					iterErr.CompareAndSwap(nil, &err)
+				if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+					closedErr.CompareAndSwap(nil, &err)
 					return
+				}
+				if err != nil {
+					// Only a closed iterator ends a worker. A missed heartbeat
+					// (and every other error Next reports on a live iterator)
+					// is one the iterator recovers from by pulling again; on a
+					// terminal one (consumer deleted) it stops itself, and the
+					// next Next says closed.
+					log.Warn().Err(err).Msg("consumer iterator reported an error; consuming on")
+					lastErr.Store(&err)
+					continue
 				}
 				start := time.Now()
 				d := &Delivery{Msg: msg, received: start}
@@ -426,8 +447,11 @@ func Run(ctx context.Context, log zerolog.Logger, cons jetstream.Consumer, h Han
 		iter.Stop()
 		if ctx.Err() == nil {
 			var err error = jetstream.ErrMsgIteratorClosed
-			if e := iterErr.Load(); e != nil {
+			if e := closedErr.Load(); e != nil {
 				err = *e
+			}
+			if e := lastErr.Load(); e != nil {
+				return fmt.Errorf("consumer stopped: %w (last reported: %w)", err, *e)
 			}
 			return fmt.Errorf("consumer stopped: %w", err)
 		}

@@ -3,6 +3,8 @@ package pipeline_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -12,6 +14,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/switchyard-llm/switchyard/pkg/envelope"
+	"github.com/switchyard-llm/switchyard/pkg/faultnet"
 	"github.com/switchyard-llm/switchyard/pkg/natsx"
 	"github.com/switchyard-llm/switchyard/pkg/pipeline"
 	"github.com/switchyard-llm/switchyard/pkg/testkit"
@@ -240,4 +243,84 @@ func TestSendReportsAFailedPipelinedPublish(t *testing.T) {
 	if err == nil || !natsx.Unavailable(err) {
 		t.Fatalf("Send = %v, want the attempt event's publish failure (JetStream unavailable)", err)
 	}
+}
+
+// A partition that lasts longer than two heartbeats makes the iterator
+// report a missed heartbeat; the iterator re-pulls by itself, so every
+// worker must carry on. (Before: each worker that saw the error returned,
+// leaving the stage with fewer workers, or none, until a restart.)
+func TestRunKeepsEveryWorkerThroughAMissedHeartbeat(t *testing.T) {
+	const workers = 3
+	url := testkit.Server(t)
+	proxy, err := faultnet.Start(strings.TrimPrefix(url, "nats://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, js := testkit.Connect(t, "nats://"+proxy.Addr())
+	_, admin := testkit.Connect(t, url)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := admin.CreateStream(ctx, jetstream.StreamConfig{Name: "S", Subjects: []string{"s.>"}}); err != nil {
+		t.Fatal(err)
+	}
+	cons, err := js.CreateOrUpdateConsumer(ctx, "S", jetstream.ConsumerConfig{Durable: "c", AckPolicy: jetstream.AckExplicitPolicy})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// Each handler holds until the test releases its round, so a round
+	// completes only when `workers` handlers run at once.
+	var inFlight atomic.Int32
+	var release atomic.Pointer[chan struct{}]
+	allIn := make(chan struct{}, workers)
+	handled := make(chan struct{}, workers)
+	h := func(hctx context.Context, _ *pipeline.Delivery) error {
+		rel := *release.Load()
+		if inFlight.Add(1) == workers {
+			allIn <- struct{}{}
+		}
+		select {
+		case <-rel:
+		case <-hctx.Done():
+		}
+		inFlight.Add(-1)
+		handled <- struct{}{}
+		return nil
+	}
+	ran := make(chan error, 1)
+	go func() {
+		ran <- pipeline.Run(ctx, zerolog.New(zerolog.NewTestWriter(t)), cons, h,
+			pipeline.RunOptions{Concurrency: workers, PullExpiry: time.Second})
+	}()
+
+	round := func(name string, within time.Duration) {
+		t.Helper()
+		rel := make(chan struct{})
+		release.Store(&rel)
+		start := time.Now()
+		for i := range workers {
+			if _, err := admin.Publish(ctx, fmt.Sprintf("s.%d", i), []byte(name)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		select {
+		case <-allIn:
+			t.Logf("%s: %d handlers in parallel after %s", name, workers, time.Since(start).Round(time.Millisecond))
+		case err := <-ran:
+			t.Fatalf("%s: Run returned %v; it must keep consuming", name, err)
+		case <-time.After(within):
+			t.Fatalf("%s: %d of %d handlers running after %s: workers were lost", name, inFlight.Load(), workers, within)
+		}
+		close(rel)
+		for range workers {
+			<-handled
+		}
+	}
+	round("before the partition", 5*time.Second)
+	proxy.Stall()
+	// The partition itself is the thing simulated: it lasts three pull
+	// expiries, so every worker waiting in Next sees a missed heartbeat.
+	time.Sleep(3 * time.Second)
+	proxy.Heal()
+	round("after the partition", 5*time.Second)
 }

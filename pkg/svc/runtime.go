@@ -106,6 +106,9 @@ func Open(ctx context.Context, o Options) (_ *Runtime, err error) {
 		}
 	}()
 	natsLog := rt.component("nats")
+	// Start-up creation of streams and buckets logs its retries through
+	// the context (natsx retries while a cluster is still starting).
+	ctx = natsLog.WithContext(ctx)
 	connOpts, err := o.Auth.Options()
 	if err != nil {
 		return nil, err

@@ -1,0 +1,158 @@
+package natsx
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+)
+
+func TestUnavailableTellsNotNowFromNo(t *testing.T) {
+	api := func(status int, code jetstream.ErrorCode, desc string) error {
+		return fmt.Errorf("stream S: %w", &jetstream.APIError{Code: status, ErrorCode: code, Description: desc})
+	}
+	tests := []struct {
+		name string
+		err  error
+		want bool
+	}{
+		{"nil", nil, false},
+		{"no stream response", jetstream.ErrNoStreamResponse, true},
+		{"no responders", nats.ErrNoResponders, true},
+		{"reconnecting", nats.ErrConnectionReconnecting, true},
+		{"503 temporarily unavailable", api(http.StatusServiceUnavailable, 10008, "JetStream system temporarily unavailable"), true},
+		{"meta leader being elected", api(http.StatusInternalServerError, 10009, "JetStream cluster can not handle request"), true},
+		{"no peers: peer offline", api(http.StatusBadRequest, 10005, "no suitable peers for placement, peer offline"), true},
+		{"no peers: not all met yet", api(http.StatusBadRequest, 10005, "no suitable peers for placement"), true},
+		{"no peers: peer info pending", api(http.StatusBadRequest, 10005, "no suitable peers for placement, miscellaneous issue"), true},
+		{"no peers: insufficient storage", api(http.StatusBadRequest, 10005, "no suitable peers for placement, insufficient storage"), false},
+		{"no peers: tags not matched", api(http.StatusBadRequest, 10005, "no suitable peers for placement, tags not matched ['az:x']"), false},
+		{"replicas on a single server", api(http.StatusInternalServerError, 10074, "replicas > 1 not supported in non-clustered mode"), false},
+		{"subjects overlap", api(http.StatusBadRequest, 10065, "subjects overlap with an existing stream"), false},
+		{"other error", errors.New("boom"), false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := Unavailable(tt.err); got != tt.want {
+				t.Fatalf("Unavailable(%v) = %v, want %v", tt.err, got, tt.want)
+			}
+		})
+	}
+}
+
+// A service starting with its NATS server whose JetStream is not up yet
+// waits for it instead of exiting; one asking for something JetStream
+// refuses fails at once.
+func TestEnsureTopologyAtStart(t *testing.T) {
+	tests := []struct {
+		name       string
+		replicas   int
+		jsLater    time.Duration // enable JetStream this long after the first call
+		wantErr    bool
+		within     time.Duration
+		wantErrMsg string
+	}{
+		{"jetstream up a moment later", 1, 700 * time.Millisecond, false, 5 * time.Second, ""},
+		{"replicas a single server cannot place", 3, 0, true, time.Second, "replicas > 1 not supported"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, NoSigs: true, JetStream: tt.jsLater == 0, StoreDir: t.TempDir()})
+			if err != nil {
+				t.Fatal(err)
+			}
+			go ns.Start()
+			t.Cleanup(ns.Shutdown)
+			if !ns.ReadyForConnections(5 * time.Second) {
+				t.Fatal("server not ready")
+			}
+			nc, err := nats.Connect(ns.ClientURL())
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(nc.Close)
+			js, err := jetstream.New(nc)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tt.jsLater > 0 {
+				timer := time.AfterFunc(tt.jsLater, func() {
+					if err := ns.EnableJetStream(&server.JetStreamConfig{StoreDir: t.TempDir()}); err != nil {
+						t.Error(err)
+					}
+				})
+				defer timer.Stop()
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			topo := DefaultTopology()
+			topo.Replicas = tt.replicas
+			start := time.Now()
+			err = EnsureTopology(ctx, js, topo)
+			took := time.Since(start)
+			t.Logf("EnsureTopology after %s: %v", took.Round(time.Millisecond), err)
+			if (err != nil) != tt.wantErr || (err != nil && !strings.Contains(err.Error(), tt.wantErrMsg)) {
+				t.Fatalf("EnsureTopology: %v, want error %v (%q)", err, tt.wantErr, tt.wantErrMsg)
+			}
+			if took > tt.within {
+				t.Fatalf("EnsureTopology took %s, want at most %s", took, tt.within)
+			}
+			if !tt.wantErr {
+				if _, err := js.Stream(ctx, StreamRequests); err != nil {
+					t.Fatalf("stream %s after EnsureTopology: %v", StreamRequests, err)
+				}
+			}
+		})
+	}
+}
+
+// Buckets are created at start like streams: a bucket asked for before
+// JetStream is up is created once it is, not given up on.
+func TestOpenOrCreateKVWaitsForJetStream(t *testing.T) {
+	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, NoSigs: true, StoreDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go ns.Start()
+	t.Cleanup(ns.Shutdown)
+	if !ns.ReadyForConnections(5 * time.Second) {
+		t.Fatal("server not ready")
+	}
+	nc, err := nats.Connect(ns.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	timer := time.AfterFunc(500*time.Millisecond, func() {
+		if err := ns.EnableJetStream(&server.JetStreamConfig{StoreDir: t.TempDir()}); err != nil {
+			t.Error(err)
+		}
+	})
+	defer timer.Stop()
+	var logged bytes.Buffer
+	ctx, cancel := context.WithTimeout(zerolog.New(&logged).WithContext(context.Background()), 10*time.Second)
+	defer cancel()
+	kv, err := OpenOrCreateKV(ctx, js, jetstream.KeyValueConfig{Bucket: "b"})
+	if err != nil {
+		t.Fatalf("OpenOrCreateKV: %v", err)
+	}
+	if !strings.Contains(logged.String(), `"what":"bucket b"`) || !strings.Contains(logged.String(), "jetstream not ready at start; retrying") {
+		t.Fatalf("retries not logged: %q", logged.String())
+	}
+	if _, err := kv.Put(ctx, "k", []byte("v")); err != nil {
+		t.Fatalf("put into the bucket: %v", err)
+	}
+}
