@@ -44,7 +44,9 @@ func TestEdgeStreamFaults(t *testing.T) {
 		// error event's type.
 		anthropic bool
 	}{
-		{name: "stall before the first token fails over", stream: policy.RouteStream{FirstTokenTimeout: policy.Duration{Duration: 300 * time.Millisecond}},
+		// The route's first-token limit holds for the fallback too: 1 s
+		// leaves its first token room on a loaded machine.
+		{name: "stall before the first token fails over", stream: policy.RouteStream{FirstTokenTimeout: policy.Duration{Duration: time.Second}},
 			faults:     map[model]sim.Behavior{primary: {Stream: &sim.StreamBehavior{StallFirstMS: 20000}}},
 			wantVendor: "anthropic", wantClasses: []string{"stream_stalled"}, within: 5 * time.Second},
 		{name: "cut after deltas ends with an error, never [DONE]",
@@ -76,7 +78,7 @@ func TestEdgeStreamFaults(t *testing.T) {
 		{name: "anthropic API: cut after deltas is an error event, never message_stop", anthropic: true,
 			faults:   map[model]sim.Behavior{primary: {Stream: &sim.StreamBehavior{CutAfterChunks: n(3)}}},
 			wantCode: "api_error", wantText: true},
-		{name: "anthropic API: stall before the first token fails over", anthropic: true, stream: policy.RouteStream{FirstTokenTimeout: policy.Duration{Duration: 300 * time.Millisecond}},
+		{name: "anthropic API: stall before the first token fails over", anthropic: true, stream: policy.RouteStream{FirstTokenTimeout: policy.Duration{Duration: time.Second}},
 			faults:     map[model]sim.Behavior{primary: {Stream: &sim.StreamBehavior{StallFirstMS: 20000}}},
 			wantVendor: "anthropic", wantClasses: []string{"stream_stalled"}, within: 5 * time.Second},
 		{name: "refusal before any delta is a 403",

@@ -370,8 +370,10 @@ func skipped(w *envelope.Work, route *policy.Route, env Env) Action {
 		// failing a request nobody tried, for as long as the request's
 		// deadline allows (it ends as deadline_exceeded, above). Each
 		// re-offer waits out a budget of at least min(remaining, 2 s)
-		// first, so the deadline bounds the re-offers too.
-		if next, _ := nextTarget(w, w.Step+1, env, nil); next < 0 {
+		// first, so the deadline bounds the re-offers too. A route set to
+		// wait for a slot keeps its target too: it asked not to spill
+		// because of our own queues.
+		if next, _ := nextTarget(w, w.Step+1, env, nil); next < 0 || route.OnSaturated == policy.OnSaturatedWait {
 			w.StaleDispatches++
 			w.StepAttempts-- // not a vendor failure: no retry is used up
 			return to(w, w.Step, time.Time{}, env, "redispatch_stale")

@@ -490,6 +490,7 @@ func TestDecideStaleAttempt(t *testing.T) {
 		before   int           // stale dispatches already made
 		deadline time.Duration // from now; 0: the request has none
 		open     bool          // the last target's circuit is open
+		wait     bool          // the route waits for a slot instead of spilling
 		kind     Kind
 		code     string
 		want     envelope.Target
@@ -502,10 +503,15 @@ func TestDecideStaleAttempt(t *testing.T) {
 		{name: "no deadline: bounded", chain: []envelope.Target{g1}, before: maxStaleDispatches, kind: Fail, code: envelope.CodeAllVendorsFailed},
 		{name: "no deadline: offered again below the bound", chain: []envelope.Target{g1}, before: maxStaleDispatches - 1, kind: Dispatch, want: g1},
 		{name: "circuit open", chain: []envelope.Target{g1}, deadline: 30 * time.Second, open: true, kind: Fail, code: envelope.CodeAllVendorsFailed},
+		{name: "a waiting route keeps its target", chain: []envelope.Target{g1, g2}, deadline: 30 * time.Second, wait: true, kind: Dispatch, want: g1},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			w, env := decideEnv(t, transition{}, tt.chain)
+			tr := transition{}
+			if tt.wait {
+				tr.route.OnSaturated = policy.OnSaturatedWait
+			}
+			w, env := decideEnv(t, tr, tt.chain)
 			w.Step, w.StepAttempts, w.Current, w.StaleDispatches = tt.step, 1, stale, tt.before
 			w.Deadline = time.Time{}
 			if tt.deadline != 0 {
