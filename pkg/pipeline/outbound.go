@@ -161,7 +161,11 @@ func awaitAcks(ctx context.Context, pending []jetstream.PubAckFuture) error {
 			}
 			return Transient(fmt.Errorf("publish %s: %w", f.Msg().Subject, err), 0)
 		case <-ctx.Done():
-			return Transient(fmt.Errorf("publish %s: %w", f.Msg().Subject, ctx.Err()), 0)
+			err := ctx.Err()
+			if errors.Is(err, context.DeadlineExceeded) {
+				err = ackTimedOut(err)
+			}
+			return Transient(fmt.Errorf("publish %s: %w", f.Msg().Subject, err), 0)
 		}
 	}
 	return nil

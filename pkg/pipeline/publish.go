@@ -76,10 +76,21 @@ func (p Publisher) publishSync(ctx context.Context, m *nats.Msg) error {
 	switch {
 	case errors.Is(err, nats.ErrNoResponders):
 		return jetstream.ErrNoStreamResponse
+	case errors.Is(err, context.DeadlineExceeded):
+		return ackTimedOut(err)
 	case err != nil:
 		return err
 	}
 	return checkPubAck(resp.Data)
+}
+
+// ackTimedOut marks a publish whose ack did not come in time as JetStream
+// unavailable: the message may still be stored a moment later (a leader
+// slow to commit), so the retry waits the unavailable backoff before a
+// redelivered handler asks whether its reply is stored; an 80 ms retry
+// asked too early and published the reply a second time.
+func ackTimedOut(err error) error {
+	return fmt.Errorf("%w: %w", nats.ErrTimeout, err)
 }
 
 // ackPrefix starts every successful ack the server writes
