@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"regexp"
 	"sort"
+	"strconv"
 	"strings"
 
 	"github.com/santhosh-tekuri/jsonschema/v6"
@@ -166,8 +167,16 @@ func ValidReplyTo(tenant, replyTo string) error {
 		return nil
 	}
 	ok := false
-	for _, prefix := range []string{"llm.replies." + tenant + ".", ReplyInboxPrefix + tenant + "."} {
-		if rest, found := strings.CutPrefix(replyTo, prefix); found && subjectTokens(rest) {
+	for _, space := range [...]string{"llm.replies.", ReplyInboxPrefix} {
+		// <space><tenant>.<rest>, without building the prefix (PeekIdentity calls this per message)
+		rest, found := strings.CutPrefix(replyTo, space)
+		if found {
+			rest, found = strings.CutPrefix(rest, tenant)
+		}
+		if found {
+			rest, found = strings.CutPrefix(rest, ".")
+		}
+		if found && subjectTokens(rest) {
 			ok = true
 		}
 	}
@@ -179,12 +188,16 @@ func ValidReplyTo(tenant, replyTo string) error {
 }
 
 func subjectTokens(s string) bool {
-	for _, tok := range strings.Split(s, ".") {
+	for {
+		tok, rest, more := strings.Cut(s, ".")
 		if !subjectToken(tok) {
 			return false
 		}
+		if !more {
+			return true
+		}
+		s = rest
 	}
-	return true
 }
 
 func clipString(s string, n int) string {
@@ -300,12 +313,46 @@ func describe(err error) string {
 
 // PeekIdentity reads id, tenant and reply_to from an envelope that may be
 // invalid (a byte order mark, trailing bytes, deep nesting, a schema
-// violation), so an error reply can still be addressed. It streams the
-// top-level keys and never decodes nested values, so depth costs nothing.
-// Values that are not valid subject tokens are dropped (reply_to when it is
-// outside the tenant's reply space).
+// violation), so an error reply can still be addressed. For each of the
+// three top-level keys the first non-empty string value counts; nested
+// values are skipped, and reading stops at the first syntax error (what was
+// read before it still counts). Values that are not valid subject tokens
+// are dropped (reply_to when it is outside the tenant's reply space).
+//
+// The intake calls it several times per request, so the common case (a
+// well-formed object whose three values hold no escapes) is one scan
+// without allocation beyond the three strings; anything else (a syntax
+// error, an escape in a key or in one of the three values, a number out of
+// float64's range) is read by peekIdentityTokens, the json.Decoder walk
+// that defines the result.
 func PeekIdentity(data []byte) (id, tenant, replyTo string) {
-	dec := json.NewDecoder(bytes.NewReader(bytes.TrimPrefix(data, utf8BOM)))
+	data = bytes.TrimPrefix(data, utf8BOM)
+	rawID, rawTenant, rawReply, ok := scanIdentity(data)
+	if !ok {
+		return checkIdentity(peekIdentityTokens(data))
+	}
+	if !subjectTokenBytes(rawID) || !subjectTokenBytes(rawTenant) || len(rawTenant) > 64 {
+		return "", "", ""
+	}
+	return checkIdentity(string(rawID), string(rawTenant), string(rawReply))
+}
+
+// checkIdentity drops an id or tenant that is not a subject token (both
+// then) and a reply_to outside the tenant's reply space.
+func checkIdentity(id, tenant, replyTo string) (string, string, string) {
+	if !subjectToken(id) || !subjectToken(tenant) || len(tenant) > 64 {
+		return "", "", ""
+	}
+	if ValidReplyTo(tenant, replyTo) != nil {
+		replyTo = ""
+	}
+	return id, tenant, replyTo
+}
+
+// peekIdentityTokens is PeekIdentity's reference reading: json.Decoder's
+// tokens, one allocation or more each. It returns the raw values.
+func peekIdentityTokens(data []byte) (id, tenant, replyTo string) {
+	dec := json.NewDecoder(bytes.NewReader(data))
 	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
 		return "", "", ""
 	}
@@ -323,7 +370,7 @@ func PeekIdentity(data []byte) (id, tenant, replyTo string) {
 			if t == '{' || t == '[' {
 				depth++
 			} else if depth--; depth < 0 {
-				goto done // end of the envelope
+				return id, tenant, replyTo // end of the envelope
 			}
 			if depth == 0 {
 				expectKey = true
@@ -342,14 +389,268 @@ func PeekIdentity(data []byte) (id, tenant, replyTo string) {
 			expectKey, key = true, nil
 		}
 	}
-done:
-	if !subjectToken(id) || !subjectToken(tenant) || len(tenant) > 64 {
-		return "", "", ""
-	}
-	if ValidReplyTo(tenant, replyTo) != nil {
-		replyTo = ""
-	}
 	return id, tenant, replyTo
+}
+
+// scanIdentity reads the raw values of id, tenant and reply_to from a
+// well-formed top-level object in one pass. ok is false whenever its
+// answer could differ from peekIdentityTokens': a syntax error anywhere
+// up to the object's end, a key with an escape, one of the three values
+// with an escape or a non-ASCII byte, or a number json.Decoder refuses
+// (out of float64's range). A document that is not an object is ok with
+// no values, as for the reference.
+func scanIdentity(d []byte) (id, tenant, replyTo []byte, ok bool) {
+	i := skipSpace(d, 0)
+	if i >= len(d) || d[i] != '{' {
+		return nil, nil, nil, i < len(d) // empty input: the reference fails too, but let it say so
+	}
+	i = skipSpace(d, i+1)
+	if i < len(d) && d[i] == '}' {
+		return nil, nil, nil, true
+	}
+	for {
+		if i >= len(d) || d[i] != '"' {
+			return nil, nil, nil, false
+		}
+		end, escaped, _, good := scanString(d, i)
+		if !good || escaped {
+			return nil, nil, nil, false
+		}
+		var field *[]byte
+		switch string(d[i+1 : end-1]) {
+		case "id":
+			field = &id
+		case "tenant":
+			field = &tenant
+		case "reply_to":
+			field = &replyTo
+		}
+		i = skipSpace(d, end)
+		if i >= len(d) || d[i] != ':' {
+			return nil, nil, nil, false
+		}
+		i = skipSpace(d, i+1)
+		if i < len(d) && d[i] == '"' {
+			end, escaped, high, good := scanString(d, i)
+			if !good || field != nil && (escaped || high) {
+				return nil, nil, nil, false
+			}
+			if field != nil && len(*field) == 0 {
+				*field = d[i+1 : end-1]
+			}
+			i = end
+		} else if i, good = skipValue(d, i); !good {
+			return nil, nil, nil, false
+		}
+		i = skipSpace(d, i)
+		if i >= len(d) {
+			return nil, nil, nil, false
+		}
+		switch d[i] {
+		case '}':
+			return id, tenant, replyTo, true
+		case ',':
+			i = skipSpace(d, i+1)
+		default:
+			return nil, nil, nil, false
+		}
+	}
+}
+
+func skipSpace(d []byte, i int) int {
+	for i < len(d) && (d[i] == ' ' || d[i] == '\t' || d[i] == '\n' || d[i] == '\r') {
+		i++
+	}
+	return i
+}
+
+// scanString checks the JSON string starting at d[i] (a quote) and returns
+// the index after its closing quote, whether it holds an escape or a byte
+// above ASCII, and whether it is well formed (json's rules: no control
+// byte, only the defined escapes).
+func scanString(d []byte, i int) (end int, escaped, high, ok bool) {
+	for i++; i < len(d); i++ {
+		switch c := d[i]; {
+		case c == '"':
+			return i + 1, escaped, high, true
+		case c < 0x20:
+			return i, escaped, high, false
+		case c >= 0x80:
+			high = true
+		case c == '\\':
+			escaped = true
+			if i++; i >= len(d) {
+				return i, escaped, high, false
+			}
+			switch d[i] {
+			case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
+			case 'u':
+				if i+4 >= len(d) {
+					return i, escaped, high, false
+				}
+				for _, h := range d[i+1 : i+5] {
+					if !(h >= '0' && h <= '9' || h >= 'a' && h <= 'f' || h >= 'A' && h <= 'F') {
+						return i, escaped, high, false
+					}
+				}
+				i += 4
+			default:
+				return i, escaped, high, false
+			}
+		}
+	}
+	return i, escaped, high, false
+}
+
+// scanNumber checks the JSON number starting at d[i] and returns the index
+// after it. A number json.Decoder refuses to hold in a float64 (a large
+// exponent, or more than 308 digits before the point) is not ok.
+func scanNumber(d []byte, i int) (int, bool) {
+	start := i
+	digits := func() bool {
+		n := i
+		for i < len(d) && d[i] >= '0' && d[i] <= '9' {
+			i++
+		}
+		return i > n
+	}
+	if i < len(d) && d[i] == '-' {
+		i++
+	}
+	switch {
+	case i < len(d) && d[i] == '0':
+		i++
+	case !digits():
+		return i, false
+	}
+	rangeCheck := i-start > 308
+	if i < len(d) && d[i] == '.' {
+		i++
+		if !digits() {
+			return i, false
+		}
+	}
+	if i < len(d) && (d[i] == 'e' || d[i] == 'E') {
+		i++
+		if i < len(d) && (d[i] == '+' || d[i] == '-') {
+			i++
+		}
+		if !digits() {
+			return i, false
+		}
+		rangeCheck = true
+	}
+	if rangeCheck {
+		if _, err := strconv.ParseFloat(string(d[start:i]), 64); err != nil {
+			return i, false
+		}
+	}
+	return i, true
+}
+
+// skipValue checks the JSON value starting at d[i] (after any space) and
+// returns the index after it.
+func skipValue(d []byte, i int) (int, bool) {
+	var buf [32]byte
+	closers := buf[:0] // the closing byte of each open container
+	ok := false
+	for {
+		// a value starts at i
+		i = skipSpace(d, i)
+		if i >= len(d) {
+			return i, false
+		}
+		switch c := d[i]; {
+		case c == '{' || c == '[':
+			closer := byte('}')
+			if c == '[' {
+				closer = ']'
+			}
+			if i = skipSpace(d, i+1); i < len(d) && d[i] == closer {
+				i++
+				break
+			}
+			closers = append(closers, closer)
+			if closer == '}' {
+				if i, ok = skipKey(d, i); !ok {
+					return i, false
+				}
+			}
+			continue
+		case c == '"':
+			if i, _, _, ok = scanString(d, i); !ok {
+				return i, false
+			}
+		case c == '-' || c >= '0' && c <= '9':
+			if i, ok = scanNumber(d, i); !ok {
+				return i, false
+			}
+		case bytes.HasPrefix(d[i:], litTrue):
+			i += len(litTrue)
+		case bytes.HasPrefix(d[i:], litFalse):
+			i += len(litFalse)
+		case bytes.HasPrefix(d[i:], litNull):
+			i += len(litNull)
+		default:
+			return i, false
+		}
+		// after a value: close containers until a comma or the end
+	closing:
+		for {
+			if len(closers) == 0 {
+				return i, true
+			}
+			if i = skipSpace(d, i); i >= len(d) {
+				return i, false
+			}
+			top := closers[len(closers)-1]
+			switch d[i] {
+			case top:
+				closers = closers[:len(closers)-1]
+				i++
+			case ',':
+				i++
+				if top == '}' {
+					if i, ok = skipKey(d, skipSpace(d, i)); !ok {
+						return i, false
+					}
+				}
+				break closing
+			default:
+				return i, false
+			}
+		}
+	}
+}
+
+// skipKey checks an object's key and its colon at d[i] and returns the
+// index after the colon.
+func skipKey(d []byte, i int) (int, bool) {
+	if i >= len(d) || d[i] != '"' {
+		return i, false
+	}
+	i, _, _, ok := scanString(d, i)
+	if !ok {
+		return i, false
+	}
+	if i = skipSpace(d, i); i >= len(d) || d[i] != ':' {
+		return i, false
+	}
+	return i + 1, true
+}
+
+var litTrue, litFalse, litNull = []byte("true"), []byte("false"), []byte("null")
+
+func subjectTokenBytes(s []byte) bool {
+	if len(s) == 0 || len(s) > 128 {
+		return false
+	}
+	for _, c := range s {
+		if !(c == '-' || c == '_' || c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z') {
+			return false
+		}
+	}
+	return true
 }
 
 func subjectToken(s string) bool {
