@@ -9,7 +9,9 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
+	gojson "github.com/goccy/go-json"
 	"github.com/santhosh-tekuri/jsonschema/v6"
 
 	"github.com/switchyard-llm/switchyard/schemas"
@@ -34,6 +36,9 @@ func (e *Invalid) Error() string { return e.Code + ": " + e.Message }
 type Validator struct {
 	request *jsonschema.Schema
 	reply   *jsonschema.Schema
+	// unmarshal decodes an envelope the schema accepted: go-json (see
+	// decodeValidated); tests swap in encoding/json as the reference.
+	unmarshal func([]byte, any) error
 }
 
 // NewValidator compiles the embedded schemas.
@@ -60,7 +65,7 @@ func NewValidator() (*Validator, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Validator{request: req, reply: rep}, nil
+	return &Validator{request: req, reply: rep, unmarshal: gojson.Unmarshal}, nil
 }
 
 // MaxNestingDepth bounds how deeply a request envelope may nest objects and
@@ -95,7 +100,7 @@ func (v *Validator) DecodeRequest(data []byte) (*Request, error) {
 		return refuse(CodeInvalidRequest, describe(err))
 	}
 	var r Request
-	if err := json.Unmarshal(data, &r); err != nil {
+	if err := v.decodeValidated(data, inst, &r); err != nil {
 		// The schema accepted it, so this is a schema/type drift: a bug.
 		return refuse(CodeInvalidRequest, "cannot decode: "+err.Error())
 	}
@@ -108,6 +113,40 @@ func (v *Validator) DecodeRequest(data []byte) (*Request, error) {
 		}
 	}
 	return &r, nil
+}
+
+// decodeValidated decodes an envelope the request schema accepted (inst is
+// the schema's reading of it). go-json reads it with a fraction of
+// encoding/json's allocations. Where it reads differently, encoding/json
+// decodes instead, so every envelope is accepted, refused (with the same
+// message) and read as before (TestDecodeRequestMatchesEncodingJSON,
+// FuzzDecodeRequestMatchesEncodingJSON):
+//   - go-json refuses: encoding/json's error names the problem as it did;
+//   - invalid UTF-8: go-json keeps the bytes, encoding/json writes U+FFFD;
+//   - an integer past int64 in policy.max_latency_ms (the one integer the
+//     schema does not bound): go-json wraps it, encoding/json refuses it.
+//
+// The other difference (go-json ignores a key whose case differs from the
+// tag, encoding/json matches it) cannot reach it: the schema refuses every
+// key it does not name, at every level the struct decodes.
+func (v *Validator) decodeValidated(data []byte, inst any, r *Request) error {
+	if utf8.Valid(data) && !latencyOverflows(inst) && v.unmarshal(data, r) == nil {
+		return nil
+	}
+	*r = Request{}
+	return json.Unmarshal(data, r)
+}
+
+// latencyOverflows reports whether policy.max_latency_ms is an integer
+// that does not fit an int64.
+func latencyOverflows(inst any) bool {
+	policy, _ := inst.(map[string]any)["policy"].(map[string]any)
+	n, ok := policy["max_latency_ms"].(json.Number)
+	if !ok {
+		return false
+	}
+	_, err := strconv.ParseInt(string(n), 10, 64)
+	return err != nil
 }
 
 // syntaxProblem names what makes data not one plain JSON object: a byte
