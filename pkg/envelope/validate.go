@@ -180,13 +180,15 @@ func syntaxProblem(data []byte) string {
 			depth--
 		}
 	}
-	dec := json.NewDecoder(bytes.NewReader(data))
-	var first json.RawMessage
-	if dec.Decode(&first) != nil {
+	// Where the first value ends: what json.Decoder reads into a
+	// RawMessage (InputOffset after it), in one scan without allocating
+	// (TestSyntaxProblemMatchesDecoder). Invalid JSON is the decoder's to name.
+	end, ok := skipValue(data, 0, false)
+	if !ok {
 		return ""
 	}
-	if rest := bytes.TrimSpace(data[dec.InputOffset():]); len(rest) > 0 {
-		return fmt.Sprintf("body has %d bytes after the JSON object (at offset %d); send exactly one JSON object", len(rest), dec.InputOffset())
+	if rest := bytes.TrimSpace(data[end:]); len(rest) > 0 {
+		return fmt.Sprintf("body has %d bytes after the JSON object (at offset %d); send exactly one JSON object", len(rest), end)
 	}
 	return ""
 }
@@ -478,7 +480,7 @@ func scanIdentity(d []byte) (id, tenant, replyTo []byte, ok bool) {
 				*field = d[i+1 : end-1]
 			}
 			i = end
-		} else if i, good = skipValue(d, i); !good {
+		} else if i, good = skipValue(d, i, true); !good {
 			return nil, nil, nil, false
 		}
 		i = skipSpace(d, i)
@@ -542,9 +544,10 @@ func scanString(d []byte, i int) (end int, escaped, high, ok bool) {
 }
 
 // scanNumber checks the JSON number starting at d[i] and returns the index
-// after it. A number json.Decoder refuses to hold in a float64 (a large
-// exponent, or more than 308 digits before the point) is not ok.
-func scanNumber(d []byte, i int) (int, bool) {
+// after it. With floatRange, a number json.Decoder refuses to hold in a
+// float64 (a large exponent, or more than 308 digits before the point) is
+// not ok.
+func scanNumber(d []byte, i int, floatRange bool) (int, bool) {
 	start := i
 	digits := func() bool {
 		n := i
@@ -579,7 +582,7 @@ func scanNumber(d []byte, i int) (int, bool) {
 		}
 		rangeCheck = true
 	}
-	if rangeCheck {
+	if floatRange && rangeCheck {
 		if _, err := strconv.ParseFloat(string(d[start:i]), 64); err != nil {
 			return i, false
 		}
@@ -588,8 +591,8 @@ func scanNumber(d []byte, i int) (int, bool) {
 }
 
 // skipValue checks the JSON value starting at d[i] (after any space) and
-// returns the index after it.
-func skipValue(d []byte, i int) (int, bool) {
+// returns the index after it; floatRange as for scanNumber.
+func skipValue(d []byte, i int, floatRange bool) (int, bool) {
 	var buf [32]byte
 	closers := buf[:0] // the closing byte of each open container
 	ok := false
@@ -621,7 +624,7 @@ func skipValue(d []byte, i int) (int, bool) {
 				return i, false
 			}
 		case c == '-' || c >= '0' && c <= '9':
-			if i, ok = scanNumber(d, i); !ok {
+			if i, ok = scanNumber(d, i, floatRange); !ok {
 				return i, false
 			}
 		case bytes.HasPrefix(d[i:], litTrue):
