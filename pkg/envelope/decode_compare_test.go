@@ -136,3 +136,15 @@ func BenchmarkDecodeRequest(b *testing.B) {
 		})
 	}
 }
+
+// A plain envelope takes the go-json decode: a fallback to encoding/json on
+// every request (a guard gone wrong) would only show as CPU.
+func TestDecodeRequestCommonCaseTakesGoJSON(t *testing.T) {
+	fast, ref := referenceValidator(t)
+	data := []byte(decodeSeeds()["harness envelope"])
+	got := testing.AllocsPerRun(50, func() { _, _ = fast.DecodeRequest(data) })
+	want := testing.AllocsPerRun(50, func() { _, _ = ref.DecodeRequest(data) })
+	if got > want-5 {
+		t.Fatalf("DecodeRequest allocates %.0f objects per envelope, with encoding/json %.0f: the go-json decode is not taken", got, want)
+	}
+}

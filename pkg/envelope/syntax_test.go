@@ -74,3 +74,10 @@ func BenchmarkSyntaxProblem(b *testing.B) {
 		})
 	}
 }
+
+func TestSyntaxProblemDoesNotAllocate(t *testing.T) {
+	data := []byte(decodeSeeds()["every field"])
+	if n := testing.AllocsPerRun(100, func() { syntaxProblem(data) }); n != 0 {
+		t.Fatalf("syntaxProblem allocates %.0f objects on a valid envelope", n)
+	}
+}

@@ -99,3 +99,14 @@ func BenchmarkDecodeResponse(b *testing.B) {
 		})
 	}
 }
+
+// A plain completion takes the go-json path: a fallback to encoding/json
+// on every body (a guard gone wrong) would only show as CPU.
+func TestDecodeResponseCommonCaseTakesGoJSON(t *testing.T) {
+	body := []byte(responseSeeds()["harness mock"])
+	fast := testing.AllocsPerRun(100, func() { _, _ = decodeResponse(body, unmarshalResponse) })
+	std := testing.AllocsPerRun(100, func() { _, _ = decodeResponse(body, stdUnmarshal) })
+	if fast > std-5 {
+		t.Fatalf("DecodeResponse allocates %.0f objects per body, encoding/json %.0f: the go-json path is not taken", fast, std)
+	}
+}
