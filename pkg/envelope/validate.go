@@ -7,8 +7,11 @@ import (
 	"fmt"
 	"regexp"
 	"sort"
+	"strconv"
 	"strings"
+	"unicode/utf8"
 
+	gojson "github.com/goccy/go-json"
 	"github.com/santhosh-tekuri/jsonschema/v6"
 
 	"github.com/switchyard-llm/switchyard/schemas"
@@ -33,6 +36,9 @@ func (e *Invalid) Error() string { return e.Code + ": " + e.Message }
 type Validator struct {
 	request *jsonschema.Schema
 	reply   *jsonschema.Schema
+	// unmarshal decodes an envelope the schema accepted: go-json (see
+	// decodeValidated); tests swap in encoding/json as the reference.
+	unmarshal func([]byte, any) error
 }
 
 // NewValidator compiles the embedded schemas.
@@ -59,7 +65,7 @@ func NewValidator() (*Validator, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Validator{request: req, reply: rep}, nil
+	return &Validator{request: req, reply: rep, unmarshal: gojson.Unmarshal}, nil
 }
 
 // MaxNestingDepth bounds how deeply a request envelope may nest objects and
@@ -94,7 +100,7 @@ func (v *Validator) DecodeRequest(data []byte) (*Request, error) {
 		return refuse(CodeInvalidRequest, describe(err))
 	}
 	var r Request
-	if err := json.Unmarshal(data, &r); err != nil {
+	if err := v.decodeValidated(data, inst, &r); err != nil {
 		// The schema accepted it, so this is a schema/type drift: a bug.
 		return refuse(CodeInvalidRequest, "cannot decode: "+err.Error())
 	}
@@ -107,6 +113,40 @@ func (v *Validator) DecodeRequest(data []byte) (*Request, error) {
 		}
 	}
 	return &r, nil
+}
+
+// decodeValidated decodes an envelope the request schema accepted (inst is
+// the schema's reading of it). go-json reads it with a fraction of
+// encoding/json's allocations. Where it reads differently, encoding/json
+// decodes instead, so every envelope is accepted, refused (with the same
+// message) and read as before (TestDecodeRequestMatchesEncodingJSON,
+// FuzzDecodeRequestMatchesEncodingJSON):
+//   - go-json refuses: encoding/json's error names the problem as it did;
+//   - invalid UTF-8: go-json keeps the bytes, encoding/json writes U+FFFD;
+//   - an integer past int64 in policy.max_latency_ms (the one integer the
+//     schema does not bound): go-json wraps it, encoding/json refuses it.
+//
+// The other difference (go-json ignores a key whose case differs from the
+// tag, encoding/json matches it) cannot reach it: the schema refuses every
+// key it does not name, at every level the struct decodes.
+func (v *Validator) decodeValidated(data []byte, inst any, r *Request) error {
+	if utf8.Valid(data) && !latencyOverflows(inst) && v.unmarshal(data, r) == nil {
+		return nil
+	}
+	*r = Request{}
+	return json.Unmarshal(data, r)
+}
+
+// latencyOverflows reports whether policy.max_latency_ms is an integer
+// that does not fit an int64.
+func latencyOverflows(inst any) bool {
+	policy, _ := inst.(map[string]any)["policy"].(map[string]any)
+	n, ok := policy["max_latency_ms"].(json.Number)
+	if !ok {
+		return false
+	}
+	_, err := strconv.ParseInt(string(n), 10, 64)
+	return err != nil
 }
 
 // syntaxProblem names what makes data not one plain JSON object: a byte
@@ -140,13 +180,15 @@ func syntaxProblem(data []byte) string {
 			depth--
 		}
 	}
-	dec := json.NewDecoder(bytes.NewReader(data))
-	var first json.RawMessage
-	if dec.Decode(&first) != nil {
+	// Where the first value ends: what json.Decoder reads into a
+	// RawMessage (InputOffset after it), in one scan without allocating
+	// (TestSyntaxProblemMatchesDecoder). Invalid JSON is the decoder's to name.
+	end, ok := skipValue(data, 0, false)
+	if !ok {
 		return ""
 	}
-	if rest := bytes.TrimSpace(data[dec.InputOffset():]); len(rest) > 0 {
-		return fmt.Sprintf("body has %d bytes after the JSON object (at offset %d); send exactly one JSON object", len(rest), dec.InputOffset())
+	if rest := bytes.TrimSpace(data[end:]); len(rest) > 0 {
+		return fmt.Sprintf("body has %d bytes after the JSON object (at offset %d); send exactly one JSON object", len(rest), end)
 	}
 	return ""
 }
@@ -166,8 +208,16 @@ func ValidReplyTo(tenant, replyTo string) error {
 		return nil
 	}
 	ok := false
-	for _, prefix := range []string{"llm.replies." + tenant + ".", ReplyInboxPrefix + tenant + "."} {
-		if rest, found := strings.CutPrefix(replyTo, prefix); found && subjectTokens(rest) {
+	for _, space := range [...]string{"llm.replies.", ReplyInboxPrefix} {
+		// <space><tenant>.<rest>, without building the prefix (PeekIdentity calls this per message)
+		rest, found := strings.CutPrefix(replyTo, space)
+		if found {
+			rest, found = strings.CutPrefix(rest, tenant)
+		}
+		if found {
+			rest, found = strings.CutPrefix(rest, ".")
+		}
+		if found && subjectTokens(rest) {
 			ok = true
 		}
 	}
@@ -179,12 +229,16 @@ func ValidReplyTo(tenant, replyTo string) error {
 }
 
 func subjectTokens(s string) bool {
-	for _, tok := range strings.Split(s, ".") {
+	for {
+		tok, rest, more := strings.Cut(s, ".")
 		if !subjectToken(tok) {
 			return false
 		}
+		if !more {
+			return true
+		}
+		s = rest
 	}
-	return true
 }
 
 func clipString(s string, n int) string {
@@ -300,12 +354,46 @@ func describe(err error) string {
 
 // PeekIdentity reads id, tenant and reply_to from an envelope that may be
 // invalid (a byte order mark, trailing bytes, deep nesting, a schema
-// violation), so an error reply can still be addressed. It streams the
-// top-level keys and never decodes nested values, so depth costs nothing.
-// Values that are not valid subject tokens are dropped (reply_to when it is
-// outside the tenant's reply space).
+// violation), so an error reply can still be addressed. For each of the
+// three top-level keys the first non-empty string value counts; nested
+// values are skipped, and reading stops at the first syntax error (what was
+// read before it still counts). Values that are not valid subject tokens
+// are dropped (reply_to when it is outside the tenant's reply space).
+//
+// The intake calls it several times per request, so the common case (a
+// well-formed object whose three values hold no escapes) is one scan
+// without allocation beyond the three strings; anything else (a syntax
+// error, an escape in a key or in one of the three values, a number out of
+// float64's range) is read by peekIdentityTokens, the json.Decoder walk
+// that defines the result.
 func PeekIdentity(data []byte) (id, tenant, replyTo string) {
-	dec := json.NewDecoder(bytes.NewReader(bytes.TrimPrefix(data, utf8BOM)))
+	data = bytes.TrimPrefix(data, utf8BOM)
+	rawID, rawTenant, rawReply, ok := scanIdentity(data)
+	if !ok {
+		return checkIdentity(peekIdentityTokens(data))
+	}
+	if !subjectTokenBytes(rawID) || !subjectTokenBytes(rawTenant) || len(rawTenant) > 64 {
+		return "", "", ""
+	}
+	return checkIdentity(string(rawID), string(rawTenant), string(rawReply))
+}
+
+// checkIdentity drops an id or tenant that is not a subject token (both
+// then) and a reply_to outside the tenant's reply space.
+func checkIdentity(id, tenant, replyTo string) (string, string, string) {
+	if !subjectToken(id) || !subjectToken(tenant) || len(tenant) > 64 {
+		return "", "", ""
+	}
+	if ValidReplyTo(tenant, replyTo) != nil {
+		replyTo = ""
+	}
+	return id, tenant, replyTo
+}
+
+// peekIdentityTokens is PeekIdentity's reference reading: json.Decoder's
+// tokens, one allocation or more each. It returns the raw values.
+func peekIdentityTokens(data []byte) (id, tenant, replyTo string) {
+	dec := json.NewDecoder(bytes.NewReader(data))
 	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
 		return "", "", ""
 	}
@@ -323,7 +411,7 @@ func PeekIdentity(data []byte) (id, tenant, replyTo string) {
 			if t == '{' || t == '[' {
 				depth++
 			} else if depth--; depth < 0 {
-				goto done // end of the envelope
+				return id, tenant, replyTo // end of the envelope
 			}
 			if depth == 0 {
 				expectKey = true
@@ -342,14 +430,269 @@ func PeekIdentity(data []byte) (id, tenant, replyTo string) {
 			expectKey, key = true, nil
 		}
 	}
-done:
-	if !subjectToken(id) || !subjectToken(tenant) || len(tenant) > 64 {
-		return "", "", ""
-	}
-	if ValidReplyTo(tenant, replyTo) != nil {
-		replyTo = ""
-	}
 	return id, tenant, replyTo
+}
+
+// scanIdentity reads the raw values of id, tenant and reply_to from a
+// well-formed top-level object in one pass. ok is false whenever its
+// answer could differ from peekIdentityTokens': a syntax error anywhere
+// up to the object's end, a key with an escape, one of the three values
+// with an escape or a non-ASCII byte, or a number json.Decoder refuses
+// (out of float64's range). A document that is not an object is ok with
+// no values, as for the reference.
+func scanIdentity(d []byte) (id, tenant, replyTo []byte, ok bool) {
+	i := skipSpace(d, 0)
+	if i >= len(d) || d[i] != '{' {
+		return nil, nil, nil, i < len(d) // empty input: the reference fails too, but let it say so
+	}
+	i = skipSpace(d, i+1)
+	if i < len(d) && d[i] == '}' {
+		return nil, nil, nil, true
+	}
+	for {
+		if i >= len(d) || d[i] != '"' {
+			return nil, nil, nil, false
+		}
+		end, escaped, _, good := scanString(d, i)
+		if !good || escaped {
+			return nil, nil, nil, false
+		}
+		var field *[]byte
+		switch string(d[i+1 : end-1]) {
+		case "id":
+			field = &id
+		case "tenant":
+			field = &tenant
+		case "reply_to":
+			field = &replyTo
+		}
+		i = skipSpace(d, end)
+		if i >= len(d) || d[i] != ':' {
+			return nil, nil, nil, false
+		}
+		i = skipSpace(d, i+1)
+		if i < len(d) && d[i] == '"' {
+			end, escaped, high, good := scanString(d, i)
+			if !good || field != nil && (escaped || high) {
+				return nil, nil, nil, false
+			}
+			if field != nil && len(*field) == 0 {
+				*field = d[i+1 : end-1]
+			}
+			i = end
+		} else if i, good = skipValue(d, i, true); !good {
+			return nil, nil, nil, false
+		}
+		i = skipSpace(d, i)
+		if i >= len(d) {
+			return nil, nil, nil, false
+		}
+		switch d[i] {
+		case '}':
+			return id, tenant, replyTo, true
+		case ',':
+			i = skipSpace(d, i+1)
+		default:
+			return nil, nil, nil, false
+		}
+	}
+}
+
+func skipSpace(d []byte, i int) int {
+	for i < len(d) && (d[i] == ' ' || d[i] == '\t' || d[i] == '\n' || d[i] == '\r') {
+		i++
+	}
+	return i
+}
+
+// scanString checks the JSON string starting at d[i] (a quote) and returns
+// the index after its closing quote, whether it holds an escape or a byte
+// above ASCII, and whether it is well formed (json's rules: no control
+// byte, only the defined escapes).
+func scanString(d []byte, i int) (end int, escaped, high, ok bool) {
+	for i++; i < len(d); i++ {
+		switch c := d[i]; {
+		case c == '"':
+			return i + 1, escaped, high, true
+		case c < 0x20:
+			return i, escaped, high, false
+		case c >= 0x80:
+			high = true
+		case c == '\\':
+			escaped = true
+			if i++; i >= len(d) {
+				return i, escaped, high, false
+			}
+			switch d[i] {
+			case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
+			case 'u':
+				if i+4 >= len(d) {
+					return i, escaped, high, false
+				}
+				for _, h := range d[i+1 : i+5] {
+					if !(h >= '0' && h <= '9' || h >= 'a' && h <= 'f' || h >= 'A' && h <= 'F') {
+						return i, escaped, high, false
+					}
+				}
+				i += 4
+			default:
+				return i, escaped, high, false
+			}
+		}
+	}
+	return i, escaped, high, false
+}
+
+// scanNumber checks the JSON number starting at d[i] and returns the index
+// after it. With floatRange, a number json.Decoder refuses to hold in a
+// float64 (a large exponent, or more than 308 digits before the point) is
+// not ok.
+func scanNumber(d []byte, i int, floatRange bool) (int, bool) {
+	start := i
+	digits := func() bool {
+		n := i
+		for i < len(d) && d[i] >= '0' && d[i] <= '9' {
+			i++
+		}
+		return i > n
+	}
+	if i < len(d) && d[i] == '-' {
+		i++
+	}
+	switch {
+	case i < len(d) && d[i] == '0':
+		i++
+	case !digits():
+		return i, false
+	}
+	rangeCheck := i-start > 308
+	if i < len(d) && d[i] == '.' {
+		i++
+		if !digits() {
+			return i, false
+		}
+	}
+	if i < len(d) && (d[i] == 'e' || d[i] == 'E') {
+		i++
+		if i < len(d) && (d[i] == '+' || d[i] == '-') {
+			i++
+		}
+		if !digits() {
+			return i, false
+		}
+		rangeCheck = true
+	}
+	if floatRange && rangeCheck {
+		if _, err := strconv.ParseFloat(string(d[start:i]), 64); err != nil {
+			return i, false
+		}
+	}
+	return i, true
+}
+
+// skipValue checks the JSON value starting at d[i] (after any space) and
+// returns the index after it; floatRange as for scanNumber.
+func skipValue(d []byte, i int, floatRange bool) (int, bool) {
+	var buf [32]byte
+	closers := buf[:0] // the closing byte of each open container
+	ok := false
+	for {
+		// a value starts at i
+		i = skipSpace(d, i)
+		if i >= len(d) {
+			return i, false
+		}
+		switch c := d[i]; {
+		case c == '{' || c == '[':
+			closer := byte('}')
+			if c == '[' {
+				closer = ']'
+			}
+			if i = skipSpace(d, i+1); i < len(d) && d[i] == closer {
+				i++
+				break
+			}
+			closers = append(closers, closer)
+			if closer == '}' {
+				if i, ok = skipKey(d, i); !ok {
+					return i, false
+				}
+			}
+			continue
+		case c == '"':
+			if i, _, _, ok = scanString(d, i); !ok {
+				return i, false
+			}
+		case c == '-' || c >= '0' && c <= '9':
+			if i, ok = scanNumber(d, i, floatRange); !ok {
+				return i, false
+			}
+		case bytes.HasPrefix(d[i:], litTrue):
+			i += len(litTrue)
+		case bytes.HasPrefix(d[i:], litFalse):
+			i += len(litFalse)
+		case bytes.HasPrefix(d[i:], litNull):
+			i += len(litNull)
+		default:
+			return i, false
+		}
+		// after a value: close containers until a comma or the end
+	closing:
+		for {
+			if len(closers) == 0 {
+				return i, true
+			}
+			if i = skipSpace(d, i); i >= len(d) {
+				return i, false
+			}
+			top := closers[len(closers)-1]
+			switch d[i] {
+			case top:
+				closers = closers[:len(closers)-1]
+				i++
+			case ',':
+				i++
+				if top == '}' {
+					if i, ok = skipKey(d, skipSpace(d, i)); !ok {
+						return i, false
+					}
+				}
+				break closing
+			default:
+				return i, false
+			}
+		}
+	}
+}
+
+// skipKey checks an object's key and its colon at d[i] and returns the
+// index after the colon.
+func skipKey(d []byte, i int) (int, bool) {
+	if i >= len(d) || d[i] != '"' {
+		return i, false
+	}
+	i, _, _, ok := scanString(d, i)
+	if !ok {
+		return i, false
+	}
+	if i = skipSpace(d, i); i >= len(d) || d[i] != ':' {
+		return i, false
+	}
+	return i + 1, true
+}
+
+var litTrue, litFalse, litNull = []byte("true"), []byte("false"), []byte("null")
+
+func subjectTokenBytes(s []byte) bool {
+	if len(s) == 0 || len(s) > 128 {
+		return false
+	}
+	for _, c := range s {
+		if !(c == '-' || c == '_' || c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z') {
+			return false
+		}
+	}
+	return true
 }
 
 func subjectToken(s string) bool {

@@ -9,7 +9,9 @@ import (
 	"math"
 	"net/http"
 	"strings"
+	"unicode/utf8"
 
+	gojson "github.com/goccy/go-json"
 	"github.com/switchyard-llm/switchyard/pkg/envelope"
 	"github.com/switchyard-llm/switchyard/pkg/provider"
 )
@@ -306,8 +308,52 @@ type wireUsage struct {
 // completion (unparseable, an error object, no choices) is a retryable
 // ClassBadResponse error.
 func DecodeResponse(body []byte) (*provider.Response, error) {
+	return decodeResponse(body, unmarshalResponse)
+}
+
+// unmarshalResponse decodes a completion body with go-json, a fraction of
+// encoding/json's allocations per call (BenchmarkDecodeResponse), and with
+// encoding/json wherever the two read differently, so every body is read,
+// and refused with the same message, as before
+// (TestDecodeResponseMatchesEncodingJSON, FuzzDecodeResponseMatchesEncodingJSON):
+//   - the body is not valid JSON (json.Valid, the check encoding/json makes
+//     first: go-json skips unknown fields without checking them);
+//   - go-json refuses (its messages differ, and it refuses 1.0 for an int
+//     where encoding/json names the field);
+//   - invalid UTF-8 (go-json keeps the bytes, encoding/json writes U+FFFD);
+//   - a body holding the two non-ASCII runes that fold to ASCII letters
+//     (U+212A Kelvin sign, U+017F long s), raw or escaped: encoding/json
+//     matches "prompt_to\u212aens" to prompt_tokens, go-json does not (both
+//     match ASCII keys of any case).
+func unmarshalResponse(body []byte, w *wireResponse) error {
+	if json.Valid(body) && utf8.Valid(body) && !mayFoldToASCII(body) {
+		if gojson.Unmarshal(body, w) == nil {
+			return nil
+		}
+		*w = wireResponse{}
+	}
+	return json.Unmarshal(body, w)
+}
+
+func mayFoldToASCII(body []byte) bool {
+	if bytes.Contains(body, []byte("\u212a")) || bytes.Contains(body, []byte("\u017f")) {
+		return true
+	}
+	for rest := body; ; {
+		i := bytes.Index(rest, []byte(`\u`))
+		if i < 0 || len(rest) < i+6 {
+			return false
+		}
+		if esc := rest[i+2 : i+6]; bytes.EqualFold(esc, []byte("212a")) || bytes.EqualFold(esc, []byte("017f")) {
+			return true
+		}
+		rest = rest[i+2:]
+	}
+}
+
+func decodeResponse(body []byte, unmarshal func([]byte, *wireResponse) error) (*provider.Response, error) {
 	var w wireResponse
-	if err := json.Unmarshal(body, &w); err != nil {
+	if err := unmarshal(body, &w); err != nil {
 		return nil, provider.BadResponse(http.StatusOK, "unparseable completion: "+err.Error(), "")
 	}
 	if e := bytes.TrimSpace(w.Error); len(e) > 0 && !bytes.Equal(e, []byte("null")) {
