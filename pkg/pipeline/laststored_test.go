@@ -32,25 +32,7 @@ func TestLastStoredMsgID(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	// The mirror answers direct gets once it holds one message; it never
-	// receives the others.
-	const other = "llm.replies.t.other"
-	publish(other, "other:reply")
-	mirror, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "REPLIES_BEHIND", MirrorDirect: true,
-		Mirror: &jetstream.StreamSource{Name: natsx.StreamReplies, FilterSubject: other}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if info, err := mirror.Info(ctx); err == nil && info.State.Msgs == 1 {
-			break
-		}
-		select {
-		case <-ctx.Done():
-			t.Fatal("the mirror did not receive its message")
-		case <-time.After(10 * time.Millisecond):
-		}
-	}
+	testkit.RepliesBehind(t, ctx, js)
 	publish("llm.replies.t.a", "a:1")
 	publish("llm.replies.t.a", "a:2")
 	publish("llm.replies.t.noid", "")

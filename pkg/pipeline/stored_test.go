@@ -10,7 +10,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/switchyard-llm/switchyard/pkg/envelope"
-	"github.com/switchyard-llm/switchyard/pkg/natsx"
 	"github.com/switchyard-llm/switchyard/pkg/testkit"
 )
 
@@ -26,27 +25,7 @@ func TestRedeliveredReplyCheckAsksTheStreamLeader(t *testing.T) {
 	testkit.WithTopology(t, js)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	// The mirror takes one other reply only: it answers direct gets once
-	// it has received a message.
-	const other = "llm.replies.t.other"
-	if _, err := js.Publish(ctx, other, []byte(`{}`)); err != nil {
-		t.Fatal(err)
-	}
-	mirror, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "REPLIES_BEHIND", MirrorDirect: true,
-		Mirror: &jetstream.StreamSource{Name: natsx.StreamReplies, FilterSubject: other}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if info, err := mirror.Info(ctx); err == nil && info.State.Msgs == 1 {
-			break
-		}
-		select {
-		case <-ctx.Done():
-			t.Fatal("the mirror did not receive its message")
-		case <-time.After(10 * time.Millisecond):
-		}
-	}
+	testkit.RepliesBehind(t, ctx, js)
 	w := &envelope.Work{Key: "k", Request: envelope.Request{ID: "k", Tenant: "t"}}
 	var seen atomic.Int32
 	sub, err := nc.Subscribe(w.Request.ReplySubject(), func(*nats.Msg) { seen.Add(1) })

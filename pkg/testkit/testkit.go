@@ -84,3 +84,33 @@ func (c *Clock) Advance(d time.Duration) {
 	defer c.mu.Unlock()
 	c.t = c.t.Add(d)
 }
+
+// RepliesBehind makes a replica of LLM_REPLIES that answers its direct gets
+// and is always behind: a mirror that holds one reply (stored here on a
+// subject of its own) and never receives another. It stands for a cluster
+// follower that has not applied a reply yet, for checks that must ask the
+// stream's leader instead.
+func RepliesBehind(tb testing.TB, ctx context.Context, js jetstream.JetStream) {
+	tb.Helper()
+	const other = "llm.replies.t.other"
+	m := &nats.Msg{Subject: other, Data: []byte(`{}`), Header: nats.Header{}}
+	m.Header.Set(natsx.HeaderMsgID, "other:reply")
+	if _, err := js.PublishMsg(ctx, m); err != nil {
+		tb.Fatal(err)
+	}
+	mirror, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "REPLIES_BEHIND", MirrorDirect: true,
+		Mirror: &jetstream.StreamSource{Name: natsx.StreamReplies, FilterSubject: other}})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	for {
+		if info, err := mirror.Info(ctx); err == nil && info.State.Msgs == 1 {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			tb.Fatal("the mirror did not receive its message")
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}

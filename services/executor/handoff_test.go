@@ -229,23 +229,7 @@ func TestAnsweredCheckAsksTheStreamLeader(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	const other = "llm.replies.t.other"
-	publish(other, "other:reply")
-	mirror, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "REPLIES_BEHIND", MirrorDirect: true,
-		Mirror: &jetstream.StreamSource{Name: natsx.StreamReplies, FilterSubject: other}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if info, err := mirror.Info(ctx); err == nil && info.State.Msgs == 1 {
-			break
-		}
-		select {
-		case <-ctx.Done():
-			t.Fatal("the mirror did not receive its message")
-		case <-time.After(10 * time.Millisecond):
-		}
-	}
+	testkit.RepliesBehind(t, ctx, js)
 	w := work(time.Now())
 	publish(w.Request.ReplySubject(), "k:reply")
 	var calls atomic.Int32
