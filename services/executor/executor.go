@@ -329,6 +329,9 @@ func (e *Executor) attempt(ctx context.Context, w *envelope.Work, delivery int, 
 	if !w.AttemptDeadline.IsZero() && !now.Before(w.AttemptDeadline) {
 		return e.skip(w, t, envelope.SkipStale, "the attempt's deadline passed while it waited in the queue", 0)
 	}
+	if why := e.starved(w, now); why != "" {
+		return e.skip(w, t, envelope.SkipStale, why, 0)
+	}
 	permits, why := e.permit(ctx, t)
 	if why != "" {
 		return e.skip(w, t, envelope.SkipCircuitOpen, why, 0)
@@ -342,6 +345,10 @@ func (e *Executor) attempt(ctx context.Context, w *envelope.Work, delivery int, 
 		// partitioned): still not the vendor's business.
 		e.release(permits)
 		return e.skip(w, t, envelope.SkipStale, "the attempt's deadline passed before the call could start", 0)
+	}
+	if why := e.starved(w, e.d.Now()); why != "" {
+		e.release(permits)
+		return e.skip(w, t, envelope.SkipStale, why, 0)
 	}
 	id := envelope.AttemptID(w.Key, w.AttemptNumber())
 	if delivery > 1 {
@@ -514,6 +521,27 @@ const ClassCancelled = "cancelled"
 // router gives every attempt at least min(remaining, 2 s), so a call left
 // less had its budget eaten on our side (a queue, a slow NATS publish).
 const fairBudget = 2 * time.Second
+
+// starved says why work must not be called now: its attempt budget was
+// eaten on our side (a backlog, a stalled consumer after a partition) down
+// to less than a fair budget, while the request's deadline would allow a
+// fresh one. Such a call would time out on our account and fail the
+// request; skipped as stale, the router offers it again with a fresh
+// budget. Work whose request deadline is what binds is called with the
+// time it has: a re-offer could not give it more.
+func (e *Executor) starved(w *envelope.Work, now time.Time) string {
+	if w.AttemptDeadline.IsZero() || (!w.Deadline.IsZero() && !w.AttemptDeadline.Before(w.Deadline)) {
+		return ""
+	}
+	// Half the fair budget: the router gives every attempt at least
+	// min(vendor timeout, 2 s) when the deadline allows, and fresh work
+	// arrives with a little less than that.
+	left := w.AttemptDeadline.Sub(now)
+	if left >= min(e.timeout(), fairBudget)/2 {
+		return ""
+	}
+	return fmt.Sprintf("the attempt had %s of its budget left after waiting in the queue, too little for a fair call", left.Round(time.Millisecond))
+}
 
 // errOurSide marks a call failed by our side (a delta not publishable).
 var errOurSide = errors.New("failed on Switchyard's side")

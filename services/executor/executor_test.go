@@ -96,6 +96,9 @@ func TestAttemptDeadlineBoundsTheCall(t *testing.T) {
 		<-ctx.Done()
 		return nil, ctx.Err()
 	}))
+	// The vendor's own timeout is short too: a budget of 150 ms is then a
+	// fair one, not work starved in a queue (skipped as stale).
+	e.cfg.DefaultTimeout = 250 * time.Millisecond
 	w := work(time.Now())
 	w.AttemptDeadline = time.Now().Add(150 * time.Millisecond)
 	began := time.Now()
@@ -160,6 +163,7 @@ func TestAttemptDeadlineCutsAStallMidBody(t *testing.T) {
 		t.Fatal(err)
 	}
 	e := testExecutor(t, a)
+	e.cfg.DefaultTimeout = 500 * time.Millisecond // 300 ms is then a fair budget
 	w := work(time.Now())
 	w.AttemptDeadline = time.Now().Add(300 * time.Millisecond)
 	began := time.Now()
@@ -230,6 +234,43 @@ func TestRedeliveredWorkOfAnAnsweredRequestCallsNoVendor(t *testing.T) {
 			}
 			if calls != tt.wantCalls {
 				t.Fatalf("vendor called %d times, want %d", calls, tt.wantCalls)
+			}
+		})
+	}
+}
+
+// Work whose attempt budget was eaten in our queues (a backlog, a consumer
+// stalled after a partition) is not called to time out on our account: it
+// goes back as stale for a fresh budget, unless the request's deadline is
+// what binds (a re-offer could not give it more time).
+func TestStarvedWorkIsSkippedNotCalled(t *testing.T) {
+	tests := []struct {
+		name      string
+		left      time.Duration // attempt budget when the work arrives
+		deadline  time.Duration // request deadline from now
+		wantStale bool
+	}{
+		{name: "budget eaten, deadline far", left: 300 * time.Millisecond, deadline: time.Minute, wantStale: true},
+		{name: "fresh floor budget", left: 1900 * time.Millisecond, deadline: time.Minute},
+		{name: "the request's deadline binds", left: 300 * time.Millisecond, deadline: 300 * time.Millisecond},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			called := false
+			e := testExecutor(t, adapterFunc(func(ctx context.Context, r *provider.Request) (*provider.Response, error) {
+				called = true
+				return answer(ctx, r)
+			}))
+			e.cfg.DefaultTimeout = 10 * time.Second
+			now := time.Now()
+			w := work(now)
+			w.AttemptDeadline, w.Deadline = now.Add(tt.left), now.Add(tt.deadline)
+			if _, err := e.attempt(context.Background(), w, 1, nil, func(pipeline.Outbound) error { return nil }); err != nil {
+				t.Fatal(err)
+			}
+			stale := w.Current.Skipped && w.Current.ErrorClass == envelope.SkipStale
+			if stale != tt.wantStale || called == tt.wantStale {
+				t.Fatalf("stale %v, vendor called %v (%+v); want stale %v", stale, called, w.Current, tt.wantStale)
 			}
 		})
 	}
