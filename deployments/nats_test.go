@@ -21,28 +21,11 @@ import (
 func natsConfWithAuth(t *testing.T) (string, *natsauth.Authority) {
 	t.Helper()
 	dir := t.TempDir()
-	files, err := filepath.Glob("nats/*.conf")
-	if err != nil || len(files) == 0 {
-		t.Fatalf("no nats/*.conf (%v)", err)
-	}
-	for _, f := range files {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(dir, filepath.Base(f)), b, 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
 	auth, err := natsauth.LoadOrCreate(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
-	conf, err := auth.ServerConfig("$NATS_RESOLVER_DIR")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, "auth.conf"), []byte(conf), 0o600); err != nil {
+	if err := auth.StageNodeConfs("nats", dir, "$NATS_RESOLVER_DIR"); err != nil {
 		t.Fatal(err)
 	}
 	t.Setenv("NATS_STORE_DIR", t.TempDir())

@@ -84,19 +84,6 @@ var clusterVendors = []string{"openai"}
 func natsConfDir(t *testing.T, data string) string {
 	t.Helper()
 	dir := t.TempDir()
-	files, err := filepath.Glob("../deployments/nats/*.conf")
-	if err != nil || len(files) == 0 {
-		t.Fatalf("no deployments/nats/*.conf (%v)", err)
-	}
-	for _, f := range files {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(dir, filepath.Base(f)), b, 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
 	auth, err := natsauth.LoadOrCreate(data)
 	if err != nil {
 		t.Fatal(err)
@@ -104,11 +91,7 @@ func natsConfDir(t *testing.T, data string) string {
 	if err := auth.WriteServiceCreds(clusterVendors); err != nil {
 		t.Fatal(err)
 	}
-	conf, err := auth.ServerConfig("$NATS_RESOLVER_DIR")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, "auth.conf"), []byte(conf), 0o600); err != nil {
+	if err := auth.StageNodeConfs("../deployments/nats", dir, "$NATS_RESOLVER_DIR"); err != nil {
 		t.Fatal(err)
 	}
 	return dir

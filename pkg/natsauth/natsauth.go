@@ -621,6 +621,31 @@ func (a *Authority) Vendors() ([]string, error) {
 	return out, nil
 }
 
+// StageNodeConfs copies the node configuration files (*.conf) of srcDir
+// into dstDir and writes beside them the auth.conf they include
+// (ServerConfig with resolverDir): a cluster's configuration as an operator
+// installs it, ready to start.
+func (a *Authority) StageNodeConfs(srcDir, dstDir, resolverDir string) error {
+	files, err := filepath.Glob(filepath.Join(srcDir, "*.conf"))
+	if err != nil || len(files) == 0 {
+		return fmt.Errorf("no node configuration in %s (%v)", srcDir, err)
+	}
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return err
+		}
+		if err := os.WriteFile(filepath.Join(dstDir, filepath.Base(f)), b, 0o600); err != nil {
+			return err
+		}
+	}
+	conf, err := a.ServerConfig(resolverDir)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(dstDir, "auth.conf"), []byte(conf), 0o600)
+}
+
 // ServerConfig is the part of an external nats-server's configuration
 // that trusts this authority: the operator JWT, the system account, a
 // full directory resolver (every node keeps every account JWT and the

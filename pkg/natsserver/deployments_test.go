@@ -3,7 +3,6 @@ package natsserver
 import (
 	"fmt"
 	"net/url"
-	"os"
 	"path/filepath"
 	"slices"
 	"testing"
@@ -25,25 +24,11 @@ func TestDeploymentClusterConfigs(t *testing.T) {
 	t.Setenv("NATS_RESOLVER_DIR", t.TempDir())
 	// The nodes include the auth.conf an operator generates beside them.
 	dir := t.TempDir()
-	files, _ := filepath.Glob("../../deployments/nats/*.conf")
-	for _, f := range files {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(dir, filepath.Base(f)), b, 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
 	auth, err := natsauth.LoadOrCreate(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
-	conf, err := auth.ServerConfig("$NATS_RESOLVER_DIR")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, "auth.conf"), []byte(conf), 0o600); err != nil {
+	if err := auth.StageNodeConfs("../../deployments/nats", dir, "$NATS_RESOLVER_DIR"); err != nil {
 		t.Fatal(err)
 	}
 	names := map[string]bool{}
