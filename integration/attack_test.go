@@ -275,6 +275,11 @@ func TestAttacksRefused(t *testing.T) {
 		// The gate announces attempts on core NATS only; the ledger's rows are the router's to send.
 		{"gate forges attempt telemetry", gate, func(t *testing.T, c *busClient) { c.pub(t, natsx.SubjectAttempt, telemetry) }},
 		{"gate forges a reply", gate, func(t *testing.T, c *busClient) { c.pub(t, "llm.replies."+victim+".v1", reply) }},
+		{"gate forges a reply through the stream", gate, func(t *testing.T, c *busClient) { c.pub(t, "llm.store.replies."+victim+".v1", reply) }},
+		{"tenant forges a reply through the stream", mc, func(t *testing.T, c *busClient) { c.pub(t, "llm.store.replies."+victim+".v1", reply) }},
+		// Only LLM_REPLIES delivers replies, once stored: not even the
+		// router publishes where clients listen.
+		{"router answers live, unstored", router, func(t *testing.T, c *busClient) { c.pub(t, "llm.replies."+victim+".v1", reply) }},
 		{"gate writes the policy", gate, func(t *testing.T, c *busClient) { c.pub(t, "$KV.switchyard_policy.current", policyOpen) }},
 		{"gate reads telemetry", gate, func(t *testing.T, c *busClient) {
 			c.pub(t, "$JS.API.CONSUMER.MSG.NEXT.LLM_TELEMETRY.ledger", nil)

@@ -65,7 +65,8 @@ func TestAnswerOfFindsTheReplySubject(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	for _, subject := range []string{"llm.replies.acme.r1", "llm.replies.acme.mine", "llm.replies.pub.r2"} {
-		if _, err := js.Publish(ctx, subject, []byte(`{"status":"ok"}`)); err != nil {
+		stored, _ := natsx.ReplyPublishSubject(subject)
+		if _, err := js.Publish(ctx, stored, []byte(`{"status":"ok"}`)); err != nil {
 			t.Fatal(err)
 		}
 	}

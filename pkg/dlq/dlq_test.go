@@ -111,7 +111,7 @@ func TestReplayGoesBackToTheStage(t *testing.T) {
 			// r1 was answered with a retryable error (each case's own
 			// answer): its replays re-answer it.
 			answered := []byte(`{"id":"r1","status":"error","error":{"code":"all_vendors_failed","message":"x","retryable":true}}`)
-			if _, err := js.Publish(ctx, "llm.replies.acme.r1", answered); err != nil {
+			if _, err := js.Publish(ctx, "llm.store.replies.acme.r1", answered); err != nil {
 				t.Fatal(err)
 			}
 			o := dlq.ReplayOptions{DryRun: true, Patch: json.RawMessage(patches[tc.kind]), Reanswer: true}

@@ -60,15 +60,18 @@ func limiterStreams(vendor string) []string {
 
 func services(vendors []string) map[string]service {
 	out := map[string]service{
+		// Replies are published for LLM_REPLIES to store
+		// (natsx.SubjectReplyStore); only the stream delivers them on
+		// llm.replies.>, so no service publishes there.
 		"intake": {
-			publish:  []string{"llm.classified", "llm.replies.>", "_INBOX.>", "llm.telemetry.request", "llm.dlq.intake"},
+			publish:  []string{"llm.classified", "llm.store.replies.>", "_INBOX.>", "llm.telemetry.request", "llm.dlq.intake"},
 			consumes: []string{"LLM_REQUESTS.intake"},
 			kv:       []string{kvDedupe},
 			streams:  []string{"KV_" + kvDedupe},
 		},
 		"router": {
 			// llm.telemetry.attempt: the rows of a hedge branch (see pipeline.FinishOuts).
-			publish:  []string{"llm.exec.>", "llm.replies.>", "_INBOX.>", "llm.deltas.>", "llm.telemetry.request", "llm.telemetry.attempt", "llm.dlq.router", "llm.alerts.circuit"},
+			publish:  []string{"llm.exec.>", "llm.store.replies.>", "_INBOX.>", "llm.deltas.>", "llm.telemetry.request", "llm.telemetry.attempt", "llm.dlq.router", "llm.alerts.circuit"},
 			consumes: []string{"LLM_PIPELINE.router"},
 			kv:       []string{kvBudgets, kvBreakers, kvHedges, kvCache},
 			// The router observes finished attempts' latencies and verdicts

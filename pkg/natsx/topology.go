@@ -27,11 +27,24 @@ const (
 	// SubjectVerdicts carries every judged attempt (gate) and every target
 	// not called (executor) back to the router, which alone decides what
 	// follows.
-	SubjectVerdicts  = "llm.verdicts"
-	SubjectReplies   = "llm.replies.>"
-	SubjectTelemetry = "llm.telemetry.>"
-	SubjectAttempt   = "llm.telemetry.attempt"
-	SubjectRequest   = "llm.telemetry.request"
+	SubjectVerdicts = "llm.verdicts"
+	// SubjectReplies is where clients read replies. Nobody publishes there:
+	// the pipeline publishes a reply to SubjectReplyStore, and LLM_REPLIES
+	// stores it under llm.replies.<tenant>.<id> and only then delivers it
+	// there (RePublish). So a client never sees a reply the stream does not
+	// hold: a stage that finds no stored reply (an executor deciding whether
+	// to call a vendor again) is not contradicted by an answer already out,
+	// and a retried publish the stream drops as a duplicate is not seen
+	// twice.
+	SubjectReplies       = "llm.replies.>"
+	SubjectRepliesPrefix = "llm.replies."
+	// SubjectReplyStore (+ <tenant>.<id>) is where the pipeline publishes
+	// a reply for LLM_REPLIES to store and deliver.
+	SubjectReplyStore       = "llm.store.replies.>"
+	SubjectReplyStorePrefix = "llm.store.replies."
+	SubjectTelemetry        = "llm.telemetry.>"
+	SubjectAttempt          = "llm.telemetry.attempt"
+	SubjectRequest          = "llm.telemetry.request"
 	// SubjectObservedAttempt carries each finished attempt's event on core
 	// NATS only (outside every stream, so it costs no stream write): the
 	// gate publishes it as it judges the attempt, for the router's
@@ -102,6 +115,26 @@ func TenantOfRequestSubject(subject string) string {
 // ExecSubject is the queue subject of one vendor's executors.
 func ExecSubject(vendor string) string { return SubjectExecPrefix + vendor }
 
+// ReplyPublishSubject is where the pipeline publishes a reply addressed to
+// reply: the store subject for one in llm.replies.> (stored true), reply
+// itself for a custom reply_to outside it, published on core NATS.
+func ReplyPublishSubject(reply string) (subject string, stored bool) {
+	if rest, ok := strings.CutPrefix(reply, SubjectRepliesPrefix); ok {
+		return SubjectReplyStorePrefix + rest, true
+	}
+	return reply, false
+}
+
+// StoredReplySubject is the subject a reply published on published is
+// stored and delivered under (published itself when it is not a store
+// subject).
+func StoredReplySubject(published string) string {
+	if rest, ok := strings.CutPrefix(published, SubjectReplyStorePrefix); ok {
+		return SubjectRepliesPrefix + rest
+	}
+	return published
+}
+
 // DLQSubject is the dead-letter subject of one stage.
 func DLQSubject(stage string) string { return SubjectDLQPrefix + stage }
 
@@ -155,12 +188,16 @@ func (c TopologyConfig) Streams() []jetstream.StreamConfig {
 		{
 			Name:        StreamReplies,
 			Description: "reply envelopes, kept so a reconnecting client can still read its reply",
-			Subjects:    []string{SubjectReplies},
-			Retention:   jetstream.LimitsPolicy,
-			Storage:     c.Storage,
-			Replicas:    c.Replicas,
-			MaxAge:      c.ReplyRetention,
-			Duplicates:  c.DedupeWindow,
+			Subjects:    []string{SubjectReplyStore},
+			// Stored as llm.replies.<tenant>.<id> and delivered there once
+			// stored (by the stream's leader), never before.
+			SubjectTransform: &jetstream.SubjectTransformConfig{Source: SubjectReplyStore, Destination: SubjectReplies},
+			RePublish:        &jetstream.RePublish{Source: SubjectReplies, Destination: SubjectReplies},
+			Retention:        jetstream.LimitsPolicy,
+			Storage:          c.Storage,
+			Replicas:         c.Replicas,
+			MaxAge:           c.ReplyRetention,
+			Duplicates:       c.DedupeWindow,
 			// A client reads its stored reply with a direct get (the
 			// only part of JetStream a tenant is given: docs/security.md).
 			AllowDirect: true,

@@ -24,7 +24,8 @@ func TestLastStoredMsgID(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	publish := func(subject, id string) {
-		m := &nats.Msg{Subject: subject, Data: []byte(`{}`), Header: nats.Header{}}
+		stored, _ := natsx.ReplyPublishSubject(subject)
+		m := &nats.Msg{Subject: stored, Data: []byte(`{}`), Header: nats.Header{}}
 		if id != "" {
 			m.Header.Set(natsx.HeaderMsgID, id)
 		}

@@ -55,9 +55,10 @@ func redelivered(ctx context.Context) bool {
 // still applying the reply just stored says it is not there, so the reply
 // went out twice (seen once in TestClusterStreamLeaderKilled).
 func (p Publisher) stored(ctx context.Context, o Outbound) (bool, error) {
-	id, found, err := LastStoredMsgID(ctx, p.JS, natsx.StreamReplies, o.Subject)
+	subject := natsx.StoredReplySubject(o.Subject)
+	id, found, err := LastStoredMsgID(ctx, p.JS, natsx.StreamReplies, subject)
 	if err != nil {
-		return false, Transient(fmt.Errorf("is %s stored: %w", o.Subject, err), 0)
+		return false, Transient(fmt.Errorf("is %s stored: %w", subject, err), 0)
 	}
 	// A replay's later, final reply (dlq replay -reanswer) answered the
 	// client too: the first answer must not follow it.
@@ -131,6 +132,12 @@ func (p Publisher) Send(ctx context.Context, outs []Outbound) error {
 			}
 			continue
 		}
+		if o.Once {
+			if err := p.PublishReply(ctx, o.Subject, o.MsgID, o.Data, o.Header); err != nil {
+				return err
+			}
+			continue
+		}
 		if len(pending) == 0 && (i+1 == len(outs) || outs[i+1].Once || outs[i+1].Core) {
 			// Alone until the next wait: nothing to overlap, and the
 			// synchronous publish is the cheaper one.
@@ -195,13 +202,12 @@ func FinishOuts(w *envelope.Work, r *envelope.Reply, now time.Time) ([]Outbound,
 		return nil, err
 	}
 	outs = append(outs, ev)
-	subject := w.Request.ReplySubject()
+	subject, stored := natsx.ReplyPublishSubject(w.Request.ReplySubject())
 	reply, err := Out(subject, w.Key+":reply", r, traceHeader(w))
 	if err != nil {
 		return nil, err
 	}
-	reply.Core = !strings.HasPrefix(subject, "llm.replies.")
-	reply.Once = !reply.Core
+	reply.Core, reply.Once = !stored, stored
 	if !w.Request.Stream {
 		return append(outs, reply), nil
 	}

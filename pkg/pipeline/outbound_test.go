@@ -75,8 +75,8 @@ func TestFinishOutsCarryTheAttemptRows(t *testing.T) {
 		hedged       bool
 		wantSubjects []string
 	}{
-		{"one request event with the rows", false, []string{"llm.telemetry.request", "llm.replies.acme.r1"}},
-		{"hedged: the rows apart", true, []string{"llm.telemetry.attempt", "llm.telemetry.attempt", "llm.telemetry.request", "llm.replies.acme.r1"}},
+		{"one request event with the rows", false, []string{"llm.telemetry.request", "llm.store.replies.acme.r1"}},
+		{"hedged: the rows apart", true, []string{"llm.telemetry.attempt", "llm.telemetry.attempt", "llm.telemetry.request", "llm.store.replies.acme.r1"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -50,6 +51,26 @@ func (p Publisher) PublishRaw(ctx context.Context, subject, msgID string, data [
 		return Transient(fmt.Errorf("publish %s: %w", subject, err), 0)
 	}
 	return nil
+}
+
+// PublishReply publishes a reply to its store subject
+// (natsx.ReplyPublishSubject), for LLM_REPLIES to store and then deliver.
+// When nobody answers there, LLM_REPLIES may still have the configuration
+// it had before replies were delivered from the stream (llm.replies.>
+// stored as published): in a rolling upgrade it is provisioned anew after
+// the services. Only then does the reply go to its old subject; a stream
+// between leaders must not have it published where clients listen.
+func (p Publisher) PublishReply(ctx context.Context, subject, msgID string, data []byte, hdr nats.Header) error {
+	err := p.PublishRaw(ctx, subject, msgID, data, hdr)
+	old := natsx.StoredReplySubject(subject)
+	if old == subject || !errors.Is(err, jetstream.ErrNoStreamResponse) {
+		return err
+	}
+	s, serr := p.JS.Stream(ctx, natsx.StreamReplies)
+	if serr != nil || !slices.Contains(s.CachedInfo().Config.Subjects, natsx.SubjectReplies) {
+		return err
+	}
+	return p.PublishRaw(ctx, old, msgID, data, hdr)
 }
 
 // publishSync is jetstream's PublishMsg (the same request, default timeout

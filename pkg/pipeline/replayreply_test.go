@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/switchyard-llm/switchyard/pkg/natsx"
 	"github.com/switchyard-llm/switchyard/pkg/testkit"
 )
 
@@ -19,7 +20,8 @@ func TestRedeliveredReplyYieldsToAReplaysAnswer(t *testing.T) {
 	defer cancel()
 	p := Publisher{JS: js}
 	publish := func(subject, msgID string) {
-		if err := p.PublishRaw(ctx, subject, msgID, []byte(`{}`), nil); err != nil {
+		stored, _ := natsx.ReplyPublishSubject(subject)
+		if err := p.PublishReply(ctx, stored, msgID, []byte(`{}`), nil); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -93,7 +93,7 @@ func (c *Clock) Advance(d time.Duration) {
 func RepliesBehind(tb testing.TB, ctx context.Context, js jetstream.JetStream) {
 	tb.Helper()
 	const other = "llm.replies.t.other"
-	m := &nats.Msg{Subject: other, Data: []byte(`{}`), Header: nats.Header{}}
+	m := &nats.Msg{Subject: natsx.SubjectReplyStorePrefix + "t.other", Data: []byte(`{}`), Header: nats.Header{}}
 	m.Header.Set(natsx.HeaderMsgID, "other:reply")
 	if _, err := js.PublishMsg(ctx, m); err != nil {
 		tb.Fatal(err)

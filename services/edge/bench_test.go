@@ -16,6 +16,7 @@ import (
 
 	"github.com/switchyard-llm/switchyard/pkg/apikey"
 	"github.com/switchyard-llm/switchyard/pkg/envelope"
+	"github.com/switchyard-llm/switchyard/pkg/natsx"
 	"github.com/switchyard-llm/switchyard/pkg/policy"
 	"github.com/switchyard-llm/switchyard/pkg/testkit"
 )
@@ -148,7 +149,8 @@ func stubPipeline(b *testing.B, url string) {
 		}
 		rep, _ := json.Marshal(envelope.Reply{ID: req.ID, Tenant: req.Tenant, Status: envelope.StatusOK, Content: "hello",
 			FinishReason: "stop", Vendor: "openai", Model: "gpt-4o", Route: "chat", Usage: envelope.Usage{InputTokens: 3, OutputTokens: 1}})
-		_ = nc.Publish(req.ReplySubject(), rep)
+		store, _ := natsx.ReplyPublishSubject(req.ReplySubject())
+		_ = nc.Publish(store, rep)
 	})
 	if err != nil {
 		b.Fatal(err)

@@ -328,19 +328,45 @@ func (e *Edge) submit(ctx context.Context, req *envelope.Request) (*envelope.Rep
 	// little longer so that reply, with its usage, is what the client gets.
 	wait := time.NewTimer(time.Duration(req.TimeoutMS)*time.Millisecond + 2*time.Second)
 	defer wait.Stop()
+	// LLM_REPLIES delivers a reply once stored; a leader that dies between
+	// the two loses the live copy (docs/subjects.md), so a slow answer is
+	// also looked for in the stream now and then, and once more at the end.
+	look := time.NewTicker(storedLookEvery)
+	defer look.Stop()
 	var msg *nats.Msg
-	select {
-	case msg = <-replies:
-	case <-ctx.Done():
-		return nil, &apiError{Status: 499, Code: "client_closed", Message: "the client went away"}
-	case <-wait.C:
-		return nil, &apiError{Status: http.StatusGatewayTimeout, Code: envelope.CodeDeadlineExceeded, Message: "no reply within the request's deadline"}
+	for msg == nil {
+		select {
+		case msg = <-replies:
+		case <-ctx.Done():
+			return nil, &apiError{Status: 499, Code: "client_closed", Message: "the client went away"}
+		case <-look.C:
+			if rep, ok := e.lookStored(ctx, req.ReplySubject()); ok {
+				return rep, nil
+			}
+		case <-wait.C:
+			if rep, ok := e.lookStored(ctx, req.ReplySubject()); ok {
+				return rep, nil
+			}
+			return nil, &apiError{Status: http.StatusGatewayTimeout, Code: envelope.CodeDeadlineExceeded, Message: "no reply within the request's deadline"}
+		}
 	}
 	var rep envelope.Reply
 	if err := json.Unmarshal(msg.Data, &rep); err != nil {
 		return nil, internal(fmt.Errorf("decode reply: %w", err))
 	}
 	return &rep, nil
+}
+
+// storedLookEvery is how often a request still waiting for its live reply
+// looks for it in LLM_REPLIES: rarely, since the live copy is lost only
+// with a stream leader.
+const storedLookEvery = 5 * time.Second
+
+// lookStored is storedReply bounded by its own short timeout.
+func (e *Edge) lookStored(ctx context.Context, subject string) (*envelope.Reply, bool) {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	return e.storedReply(ctx, subject)
 }
 
 // storedReply reads a reply already in LLM_REPLIES.

@@ -35,7 +35,8 @@ func TestRepliesShareOneSubscription(t *testing.T) {
 		}
 		subjects.Store(req.ID, req.ReplySubject())
 		data, _ := json.Marshal(envelope.Reply{ID: req.ID, Tenant: req.Tenant, Status: envelope.StatusOK, Content: req.ID})
-		_ = pipe.Publish(req.ReplySubject(), data)
+		store, _ := natsx.ReplyPublishSubject(req.ReplySubject())
+		_ = pipe.Publish(store, data)
 	}); err != nil {
 		t.Fatal(err)
 	}

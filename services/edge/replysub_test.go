@@ -28,7 +28,8 @@ func TestSubmitAllocatesLittle(t *testing.T) {
 			return
 		}
 		data, _ := json.Marshal(envelope.Reply{ID: req.ID, Tenant: req.Tenant, Status: envelope.StatusOK, Content: "ok"})
-		_ = nc.Publish(req.ReplySubject(), data)
+		store, _ := natsx.ReplyPublishSubject(req.ReplySubject())
+		_ = nc.Publish(store, data)
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -221,7 +221,8 @@ func TestRedeliveredWorkOfAnAnsweredRequestCallsNoVendor(t *testing.T) {
 			e.d.JS, e.pub = js, pipeline.Publisher{JS: js}
 			w := work(time.Now())
 			if tt.replyID != "" {
-				m := &nats.Msg{Subject: w.Request.ReplySubject(), Data: []byte(`{}`), Header: nats.Header{}}
+				store, _ := natsx.ReplyPublishSubject(w.Request.ReplySubject())
+				m := &nats.Msg{Subject: store, Data: []byte(`{}`), Header: nats.Header{}}
 				m.Header.Set(natsx.HeaderMsgID, tt.replyID)
 				if _, err := js.PublishMsg(ctx, m); err != nil {
 					t.Fatal(err)

@@ -223,7 +223,8 @@ func TestAnsweredCheckAsksTheStreamLeader(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	publish := func(subject, id string) {
-		m := &nats.Msg{Subject: subject, Data: []byte(`{}`), Header: nats.Header{}}
+		store, _ := natsx.ReplyPublishSubject(subject)
+		m := &nats.Msg{Subject: store, Data: []byte(`{}`), Header: nats.Header{}}
 		m.Header.Set(natsx.HeaderMsgID, id)
 		if _, err := js.PublishMsg(ctx, m); err != nil {
 			t.Fatal(err)

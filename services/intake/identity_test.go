@@ -39,6 +39,7 @@ func TestDecidePublisherIdentity(t *testing.T) {
 				t.Fatalf("accepted = %v (code %q %s), want %v", o.Accepted(), o.Code, o.Problem, tc.accepted)
 			}
 			out := bySubject(t, o.Out)
+			replyStore, _ := natsx.ReplyPublishSubject(tc.replySubj)
 			if tc.accepted {
 				if _, ok := out[natsx.SubjectClassified]; !ok {
 					t.Fatalf("accepted request not sent to the router: %v", out)
@@ -54,14 +55,14 @@ func TestDecidePublisherIdentity(t *testing.T) {
 			}
 			for subj := range out {
 				switch subj {
-				case natsx.DLQSubject(natsx.StageIntake), tc.replySubj:
+				case natsx.DLQSubject(natsx.StageIntake), replyStore:
 				default:
-					t.Fatalf("refusal published to %s (want only the dead letter and %q)", subj, tc.replySubj)
+					t.Fatalf("refusal published to %s (want only the dead letter and %q)", subj, replyStore)
 				}
 			}
 			if tc.replySubj != "" {
-				if _, ok := out[tc.replySubj]; !ok {
-					t.Fatalf("no reply on %s: %v", tc.replySubj, out)
+				if _, ok := out[replyStore]; !ok {
+					t.Fatalf("no reply on %s: %v", replyStore, out)
 				}
 			}
 		})

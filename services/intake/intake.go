@@ -16,7 +16,6 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -179,6 +178,9 @@ type Message struct {
 	// Core publishes on core NATS: a reply to a tenant's _INBOX (request-reply
 	// clients expect a plain message there). Everything else goes to JetStream.
 	Core bool
+	// Reply is a reply for LLM_REPLIES to store and deliver
+	// (Publisher.PublishReply).
+	Reply bool
 }
 
 // Input is one request message as the intake sees it.
@@ -266,7 +268,11 @@ func (in *Intake) publish(ctx context.Context, out []Message) error {
 			}
 			continue
 		}
-		if err := in.pub.PublishRaw(ctx, m.Subject, m.MsgID, m.Data, m.Header); err != nil {
+		publish := in.pub.PublishRaw
+		if m.Reply {
+			publish = in.pub.PublishReply
+		}
+		if err := publish(ctx, m.Subject, m.MsgID, m.Data, m.Header); err != nil {
 			return err
 		}
 	}
@@ -369,10 +375,10 @@ func failure(w *envelope.Work, code, msg string, retryable bool, now time.Time) 
 	if err != nil {
 		return nil, pipeline.Terminal("marshal", err)
 	}
-	subject := w.Request.ReplySubject()
+	subject, stored := natsx.ReplyPublishSubject(w.Request.ReplySubject())
 	return []Message{
 		{Subject: natsx.SubjectRequest, MsgID: w.Key + ":request", Data: ev, Header: traceHeader(w.TraceParent)},
-		{Subject: subject, MsgID: w.Key + ":reply", Data: reply, Header: traceHeader(w.TraceParent), Core: !strings.HasPrefix(subject, "llm.replies.")},
+		{Subject: subject, MsgID: w.Key + ":reply", Data: reply, Header: traceHeader(w.TraceParent), Core: !stored, Reply: stored},
 	}, nil
 }
 

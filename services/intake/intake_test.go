@@ -115,7 +115,8 @@ func TestDecideRefusals(t *testing.T) {
 				}
 				return
 			}
-			reply, ok := out[tc.replySubject]
+			store, _ := natsx.ReplyPublishSubject(tc.replySubject)
+			reply, ok := out[store]
 			if !ok {
 				t.Fatalf("no reply on %s; published %v", tc.replySubject, subjects(o.Out))
 			}

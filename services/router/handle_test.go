@@ -70,7 +70,7 @@ func TestHandleReturnsWhatItPublishes(t *testing.T) {
 	esc.Current = &envelope.Result{Content: "answer", FinishReason: "stop"}
 	esc.Quality = &envelope.Quality{Passed: true}
 	outs, err = r.handle(context.Background(), &esc, EvPass, now)
-	if err != nil || len(outs) != 2 || outs[0].Subject != natsx.SubjectRequest || outs[1].Subject != "llm.replies.t.k1" {
+	if err != nil || len(outs) != 2 || outs[0].Subject != natsx.SubjectRequest || outs[1].Subject != "llm.store.replies.t.k1" {
 		t.Fatalf("finish: got %+v, %v", outs, err)
 	}
 	var reply envelope.Reply

@@ -89,7 +89,7 @@ func TestDLQReplayDryRunShowsPatchedEnvelope(t *testing.T) {
 	seq := strconv.FormatUint(ack.Sequence, 10)
 	// The intake answered it invalid_request: only a corrected request, with
 	// -reanswer, may be answered again.
-	reply := &nats.Msg{Subject: "llm.replies.acme.r1", Header: nats.Header{},
+	reply := &nats.Msg{Subject: "llm.store.replies.acme.r1", Header: nats.Header{},
 		Data: []byte(`{"id":"r1","status":"error","error":{"code":"invalid_request","message":"colour","retryable":false}}`)}
 	if _, err := js.PublishMsg(context.Background(), reply); err != nil {
 		t.Fatal(err)
