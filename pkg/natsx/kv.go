@@ -21,6 +21,18 @@ func OpenOrCreateKV(ctx context.Context, js jetstream.JetStream, cfg jetstream.K
 	return kv, err
 }
 
+// CreateOrUpdateKV creates cfg's bucket, or brings an existing one to cfg
+// (a bucket whose settings follow the service's configuration, such as the
+// response cache's size), retrying while JetStream is unavailable like
+// EnsureTopology.
+func CreateOrUpdateKV(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValueConfig) (kv jetstream.KeyValue, err error) {
+	err = retryAtStart(ctx, "bucket "+cfg.Bucket, func() error {
+		kv, err = js.CreateOrUpdateKeyValue(ctx, cfg)
+		return err
+	})
+	return kv, err
+}
+
 func openOrCreateKV(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
 	kv, err := js.KeyValue(ctx, cfg.Bucket)
 	if err == nil {

@@ -116,43 +116,54 @@ func TestEnsureTopologyAtStart(t *testing.T) {
 }
 
 // Buckets are created at start like streams: a bucket asked for before
-// JetStream is up is created once it is, not given up on.
+// JetStream is up is created once it is, not given up on (the response
+// cache's CreateOrUpdateKV gave up at once before).
 func TestOpenOrCreateKVWaitsForJetStream(t *testing.T) {
-	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, NoSigs: true, StoreDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go ns.Start()
-	t.Cleanup(ns.Shutdown)
-	if !ns.ReadyForConnections(5 * time.Second) {
-		t.Fatal("server not ready")
-	}
-	nc, err := nats.Connect(ns.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	timer := time.AfterFunc(500*time.Millisecond, func() {
-		if err := ns.EnableJetStream(&server.JetStreamConfig{StoreDir: t.TempDir()}); err != nil {
-			t.Error(err)
-		}
-	})
-	defer timer.Stop()
-	var logged bytes.Buffer
-	ctx, cancel := context.WithTimeout(zerolog.New(&logged).WithContext(context.Background()), 10*time.Second)
-	defer cancel()
-	kv, err := OpenOrCreateKV(ctx, js, jetstream.KeyValueConfig{Bucket: "b"})
-	if err != nil {
-		t.Fatalf("OpenOrCreateKV: %v", err)
-	}
-	if !strings.Contains(logged.String(), `"what":"bucket b"`) || !strings.Contains(logged.String(), "jetstream not ready at start; retrying") {
-		t.Fatalf("retries not logged: %q", logged.String())
-	}
-	if _, err := kv.Put(ctx, "k", []byte("v")); err != nil {
-		t.Fatalf("put into the bucket: %v", err)
+	for _, tt := range []struct {
+		name string
+		open func(context.Context, jetstream.JetStream, jetstream.KeyValueConfig) (jetstream.KeyValue, error)
+	}{
+		{"OpenOrCreateKV", OpenOrCreateKV},
+		{"CreateOrUpdateKV", CreateOrUpdateKV},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, NoSigs: true, StoreDir: t.TempDir()})
+			if err != nil {
+				t.Fatal(err)
+			}
+			go ns.Start()
+			t.Cleanup(ns.Shutdown)
+			if !ns.ReadyForConnections(5 * time.Second) {
+				t.Fatal("server not ready")
+			}
+			nc, err := nats.Connect(ns.ClientURL())
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(nc.Close)
+			js, err := jetstream.New(nc)
+			if err != nil {
+				t.Fatal(err)
+			}
+			timer := time.AfterFunc(500*time.Millisecond, func() {
+				if err := ns.EnableJetStream(&server.JetStreamConfig{StoreDir: t.TempDir()}); err != nil {
+					t.Error(err)
+				}
+			})
+			defer timer.Stop()
+			var logged bytes.Buffer
+			ctx, cancel := context.WithTimeout(zerolog.New(&logged).WithContext(context.Background()), 10*time.Second)
+			defer cancel()
+			kv, err := tt.open(ctx, js, jetstream.KeyValueConfig{Bucket: "b"})
+			if err != nil {
+				t.Fatalf("%s: %v", tt.name, err)
+			}
+			if !strings.Contains(logged.String(), `"what":"bucket b"`) || !strings.Contains(logged.String(), "jetstream not ready at start; retrying") {
+				t.Fatalf("retries not logged: %q", logged.String())
+			}
+			if _, err := kv.Put(ctx, "k", []byte("v")); err != nil {
+				t.Fatalf("put into the bucket: %v", err)
+			}
+		})
 	}
 }

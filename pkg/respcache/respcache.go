@@ -24,6 +24,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/switchyard-llm/switchyard/pkg/envelope"
+	"github.com/switchyard-llm/switchyard/pkg/natsx"
 )
 
 // Defaults of Config.
@@ -156,7 +157,7 @@ type Cache struct {
 // New with the same Config share the bucket.
 func New(ctx context.Context, js jetstream.JetStream, cfg Config, log zerolog.Logger) (*Cache, error) {
 	cfg.defaults()
-	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+	kv, err := natsx.CreateOrUpdateKV(ctx, js, jetstream.KeyValueConfig{
 		Bucket:         cfg.Bucket,
 		Description:    "Switchyard exact response cache",
 		History:        1,
