@@ -188,17 +188,25 @@ func TestCorrectedRequestReusesRefusedID(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	bad := fmt.Sprintf(`{"id":"fix1","tenant":"%s","route":"chat","colour":"red","messages":[{"role":"user","content":"hi"}]}`, e.tenant)
-	first := time.Now()
-	e.publishRaw(ctx, e.tenant+".fix1", []byte(bad))
-	if err := col.Wait(ctx, 1); err != nil {
-		t.Fatal(err)
+	// The same bad envelope sent again is refused again, live: LLM_REPLIES
+	// delivers only what it stores, and a refusal under the first one's
+	// message id would be dropped as its duplicate (no answer at all).
+	for i := range 2 {
+		sent := time.Now()
+		e.publishRaw(ctx, e.tenant+".fix1", []byte(bad))
+		waitFor(t, 20*time.Second, func() bool { return len(col.All()["fix1"]) == i+1 })
+		time.Sleep(time.Until(sent.Add(natsx.RequestsDedupeWindow + 50*time.Millisecond)))
 	}
-	time.Sleep(time.Until(first.Add(natsx.RequestsDedupeWindow + 50*time.Millisecond)))
 	good, _ := json.Marshal(e.request("fix1", "chat", "hi"))
 	e.publishRaw(ctx, e.tenant+".fix1", good)
-	waitFor(t, 20*time.Second, func() bool { return len(col.All()["fix1"]) == 2 })
+	waitFor(t, 20*time.Second, func() bool { return len(col.All()["fix1"]) == 3 })
 	rs := col.All()["fix1"]
-	if rs[0].Error == nil || rs[0].Error.Code != envelope.CodeInvalidRequest || rs[1].Status != envelope.StatusOK {
-		t.Fatalf("replies: %+v then %+v", rs[0].Error, rs[1])
+	for _, r := range rs[:2] {
+		if r.Error == nil || r.Error.Code != envelope.CodeInvalidRequest {
+			t.Fatalf("refusals: %+v, %+v", rs[0].Error, rs[1].Error)
+		}
+	}
+	if rs[2].Status != envelope.StatusOK {
+		t.Fatalf("then %+v", rs[2])
 	}
 }

@@ -28,7 +28,7 @@ func (in *Intake) impersonation(m Input, publisher, claimed, trace string, recei
 		return o, nil
 	}
 	o.Key = envelope.WorkKey(publisher, deliveryBase(m.Header, id))
-	w := &envelope.Work{Key: o.Key + refusedSuffix, Request: envelope.Request{ID: id, Tenant: publisher}, ReceivedAt: received, TraceParent: trace}
+	w := &envelope.Work{Key: answerKey(o.Key, refusedSuffix, m), Request: envelope.Request{ID: id, Tenant: publisher}, ReceivedAt: received, TraceParent: trace}
 	out, err := failure(w, envelope.CodePolicyBlocked, problem, false, now)
 	if err != nil {
 		return Outcome{}, err

@@ -348,7 +348,7 @@ func (in *Intake) refuse(m Input, inv *envelope.Invalid, trace string, received,
 	// A refusal's messages get their own ids: the same refusal twice is
 	// replied once, and a corrected envelope reusing the id still gets its
 	// own reply (a refused request is not claimed in the dedupe bucket).
-	w := &envelope.Work{Key: o.Key + refusedSuffix, Request: envelope.Request{ID: inv.ID, Tenant: inv.Tenant, ReplyTo: inv.ReplyTo}, ReceivedAt: received, TraceParent: trace}
+	w := &envelope.Work{Key: answerKey(o.Key, refusedSuffix, m), Request: envelope.Request{ID: inv.ID, Tenant: inv.Tenant, ReplyTo: inv.ReplyTo}, ReceivedAt: received, TraceParent: trace}
 	out, err := failure(w, inv.Code, inv.Message, false, now)
 	if err != nil {
 		return Outcome{}, err
@@ -357,8 +357,25 @@ func (in *Intake) refuse(m Input, inv *envelope.Invalid, trace string, received,
 	return o, nil
 }
 
+// answerKey is the delivery key of the intake's own answer to message m
+// (a refusal, or the failure of a dead-lettered request): key, suffix and
+// the message's LLM_REQUESTS sequence. A redelivery of m answers under the
+// same ids (replied once), but each new publish of the id is answered
+// again: LLM_REPLIES delivers only what it stores, so a reply dropped as a
+// duplicate of an earlier refusal would leave the client with no answer.
+func answerKey(key, suffix string, m Input) string {
+	if m.Seq == 0 {
+		return key + suffix
+	}
+	return key + suffix + ":" + strconv.FormatUint(m.Seq, 10)
+}
+
 // refusedSuffix ends the delivery key of a refused request.
 const refusedSuffix = ":refused"
+
+// failedSuffix ends the delivery key of the failure reply to a request the
+// intake dead-lettered.
+const failedSuffix = ":failed"
 
 // failure is the request event and the error reply of a request that ends
 // in the intake: telemetry first, so a client that saw a reply can always
@@ -428,7 +445,7 @@ func (in *Intake) deadLetter(ctx context.Context, d *pipeline.Delivery, reason s
 		if received.IsZero() {
 			received = now
 		}
-		w := &envelope.Work{Key: envelope.WorkKey(tenant, deliveryBase(m.Header, id)), Request: envelope.Request{ID: id, Tenant: tenant, ReplyTo: replyTo}, ReceivedAt: received, TraceParent: trace}
+		w := &envelope.Work{Key: answerKey(envelope.WorkKey(tenant, deliveryBase(m.Header, id)), failedSuffix, m), Request: envelope.Request{ID: id, Tenant: tenant, ReplyTo: replyTo}, ReceivedAt: received, TraceParent: trace}
 		reply, err := failure(w, envelope.CodeInternal, "intake could not process the request ("+reason+"); it was dead-lettered", true, now)
 		if err != nil {
 			return err

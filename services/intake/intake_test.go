@@ -127,7 +127,7 @@ func TestDecideRefusals(t *testing.T) {
 			if r.Status != envelope.StatusError || r.Error == nil || r.Error.Code != tc.code || r.Error.Message != o.Problem {
 				t.Errorf("reply %+v", r)
 			}
-			if reply.MsgID != o.Key+":refused:reply" || !strings.HasPrefix(o.Key, "acme.") {
+			if reply.MsgID != o.Key+":refused:7:reply" || !strings.HasPrefix(o.Key, "acme.") {
 				t.Errorf("reply msg id %q, key %q: want a tenant-scoped key", reply.MsgID, o.Key)
 			}
 			var ev envelope.RequestEvent
