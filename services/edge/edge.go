@@ -103,6 +103,9 @@ type Edge struct {
 	keys     *apikey.View // d.Keys in memory, current while Run runs
 	replies  *replyMux
 	running  sync.WaitGroup // Run, until its shutdown is complete
+	// lookEvery is how often a request waiting for its live reply looks
+	// for it in LLM_REPLIES (storedLookEvery when zero).
+	lookEvery time.Duration
 }
 
 // New listens on cfg.Addr at once, so a taken address fails the start.
@@ -331,7 +334,11 @@ func (e *Edge) submit(ctx context.Context, req *envelope.Request) (*envelope.Rep
 	// LLM_REPLIES delivers a reply once stored; a leader that dies between
 	// the two loses the live copy (docs/subjects.md), so a slow answer is
 	// also looked for in the stream now and then, and once more at the end.
-	look := time.NewTicker(storedLookEvery)
+	every := e.lookEvery
+	if every <= 0 {
+		every = storedLookEvery
+	}
+	look := time.NewTicker(every)
 	defer look.Stop()
 	var msg *nats.Msg
 	for msg == nil {

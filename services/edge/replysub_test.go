@@ -60,3 +60,48 @@ func TestSubmitAllocatesLittle(t *testing.T) {
 	}
 	t.Logf("%d bytes allocated per request", per)
 }
+
+// A reply LLM_REPLIES stored but never delivered live (its leader died
+// between the two, docs/subjects.md) still reaches the HTTP client: the
+// waiting request looks for it in the stream. Before, it waited for the
+// live copy until its deadline and answered 504. The stream here stores
+// without republishing, which stands for that leader.
+func TestSubmitFindsAReplyStoredButNotDelivered(t *testing.T) {
+	nc, js := testkit.JetStream(t)
+	testkit.WithTopology(t, js)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	s, err := js.Stream(ctx, natsx.StreamReplies)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := s.CachedInfo().Config
+	cfg.RePublish = nil
+	if _, err := js.UpdateStream(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	responder, err := nc.Subscribe(natsx.SubjectRequests, func(m *nats.Msg) {
+		var req envelope.Request
+		if json.Unmarshal(m.Data, &req) != nil {
+			return
+		}
+		data, _ := json.Marshal(envelope.Reply{ID: req.ID, Tenant: req.Tenant, Status: envelope.StatusOK, Content: "stored"})
+		store, _ := natsx.ReplyPublishSubject(req.ReplySubject())
+		_ = nc.Publish(store, data)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer responder.Unsubscribe()
+	e := &Edge{d: Deps{Log: zerolog.Nop(), NC: nc, JS: js, Now: time.Now}, replies: newReplyMux(nc), lookEvery: 100 * time.Millisecond}
+	req := &envelope.Request{ID: newID(), Tenant: "acme", Route: "chat", TimeoutMS: 10000,
+		Messages: []envelope.Message{{Role: "user", Content: "hi"}}}
+	start := time.Now()
+	rep, aerr := e.submit(ctx, req)
+	if aerr != nil || rep.Content != "stored" {
+		t.Fatalf("submit: %+v %+v", rep, aerr)
+	}
+	if took := time.Since(start); took > 5*time.Second {
+		t.Fatalf("answered after %s: the stored reply was found only at the deadline", took)
+	}
+}
