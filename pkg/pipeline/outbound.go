@@ -40,10 +40,11 @@ func withDelivery(ctx context.Context, d *Delivery) context.Context {
 	return context.WithValue(ctx, deliveryKey{}, d)
 }
 
-// redelivered is true in a handler whose message was delivered before.
+// redelivered is true in a handler whose message was handled before
+// (Delivery.Rerun).
 func redelivered(ctx context.Context) bool {
 	d, ok := ctx.Value(deliveryKey{}).(*Delivery)
-	return ok && d.NumDelivered() > 1
+	return ok && d.Rerun()
 }
 
 // stored reports whether o is already the last message of its subject (by
@@ -381,7 +382,8 @@ func RequestLogger(log zerolog.Logger, w *envelope.Work) zerolog.Logger {
 // headers (see PublishWork), like every other line about a request.
 // The chain is built once and the request's logger only when a line is
 // written: building both per message was about 2% of a stage's CPU.
-func RequestStage(log zerolog.Logger, h Handler, dl DeadLetterFunc, maxDeliver int, timeout time.Duration) Handler {
+// inPlace: see Retry.
+func RequestStage(log zerolog.Logger, h Handler, dl DeadLetterFunc, maxDeliver int, timeout time.Duration, inPlace bool) Handler {
 	return stage(func(ctx context.Context, d *Delivery) *zerolog.Logger {
 		if l := zerolog.Ctx(ctx); l != zerolog.DefaultContextLogger && l.GetLevel() != zerolog.Disabled {
 			return l
@@ -392,7 +394,7 @@ func RequestStage(log zerolog.Logger, h Handler, dl DeadLetterFunc, maxDeliver i
 				Str("trace_id", TraceID(hd.Get(natsx.HeaderTraceParent))).Logger()
 		}
 		return &l
-	}, h, dl, maxDeliver, timeout)
+	}, h, dl, maxDeliver, timeout, inPlace)
 }
 
 // HandToRouter is the dead-letter action of the stages after the router

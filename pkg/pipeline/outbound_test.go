@@ -39,7 +39,7 @@ func TestRequestStageLogsRequestFields(t *testing.T) {
 	var buf bytes.Buffer
 	h := RequestStage(zerolog.New(&buf), func(context.Context, *Delivery) error {
 		return Terminal("boom", errors.New("poison"))
-	}, func(context.Context, *Delivery, string, error) error { return nil }, 5, time.Second)
+	}, func(context.Context, *Delivery, string, error) error { return nil }, 5, time.Second, true)
 	if err := h(context.Background(), &Delivery{Msg: &headerMsg{hdr: o.Header}}); err != nil {
 		t.Fatal(err)
 	}

@@ -32,6 +32,12 @@ type Delivery struct {
 	settled  atomic.Bool
 	outcome  atomic.Int32 // how it was settled, for the stage metrics
 	received time.Time
+	// stopping is closed when the stage shuts down: a handler retried in
+	// place stops retrying and hands the message back.
+	stopping <-chan struct{}
+	// reruns counts the handler's runs retried in place (Retry) on top of
+	// the server's deliveries.
+	reruns atomic.Int32
 }
 
 const (
@@ -59,6 +65,11 @@ func (d *Delivery) NumDelivered() uint64 {
 	}
 	return d.Meta.NumDelivered
 }
+
+// Rerun reports whether the handler already ran for this message: a
+// redelivery, or a run retried in place while JetStream was unavailable.
+// What the first run may have published must then be checked for.
+func (d *Delivery) Rerun() bool { return d.NumDelivered() > 1 || d.reruns.Load() > 0 }
 
 // Settled reports whether the message was acked, naked or termed.
 func (d *Delivery) Settled() bool { return d.settled.Load() }
@@ -276,14 +287,32 @@ var unavailableBackoff = Backoff{Base: 2 * time.Second, Max: 10 * time.Second}
 
 // Retry naks transient errors with backoff until maxDeliver deliveries, then
 // turns them terminal ("max_deliveries") for the dead-letter middleware.
-func Retry(log zerolog.Logger, maxDeliver int, b Backoff) Middleware {
-	return retryWith(plainLog(log), maxDeliver, b)
+// With inPlace, a handler that found JetStream unavailable (a leader
+// election, a partition) is first run again here, keeping its message
+// alive, at unavailableWaits (about 20 s in all): it goes on within a
+// second or two of JetStream answering again, where a nak waits out its
+// delay (up to 10 s), and an outage no longer uses up the message's
+// deliveries. Only for handlers that check what an earlier run published
+// (Delivery.Rerun), as they do for a redelivery.
+func Retry(log zerolog.Logger, maxDeliver int, b Backoff, inPlace bool) Middleware {
+	return retryWith(plainLog(log), maxDeliver, b, inPlaceWaits(inPlace))
 }
 
-func retryWith(logFor logFunc, maxDeliver int, b Backoff) Middleware {
+// inPlaceWaits is the schedule of in-place retries: none, or unavailableWaits.
+func inPlaceWaits(inPlace bool) []time.Duration {
+	if inPlace {
+		return unavailableWaits
+	}
+	return nil
+}
+
+func retryWith(logFor logFunc, maxDeliver int, b Backoff, waits []time.Duration) Middleware {
 	return func(next Handler) Handler {
 		return func(ctx context.Context, d *Delivery) error {
-			err := next(ctx, d)
+			err := retryInPlace(ctx, logFor, next, d, next(ctx, d), waits)
+			if err == nil || d.Settled() {
+				return err
+			}
 			if err == nil || d.Settled() {
 				return err
 			}
@@ -310,6 +339,38 @@ func retryWith(logFor logFunc, maxDeliver int, b Backoff) Middleware {
 	}
 }
 
+// retryInPlace runs next again after each of waits while its error says
+// JetStream is unavailable, unless the stage is stopping, within twice the
+// waits' sum in all: a run may take up to its handler's timeout.
+func retryInPlace(ctx context.Context, logFor logFunc, next Handler, d *Delivery, err error, waits []time.Duration) error {
+	var total time.Duration
+	for _, w := range waits {
+		total += w
+	}
+	until := time.Now().Add(2 * total)
+	for _, wait := range waits {
+		var te *TerminalError
+		if err == nil || d.Settled() || errors.As(err, &te) || !natsx.Unavailable(err) || time.Now().Add(wait).After(until) {
+			return err
+		}
+		if d.reruns.Load() == 0 {
+			l := logFor(ctx, d)
+			l.Warn().Err(err).Str("subject", d.Msg.Subject()).Msg("jetstream unavailable; retrying in place")
+		}
+		_ = d.InProgress()
+		select {
+		case <-ctx.Done():
+			return err
+		case <-d.stopping:
+			return err
+		case <-time.After(wait):
+		}
+		d.reruns.Add(1)
+		err = next(ctx, d)
+	}
+	return err
+}
+
 // Timeout bounds one handler call.
 func Timeout(d time.Duration) Middleware {
 	return func(next Handler) Handler {
@@ -328,14 +389,14 @@ func Timeout(d time.Duration) Middleware {
 // sits just inside DeadLetter so a panicking (poison) message is dead-lettered
 // at once instead of being redelivered until MaxDeliver.
 func Stage(log zerolog.Logger, h Handler, dl DeadLetterFunc, maxDeliver int, timeout time.Duration) Handler {
-	return stage(plainLog(log), h, dl, maxDeliver, timeout)
+	return stage(plainLog(log), h, dl, maxDeliver, timeout, true)
 }
 
-func stage(logFor logFunc, h Handler, dl DeadLetterFunc, maxDeliver int, timeout time.Duration) Handler {
+func stage(logFor logFunc, h Handler, dl DeadLetterFunc, maxDeliver int, timeout time.Duration, inPlace bool) Handler {
 	return Chain(h,
 		deadLetterWith(logFor, dl),
 		recoverWith(logFor),
-		retryWith(logFor, maxDeliver, Backoff{Base: 100 * time.Millisecond, Max: 10 * time.Second}),
+		retryWith(logFor, maxDeliver, Backoff{Base: 100 * time.Millisecond, Max: 10 * time.Second}, inPlaceWaits(inPlace)),
 		Timeout(timeout),
 	)
 }
@@ -418,7 +479,7 @@ func Run(ctx context.Context, log zerolog.Logger, cons jetstream.Consumer, h Han
 					continue
 				}
 				start := time.Now()
-				d := &Delivery{Msg: msg, received: start}
+				d := &Delivery{Msg: msg, received: start, stopping: ctx.Done()}
 				d.Meta, _ = msg.Metadata()
 				if ctx.Err() != nil {
 					_ = d.NakWithDelay(0) // hand back: we are shutting down

@@ -113,7 +113,8 @@ func TestUnavailableJetStreamIsRetriedPastAnElection(t *testing.T) {
 			for n := uint64(1); n < 5; n++ {
 				msg := &fakeMsg{delivered: n}
 				d := &Delivery{Msg: msg, Meta: &jetstream.MsgMetadata{NumDelivered: n}}
-				h := Stage(zerolog.Nop(), func(context.Context, *Delivery) error { return tt.err }, nil, 5, time.Second)
+				// The naks after the in-place retries (TestUnavailableJetStreamIsRetriedInPlace).
+				h := stage(plainLog(zerolog.Nop()), func(context.Context, *Delivery) error { return tt.err }, nil, 5, time.Second, false)
 				if err := h(context.Background(), d); err != nil || msg.settled != "nak" {
 					t.Fatalf("delivery %d: err %v, settled %q; want a nak", n, err, msg.settled)
 				}
@@ -145,5 +146,68 @@ func TestDeadLetterRetriedInPlaceWhileJetStreamIsUnavailable(t *testing.T) {
 	}
 	if msg.settled != "term" || calls != 3 {
 		t.Fatalf("settled %q after %d dead-letter calls; want term after 3", msg.settled, calls)
+	}
+}
+
+// A handler that finds JetStream unavailable is run again in place,
+// keeping its message, and goes on as soon as JetStream answers; the
+// message's deliveries are not used up. Before, every such error was a
+// nak of 1 to 10 s, and a partition of 10 s dead-lettered a request whose
+// five deliveries ran out (docs/operations.md). Other errors are naked at
+// once, and a stopping stage hands the message back.
+func TestUnavailableJetStreamIsRetriedInPlace(t *testing.T) {
+	unavailable := fmt.Errorf("publish llm.verdicts: %w", jetstream.ErrNoStreamResponse)
+	waits := []time.Duration{10 * time.Millisecond, 10 * time.Millisecond, 10 * time.Millisecond}
+	tests := []struct {
+		name        string
+		errs        []error // what each run returns; nil after the last
+		stopping    bool
+		inPlace     bool
+		wantRuns    int
+		wantSettled string
+	}{
+		{"answers again after two runs", []error{unavailable, unavailable}, false, true, 3, ""},
+		{"unavailable throughout: handed back after the schedule", []error{unavailable, unavailable, unavailable, unavailable, unavailable}, false, true, 4, "nak"},
+		{"a flaky call is naked at once", []error{errors.New("flaky")}, false, true, 1, "nak"},
+		{"terminal is dead-lettered at once", []error{Terminal("bad", unavailable)}, false, true, 1, "term"},
+		{"a stopping stage hands it back", []error{unavailable}, true, true, 1, "nak"},
+		{"off (the executor): naked at once", []error{unavailable}, false, false, 1, "nak"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			msg := &fakeMsg{delivered: 1}
+			stopping := make(chan struct{})
+			if tt.stopping {
+				close(stopping)
+			}
+			d := &Delivery{Msg: msg, Meta: &jetstream.MsgMetadata{NumDelivered: 1}, stopping: stopping}
+			var runs int
+			var reruns []bool
+			h := func(context.Context, *Delivery) error {
+				reruns = append(reruns, d.Rerun())
+				runs++
+				if runs <= len(tt.errs) {
+					return tt.errs[runs-1]
+				}
+				return nil
+			}
+			var sched []time.Duration
+			if tt.inPlace {
+				sched = waits
+			}
+			stack := Chain(h, deadLetterWith(plainLog(zerolog.Nop()), func(context.Context, *Delivery, string, error) error { return nil }),
+				retryWith(plainLog(zerolog.Nop()), 5, Backoff{Base: 100 * time.Millisecond, Max: 10 * time.Second}, sched))
+			if err := stack(context.Background(), d); err != nil {
+				t.Fatal(err)
+			}
+			if runs != tt.wantRuns || msg.settled != tt.wantSettled {
+				t.Fatalf("%d runs, settled %q; want %d runs, %q", runs, msg.settled, tt.wantRuns, tt.wantSettled)
+			}
+			for i, r := range reruns {
+				if r != (i > 0) {
+					t.Fatalf("run %d: Rerun() = %v", i+1, r)
+				}
+			}
+		})
 	}
 }

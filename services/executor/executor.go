@@ -183,7 +183,11 @@ func (e *Executor) Run(ctx context.Context) error {
 	if conc == 0 {
 		conc = e.maxConcurrency()
 	}
-	h := pipeline.RequestStage(e.d.Log, e.Handle, pipeline.HandToRouter(e.pub, natsx.StageExecutor, e.d.Log), e.cfg.MaxDeliver, 0)
+	// Not retried in place: a second run of a handler that called the
+	// vendor would call it again; the executor retries its own publishes
+	// in place instead (publishUntil), and a redelivery first asks whether
+	// the request is answered.
+	h := pipeline.RequestStage(e.d.Log, e.Handle, pipeline.HandToRouter(e.pub, natsx.StageExecutor, e.d.Log), e.cfg.MaxDeliver, 0, false)
 	return pipeline.Run(ctx, e.d.Log, cons, h, pipeline.RunOptions{Concurrency: conc, Grace: e.timeout() + 5*time.Second, Stage: natsx.StageExecutor, Metrics: e.d.Metrics})
 }
 

@@ -111,7 +111,7 @@ func (g *Gate) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("gate consumer: %w", err)
 	}
-	h := pipeline.RequestStage(g.d.Log, g.Handle, pipeline.HandToRouter(g.pub, natsx.StageGate, g.d.Log), g.cfg.MaxDeliver, 10*time.Second)
+	h := pipeline.RequestStage(g.d.Log, g.Handle, pipeline.HandToRouter(g.pub, natsx.StageGate, g.d.Log), g.cfg.MaxDeliver, 10*time.Second, true)
 	return pipeline.Run(ctx, g.d.Log, cons, h, pipeline.RunOptions{Concurrency: g.cfg.Concurrency, Stage: natsx.StageGate, Metrics: g.d.Metrics})
 }
 

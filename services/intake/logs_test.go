@@ -46,13 +46,20 @@ func (s *syncBuffer) lines() []map[string]any {
 // TestLogsCarryRequestIdentity: every line the intake (and the pipeline
 // under it) writes about a request, retries and the dead letter included,
 // carries request_id, tenant and trace_id. The hand-off to the router
-// fails (its stream is gone), so the request is retried and dead-lettered.
+// fails (its stream refuses a message that large), so the request is
+// retried and dead-lettered.
 func TestLogsCarryRequestIdentity(t *testing.T) {
 	nc, js := testkit.JetStream(t)
 	testkit.WithTopology(t, js)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	if err := js.DeleteStream(ctx, natsx.StreamPipeline); err != nil {
+	s, err := js.Stream(ctx, natsx.StreamPipeline)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc := s.CachedInfo().Config
+	sc.MaxMsgSize = 64
+	if _, err := js.UpdateStream(ctx, sc); err != nil {
 		t.Fatal(err)
 	}
 	pol, err := policy.Load("../../deployments/policy.yaml")

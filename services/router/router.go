@@ -139,7 +139,7 @@ func (r *Router) Run(ctx context.Context) error {
 	if err := r.observe(ctx); err != nil {
 		return err
 	}
-	h := pipeline.RequestStage(r.d.Log, r.Handle, r.deadLetter, r.cfg.MaxDeliver, 10*time.Second)
+	h := pipeline.RequestStage(r.d.Log, r.Handle, r.deadLetter, r.cfg.MaxDeliver, 10*time.Second, true)
 	return pipeline.Run(ctx, r.d.Log, cons, h, pipeline.RunOptions{Concurrency: r.cfg.Concurrency, Stage: natsx.StageRouter, Metrics: r.d.Metrics})
 }
 
