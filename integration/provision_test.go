@@ -168,6 +168,13 @@ func TestProvisionCommand(t *testing.T) {
 	if !strings.Contains(stdout, "LLM_REQUESTS/intake") {
 		t.Errorf("second listing:\n%s", stdout)
 	}
+	// Beside `up`'s data directory, its operator's credentials are found
+	// like every client command finds them.
+	dataEnv := with("SWITCHYARD_DATA_DIR", dataDir)
+	delete(dataEnv, "SWITCHYARD_NATS_CREDS")
+	if _, stderr, err := runProvisionCmd(ctx, bin, dataEnv); err != nil {
+		t.Errorf("provision with SWITCHYARD_DATA_DIR and no SWITCHYARD_NATS_CREDS: %v\n%s", err, stderr)
+	}
 
 	// Every service on its own credentials finds what it needs.
 	before := streamNames(ctx, t, ojs)

@@ -6,6 +6,7 @@ import (
 	"io"
 	"text/tabwriter"
 
+	"github.com/switchyard-llm/switchyard/pkg/natsauth"
 	"github.com/switchyard-llm/switchyard/pkg/natsx"
 	"github.com/switchyard-llm/switchyard/services/switchyard/app"
 )
@@ -20,7 +21,8 @@ func runProvision(ctx context.Context, args []string, out, errOut io.Writer) err
 	fs.Usage = func() {
 		fmt.Fprintln(errOut, "usage: switchyard provision [-vendors a,b]")
 		fmt.Fprintln(errOut, "Creates or updates the streams, KV buckets and durable consumers every service needs, on SWITCHYARD_NATS_URL")
-		fmt.Fprintln(errOut, "with SWITCHYARD_NATS_CREDS (the operator's), SWITCHYARD_NATS_REPLICAS and SWITCHYARD_POLICY; consumes nothing.")
+		fmt.Fprintln(errOut, "with SWITCHYARD_NATS_CREDS (the operator's; default <SWITCHYARD_DATA_DIR>/creds/operator.creds when it exists),")
+		fmt.Fprintln(errOut, "SWITCHYARD_NATS_REPLICAS and SWITCHYARD_POLICY; consumes nothing. Run it again after an upgrade.")
 		fs.PrintDefaults()
 	}
 	if err := parse(fs, args); err != nil {
@@ -32,6 +34,10 @@ func runProvision(ctx context.Context, args []string, out, errOut io.Writer) err
 	cfg, err := loadAppConfig()
 	if err != nil {
 		return err
+	}
+	// Like every client command: beside `up`, its operator's credentials.
+	if f := natsauth.CredsFile(cfg.DataDir, natsauth.OperatorUser); cfg.Creds == "" && fileExists(f) {
+		cfg.Creds = f
 	}
 	inv, err := app.Provision(ctx, cfg, natsx.SplitURLs(*vendors), logger(errOut, "", cfg.LogLevel))
 	if err != nil {
