@@ -10,13 +10,17 @@ import (
 
 	"github.com/compose-spec/compose-go/v2/loader"
 	"github.com/compose-spec/compose-go/v2/types"
+
+	"github.com/switchyard-llm/switchyard/pkg/natsauth"
 )
 
 // TestComposeFile loads compose/compose.yaml with the compose-spec
 // reference loader (the one docker compose uses), which validates it
 // against the compose-spec JSON schema (an unknown or misspelt key fails),
 // then checks each Switchyard service's environment against what its
-// binary reads, the NATS nodes' configs and the published API port.
+// binary reads, the NATS nodes' configs and the published API port; and
+// that the one-shot provision runs once, with the operator's credentials,
+// before every service.
 func TestComposeFile(t *testing.T) {
 	project, err := loader.LoadWithContext(context.Background(), types.ConfigDetails{
 		WorkingDir:  "compose",
@@ -29,14 +33,17 @@ func TestComposeFile(t *testing.T) {
 	}
 	pol := loadPolicy(t, "policy.yaml") // the image's /etc/switchyard/policy.yaml
 	executors := map[string]string{}
+	var provision string
+	var services []string
 	var natsNodes []string
 	for _, name := range sortedKeys(project.Services) {
 		s := project.Services[name]
 		where := "compose service " + name
 		switch {
 		case s.Image == "switchyard:dev":
-			if len(s.Command) != 1 {
-				t.Errorf("%s: command %v, want one binary", where, s.Command)
+			binary, ok := commandBinary(s.Command)
+			if !ok {
+				t.Errorf("%s: command %v, want one binary (or switchyard provision)", where, s.Command)
 				continue
 			}
 			env := map[string]string{}
@@ -52,8 +59,15 @@ func TestComposeFile(t *testing.T) {
 					env[v.APIKeyEnv] = secretValue // from the shell
 				}
 			}
-			binary := s.Command[0]
 			checkServiceEnv(t, where, binary, env, pol)
+			if binary == provisionCmd {
+				provision = name
+				if s.Restart != "no" || env["SWITCHYARD_NATS_CREDS"] != "/etc/switchyard/creds/"+filepath.Base(natsauth.CredsFile("", natsauth.OperatorUser)) {
+					t.Errorf("%s: restart %q with credentials %s, want a one-shot (restart: \"no\") with the operator's", where, s.Restart, env["SWITCHYARD_NATS_CREDS"])
+				}
+			} else {
+				services = append(services, name)
+			}
 			if binary == "executor" {
 				executors[env["SWITCHYARD_VENDOR"]] = name
 				if key := pol.Vendors[env["SWITCHYARD_VENDOR"]].APIKeyEnv; !strings.Contains(mustRead(t, "compose/compose.yaml"), key+": ${"+key) {
@@ -99,6 +113,14 @@ func TestComposeFile(t *testing.T) {
 			}) {
 				t.Errorf("%s: the JetStream store (NATS_STORE_DIR) is not on a volume of its own", where)
 			}
+		}
+	}
+	if provision == "" {
+		t.Errorf("no service runs %s: the services' users may not create the streams, buckets and consumers", provisionCmd)
+	}
+	for _, name := range services {
+		if d, ok := project.Services[name].DependsOn[provision]; !ok || d.Condition != types.ServiceConditionCompletedSuccessfully {
+			t.Errorf("compose service %s: does not wait for %s to complete successfully (%+v)", name, provision, d)
 		}
 	}
 	if !slices.Equal(natsNodes, []string{"nats-1", "nats-2", "nats-3"}) {

@@ -8,12 +8,13 @@ require (
 	github.com/nats-io/nats-server/v2 v2.15.2
 	github.com/santhosh-tekuri/jsonschema/v6 v6.0.3
 	github.com/switchyard-llm/switchyard/pkg v0.0.0
-	github.com/switchyard-llm/switchyard/services/edge v0.0.0-00010101000000-000000000000
-	github.com/switchyard-llm/switchyard/services/executor v0.0.0-00010101000000-000000000000
-	github.com/switchyard-llm/switchyard/services/gate v0.0.0-00010101000000-000000000000
-	github.com/switchyard-llm/switchyard/services/intake v0.0.0-00010101000000-000000000000
-	github.com/switchyard-llm/switchyard/services/ledger v0.0.0-00010101000000-000000000000
-	github.com/switchyard-llm/switchyard/services/router v0.0.0-00010101000000-000000000000
+	github.com/switchyard-llm/switchyard/services/edge v0.0.0
+	github.com/switchyard-llm/switchyard/services/executor v0.0.0
+	github.com/switchyard-llm/switchyard/services/gate v0.0.0
+	github.com/switchyard-llm/switchyard/services/intake v0.0.0
+	github.com/switchyard-llm/switchyard/services/ledger v0.0.0
+	github.com/switchyard-llm/switchyard/services/router v0.0.0
+	github.com/switchyard-llm/switchyard/services/switchyard v0.0.0-00010101000000-000000000000
 	k8s.io/api v0.37.2
 	k8s.io/apimachinery v0.37.2
 	sigs.k8s.io/yaml v1.6.0
@@ -63,6 +64,7 @@ require (
 	github.com/shopspring/decimal v1.5.0 // indirect
 	github.com/sirupsen/logrus v1.10.2 // indirect
 	github.com/switchyard-llm/switchyard/schemas v0.0.0 // indirect
+	github.com/switchyard-llm/switchyard/services/sim v0.0.0 // indirect
 	github.com/x448/float16 v0.8.4 // indirect
 	github.com/xhit/go-str2duration/v2 v2.2.0 // indirect
 	go.opentelemetry.io/otel v1.47.0 // indirect
@@ -96,4 +98,5 @@ replace (
 	github.com/switchyard-llm/switchyard/services/ledger => ../services/ledger
 	github.com/switchyard-llm/switchyard/services/router => ../services/router
 	github.com/switchyard-llm/switchyard/services/sim => ../services/sim
+	github.com/switchyard-llm/switchyard/services/switchyard => ../services/switchyard
 )

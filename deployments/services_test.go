@@ -8,6 +8,7 @@ package deployments
 import (
 	"fmt"
 	"net"
+	"path/filepath"
 	"slices"
 	"sort"
 	"strings"
@@ -21,6 +22,7 @@ import (
 	"github.com/switchyard-llm/switchyard/services/intake"
 	"github.com/switchyard-llm/switchyard/services/ledger"
 	"github.com/switchyard-llm/switchyard/services/router"
+	"github.com/switchyard-llm/switchyard/services/switchyard/app"
 )
 
 // binaries are the service binaries a deployment runs, each with the
@@ -32,16 +34,38 @@ var binaries = map[string]func() envcfg.Validator{
 	"executor": func() envcfg.Validator { return &executor.ServiceConfig{} },
 	"ledger":   func() envcfg.Validator { return &ledger.ServiceConfig{} },
 	"edge":     func() envcfg.Validator { return &edge.ServiceConfig{} },
+	// The one-shot provisioning step reads `up`'s configuration.
+	provisionCmd: func() envcfg.Validator { return &app.Config{} },
+}
+
+// provisionCmd is the one-shot step before the services: `switchyard
+// provision` with the operator's credentials.
+const provisionCmd = "switchyard provision"
+
+// commandBinary is what a deployment's command runs: one service binary,
+// or the switchyard CLI's provision (argv[0] may be a path).
+func commandBinary(argv []string) (string, bool) {
+	switch {
+	case len(argv) == 1:
+		return filepath.Base(argv[0]), true
+	case len(argv) == 2 && filepath.Base(argv[0]) == "switchyard" && argv[1] == "provision":
+		return provisionCmd, true
+	}
+	return "", false
 }
 
 // required are the variables a clustered deployment must set for every
 // binary (the defaults are loopback-only and R1), and per binary.
 var (
-	requiredAll = []string{"SWITCHYARD_NATS_URL", "SWITCHYARD_NATS_REPLICAS", "SWITCHYARD_POLICY", "SWITCHYARD_HTTP_ADDR"}
-	requiredFor = map[string][]string{
-		"executor": {"SWITCHYARD_VENDOR"},
-		"ledger":   {"SWITCHYARD_CLICKHOUSE_ADDR"},
-		"edge":     {"SWITCHYARD_EDGE_ADDR"},
+	requiredAll = []string{"SWITCHYARD_NATS_URL", "SWITCHYARD_NATS_REPLICAS", "SWITCHYARD_POLICY"}
+	// requiredServing: every binary but the one-shot provision serves
+	// /healthz.
+	requiredServing = []string{"SWITCHYARD_HTTP_ADDR"}
+	requiredFor     = map[string][]string{
+		provisionCmd: {"SWITCHYARD_NATS_CREDS"}, // the operator's: a deployment runs NATS with authentication
+		"executor":   {"SWITCHYARD_VENDOR"},
+		"ledger":     {"SWITCHYARD_CLICKHOUSE_ADDR"},
+		"edge":       {"SWITCHYARD_EDGE_ADDR"},
 	}
 )
 
@@ -82,7 +106,11 @@ func checkServiceEnv(t reporter, where, binary string, env map[string]string, po
 			t.Errorf("%s: sets %s, which %s does not read", where, name, binary)
 		}
 	}
-	for _, name := range append(slices.Clone(requiredAll), requiredFor[binary]...) {
+	required := append(slices.Clone(requiredAll), requiredFor[binary]...)
+	if binary != provisionCmd {
+		required = append(required, requiredServing...)
+	}
+	for _, name := range required {
 		if _, ok := env[name]; !ok {
 			t.Errorf("%s: %s is not set", where, name)
 		}
@@ -165,6 +193,17 @@ func TestCheckServiceEnvCatches(t *testing.T) {
 		}
 		return m
 	}
+	provisionEnv := map[string]string{"SWITCHYARD_NATS_URL": "nats://a:4222,nats://b:4222", "SWITCHYARD_NATS_REPLICAS": "3",
+		"SWITCHYARD_POLICY": "/etc/switchyard/policy.yaml", "SWITCHYARD_NATS_CREDS": "/etc/switchyard/creds/operator.creds"}
+	without := func(m map[string]string, k string) map[string]string {
+		out := map[string]string{}
+		for a, b := range m {
+			if a != k {
+				out[a] = b
+			}
+		}
+		return out
+	}
 	for _, tc := range []struct {
 		name, binary string
 		env          map[string]string
@@ -179,6 +218,9 @@ func TestCheckServiceEnvCatches(t *testing.T) {
 		{"vendor not in policy", "executor", with("SWITCHYARD_VENDOR", "acme"), true},
 		{"vendor key missing", "executor", with("OPENAI_API_KEY", ""), true},
 		{"unknown binary", "switchboard", good, true},
+		{"provision: no /healthz needed", provisionCmd, provisionEnv, false},
+		{"provision without the operator's credentials", provisionCmd, without(provisionEnv, "SWITCHYARD_NATS_CREDS"), true},
+		{"provision given an executor's variable", provisionCmd, with("SWITCHYARD_NATS_CREDS", "/etc/switchyard/creds/operator.creds"), true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			rec := &recorder{}

@@ -10,6 +10,8 @@ import (
 	"testing"
 
 	"github.com/coreos/go-systemd/v22/unit"
+
+	"github.com/switchyard-llm/switchyard/pkg/natsauth"
 )
 
 // unitOptions parses a unit file with go-systemd's parser and returns
@@ -39,8 +41,8 @@ func unitOptions(t *testing.T, path string) map[string]map[string][]string {
 // (systemd.unit(5), systemd.service(5), systemd.exec(5), systemd.kill(5)):
 // a misspelt one is ignored by systemd with only a log line.
 var knownDirectives = map[string][]string{
-	"Unit":    {"Description", "Documentation", "Wants", "After", "Requires"},
-	"Service": {"Type", "User", "Group", "EnvironmentFile", "Environment", "ExecStart", "ExecReload", "KillSignal", "TimeoutStopSec", "Restart", "RestartSec", "NoNewPrivileges", "ProtectSystem", "ProtectHome", "PrivateTmp", "StateDirectory", "LimitNOFILE"},
+	"Unit":    {"Description", "Documentation", "Wants", "After", "Requires", "ConditionPathExists"},
+	"Service": {"Type", "RemainAfterExit", "User", "Group", "EnvironmentFile", "Environment", "ExecStart", "ExecReload", "KillSignal", "TimeoutStopSec", "Restart", "RestartSec", "NoNewPrivileges", "ProtectSystem", "ProtectHome", "PrivateTmp", "StateDirectory", "LimitNOFILE"},
 	"Install": {"WantedBy"},
 }
 
@@ -73,16 +75,20 @@ func envFile(t *testing.T, path string) map[string]string {
 // instance a VM runs (every service, every vendor's executor) merges the
 // environment files it names in order and checks the result against what
 // the binary reads. Every service on one machine gets its own HTTP port.
+// The oneshot provision unit runs with the operator's credentials, only
+// where they are, and every service unit orders after it.
 func TestSystemdUnits(t *testing.T) {
 	pol := loadPolicy(t, "policy.yaml")
 	units, _ := filepath.Glob("systemd/*.service")
-	if len(units) != 3 {
+	if len(units) != 4 {
 		t.Fatalf("units %v", units)
 	}
+	const provisionUnit = "switchyard-provision.service"
 	instances := map[string][]string{
 		"switchyard@.service":          {"intake", "router", "gate", "ledger", "edge"},
 		"switchyard-executor@.service": sortedKeys(pol.Vendors),
 		"nats-server.service":          {""},
+		provisionUnit:                  {""},
 	}
 	httpPorts := map[string]string{}
 	usedFiles := map[string]bool{}
@@ -102,12 +108,16 @@ func TestSystemdUnits(t *testing.T) {
 		for _, inst := range instances[filepath.Base(path)] {
 			where := strings.Replace(filepath.Base(path), "@", "@"+inst, 1)
 			exec := strings.Fields(strings.ReplaceAll(opts["Service"]["ExecStart"][0], "%i", inst))
-			binary := filepath.Base(exec[0])
-			if binary == "nats-server" {
+			if filepath.Base(exec[0]) == "nats-server" {
 				// -c /etc/nats/node.conf: one of deployments/nats's nodes.
 				if len(exec) != 3 || exec[1] != "-c" || !strings.HasPrefix(exec[2], "/etc/nats/") {
 					t.Errorf("%s: ExecStart %v", where, exec)
 				}
+				continue
+			}
+			binary, ok := commandBinary(exec)
+			if !ok {
+				t.Errorf("%s: ExecStart %v, want one binary (or switchyard provision)", where, exec)
 				continue
 			}
 			env := map[string]string{}
@@ -139,6 +149,20 @@ func TestSystemdUnits(t *testing.T) {
 				}
 			}
 			checkServiceEnv(t, where, binary, env, pol)
+			if binary == provisionCmd {
+				operator := "/etc/switchyard/creds/" + filepath.Base(natsauth.CredsFile("", natsauth.OperatorUser))
+				if !slices.Equal(opts["Service"]["Type"], []string{"oneshot"}) || !slices.Equal(opts["Service"]["RemainAfterExit"], []string{"yes"}) ||
+					env["SWITCHYARD_NATS_CREDS"] != operator || !slices.Equal(opts["Unit"]["ConditionPathExists"], []string{operator}) {
+					t.Errorf("%s: Type %v, RemainAfterExit %v, credentials %s, condition %v; want a oneshot that stays active, run with %s where it exists",
+						where, opts["Service"]["Type"], opts["Service"]["RemainAfterExit"], env["SWITCHYARD_NATS_CREDS"], opts["Unit"]["ConditionPathExists"], operator)
+				}
+				continue
+			}
+			for _, dep := range []string{"Wants", "After"} {
+				if !slices.ContainsFunc(opts["Unit"][dep], func(v string) bool { return slices.Contains(strings.Fields(v), provisionUnit) }) {
+					t.Errorf("%s: %s= does not name %s", where, dep, provisionUnit)
+				}
+			}
 			p := port(t, where, env["SWITCHYARD_HTTP_ADDR"])
 			if other, taken := httpPorts[p]; taken {
 				t.Errorf("%s: HTTP port %s is also %s's", where, p, other)

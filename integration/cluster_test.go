@@ -670,7 +670,8 @@ func startClusterRun(t *testing.T, o clusterOpts) *clusterRun {
 		"github.com/switchyard-llm/switchyard/services/router/cmd/router",
 		"github.com/switchyard-llm/switchyard/services/gate/cmd/gate",
 		"github.com/switchyard-llm/switchyard/services/executor/cmd/executor",
-		"github.com/switchyard-llm/switchyard/services/ledger/cmd/ledger")
+		"github.com/switchyard-llm/switchyard/services/ledger/cmd/ledger",
+		"github.com/switchyard-llm/switchyard/services/switchyard")
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("build: %v\n%s", err, out)
 	}
@@ -715,27 +716,22 @@ func startClusterRun(t *testing.T, o clusterOpts) *clusterRun {
 		return append(env, o.env...)
 	}
 	services := []struct{ bin, vendor string }{{"intake", ""}, {"router", ""}, {"gate", ""}, {"executor", "openai"}, {"executor", "openai"}, {"ledger", ""}}
-	// As an operator deploys with authentication: each kind of service
-	// runs once with the operator's credentials, creating the streams,
-	// consumers and buckets its own least-privilege user may not create
-	// (docs/security.md), and stops. Their logs stay apart.
-	mainLogs := r.logs
-	r.logs = newLineSink(t)
-	for i, p := range services {
-		if i == 4 {
-			continue // the second executor provisions nothing new
-		}
-		sp := &svcProc{name: "provision-" + p.bin, bin: filepath.Join(bins, p.bin), httpAddr: freeAddr(t)}
-		sp.env = procEnv(sp, p.vendor, r.cl.urls(0), natsauth.CredsFile(r.cl.data, natsauth.OperatorUser))
-		r.startProc(sp)
-		if err := sp.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-			t.Fatal(err)
-		}
-		if err := sp.cmd.Wait(); err != nil {
-			t.Fatalf("%s exited with %v after SIGTERM", sp.name, err)
-		}
+	// As an operator deploys with authentication: `switchyard provision`
+	// with the operator's credentials creates the streams, consumers and
+	// buckets the services' least-privilege users may not create
+	// (docs/security.md), then exits. Its log lines stay apart.
+	prov := &svcProc{name: "provision", bin: filepath.Join(bins, "switchyard")}
+	prov.env = procEnv(prov, "", r.cl.urls(0), natsauth.CredsFile(r.cl.data, natsauth.OperatorUser))
+	provCtx, provCancel := context.WithTimeout(ctx, time.Minute)
+	provCmd := exec.CommandContext(provCtx, prov.bin, "provision")
+	provLog := newLineSink(t).named("provision ")
+	provCmd.Env, provCmd.Stderr = prov.env, provLog
+	listing, err := provCmd.Output()
+	provCancel()
+	if err != nil {
+		t.Fatalf("switchyard provision: %v\n%s%s", err, listing, strings.Join(provLog.all(), "\n"))
 	}
-	r.logs = mainLogs
+	t.Logf("switchyard provision:\n%s", listing)
 	// A service user may only look the streams up, and a node whose meta
 	// layer has not applied them yet answers "stream not found" (after a
 	// short delay, which a loaded meta leader can miss): the service

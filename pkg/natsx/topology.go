@@ -251,3 +251,17 @@ func EnsureTopology(ctx context.Context, js jetstream.JetStream, c TopologyConfi
 	}
 	return errors.Join(errs...)
 }
+
+// EnsureConsumer creates or updates a durable consumer of stream, retrying
+// like EnsureTopology while a cluster is still starting: `switchyard
+// provision` makes each stage's consumer with the stage's own config.
+func EnsureConsumer(ctx context.Context, js jetstream.JetStream, stream string, cfg jetstream.ConsumerConfig) (c jetstream.Consumer, err error) {
+	err = retryAtStart(ctx, "consumer "+stream+"/"+cfg.Durable, func() error {
+		c, err = js.CreateOrUpdateConsumer(ctx, stream, cfg)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("consumer %s on %s: %w", cfg.Durable, stream, err)
+	}
+	return c, nil
+}

@@ -167,3 +167,60 @@ func TestOpenOrCreateKVWaitsForJetStream(t *testing.T) {
 		})
 	}
 }
+
+// A consumer asked for while JetStream is not answering (a node
+// restarting, a cluster forming) is created once it answers: what
+// `switchyard provision` relies on for each stage's consumer.
+func TestEnsureConsumerWaitsForJetStream(t *testing.T) {
+	store := t.TempDir()
+	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, NoSigs: true, JetStream: true, StoreDir: store})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go ns.Start()
+	t.Cleanup(ns.Shutdown)
+	if !ns.ReadyForConnections(5 * time.Second) {
+		t.Fatal("server not ready")
+	}
+	nc, err := nats.Connect(ns.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	// A disabled JetStream answers nothing: each call times out (the API
+	// timeout, shortened here), which is retried.
+	js, err := jetstream.New(nc, jetstream.WithDefaultTimeout(time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "S", Subjects: []string{"s.>"}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := ns.DisableJetStream(); err != nil {
+		t.Fatal(err)
+	}
+	timer := time.AfterFunc(500*time.Millisecond, func() {
+		if err := ns.EnableJetStream(&server.JetStreamConfig{StoreDir: store}); err != nil {
+			t.Error(err)
+		}
+	})
+	defer timer.Stop()
+	var logged bytes.Buffer // no deadline: each call has the API timeout
+	start := time.Now()
+	c, err := EnsureConsumer(zerolog.New(&logged).WithContext(ctx), js, "S", jetstream.ConsumerConfig{Durable: "d", FilterSubject: "s.x", AckPolicy: jetstream.AckExplicitPolicy})
+	if err != nil {
+		t.Fatalf("EnsureConsumer: %v; log %s", err, logged.String())
+	}
+	if took := time.Since(start); took < 400*time.Millisecond || !strings.Contains(logged.String(), `"what":"consumer S/d"`) {
+		t.Fatalf("created after %v without waiting for JetStream (retries logged: %q)", took, logged.String())
+	}
+	if got := c.CachedInfo().Config.FilterSubject; got != "s.x" {
+		t.Fatalf("consumer filter %q", got)
+	}
+	// Again with another setting: updated in place.
+	c, err = EnsureConsumer(ctx, js, "S", jetstream.ConsumerConfig{Durable: "d", FilterSubject: "s.y", AckPolicy: jetstream.AckExplicitPolicy})
+	if err != nil || c.CachedInfo().Config.FilterSubject != "s.y" {
+		t.Fatalf("EnsureConsumer again: %v, want the filter updated", err)
+	}
+}

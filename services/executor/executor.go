@@ -147,11 +147,14 @@ func New(cfg Config, d Deps) (*Executor, error) {
 	return e, nil
 }
 
-func (e *Executor) maxConcurrency() int {
-	if e.vendor.MaxConcurrency > 0 {
-		return e.vendor.MaxConcurrency
+func (e *Executor) maxConcurrency() int { return maxConcurrency(e.cfg, e.vendor) }
+
+// maxConcurrency is the vendor's in-flight limit across all replicas.
+func maxConcurrency(cfg Config, v policy.Vendor) int {
+	if v.MaxConcurrency > 0 {
+		return v.MaxConcurrency
 	}
-	return e.cfg.DefaultMaxConcurrency
+	return cfg.DefaultMaxConcurrency
 }
 
 // ConsumerName is the durable consumer on LLM_PIPELINE that every executor
@@ -162,14 +165,21 @@ func ConsumerName(vendor string) string { return "exec-" + vendor }
 // is the vendor-wide concurrency limit, since the server counts unacked
 // messages across all of the consumer's subscribers.
 func (e *Executor) ConsumerConfig() jetstream.ConsumerConfig {
+	return ConsumerConfigFor(e.cfg, e.vendor)
+}
+
+// ConsumerConfigFor is the consumer of cfg.Vendor's executors, v being
+// that vendor in the policy: computed without an adapter or the vendor's
+// key, so `switchyard provision` creates it as the executors would.
+func ConsumerConfigFor(cfg Config, v policy.Vendor) jetstream.ConsumerConfig {
 	return jetstream.ConsumerConfig{
-		Durable:       ConsumerName(e.cfg.Vendor),
-		Description:   "executors of vendor " + e.cfg.Vendor,
-		FilterSubject: natsx.ExecSubject(e.cfg.Vendor),
+		Durable:       ConsumerName(cfg.Vendor),
+		Description:   "executors of vendor " + cfg.Vendor,
+		FilterSubject: natsx.ExecSubject(cfg.Vendor),
 		AckPolicy:     jetstream.AckExplicitPolicy,
-		AckWait:       e.cfg.AckWait,
-		MaxDeliver:    e.cfg.MaxDeliver,
-		MaxAckPending: e.maxConcurrency(),
+		AckWait:       cfg.AckWait,
+		MaxDeliver:    cfg.MaxDeliver,
+		MaxAckPending: maxConcurrency(cfg, v),
 	}
 }
 

@@ -47,6 +47,7 @@ func commands() []command {
 		{"operators", "create NAME --out FILE: an operator's own NATS credentials", runOperators},
 		{"creds", "rotate SERVICE: new NATS credentials for a service, the old ones revoked", runCreds},
 		{"policy", "check | apply | show | history of the routing policy", runPolicy},
+		{"provision", "create or update the streams, buckets and consumers of separate service processes, then exit", runProvision},
 		{"ledger", "migrate: apply the ClickHouse migrations", runLedger},
 		{"sim", "run the vendor simulator alone", runSim},
 		{"bench", "drive the pipeline and the bare simulator, report throughput and latency", runBench},
@@ -88,7 +89,7 @@ func usage(w io.Writer) {
 	fmt.Fprintln(w, "usage: switchyard <command> [flags]")
 	fmt.Fprintln(w)
 	for _, c := range commands() {
-		fmt.Fprintf(w, "  %-8s %s\n", c.name, c.summary)
+		fmt.Fprintf(w, "  %-10s %s\n", c.name, c.summary)
 	}
 	fmt.Fprintln(w, "\nEvery command reads SWITCHYARD_* environment variables (see README); -h shows a command's flags.")
 }

@@ -34,7 +34,7 @@ func TestHelpExitsZero(t *testing.T) {
 	t.Setenv("SWITCHYARD_CLICKHOUSE_ADDR", "127.0.0.1:1")
 	for _, args := range [][]string{
 		{"-h"}, {"report", "-h"}, {"report", "--help"}, {"report", "cost", "-h"}, {"dlq", "-h"}, {"dlq", "ls", "-h"}, {"dlq", "replay", "-h"},
-		{"policy", "-h"}, {"policy", "apply", "-h"}, {"ledger", "-h"}, {"ledger", "migrate", "-h"}, {"submit", "-h"}, {"demo", "-h"}, {"bench", "-h"}, {"sim", "-h"},
+		{"policy", "-h"}, {"policy", "apply", "-h"}, {"ledger", "-h"}, {"ledger", "migrate", "-h"}, {"submit", "-h"}, {"demo", "-h"}, {"bench", "-h"}, {"sim", "-h"}, {"provision", "-h"},
 	} {
 		t.Run(strings.Join(args, " "), func(t *testing.T) {
 			code, _, stderr := run(t, args...)
