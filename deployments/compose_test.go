@@ -68,6 +68,20 @@ func TestComposeFile(t *testing.T) {
 			} else {
 				services = append(services, name)
 			}
+			// Least privilege: a service sees its own credentials only
+			// (operator.creds only the provision one-shot), mounted where
+			// SWITCHYARD_NATS_CREDS says.
+			var creds []string
+			for _, v := range s.Volumes {
+				if strings.HasPrefix(v.Target, "/etc/switchyard/creds") {
+					creds = append(creds, v.Source+" -> "+v.Target)
+				}
+			}
+			own := env["SWITCHYARD_NATS_CREDS"]
+			wantMount := filepath.Join(project.WorkingDir, "data", "creds", filepath.Base(own)) + " -> " + own
+			if !slices.Equal(creds, []string{wantMount}) {
+				t.Errorf("%s: credentials mounted %v, want only its own (%s)", where, creds, wantMount)
+			}
 			if binary == "executor" {
 				executors[env["SWITCHYARD_VENDOR"]] = name
 				if key := pol.Vendors[env["SWITCHYARD_VENDOR"]].APIKeyEnv; !strings.Contains(mustRead(t, "compose/compose.yaml"), key+": ${"+key) {
