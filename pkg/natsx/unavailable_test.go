@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -66,31 +67,14 @@ func TestEnsureTopologyAtStart(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, NoSigs: true, JetStream: tt.jsLater == 0, StoreDir: t.TempDir()})
-			if err != nil {
-				t.Fatal(err)
-			}
-			go ns.Start()
-			t.Cleanup(ns.Shutdown)
-			if !ns.ReadyForConnections(5 * time.Second) {
-				t.Fatal("server not ready")
-			}
-			nc, err := nats.Connect(ns.ClientURL())
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(nc.Close)
+			ns := startServer(t, server.Options{JetStream: tt.jsLater == 0, StoreDir: t.TempDir()})
+			nc := connectReconnecting(t, ns.ClientURL())
 			js, err := jetstream.New(nc)
 			if err != nil {
 				t.Fatal(err)
 			}
 			if tt.jsLater > 0 {
-				timer := time.AfterFunc(tt.jsLater, func() {
-					if err := ns.EnableJetStream(&server.JetStreamConfig{StoreDir: t.TempDir()}); err != nil {
-						t.Error(err)
-					}
-				})
-				defer timer.Stop()
+				replaceServer(t, ns, tt.jsLater, 0, server.Options{JetStream: true, StoreDir: t.TempDir()})
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
@@ -127,30 +111,13 @@ func TestOpenOrCreateKVWaitsForJetStream(t *testing.T) {
 		{"CreateOrUpdateKV", CreateOrUpdateKV},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, NoSigs: true, StoreDir: t.TempDir()})
-			if err != nil {
-				t.Fatal(err)
-			}
-			go ns.Start()
-			t.Cleanup(ns.Shutdown)
-			if !ns.ReadyForConnections(5 * time.Second) {
-				t.Fatal("server not ready")
-			}
-			nc, err := nats.Connect(ns.ClientURL())
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(nc.Close)
+			ns := startServer(t, server.Options{})
+			nc := connectReconnecting(t, ns.ClientURL())
 			js, err := jetstream.New(nc)
 			if err != nil {
 				t.Fatal(err)
 			}
-			timer := time.AfterFunc(500*time.Millisecond, func() {
-				if err := ns.EnableJetStream(&server.JetStreamConfig{StoreDir: t.TempDir()}); err != nil {
-					t.Error(err)
-				}
-			})
-			defer timer.Stop()
+			replaceServer(t, ns, 500*time.Millisecond, 0, server.Options{JetStream: true, StoreDir: t.TempDir()})
 			var logged bytes.Buffer
 			ctx, cancel := context.WithTimeout(zerolog.New(&logged).WithContext(context.Background()), 10*time.Second)
 			defer cancel()
@@ -173,21 +140,9 @@ func TestOpenOrCreateKVWaitsForJetStream(t *testing.T) {
 // `switchyard provision` relies on for each stage's consumer.
 func TestEnsureConsumerWaitsForJetStream(t *testing.T) {
 	store := t.TempDir()
-	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, NoSigs: true, JetStream: true, StoreDir: store})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go ns.Start()
-	t.Cleanup(ns.Shutdown)
-	if !ns.ReadyForConnections(5 * time.Second) {
-		t.Fatal("server not ready")
-	}
-	nc, err := nats.Connect(ns.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	// A disabled JetStream answers nothing: each call times out (the API
+	ns := startServer(t, server.Options{JetStream: true, StoreDir: store})
+	nc := connectReconnecting(t, ns.ClientURL())
+	// While the server restarts each call fails or times out (the API
 	// timeout, shortened here), which is retried.
 	js, err := jetstream.New(nc, jetstream.WithDefaultTimeout(time.Second))
 	if err != nil {
@@ -197,15 +152,8 @@ func TestEnsureConsumerWaitsForJetStream(t *testing.T) {
 	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "S", Subjects: []string{"s.>"}}); err != nil {
 		t.Fatal(err)
 	}
-	if err := ns.DisableJetStream(); err != nil {
-		t.Fatal(err)
-	}
-	timer := time.AfterFunc(500*time.Millisecond, func() {
-		if err := ns.EnableJetStream(&server.JetStreamConfig{StoreDir: store}); err != nil {
-			t.Error(err)
-		}
-	})
-	defer timer.Stop()
+	// Down now, back 500 ms later with its store (and the stream).
+	replaceServer(t, ns, 0, 500*time.Millisecond, server.Options{JetStream: true, StoreDir: store})
 	var logged bytes.Buffer // no deadline: each call has the API timeout
 	start := time.Now()
 	c, err := EnsureConsumer(zerolog.New(&logged).WithContext(ctx), js, "S", jetstream.ConsumerConfig{Durable: "d", FilterSubject: "s.x", AckPolicy: jetstream.AckExplicitPolicy})
@@ -223,4 +171,70 @@ func TestEnsureConsumerWaitsForJetStream(t *testing.T) {
 	if err != nil || c.CachedInfo().Config.FilterSubject != "s.y" {
 		t.Fatalf("EnsureConsumer again: %v, want the filter updated", err)
 	}
+}
+
+// startServer runs a NATS server on a free loopback port with opts.
+func startServer(t *testing.T, opts server.Options) *server.Server {
+	t.Helper()
+	if opts.Port == 0 {
+		opts.Port = -1
+	}
+	opts.Host, opts.NoSigs = "127.0.0.1", true
+	ns, err := server.NewServer(&opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go ns.Start()
+	t.Cleanup(ns.Shutdown)
+	if !ns.ReadyForConnections(5 * time.Second) {
+		t.Fatal("server not ready")
+	}
+	return ns
+}
+
+// connectReconnecting connects to url and reconnects quickly forever.
+func connectReconnecting(t *testing.T, url string) *nats.Conn {
+	t.Helper()
+	nc, err := nats.Connect(url, nats.ReconnectWait(20*time.Millisecond), nats.MaxReconnects(-1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	return nc
+}
+
+// replaceServer keeps ns up for upFor, shuts it down, and downFor later
+// starts a server with opts on its port, where clients reconnect: a node
+// whose JetStream is not up yet, or that restarts. (Enabling JetStream on
+// the running server instead races, inside nats-server, with the API
+// requests it answers meanwhile: the race detector caught it in CI.)
+func replaceServer(t *testing.T, ns *server.Server, upFor, downFor time.Duration, opts server.Options) {
+	t.Helper()
+	port := ns.Addr().(*net.TCPAddr).Port
+	done := make(chan struct{})
+	stop := make(chan struct{})
+	go func() {
+		defer close(done)
+		for _, wait := range []time.Duration{upFor, downFor} {
+			select {
+			case <-stop:
+				return
+			case <-time.After(wait):
+			}
+			if wait == upFor {
+				ns.Shutdown()
+				ns.WaitForShutdown()
+			}
+		}
+		opts.Host, opts.Port, opts.NoSigs = "127.0.0.1", port, true
+		next, err := server.NewServer(&opts)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		go next.Start()
+		<-stop
+		next.Shutdown()
+	}()
+	t.Cleanup(func() { close(stop); <-done })
 }
