@@ -69,21 +69,7 @@ func TestSeparateProcessesWithOwnCredentials(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	op, err := auth.OperatorClaims()
-	if err != nil {
-		t.Fatal(err)
-	}
-	accounts, err := auth.AccountJWTs()
-	if err != nil {
-		t.Fatal(err)
-	}
-	ns, err := natsserver.Start(natsserver.Options{Port: -1, StoreDir: filepath.Join(dataDir, "jetstream"),
-		Auth: &natsserver.Auth{Operator: op, SystemAccount: auth.SystemAccount(), ResolverDir: natsauth.ResolverDir(dataDir), Accounts: accounts}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
-	url := ns.ClientURL()
+	url := authServer(t, dataDir, auth)
 
 	logs := newLineSink(t)
 	type proc struct{ name, vendor string }
@@ -166,4 +152,26 @@ func TestSeparateProcessesWithOwnCredentials(t *testing.T) {
 			t.Errorf("a service was refused: %s", line)
 		}
 	}
+}
+
+// authServer starts an embedded NATS server on dataDir that trusts auth's
+// operator (its accounts preloaded, the resolver under dataDir), as `up`
+// runs it, and returns its URL.
+func authServer(t *testing.T, dataDir string, auth *natsauth.Authority) string {
+	t.Helper()
+	op, err := auth.OperatorClaims()
+	if err != nil {
+		t.Fatal(err)
+	}
+	accounts, err := auth.AccountJWTs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns, err := natsserver.Start(natsserver.Options{Port: -1, StoreDir: filepath.Join(dataDir, "jetstream"),
+		Auth: &natsserver.Auth{Operator: op, SystemAccount: auth.SystemAccount(), ResolverDir: natsauth.ResolverDir(dataDir), Accounts: accounts}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
+	return ns.ClientURL()
 }

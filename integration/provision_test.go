@@ -19,7 +19,6 @@ import (
 	"github.com/switchyard-llm/switchyard/pkg/apikey"
 	"github.com/switchyard-llm/switchyard/pkg/envcfg"
 	"github.com/switchyard-llm/switchyard/pkg/natsauth"
-	"github.com/switchyard-llm/switchyard/pkg/natsserver"
 	"github.com/switchyard-llm/switchyard/pkg/natsx"
 	"github.com/switchyard-llm/switchyard/pkg/policy"
 	"github.com/switchyard-llm/switchyard/pkg/svc"
@@ -54,21 +53,7 @@ func TestProvisionCommand(t *testing.T) {
 	if err := auth.WriteServiceCreds(vendors); err != nil {
 		t.Fatal(err)
 	}
-	op, err := auth.OperatorClaims()
-	if err != nil {
-		t.Fatal(err)
-	}
-	accounts, err := auth.AccountJWTs()
-	if err != nil {
-		t.Fatal(err)
-	}
-	ns, err := natsserver.Start(natsserver.Options{Port: -1, StoreDir: filepath.Join(dataDir, "jetstream"),
-		Auth: &natsserver.Auth{Operator: op, SystemAccount: auth.SystemAccount(), ResolverDir: natsauth.ResolverDir(dataDir), Accounts: accounts}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
-	url := ns.ClientURL()
+	url := authServer(t, dataDir, auth)
 	opCreds := natsauth.CredsFile(dataDir, natsauth.OperatorUser)
 	ojs := operatorJS(t, url, opCreds)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)

@@ -22,19 +22,7 @@ import (
 func TestSubmitAllocatesLittle(t *testing.T) {
 	nc, js := testkit.JetStream(t)
 	testkit.WithTopology(t, js)
-	responder, err := nc.Subscribe(natsx.SubjectRequests, func(m *nats.Msg) {
-		var req envelope.Request
-		if json.Unmarshal(m.Data, &req) != nil {
-			return
-		}
-		data, _ := json.Marshal(envelope.Reply{ID: req.ID, Tenant: req.Tenant, Status: envelope.StatusOK, Content: "ok"})
-		store, _ := natsx.ReplyPublishSubject(req.ReplySubject())
-		_ = nc.Publish(store, data)
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer responder.Unsubscribe()
+	respond(t, nc, "ok")
 	e := &Edge{d: Deps{Log: zerolog.Nop(), NC: nc, JS: js, Now: time.Now}, replies: newReplyMux(nc)}
 	submit := func() {
 		req := &envelope.Request{ID: newID(), Tenant: "acme", Route: "chat", TimeoutMS: 5000,
@@ -80,19 +68,7 @@ func TestSubmitFindsAReplyStoredButNotDelivered(t *testing.T) {
 	if _, err := js.UpdateStream(ctx, cfg); err != nil {
 		t.Fatal(err)
 	}
-	responder, err := nc.Subscribe(natsx.SubjectRequests, func(m *nats.Msg) {
-		var req envelope.Request
-		if json.Unmarshal(m.Data, &req) != nil {
-			return
-		}
-		data, _ := json.Marshal(envelope.Reply{ID: req.ID, Tenant: req.Tenant, Status: envelope.StatusOK, Content: "stored"})
-		store, _ := natsx.ReplyPublishSubject(req.ReplySubject())
-		_ = nc.Publish(store, data)
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer responder.Unsubscribe()
+	respond(t, nc, "stored")
 	e := &Edge{d: Deps{Log: zerolog.Nop(), NC: nc, JS: js, Now: time.Now}, replies: newReplyMux(nc), lookEvery: 100 * time.Millisecond}
 	req := &envelope.Request{ID: newID(), Tenant: "acme", Route: "chat", TimeoutMS: 10000,
 		Messages: []envelope.Message{{Role: "user", Content: "hi"}}}
@@ -104,4 +80,23 @@ func TestSubmitFindsAReplyStoredButNotDelivered(t *testing.T) {
 	if took := time.Since(start); took > 5*time.Second {
 		t.Fatalf("answered after %s: the stored reply was found only at the deadline", took)
 	}
+}
+
+// respond stands in for the pipeline: it answers each request published on
+// llm.requests with content, through LLM_REPLIES as the router does.
+func respond(t *testing.T, nc *nats.Conn, content string) {
+	t.Helper()
+	responder, err := nc.Subscribe(natsx.SubjectRequests, func(m *nats.Msg) {
+		var req envelope.Request
+		if json.Unmarshal(m.Data, &req) != nil {
+			return
+		}
+		data, _ := json.Marshal(envelope.Reply{ID: req.ID, Tenant: req.Tenant, Status: envelope.StatusOK, Content: content})
+		store, _ := natsx.ReplyPublishSubject(req.ReplySubject())
+		_ = nc.Publish(store, data)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = responder.Unsubscribe() })
 }
