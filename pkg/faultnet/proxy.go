@@ -67,6 +67,18 @@ func (p *Proxy) Up() error {
 	}
 }
 
+// Retarget sends new connections to target and cuts the open ones: to its
+// clients, their server restarted (at the same address) as another one.
+func (p *Proxy) Retarget(target string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.target = target
+	for c := range p.conns {
+		_ = c.Close()
+	}
+	clear(p.conns)
+}
+
 // Stall holds every byte in both directions without closing a connection:
 // what a network partition looks like to both ends, which see nothing
 // until their own timeouts fire. Heal lets the held bytes through.
@@ -124,7 +136,10 @@ func (p *Proxy) serve(ln net.Listener) {
 			if err != nil {
 				return
 			}
-			up, err := net.DialTimeout("tcp", p.target, 5*time.Second)
+			p.mu.Lock()
+			target := p.target
+			p.mu.Unlock()
+			up, err := net.DialTimeout("tcp", target, 5*time.Second)
 			if err != nil {
 				_ = c.Close()
 				continue

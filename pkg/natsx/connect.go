@@ -49,6 +49,13 @@ func Connect(urls, name string, log zerolog.Logger, extra ...nats.Option) (*nats
 		nats.RetryOnFailedConnect(true),
 		nats.ConnectHandler(signal),
 		nats.DisconnectErrHandler(func(nc *nats.Conn, err error) {
+			if nc.IsClosed() {
+				// Closed on purpose: nothing to reconnect, and the line would
+				// be written after the caller's Close returned (nats.go runs
+				// the handler on its own goroutine), to a log it may have
+				// let go of.
+				return
+			}
 			log.Warn().Err(err).Str("server", nc.ConnectedServerName()).Msg("nats disconnected; reconnecting")
 		}),
 		nats.ErrorHandler(func(nc *nats.Conn, sub *nats.Subscription, err error) {

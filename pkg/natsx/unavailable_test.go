@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -15,6 +14,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
+
+	"github.com/switchyard-llm/switchyard/pkg/faultnet"
 )
 
 func TestUnavailableTellsNotNowFromNo(t *testing.T) {
@@ -68,13 +69,14 @@ func TestEnsureTopologyAtStart(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			ns := startServer(t, server.Options{JetStream: tt.jsLater == 0, StoreDir: t.TempDir()})
-			nc := connectReconnecting(t, ns.ClientURL())
+			proxy, url := proxied(t, ns)
+			nc := connectReconnecting(t, url)
 			js, err := jetstream.New(nc)
 			if err != nil {
 				t.Fatal(err)
 			}
 			if tt.jsLater > 0 {
-				replaceServer(t, ns, tt.jsLater, 0, server.Options{JetStream: true, StoreDir: t.TempDir()})
+				replaceServer(t, proxy, ns, tt.jsLater, 0, server.Options{JetStream: true, StoreDir: t.TempDir()})
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
@@ -112,12 +114,13 @@ func TestOpenOrCreateKVWaitsForJetStream(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			ns := startServer(t, server.Options{})
-			nc := connectReconnecting(t, ns.ClientURL())
+			proxy, url := proxied(t, ns)
+			nc := connectReconnecting(t, url)
 			js, err := jetstream.New(nc)
 			if err != nil {
 				t.Fatal(err)
 			}
-			replaceServer(t, ns, 500*time.Millisecond, 0, server.Options{JetStream: true, StoreDir: t.TempDir()})
+			replaceServer(t, proxy, ns, 500*time.Millisecond, 0, server.Options{JetStream: true, StoreDir: t.TempDir()})
 			var logged bytes.Buffer
 			ctx, cancel := context.WithTimeout(zerolog.New(&logged).WithContext(context.Background()), 10*time.Second)
 			defer cancel()
@@ -141,7 +144,8 @@ func TestOpenOrCreateKVWaitsForJetStream(t *testing.T) {
 func TestEnsureConsumerWaitsForJetStream(t *testing.T) {
 	store := t.TempDir()
 	ns := startServer(t, server.Options{JetStream: true, StoreDir: store})
-	nc := connectReconnecting(t, ns.ClientURL())
+	proxy, url := proxied(t, ns)
+	nc := connectReconnecting(t, url)
 	// While the server restarts each call fails or times out (the API
 	// timeout, shortened here), which is retried.
 	js, err := jetstream.New(nc, jetstream.WithDefaultTimeout(time.Second))
@@ -153,7 +157,7 @@ func TestEnsureConsumerWaitsForJetStream(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Down now, back 500 ms later with its store (and the stream).
-	replaceServer(t, ns, 0, 500*time.Millisecond, server.Options{JetStream: true, StoreDir: store})
+	replaceServer(t, proxy, ns, 0, 500*time.Millisecond, server.Options{JetStream: true, StoreDir: store})
 	var logged bytes.Buffer // no deadline: each call has the API timeout
 	start := time.Now()
 	c, err := EnsureConsumer(zerolog.New(&logged).WithContext(ctx), js, "S", jetstream.ConsumerConfig{Durable: "d", FilterSubject: "s.x", AckPolicy: jetstream.AckExplicitPolicy})
@@ -203,38 +207,62 @@ func connectReconnecting(t *testing.T, url string) *nats.Conn {
 	return nc
 }
 
-// replaceServer keeps ns up for upFor, shuts it down, and downFor later
-// starts a server with opts on its port, where clients reconnect: a node
-// whose JetStream is not up yet, or that restarts. (Enabling JetStream on
-// the running server instead races, inside nats-server, with the API
-// requests it answers meanwhile: the race detector caught it in CI.)
-func replaceServer(t *testing.T, ns *server.Server, upFor, downFor time.Duration, opts server.Options) {
+// replaceServer keeps ns up for upFor, then stalls the clients' traffic
+// (what they see of a node going away: calls time out), shuts ns down, and
+// downFor later starts a server with opts that the clients reach through
+// the same proxy address, where they reconnect. Neither enabling JetStream
+// on the running server (it races, inside nats-server, with the API
+// requests it answers: the race detector caught it in CI) nor restarting
+// on the same port (another test may take it meanwhile) is safe.
+func replaceServer(t *testing.T, proxy *faultnet.Proxy, ns *server.Server, upFor, downFor time.Duration, opts server.Options) {
 	t.Helper()
-	port := ns.Addr().(*net.TCPAddr).Port
 	done := make(chan struct{})
 	stop := make(chan struct{})
+	wait := func(d time.Duration) bool {
+		select {
+		case <-stop:
+			return false
+		case <-time.After(d):
+			return true
+		}
+	}
 	go func() {
 		defer close(done)
-		for _, wait := range []time.Duration{upFor, downFor} {
-			select {
-			case <-stop:
-				return
-			case <-time.After(wait):
-			}
-			if wait == upFor {
-				ns.Shutdown()
-				ns.WaitForShutdown()
-			}
+		if !wait(upFor) {
+			return
 		}
-		opts.Host, opts.Port, opts.NoSigs = "127.0.0.1", port, true
+		proxy.Stall()
+		ns.Shutdown()
+		ns.WaitForShutdown()
+		if !wait(downFor) {
+			return
+		}
+		opts.Host, opts.Port, opts.NoSigs = "127.0.0.1", -1, true
 		next, err := server.NewServer(&opts)
 		if err != nil {
 			t.Error(err)
 			return
 		}
 		go next.Start()
+		defer next.Shutdown()
+		if !next.ReadyForConnections(5 * time.Second) {
+			t.Error("replacement server not ready")
+			return
+		}
+		proxy.Retarget(next.Addr().String())
+		proxy.Heal()
 		<-stop
-		next.Shutdown()
 	}()
 	t.Cleanup(func() { close(stop); <-done })
+}
+
+// proxied puts a fault proxy in front of ns; clients connect to its URL.
+func proxied(t *testing.T, ns *server.Server) (*faultnet.Proxy, string) {
+	t.Helper()
+	p, err := faultnet.Start(ns.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Down)
+	return p, "nats://" + p.Addr()
 }
