@@ -120,7 +120,7 @@ type Collector struct {
 // before publishing: core subscriptions see only new messages.
 func (c *Client) Collect(tenant string) (*Collector, error) {
 	col := &Collector{replies: map[string][]*envelope.Reply{}, notify: make(chan struct{}, 1)}
-	sub, err := c.NC.Subscribe("llm.replies."+tenant+".>", func(m *nats.Msg) {
+	sub, err := c.NC.Subscribe(natsx.SubjectRepliesPrefix+tenant+".>", func(m *nats.Msg) {
 		var r envelope.Reply
 		if json.Unmarshal(m.Data, &r) != nil {
 			return
@@ -209,7 +209,7 @@ type Waiter struct {
 // storedPoll is how often Wait looks for a stored reply it may have missed
 // live; storedGetTimeout bounds one look (a refused request gets no answer).
 const (
-	storedSubjectPrefix = "llm.replies." // LLM_REPLIES's subjects
+	storedSubjectPrefix = natsx.SubjectRepliesPrefix // LLM_REPLIES's subjects
 	storedPoll          = time.Second
 	storedGetTimeout    = 2 * time.Second
 )

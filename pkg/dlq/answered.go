@@ -65,7 +65,7 @@ func (e *Entry) answerOf(ctx context.Context, js jetstream.JetStream) (answer, e
 		// (An invalid reply_to was answered on the default subject.)
 		a.subject = req.ReplyTo
 	}
-	if !strings.HasPrefix(a.subject, "llm.replies.") {
+	if !strings.HasPrefix(a.subject, natsx.SubjectRepliesPrefix) {
 		var w struct {
 			Deadline time.Time `json:"deadline"`
 		}

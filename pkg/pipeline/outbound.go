@@ -133,12 +133,6 @@ func (p Publisher) Send(ctx context.Context, outs []Outbound) error {
 			}
 			continue
 		}
-		if o.Once {
-			if err := p.PublishReply(ctx, o.Subject, o.MsgID, o.Data, o.Header); err != nil {
-				return err
-			}
-			continue
-		}
 		if len(pending) == 0 && (i+1 == len(outs) || outs[i+1].Once || outs[i+1].Core) {
 			// Alone until the next wait: nothing to overlap, and the
 			// synchronous publish is the cheaper one.

@@ -343,6 +343,9 @@ func retryWith(logFor logFunc, maxDeliver int, b Backoff, waits []time.Duration)
 // JetStream is unavailable, unless the stage is stopping, within twice the
 // waits' sum in all: a run may take up to its handler's timeout.
 func retryInPlace(ctx context.Context, logFor logFunc, next Handler, d *Delivery, err error, waits []time.Duration) error {
+	if err == nil || len(waits) == 0 {
+		return err // the common case: nothing to retry
+	}
 	var total time.Duration
 	for _, w := range waits {
 		total += w

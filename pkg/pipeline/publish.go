@@ -46,31 +46,31 @@ func (p Publisher) PublishWork(ctx context.Context, subject, msgID string, w *en
 }
 
 // PublishRaw publishes bytes to a JetStream subject.
+//
+// A reply (published on its store subject, natsx.ReplyPublishSubject) that
+// nobody answers may meet LLM_REPLIES still configured as before replies
+// were delivered from the stream (llm.replies.> stored as published): in a
+// rolling upgrade it is provisioned anew after the services. Only then does
+// the reply go to its old subject; a stream between leaders must not have
+// it published where clients listen.
 func (p Publisher) PublishRaw(ctx context.Context, subject, msgID string, data []byte, hdr nats.Header) error {
-	if err := p.publishSync(ctx, jsMsg(subject, msgID, data, hdr)); err != nil {
+	err := p.publishSync(ctx, jsMsg(subject, msgID, data, hdr))
+	if errors.Is(err, jetstream.ErrNoStreamResponse) {
+		if old := natsx.StoredReplySubject(subject); old != subject && p.repliesStoredAsPublished(ctx) {
+			err = p.publishSync(ctx, jsMsg(old, msgID, data, hdr))
+		}
+	}
+	if err != nil {
 		return Transient(fmt.Errorf("publish %s: %w", subject, err), 0)
 	}
 	return nil
 }
 
-// PublishReply publishes a reply to its store subject
-// (natsx.ReplyPublishSubject), for LLM_REPLIES to store and then deliver.
-// When nobody answers there, LLM_REPLIES may still have the configuration
-// it had before replies were delivered from the stream (llm.replies.>
-// stored as published): in a rolling upgrade it is provisioned anew after
-// the services. Only then does the reply go to its old subject; a stream
-// between leaders must not have it published where clients listen.
-func (p Publisher) PublishReply(ctx context.Context, subject, msgID string, data []byte, hdr nats.Header) error {
-	err := p.PublishRaw(ctx, subject, msgID, data, hdr)
-	old := natsx.StoredReplySubject(subject)
-	if old == subject || !errors.Is(err, jetstream.ErrNoStreamResponse) {
-		return err
-	}
-	s, serr := p.JS.Stream(ctx, natsx.StreamReplies)
-	if serr != nil || !slices.Contains(s.CachedInfo().Config.Subjects, natsx.SubjectReplies) {
-		return err
-	}
-	return p.PublishRaw(ctx, old, msgID, data, hdr)
+// repliesStoredAsPublished reports whether LLM_REPLIES has its old
+// configuration, storing llm.replies.> itself.
+func (p Publisher) repliesStoredAsPublished(ctx context.Context) bool {
+	s, err := p.JS.Stream(ctx, natsx.StreamReplies)
+	return err == nil && slices.Contains(s.CachedInfo().Config.Subjects, natsx.SubjectReplies)
 }
 
 // publishSync is jetstream's PublishMsg (the same request, default timeout

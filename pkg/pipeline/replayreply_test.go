@@ -21,7 +21,7 @@ func TestRedeliveredReplyYieldsToAReplaysAnswer(t *testing.T) {
 	p := Publisher{JS: js}
 	publish := func(subject, msgID string) {
 		stored, _ := natsx.ReplyPublishSubject(subject)
-		if err := p.PublishReply(ctx, stored, msgID, []byte(`{}`), nil); err != nil {
+		if err := p.PublishRaw(ctx, stored, msgID, []byte(`{}`), nil); err != nil {
 			t.Fatal(err)
 		}
 	}

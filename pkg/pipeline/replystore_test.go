@@ -96,7 +96,7 @@ func TestReplyToAStreamOfTheOldConfiguration(t *testing.T) {
 
 	// No LLM_REPLIES at all: an error, and nothing published where clients listen.
 	nctx, ncancel := context.WithTimeout(ctx, 2*time.Second)
-	err = pub.PublishReply(nctx, store, "t.r1:reply", []byte(`{}`), nil)
+	err = pub.PublishRaw(nctx, store, "t.r1:reply", []byte(`{}`), nil)
 	ncancel()
 	if err == nil {
 		t.Fatal("a reply with no stream to store it was published without an error")
@@ -109,7 +109,7 @@ func TestReplyToAStreamOfTheOldConfiguration(t *testing.T) {
 	if _, err := js.CreateStream(ctx, old); err != nil {
 		t.Fatal(err)
 	}
-	if err := pub.PublishReply(ctx, store, "t.r1:reply", []byte(`{}`), nats.Header{}); err != nil {
+	if err := pub.PublishRaw(ctx, store, "t.r1:reply", []byte(`{}`), nats.Header{}); err != nil {
 		t.Fatal(err)
 	}
 	id, found, err := LastStoredMsgID(ctx, js, natsx.StreamReplies, "llm.replies.t.r1")
@@ -127,7 +127,7 @@ func TestReplyToAStreamOfTheOldConfiguration(t *testing.T) {
 	if _, found, err := LastStoredMsgID(ctx, js, natsx.StreamReplies, "llm.replies.t.r1"); err != nil || !found {
 		t.Fatalf("the reply stored before the upgrade is gone: found=%v (%v)", found, err)
 	}
-	if err := pub.PublishReply(ctx, "llm.store.replies.t.r2", "t.r2:reply", []byte(`{}`), nil); err != nil {
+	if err := pub.PublishRaw(ctx, "llm.store.replies.t.r2", "t.r2:reply", []byte(`{}`), nil); err != nil {
 		t.Fatal(err)
 	}
 	if m, err := live.NextMsg(2 * time.Second); err != nil || m.Header.Get("Nats-Stream") != natsx.StreamReplies {

@@ -294,7 +294,7 @@ func (e *Executor) publishUntil(ctx context.Context, d *pipeline.Delivery, log z
 // calling the vendor; any other failed lookup calls it, as before.
 func (e *Executor) answered(ctx context.Context, w *envelope.Work) (bool, error) {
 	subject := w.Request.ReplySubject()
-	if e.d.JS == nil || !strings.HasPrefix(subject, "llm.replies.") {
+	if e.d.JS == nil || !strings.HasPrefix(subject, natsx.SubjectRepliesPrefix) {
 		return false, nil
 	}
 	// The stream's leader: a follower that has not applied the reply yet

@@ -178,9 +178,6 @@ type Message struct {
 	// Core publishes on core NATS: a reply to a tenant's _INBOX (request-reply
 	// clients expect a plain message there). Everything else goes to JetStream.
 	Core bool
-	// Reply is a reply for LLM_REPLIES to store and deliver
-	// (Publisher.PublishReply).
-	Reply bool
 }
 
 // Input is one request message as the intake sees it.
@@ -268,11 +265,7 @@ func (in *Intake) publish(ctx context.Context, out []Message) error {
 			}
 			continue
 		}
-		publish := in.pub.PublishRaw
-		if m.Reply {
-			publish = in.pub.PublishReply
-		}
-		if err := publish(ctx, m.Subject, m.MsgID, m.Data, m.Header); err != nil {
+		if err := in.pub.PublishRaw(ctx, m.Subject, m.MsgID, m.Data, m.Header); err != nil {
 			return err
 		}
 	}
@@ -395,7 +388,7 @@ func failure(w *envelope.Work, code, msg string, retryable bool, now time.Time) 
 	subject, stored := natsx.ReplyPublishSubject(w.Request.ReplySubject())
 	return []Message{
 		{Subject: natsx.SubjectRequest, MsgID: w.Key + ":request", Data: ev, Header: traceHeader(w.TraceParent)},
-		{Subject: subject, MsgID: w.Key + ":reply", Data: reply, Header: traceHeader(w.TraceParent), Core: !stored, Reply: stored},
+		{Subject: subject, MsgID: w.Key + ":reply", Data: reply, Header: traceHeader(w.TraceParent), Core: !stored},
 	}, nil
 }
 
