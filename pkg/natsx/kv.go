@@ -14,7 +14,7 @@ import (
 // While JetStream is unavailable (a cluster still starting) it retries like
 // EnsureTopology.
 func OpenOrCreateKV(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValueConfig) (kv jetstream.KeyValue, err error) {
-	err = retryAtStart(ctx, "bucket "+cfg.Bucket, func() error {
+	err = retryAtStart(ctx, "bucket "+cfg.Bucket, func(ctx context.Context) error {
 		kv, err = openOrCreateKV(ctx, js, cfg)
 		return err
 	})
@@ -26,7 +26,7 @@ func OpenOrCreateKV(ctx context.Context, js jetstream.JetStream, cfg jetstream.K
 // response cache's size), retrying while JetStream is unavailable like
 // EnsureTopology.
 func CreateOrUpdateKV(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValueConfig) (kv jetstream.KeyValue, err error) {
-	err = retryAtStart(ctx, "bucket "+cfg.Bucket, func() error {
+	err = retryAtStart(ctx, "bucket "+cfg.Bucket, func(ctx context.Context) error {
 		kv, err = js.CreateOrUpdateKeyValue(ctx, cfg)
 		return err
 	})

@@ -241,7 +241,7 @@ func (c TopologyConfig) Streams() []jetstream.StreamConfig {
 func EnsureTopology(ctx context.Context, js jetstream.JetStream, c TopologyConfig) error {
 	var errs []error
 	for _, sc := range c.Streams() {
-		err := retryAtStart(ctx, "stream "+sc.Name, func() error {
+		err := retryAtStart(ctx, "stream "+sc.Name, func(ctx context.Context) error {
 			_, err := js.CreateOrUpdateStream(ctx, sc)
 			return err
 		})
@@ -256,7 +256,7 @@ func EnsureTopology(ctx context.Context, js jetstream.JetStream, c TopologyConfi
 // like EnsureTopology while a cluster is still starting: `switchyard
 // provision` makes each stage's consumer with the stage's own config.
 func EnsureConsumer(ctx context.Context, js jetstream.JetStream, stream string, cfg jetstream.ConsumerConfig) (c jetstream.Consumer, err error) {
-	err = retryAtStart(ctx, "consumer "+stream+"/"+cfg.Durable, func() error {
+	err = retryAtStart(ctx, "consumer "+stream+"/"+cfg.Durable, func(ctx context.Context) error {
 		c, err = js.CreateOrUpdateConsumer(ctx, stream, cfg)
 		return err
 	})

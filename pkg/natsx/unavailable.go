@@ -66,17 +66,35 @@ func Unavailable(err error) bool {
 // Unavailable error with a growing delay (a cluster still meeting its
 // peers or electing leaders) for up to ConnectTimeout or until ctx ends.
 // Each retry is logged with the logger in ctx (zerolog.Ctx).
-func retryAtStart(ctx context.Context, what string, op func() error) error {
+func retryAtStart(ctx context.Context, what string, op func(context.Context) error) error {
 	return retryUnavailable(ctx, what, ConnectTimeout, 100*time.Millisecond, op)
 }
 
-func retryUnavailable(ctx context.Context, what string, budget, delay time.Duration, op func() error) error {
+// Attempt timeouts of retryUnavailable: short, because an API request sent
+// as the server went away (a restart during start-up) is never answered,
+// and waiting for ctx's own deadline for it would spend the whole start-up
+// budget on one lost reply; doubled after each attempt that timed out, up
+// to jetstream's default API timeout, for a cluster that is slow rather
+// than gone.
+const (
+	firstAttemptTimeout = time.Second
+	maxAttemptTimeout   = 5 * time.Second
+)
+
+func retryUnavailable(ctx context.Context, what string, budget, delay time.Duration, op func(context.Context) error) error {
 	deadline := time.Now().Add(budget)
+	wait := firstAttemptTimeout
 	for attempt := 1; ; attempt++ {
-		err := op()
-		// A call's own timeout (jetstream's default API timeout when ctx has
-		// no deadline) is a slow cluster, not a refusal.
-		transient := Unavailable(err) || errors.Is(err, context.DeadlineExceeded)
+		actx, cancel := context.WithTimeout(ctx, wait)
+		err := op(actx)
+		cancel()
+		// An attempt's timeout is a lost reply or a slow cluster, not a
+		// refusal.
+		timedOut := errors.Is(err, context.DeadlineExceeded)
+		if timedOut {
+			wait = min(2*wait, maxAttemptTimeout)
+		}
+		transient := Unavailable(err) || timedOut
 		if err == nil || !transient || ctx.Err() != nil || time.Now().Add(delay).After(deadline) {
 			return err
 		}

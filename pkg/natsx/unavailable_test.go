@@ -53,18 +53,22 @@ func TestUnavailableTellsNotNowFromNo(t *testing.T) {
 
 // A service starting with its NATS server whose JetStream is not up yet
 // waits for it instead of exiting; one asking for something JetStream
-// refuses fails at once.
+// refuses fails at once. An API request sent as the server goes away is
+// never answered: it is retried after its own short timeout, not after the
+// caller's deadline (10 s here; before, the whole start-up budget).
 func TestEnsureTopologyAtStart(t *testing.T) {
 	tests := []struct {
 		name       string
 		replicas   int
-		jsLater    time.Duration // enable JetStream this long after the first call
+		jsLater    time.Duration // replace the server by one with JetStream this long after the first call
+		loseFirst  bool          // the first request is sent into a connection that is then cut
 		wantErr    bool
 		within     time.Duration
 		wantErrMsg string
 	}{
-		{"jetstream up a moment later", 1, 700 * time.Millisecond, false, 5 * time.Second, ""},
-		{"replicas a single server cannot place", 3, 0, true, time.Second, "replicas > 1 not supported"},
+		{"jetstream up a moment later", 1, 700 * time.Millisecond, false, false, 5 * time.Second, ""},
+		{"a request lost as the connection is cut", 1, 0, true, false, 3 * time.Second, ""},
+		{"replicas a single server cannot place", 3, 0, false, true, time.Second, "replicas > 1 not supported"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -77,6 +81,16 @@ func TestEnsureTopologyAtStart(t *testing.T) {
 			}
 			if tt.jsLater > 0 {
 				replaceServer(t, proxy, ns, tt.jsLater, 0, server.Options{JetStream: true, StoreDir: t.TempDir()})
+			}
+			if tt.loseFirst {
+				// The held request goes nowhere once the connection is
+				// cut; the client reconnects 20 ms later.
+				proxy.Stall()
+				cut := time.AfterFunc(300*time.Millisecond, func() {
+					proxy.Retarget(ns.Addr().String())
+					proxy.Heal()
+				})
+				t.Cleanup(func() { cut.Stop() })
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
