@@ -3,7 +3,7 @@ module github.com/switchyard-llm/switchyard/pkg
 go 1.26.8
 
 require (
-	github.com/goccy/go-json v0.10.6
+	github.com/goccy/go-json v0.12.0
 	github.com/kelseyhightower/envconfig v1.4.0
 	github.com/nats-io/jwt/v2 v2.8.2
 	github.com/nats-io/nats-server/v2 v2.15.2

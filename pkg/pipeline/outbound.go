@@ -81,7 +81,7 @@ func apiPrefix(js jetstream.JetStream) string {
 
 // Out marshals v into an Outbound.
 func Out(subject, msgID string, v any, hdr nats.Header) (Outbound, error) {
-	data, err := json.Marshal(v)
+	data, err := envelope.MarshalInternal(v)
 	if err != nil {
 		return Outbound{}, Terminal("marshal", err)
 	}

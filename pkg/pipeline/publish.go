@@ -32,7 +32,7 @@ type Publisher struct {
 
 // Publish marshals v and publishes it to a JetStream subject.
 func (p Publisher) Publish(ctx context.Context, subject, msgID string, v any, hdr nats.Header) error {
-	data, err := json.Marshal(v)
+	data, err := envelope.MarshalInternal(v)
 	if err != nil {
 		return Terminal("marshal", err)
 	}

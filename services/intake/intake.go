@@ -12,7 +12,6 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
@@ -308,7 +307,7 @@ func (in *Intake) Decide(m Input, now time.Time) (Outcome, error) {
 		timeout = time.Duration(req.TimeoutMS) * time.Millisecond
 	}
 	w.Deadline = received.Add(timeout)
-	data, err := json.Marshal(w)
+	data, err := envelope.MarshalInternal(w)
 	if err != nil {
 		return Outcome{}, pipeline.Terminal("marshal", err)
 	}
@@ -377,11 +376,11 @@ func failure(w *envelope.Work, code, msg string, retryable bool, now time.Time) 
 	r := pipeline.ReplyFor(w, now)
 	r.Status = envelope.StatusError
 	r.Error = &envelope.Error{Code: code, Message: msg, Retryable: retryable}
-	ev, err := json.Marshal(pipeline.RequestEventFor(w, r, now))
+	ev, err := envelope.MarshalInternal(pipeline.RequestEventFor(w, r, now))
 	if err != nil {
 		return nil, pipeline.Terminal("marshal", err)
 	}
-	reply, err := json.Marshal(r)
+	reply, err := envelope.MarshalInternal(r)
 	if err != nil {
 		return nil, pipeline.Terminal("marshal", err)
 	}
