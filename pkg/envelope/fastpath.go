@@ -16,8 +16,8 @@ import (
 //   - a key at a level the schema names (envelope, message, response_format,
 //     json_schema, policy) is compared raw: an escaped, unknown or repeated
 //     key is "don't know" (the schema reads the last of repeated keys);
-//   - a pattern field (id, tenant, reply_to, model) holds no escape and no
-//     byte above ASCII;
+//   - a pattern field (id, tenant, reply_to, model) is matched on its raw
+//     bytes, so an escape or a byte above ASCII is "don't know";
 //   - a maxLength counts the raw string's code points, never fewer than
 //     the decoded string has (an escape yields one code point, a surrogate
 //     pair one for two escapes, an invalid byte one U+FFFD);
@@ -290,11 +290,12 @@ func anyString(d []byte, i int) (int, bool) {
 	return end, ok
 }
 
-// plainString accepts an ASCII string without escapes that valid accepts:
-// its raw bytes are then the decoded value a pattern is matched against.
+// plainString accepts a string whose raw bytes valid accepts. Every valid
+// here allows only ASCII token bytes: a backslash or a byte above ASCII
+// fails it, so the raw bytes are the decoded value the pattern is for.
 func plainString(d []byte, i int, valid func([]byte) bool) (int, bool) {
-	raw, end, escaped, high, ok := stringAt(d, i)
-	return end, ok && !escaped && !high && valid(raw)
+	raw, end, _, _, ok := stringAt(d, i)
+	return end, ok && valid(raw)
 }
 
 // shortString accepts a string of at most max code points, counted on the
