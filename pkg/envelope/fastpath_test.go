@@ -115,6 +115,7 @@ func fastPathCases() []fastCase {
 		{"id null", `{"id":null,"tenant":"acme",` + msgs + `}`, false, false},
 		{"id number", `{"id":1,"tenant":"acme",` + msgs + `}`, false, false},
 		{"tenant 64", `{"id":"r1","tenant":"` + a("t", 64) + `",` + msgs + `}`, true, true},
+		{"tenant escaped", `{"id":"r1","tenant":"\u0061cme",` + msgs + `}`, true, false},
 		{"tenant 65", `{"id":"r1","tenant":"` + a("t", 65) + `",` + msgs + `}`, false, false},
 
 		// maxLength in code points
@@ -162,6 +163,8 @@ func fastPathCases() []fastCase {
 		{"model empty name", str("model", "openai/"), false, false},
 		{"model colon in vendor", str("model", "a:b/c"), false, false},
 		{"model space", str("model", "a/b c"), false, false},
+		{"model escaped", str("model", `mock/gpt\u002d4o`), true, false},
+		{"model escaped newline", str("model", `mock/gpt\n`), false, false},
 		{"model 160", str("model", "v/"+a("m", 158)), true, true},
 		{"model 161", str("model", "v/"+a("m", 159)), false, false},
 
