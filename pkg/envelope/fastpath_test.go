@@ -31,11 +31,17 @@ func schemaAccepts(v *Validator, data []byte) bool {
 }
 
 // assertFastPathSound checks the fast path's promise on data: when it
-// accepts, the schema accepts too; and DecodeRequest returns what the
-// schema path returns (the same Request, or the same refusal).
-func assertFastPathSound(t *testing.T, fast, schema *Validator, data []byte) bool {
+// accepts, the schema accepts too, and DecodeRequest returns what the
+// schema path returns (the same Request, or the same later refusal). With
+// all, it compares DecodeRequest on both paths when the fast path refuses
+// too (the fuzz target skips that: DecodeRequest then takes the schema
+// path by construction, and the shortcut multiplies its executions).
+func assertFastPathSound(t *testing.T, fast, schema *Validator, data []byte, all bool) bool {
 	t.Helper()
 	accepted := requestFastValid(data)
+	if !accepted && !all {
+		return false
+	}
 	if accepted && !schemaAccepts(schema, data) {
 		t.Fatalf("fast path accepts what the schema refuses: %.300q", data)
 	}
@@ -100,6 +106,8 @@ func fastPathCases() []fastCase {
 		{"duplicate messages", env(`,"messages":[{"role":"system","content":"s"}]`), true, false},
 		{"trailing bytes", env("") + ` x`, false, false},
 		{"two objects", env("") + env(""), false, false},
+		{"trailing comma", env(`,`), false, false},
+		{"trailing comma in metadata", env(`,"metadata":{"a":"b",}`), false, false},
 		{"truncated", `{"id":"r1","tenant":"acme",` + msgs, false, false},
 		{"bad escape", withMsgs(`[{"role":"user","content":"\x"}]`), false, false},
 		{"control byte in string", withMsgs("[{\"role\":\"user\",\"content\":\"a\tb\"}]"), false, false},
@@ -301,10 +309,42 @@ func TestRequestFastPathSound(t *testing.T) {
 			if got := schemaAccepts(schema, data); got != tc.valid {
 				t.Fatalf("the table says the schema accepts it: %v; the schema says %v", tc.valid, got)
 			}
-			if got := assertFastPathSound(t, fast, schema, data); got != tc.fast {
+			if got := assertFastPathSound(t, fast, schema, data, true); got != tc.fast {
 				t.Fatalf("fast path takes it: %v, want %v (%.200q)", got, tc.fast, data)
 			}
 		})
+	}
+}
+
+// Every byte in each pattern field: the fast path matches the patterns
+// exactly for plain ASCII (no quote, backslash or control byte, which the
+// raw bytes would not hold as decoded) and never accepts what they refuse.
+func TestRequestFastPathPatternBytes(t *testing.T) {
+	fast, schema := schemaValidators(t)
+	for _, field := range []struct{ key, before, after string }{
+		{"id", "a", "b"},
+		{"tenant", "a", "b"},
+		{"reply_to", "llm.replies.acme.a", "b"},
+		{"model", "v/a", "b"},
+		{"model", "v", "a/b"},
+	} {
+		for c := range 256 {
+			value := field.before + string([]byte{byte(c)}) + field.after
+			id, tenant, extra := "r1", "acme", ""
+			switch field.key {
+			case "id":
+				id = value
+			case "tenant":
+				tenant = value
+			default:
+				extra = `,"` + field.key + `":"` + value + `"`
+			}
+			data := []byte(`{"id":"` + id + `","tenant":"` + tenant + `","messages":[{"role":"user","content":"hi"}]` + extra + `}`)
+			accepted := assertFastPathSound(t, fast, schema, data, true)
+			if plain := c >= 0x20 && c < 0x80 && c != '"' && c != '\\'; plain && accepted != schemaAccepts(schema, data) {
+				t.Errorf("%s with byte %q: fast path takes it: %v, the schema accepts it: %v", field.key, byte(c), accepted, !accepted)
+			}
+		}
 	}
 }
 
@@ -324,19 +364,61 @@ func TestDecodeRequestCommonCaseTakesFastPath(t *testing.T) {
 	}
 }
 
+// withMember builds an object of defaults (in order, but for one named
+// field) and "field":value.
+func withMember(defaults [][2]string, field string, value []byte) string {
+	var b strings.Builder
+	b.WriteByte('{')
+	for _, kv := range defaults {
+		if kv[0] != field {
+			b.WriteString(`"` + kv[0] + `":` + kv[1] + `,`)
+		}
+	}
+	b.WriteString(`"` + field + `":` + string(value) + `}`)
+	return b.String()
+}
+
+// fuzzEnvelopes puts "field":value into each object of an envelope the
+// schema names, so the fuzzer mutates values and keys where the fast path
+// checks them instead of mostly breaking the JSON around them.
+func fuzzEnvelopes(field string, value []byte) []string {
+	head := `{"id":"r1","tenant":"acme","messages":[{"role":"user","content":"hi"}]`
+	return []string{
+		withMember([][2]string{{"id", `"r1"`}, {"tenant", `"acme"`}, {"messages", `[{"role":"user","content":"hi"}]`}}, field, value),
+		`{"id":"r1","tenant":"acme","messages":[` + withMember([][2]string{{"role", `"user"`}, {"content", `"hi"`}}, field, value) + `]}`,
+		head + `,"policy":` + withMember(nil, field, value) + `}`,
+		head + `,"response_format":` + withMember([][2]string{{"type", `"json_schema"`}}, field, value) + `}`,
+		head + `,"response_format":{"type":"json_schema","json_schema":` + withMember(nil, field, value) + `}}`,
+		head + `,"metadata":` + withMember(nil, field, value) + `}`,
+		head + `,"vendor_options":` + withMember(nil, field, value) + `}`,
+	}
+}
+
 func FuzzRequestFastPathSound(f *testing.F) {
 	fast, schema := schemaValidators(f)
 	for _, tc := range fastPathCases() {
 		if len(tc.data) < 4096 {
-			f.Add([]byte(tc.data))
+			f.Add([]byte(tc.data), "user", []byte(`"u"`))
 		}
 	}
 	for _, s := range decodeSeeds() {
 		if len(s) < 4096 {
-			f.Add([]byte(s))
+			f.Add([]byte(s), "id", []byte(`"r1"`))
 		}
 	}
-	f.Fuzz(func(t *testing.T, data []byte) {
-		assertFastPathSound(t, fast, schema, data)
+	for _, m := range [][2]string{
+		{"id", `"r-1_A"`}, {"tenant", `"acme"`}, {"reply_to", `"llm.replies.acme.x"`}, {"model", `"openai/gpt-4o:x@y"`},
+		{"route", `"bench"`}, {"user", `"é"`}, {"max_tokens", `16`}, {"timeout_ms", `30000`}, {"temperature", `0.7`},
+		{"stream", `true`}, {"role", `"user"`}, {"content", `"a\nb"`}, {"quality", `"premium"`}, {"stakes", `"low"`},
+		{"max_latency_ms", `5000`}, {"max_cost_usd", `0.5`}, {"residency", `"eu"`}, {"cache", `false`},
+		{"type", `"text"`}, {"name", `"n"`}, {"schema", `{"type":"object"}`}, {"strict", `true`}, {"openai", `{"seed":7}`},
+	} {
+		f.Add([]byte(`{}`), m[0], []byte(m[1]))
+	}
+	f.Fuzz(func(t *testing.T, data []byte, field string, value []byte) {
+		assertFastPathSound(t, fast, schema, data, false)
+		for _, env := range fuzzEnvelopes(field, value) {
+			assertFastPathSound(t, fast, schema, []byte(env), false)
+		}
 	})
 }
