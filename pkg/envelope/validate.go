@@ -131,8 +131,9 @@ func (v *Validator) DecodeRequest(data []byte) (*Request, error) {
 }
 
 // decodeValidated decodes an envelope the request schema accepted
-// (latencyOverflow: latencyOverflows of the schema's reading). go-json reads it with a fraction of
-// encoding/json's allocations. Where it reads differently, encoding/json
+// (latencyOverflow: latencyOverflows of the schema's reading, or false
+// from the fast path, which takes no overflowing max_latency_ms). go-json
+// reads it with a fraction of encoding/json's allocations. Where it reads differently, encoding/json
 // decodes instead, so every envelope is accepted, refused (with the same
 // message) and read as before (TestDecodeRequestMatchesEncodingJSON,
 // FuzzDecodeRequestMatchesEncodingJSON):
