@@ -119,21 +119,32 @@ func FuzzDecodeRequestMatchesEncodingJSON(f *testing.F) {
 	})
 }
 
+// BenchmarkDecodeRequest: go_json is DecodeRequest as configured (the fast
+// path, then go-json); schema_path sends the envelope through the schema
+// validator as before the fast path; encoding_json is the fast path with
+// encoding/json decoding.
 func BenchmarkDecodeRequest(b *testing.B) {
 	fast, ref := referenceValidator(b)
-	data := []byte(decodeSeeds()["harness envelope"])
-	for _, bc := range []struct {
-		name string
-		v    *Validator
-	}{{"encoding_json", ref}, {"go_json", fast}} {
-		b.Run(bc.name, func(b *testing.B) {
-			b.ReportAllocs()
-			for b.Loop() {
-				if _, err := bc.v.DecodeRequest(data); err != nil {
-					b.Fatal(err)
-				}
+	_, schema := schemaValidators(b)
+	for _, env := range []string{"harness envelope", "every field"} {
+		data := []byte(fastPathCase(b, env).data)
+		for _, bc := range []struct {
+			name string
+			v    *Validator
+		}{{"encoding_json", ref}, {"go_json", fast}, {"schema_path", schema}} {
+			name := bc.name
+			if env != "harness envelope" {
+				name = strings.ReplaceAll(env, " ", "_") + "/" + name
 			}
-		})
+			b.Run(name, func(b *testing.B) {
+				b.ReportAllocs()
+				for b.Loop() {
+					if _, err := bc.v.DecodeRequest(data); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
+		}
 	}
 }
 

@@ -39,6 +39,9 @@ type Validator struct {
 	// unmarshal decodes an envelope the schema accepted: go-json (see
 	// decodeValidated); tests swap in encoding/json as the reference.
 	unmarshal func([]byte, any) error
+	// skipFastPath sends every request through the schema validator:
+	// tests compare the fast path with it.
+	skipFastPath bool
 }
 
 // NewValidator compiles the embedded schemas.
@@ -77,6 +80,11 @@ const MaxNestingDepth = 64
 // DecodeRequest validates and decodes a request envelope. Every failure is
 // an *Invalid carrying a stable code; whenever the envelope's id and tenant
 // can be read, the *Invalid carries them so the client gets an error reply.
+//
+// A common valid envelope takes a fast path: one scan of the bytes that
+// checks the request schema's constraints by hand (requestFastValid), then
+// the decode. Anything it is not sure of goes through the JSON Schema
+// validator as before, so refusals and their messages do not change.
 func (v *Validator) DecodeRequest(data []byte) (*Request, error) {
 	if len(bytes.TrimSpace(data)) == 0 {
 		return nil, &Invalid{Code: CodeInvalidRequest, Message: "empty message: a request envelope is a JSON object with id, tenant and messages"}
@@ -92,17 +100,24 @@ func (v *Validator) DecodeRequest(data []byte) (*Request, error) {
 	if problem := syntaxProblem(data); problem != "" {
 		return refuse(CodeInvalidRequest, problem)
 	}
-	inst, err := jsonschema.UnmarshalJSON(bytes.NewReader(data))
-	if err != nil {
-		return refuse(CodeInvalidRequest, "body is not valid JSON: "+err.Error())
-	}
-	if err := v.request.Validate(inst); err != nil {
-		return refuse(CodeInvalidRequest, describe(err))
-	}
 	var r Request
-	if err := v.decodeValidated(data, inst, &r); err != nil {
-		// The schema accepted it, so this is a schema/type drift: a bug.
-		return refuse(CodeInvalidRequest, "cannot decode: "+err.Error())
+	// The fast path accepts only what the schema accepts (requestFastValid),
+	// and decodes as the schema path does (its max_latency_ms never
+	// overflows); whatever it does not take, or fails to decode, goes the
+	// schema path, which names the problem.
+	if v.skipFastPath || !requestFastValid(data) || v.decodeValidated(data, false, &r) != nil {
+		r = Request{}
+		inst, err := jsonschema.UnmarshalJSON(bytes.NewReader(data))
+		if err != nil {
+			return refuse(CodeInvalidRequest, "body is not valid JSON: "+err.Error())
+		}
+		if err := v.request.Validate(inst); err != nil {
+			return refuse(CodeInvalidRequest, describe(err))
+		}
+		if err := v.decodeValidated(data, latencyOverflows(inst), &r); err != nil {
+			// The schema accepted it, so this is a schema/type drift: a bug.
+			return refuse(CodeInvalidRequest, "cannot decode: "+err.Error())
+		}
 	}
 	if err := ValidReplyTo(r.Tenant, r.ReplyTo); err != nil {
 		return refuse(CodeInvalidRequest, err.Error())
@@ -115,9 +130,10 @@ func (v *Validator) DecodeRequest(data []byte) (*Request, error) {
 	return &r, nil
 }
 
-// decodeValidated decodes an envelope the request schema accepted (inst is
-// the schema's reading of it). go-json reads it with a fraction of
-// encoding/json's allocations. Where it reads differently, encoding/json
+// decodeValidated decodes an envelope the request schema accepted
+// (latencyOverflow: latencyOverflows of the schema's reading, or false
+// from the fast path, which takes no overflowing max_latency_ms). go-json
+// reads it with a fraction of encoding/json's allocations. Where it reads differently, encoding/json
 // decodes instead, so every envelope is accepted, refused (with the same
 // message) and read as before (TestDecodeRequestMatchesEncodingJSON,
 // FuzzDecodeRequestMatchesEncodingJSON):
@@ -129,8 +145,8 @@ func (v *Validator) DecodeRequest(data []byte) (*Request, error) {
 // The other difference (go-json ignores a key whose case differs from the
 // tag, encoding/json matches it) cannot reach it: the schema refuses every
 // key it does not name, at every level the struct decodes.
-func (v *Validator) decodeValidated(data []byte, inst any, r *Request) error {
-	if utf8.Valid(data) && !latencyOverflows(inst) && v.unmarshal(data, r) == nil {
+func (v *Validator) decodeValidated(data []byte, latencyOverflow bool, r *Request) error {
+	if utf8.Valid(data) && !latencyOverflow && v.unmarshal(data, r) == nil {
 		return nil
 	}
 	*r = Request{}

@@ -1,0 +1,429 @@
+package envelope
+
+import (
+	"bytes"
+	"strings"
+	"unicode/utf8"
+)
+
+// requestFastValid reports whether data is a request envelope that
+// schemas/request.schema.json certainly accepts, in one scan of the bytes
+// without building a document. It answers false ("don't know") for
+// anything it does not check exactly; DecodeRequest then runs the schema
+// validator, whose refusal message stays the one clients see. So it may be
+// strict where the schema is not, never lenient (TestRequestFastPathSound,
+// FuzzRequestFastPathSound):
+//   - a key at a level the schema names (envelope, message, response_format,
+//     json_schema, policy) is compared raw: an escaped, unknown or repeated
+//     key is "don't know" (the schema reads the last of repeated keys);
+//   - a pattern field (id, tenant, reply_to, model) is matched on its raw
+//     bytes, so an escape or a byte above ASCII is "don't know";
+//   - a maxLength counts the raw string's code points, never fewer than
+//     the decoded string has (an escape yields one code point, a surrogate
+//     pair one for two escapes, an invalid byte one U+FFFD);
+//   - an integer is plain digits (no 1.0, no 1e2), a number has no exponent
+//     and no sign, and bounds are checked on the digits, not a float64;
+//   - null is no string, number, object or boolean here, as in the schema.
+//
+// Keys of metadata and vendor_options are free: repeated ones leave fewer
+// decoded keys than counted, and every value is checked.
+func requestFastValid(d []byte) bool {
+	const (
+		fID = 1 << iota
+		fTenant
+		fMessages
+		fUser
+		fEndpointTag
+		fPromptVersion
+		fEnvironment
+		fReplyTo
+		fRoute
+		fModel
+		fMaxTokens
+		fTemperature
+		fResponseFormat
+		fPolicy
+		fTimeoutMS
+		fMetadata
+		fVendorOptions
+		fStream
+		required = fID | fTenant | fMessages
+	)
+	var seen uint32
+	end, ok := eachMember(d, skipSpace(d, 0), func(key []byte, i int) (int, bool) {
+		var bit uint32
+		end, ok := i, false
+		switch string(key) {
+		case "id":
+			bit = fID
+			end, ok = plainString(d, i, subjectTokenBytes)
+		case "tenant":
+			bit = fTenant
+			end, ok = plainString(d, i, func(s []byte) bool { return len(s) <= 64 && subjectTokenBytes(s) })
+		case "messages":
+			bit = fMessages
+			end, ok = fastMessages(d, i)
+		case "user":
+			bit = fUser
+			end, ok = shortString(d, i, 256)
+		case "endpoint_tag":
+			bit = fEndpointTag
+			end, ok = shortString(d, i, 128)
+		case "prompt_version":
+			bit = fPromptVersion
+			end, ok = shortString(d, i, 128)
+		case "environment":
+			bit = fEnvironment
+			end, ok = shortString(d, i, 64)
+		case "reply_to":
+			bit = fReplyTo
+			end, ok = plainString(d, i, func(s []byte) bool { return len(s) <= 255 && subjectTokensBytes(s) })
+		case "route":
+			bit = fRoute
+			end, ok = shortString(d, i, 64)
+		case "model":
+			bit = fModel
+			end, ok = plainString(d, i, modelPattern)
+		case "max_tokens":
+			bit = fMaxTokens
+			end, ok = plainInteger(d, i, 65536)
+		case "temperature":
+			bit = fTemperature
+			end, ok = fastTemperature(d, i)
+		case "response_format":
+			bit = fResponseFormat
+			end, ok = fastResponseFormat(d, i)
+		case "policy":
+			bit = fPolicy
+			end, ok = fastPolicy(d, i)
+		case "timeout_ms":
+			bit = fTimeoutMS
+			end, ok = plainInteger(d, i, 600000)
+		case "metadata":
+			bit = fMetadata
+			n := 0
+			end, ok = eachMember(d, i, func(_ []byte, j int) (int, bool) {
+				n++
+				return anyString(d, j)
+			})
+			ok = ok && n <= 64
+		case "vendor_options":
+			bit = fVendorOptions
+			end, ok = eachMember(d, i, func(_ []byte, j int) (int, bool) { return anyObject(d, j) })
+		case "stream":
+			bit = fStream
+			end, ok = boolean(d, i)
+		}
+		return end, ok && firstTime(&seen, bit)
+	})
+	// Only space may follow the object, as for the schema's decoder.
+	return ok && skipSpace(d, end) == len(d) && seen&required == required
+}
+
+// firstTime marks bit as seen; it is false for an unknown key (bit 0) and
+// for a repeated one.
+func firstTime(seen *uint32, bit uint32) bool {
+	if bit == 0 || *seen&bit != 0 {
+		return false
+	}
+	*seen |= bit
+	return true
+}
+
+// fastMessages checks messages: 1 to 256 objects of exactly role (an enum)
+// and content (a string).
+func fastMessages(d []byte, i int) (int, bool) {
+	if i >= len(d) || d[i] != '[' {
+		return i, false
+	}
+	for n := 1; n <= 256; n++ {
+		var seen uint32
+		end, ok := eachMember(d, skipSpace(d, i+1), func(key []byte, j int) (int, bool) {
+			var bit uint32
+			end, ok := j, false
+			switch string(key) {
+			case "role":
+				bit = 1
+				end, ok = enumString(d, j, "system", "user", "assistant")
+			case "content":
+				bit = 2
+				end, ok = anyString(d, j)
+			}
+			return end, ok && firstTime(&seen, bit)
+		})
+		if !ok || seen != 3 {
+			return end, false
+		}
+		if i = skipSpace(d, end); i >= len(d) {
+			return i, false
+		}
+		switch d[i] {
+		case ']':
+			return i + 1, true
+		case ',':
+		default:
+			return i, false
+		}
+	}
+	return i, false // more than 256 (or an empty array, which eachMember refused)
+}
+
+func fastResponseFormat(d []byte, i int) (int, bool) {
+	var seen uint32
+	end, ok := eachMember(d, i, func(key []byte, j int) (int, bool) {
+		var bit uint32
+		end, ok := j, false
+		switch string(key) {
+		case "type":
+			bit = 1
+			end, ok = enumString(d, j, "text", "json_object", "json_schema")
+		case "json_schema":
+			bit = 2
+			var inner uint32
+			end, ok = eachMember(d, j, func(key []byte, k int) (int, bool) {
+				var bit uint32
+				end, ok := k, false
+				switch string(key) {
+				case "name":
+					bit = 1
+					end, ok = anyString(d, k)
+				case "schema":
+					bit = 2
+					end, ok = anyObject(d, k)
+				case "strict":
+					bit = 4
+					end, ok = boolean(d, k)
+				}
+				return end, ok && firstTime(&inner, bit)
+			})
+		}
+		return end, ok && firstTime(&seen, bit)
+	})
+	return end, ok && seen&1 != 0 // type is required
+}
+
+func fastPolicy(d []byte, i int) (int, bool) {
+	var seen uint32
+	return eachMember(d, i, func(key []byte, j int) (int, bool) {
+		var bit uint32
+		end, ok := j, false
+		switch string(key) {
+		case "quality":
+			bit = 1
+			end, ok = enumString(d, j, "economy", "standard", "premium")
+		case "stakes":
+			bit = 2
+			end, ok = enumString(d, j, "low", "medium", "high")
+		case "max_latency_ms":
+			// No upper bound in the schema; 18 digits keep it inside
+			// int64, so the decode needs no overflow fallback.
+			bit = 4
+			end, ok = plainInteger(d, j, 999_999_999_999_999_999)
+		case "max_cost_usd":
+			bit = 8
+			end, ok = fastPositive(d, j)
+		case "residency":
+			bit = 16
+			end, ok = shortString(d, j, 16)
+		case "cache":
+			bit = 32
+			end, ok = boolean(d, j)
+		}
+		return end, ok && firstTime(&seen, bit)
+	})
+}
+
+// eachMember walks the object starting at d[i] and calls value with each
+// raw key (between its quotes, escapes kept) and the index of its value;
+// value checks the value and returns the index after it. It returns the
+// index after the object.
+func eachMember(d []byte, i int, value func(key []byte, j int) (int, bool)) (int, bool) {
+	if i >= len(d) || d[i] != '{' {
+		return i, false
+	}
+	if i = skipSpace(d, i+1); i < len(d) && d[i] == '}' {
+		return i + 1, true
+	}
+	for {
+		if i >= len(d) || d[i] != '"' {
+			return i, false
+		}
+		end, _, _, ok := scanString(d, i)
+		if !ok {
+			return end, false
+		}
+		key := d[i+1 : end-1]
+		if i = skipSpace(d, end); i >= len(d) || d[i] != ':' {
+			return i, false
+		}
+		if i, ok = value(key, skipSpace(d, i+1)); !ok {
+			return i, false
+		}
+		if i = skipSpace(d, i); i >= len(d) {
+			return i, false
+		}
+		switch d[i] {
+		case '}':
+			return i + 1, true
+		case ',':
+			i = skipSpace(d, i+1)
+		default:
+			return i, false
+		}
+	}
+}
+
+// stringAt checks the JSON string at d[i] and returns its raw content.
+func stringAt(d []byte, i int) (raw []byte, end int, escaped, high, ok bool) {
+	if i >= len(d) || d[i] != '"' {
+		return nil, i, false, false, false
+	}
+	end, escaped, high, ok = scanString(d, i)
+	if !ok {
+		return nil, end, false, false, false
+	}
+	return d[i+1 : end-1], end, escaped, high, true
+}
+
+func anyString(d []byte, i int) (int, bool) {
+	_, end, _, _, ok := stringAt(d, i)
+	return end, ok
+}
+
+// plainString accepts a string whose raw bytes valid accepts. Every valid
+// here allows only ASCII token bytes: a backslash or a byte above ASCII
+// fails it, so the raw bytes are the decoded value the pattern is for.
+func plainString(d []byte, i int, valid func([]byte) bool) (int, bool) {
+	raw, end, _, _, ok := stringAt(d, i)
+	return end, ok && valid(raw)
+}
+
+// shortString accepts a string of at most max code points, counted on the
+// raw bytes (never fewer than the decoded value holds).
+func shortString(d []byte, i, max int) (int, bool) {
+	raw, end, _, high, ok := stringAt(d, i)
+	if !ok {
+		return end, false
+	}
+	if !high {
+		return end, len(raw) <= max
+	}
+	return end, utf8.RuneCount(raw) <= max
+}
+
+// enumString accepts one of options written without escapes.
+func enumString(d []byte, i int, options ...string) (int, bool) {
+	raw, end, _, _, ok := stringAt(d, i)
+	if !ok {
+		return end, false
+	}
+	for _, o := range options {
+		if string(raw) == o {
+			return end, true
+		}
+	}
+	return end, false
+}
+
+func boolean(d []byte, i int) (int, bool) {
+	switch {
+	case bytes.HasPrefix(d[i:], litTrue):
+		return i + len(litTrue), true
+	case bytes.HasPrefix(d[i:], litFalse):
+		return i + len(litFalse), true
+	}
+	return i, false
+}
+
+// anyObject accepts any well-formed object (numbers of any size, as the
+// schema's decoder reads them with UseNumber).
+func anyObject(d []byte, i int) (int, bool) {
+	if i >= len(d) || d[i] != '{' {
+		return i, false
+	}
+	return skipValue(d, i, false)
+}
+
+// number returns the raw JSON number at d[i].
+func number(d []byte, i int) ([]byte, int, bool) {
+	if i >= len(d) || !(d[i] == '-' || d[i] >= '0' && d[i] <= '9') {
+		return nil, i, false
+	}
+	end, ok := scanNumber(d, i, false)
+	return d[i:end], end, ok
+}
+
+// plainInteger accepts an integer written as plain digits from 1 to max.
+func plainInteger(d []byte, i int, max int64) (int, bool) {
+	raw, end, ok := number(d, i)
+	if !ok || len(raw) > 18 || raw[0] == '0' {
+		return end, false
+	}
+	var n int64
+	for _, c := range raw {
+		if c < '0' || c > '9' {
+			return end, false // a sign, a fraction or an exponent
+		}
+		n = n*10 + int64(c-'0')
+	}
+	return end, n <= max
+}
+
+// fastTemperature accepts a number from 0 to 2 written without sign or
+// exponent: an integer part of 0 or 1, or 2 with only zeros after it.
+func fastTemperature(d []byte, i int) (int, bool) {
+	raw, end, ok := number(d, i)
+	if !ok || bytes.ContainsAny(raw, "-eE") {
+		return end, false
+	}
+	switch raw[0] {
+	case '0', '1':
+		return end, len(raw) == 1 || raw[1] == '.'
+	case '2':
+		return end, len(raw) == 1 || raw[1] == '.' && len(bytes.Trim(raw[2:], "0")) == 0
+	}
+	return end, false
+}
+
+// fastPositive accepts a number above 0 written without sign or exponent,
+// short enough to stay far from float64's limits.
+func fastPositive(d []byte, i int) (int, bool) {
+	raw, end, ok := number(d, i)
+	if !ok || len(raw) > 32 || bytes.ContainsAny(raw, "-eE") {
+		return end, false
+	}
+	return end, bytes.ContainsAny(raw, "123456789")
+}
+
+// subjectTokensBytes matches reply_to's pattern ^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$.
+func subjectTokensBytes(s []byte) bool {
+	for {
+		tok, rest, more := bytes.Cut(s, []byte{'.'})
+		if len(tok) == 0 || !tokenBytes(tok, "") {
+			return false
+		}
+		if !more {
+			return true
+		}
+		s = rest
+	}
+}
+
+// modelPattern matches model's pattern ^[A-Za-z0-9_.-]+/[A-Za-z0-9_.:/@-]+$
+// and its maxLength 160: the first part holds no slash, so it ends at the
+// first one.
+func modelPattern(s []byte) bool {
+	vendor, name, found := bytes.Cut(s, []byte{'/'})
+	return found && len(s) <= 160 && len(vendor) > 0 && len(name) > 0 &&
+		tokenBytes(vendor, ".") && tokenBytes(name, ".:/@")
+}
+
+// tokenBytes reports whether every byte of s is in [A-Za-z0-9_-] or extra.
+func tokenBytes(s []byte, extra string) bool {
+	for _, c := range s {
+		if !(c == '-' || c == '_' || c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || strings.IndexByte(extra, c) >= 0) {
+			return false
+		}
+	}
+	return true
+}
