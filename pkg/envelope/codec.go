@@ -8,8 +8,8 @@ import (
 // after intake (router, executor, gate each decode the envelope once per
 // message): go-json decodes it with a fraction of encoding/json's CPU
 // (BenchmarkUnmarshalWork) and reads every envelope the stages write as
-// encoding/json does (TestUnmarshalWorkMatchesEncodingJSON); unlike it, it
-// ignores a key whose case differs from the tag, which no stage writes.
+// encoding/json does (TestUnmarshalWorkMatchesEncodingJSON), mis-cased
+// keys and invalid UTF-8 included (since go-json v0.12).
 func UnmarshalWork(data []byte, w *Work) error {
 	return UnmarshalInternal(data, w)
 }

@@ -45,8 +45,7 @@ func sampleWork() *envelope.Work {
 
 // UnmarshalWork must read every envelope the stages write exactly as
 // encoding/json does: a full envelope, a minimal one, nulls, unknown fields
-// (a newer stage's), escapes. (Keys must match their tags exactly, as the
-// stages write them: go-json, unlike encoding/json, ignores a mis-cased key.)
+// (a newer stage's), escapes, mis-cased keys, invalid UTF-8.
 func TestUnmarshalWorkMatchesEncodingJSON(t *testing.T) {
 	full, err := json.Marshal(sampleWork())
 	if err != nil {
@@ -61,6 +60,8 @@ func TestUnmarshalWorkMatchesEncodingJSON(t *testing.T) {
 		{"nulls", `{"key":"k","request":{"id":"i","tenant":"t","messages":null,"temperature":null},"chain":null,"budget":null,"current":null}`},
 		{"unknown fields", `{"key":"k","future":{"a":[1,2,{"b":null}]},"request":{"id":"i","tenant":"t","x":1.5e3}}`},
 		{"escapes", `{"key":"k\u00e9\ud83d\ude00","request":{"id":"i","tenant":"t","messages":[{"role":"user","content":"a\"b\\c\/d\n"}]}}`},
+		{"mis-cased keys", `{"KEY":"k","Route":"r","request":{"ID":"i","tenant":"t"}}`},
+		{"invalid UTF-8", "{\"key\":\"k\xff\xfe\",\"request\":{\"id\":\"i\",\"tenant\":\"t\"}}"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -138,13 +138,11 @@ func (v *Validator) DecodeRequest(data []byte) (*Request, error) {
 // message) and read as before (TestDecodeRequestMatchesEncodingJSON,
 // FuzzDecodeRequestMatchesEncodingJSON):
 //   - go-json refuses: encoding/json's error names the problem as it did;
-//   - invalid UTF-8: go-json keeps the bytes, encoding/json writes U+FFFD;
+//   - invalid UTF-8 (go-json before v0.12 kept the bytes where
+//     encoding/json writes U+FFFD; v0.12 writes U+FFFD too, and the check
+//     stays as a guard that costs one scan);
 //   - an integer past int64 in policy.max_latency_ms (the one integer the
 //     schema does not bound): go-json wraps it, encoding/json refuses it.
-//
-// The other difference (go-json ignores a key whose case differs from the
-// tag, encoding/json matches it) cannot reach it: the schema refuses every
-// key it does not name, at every level the struct decodes.
 func (v *Validator) decodeValidated(data []byte, latencyOverflow bool, r *Request) error {
 	if utf8.Valid(data) && !latencyOverflow && v.unmarshal(data, r) == nil {
 		return nil
