@@ -5,11 +5,11 @@ import (
 	"fmt"
 	"reflect"
 	"strings"
-	"syscall"
 	"testing"
-	"time"
 
 	"github.com/santhosh-tekuri/jsonschema/v6"
+
+	"github.com/switchyard-llm/switchyard/pkg/cpuratio"
 )
 
 // schemaValidators returns a validator with the fast path and one that
@@ -381,43 +381,25 @@ func TestDecodeRequestCommonCaseTakesFastPath(t *testing.T) {
 // machine load, which slows both sides alike, does not.
 const maxDecodeRequestCPURatio = 0.4
 
-// processCPU is the CPU time this process has used (user + system):
-// unlike wall time, it does not grow while other processes hold the CPU.
-func processCPU(t *testing.T) time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		t.Fatal(err)
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
-
 // Validating the request was the intake's largest item of CPU
 // (docs/performance.md): the fast path must stay well under the schema path.
 func TestDecodeRequestCPUAgainstSchemaPath(t *testing.T) {
+	if cpuratio.RaceDetector {
+		t.Skip("CPU ratios are measured without the race detector (scripts/test.sh runs them so)")
+	}
 	fast, schema := schemaValidators(t)
 	data := []byte(fastPathCase(t, "harness envelope").data)
 	const n = 2000
-	run := func(v *Validator) time.Duration {
-		start := processCPU(t)
-		for range n {
-			if _, err := v.DecodeRequest(data); err != nil {
-				t.Fatal(err)
+	run := func(v *Validator) func() {
+		return func() {
+			for range n {
+				if _, err := v.DecodeRequest(data); err != nil {
+					t.Fatal(err)
+				}
 			}
 		}
-		return processCPU(t) - start
 	}
-	// Interleaved rounds, the best of each side: a burst of other work in
-	// this process (GC of the other side's garbage) hits both alike.
-	var base, cur time.Duration
-	for range 5 {
-		if d := run(schema); base == 0 || d < base {
-			base = d
-		}
-		if d := run(fast); cur == 0 || d < cur {
-			cur = d
-		}
-	}
-	ratio := float64(cur) / float64(base)
+	base, cur, ratio := cpuratio.Compare(5, run(schema), run(fast))
 	t.Logf("CPU per request: schema path %v, DecodeRequest %v, ratio %.2f (bound %.2f)", base/n, cur/n, ratio, maxDecodeRequestCPURatio)
 	if ratio > maxDecodeRequestCPURatio {
 		t.Fatalf("DecodeRequest uses %.2f of the schema path's CPU, bound %.2f", ratio, maxDecodeRequestCPURatio)

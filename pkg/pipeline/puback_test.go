@@ -3,12 +3,12 @@ package pipeline
 import (
 	"encoding/json"
 	"errors"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/switchyard-llm/switchyard/pkg/cpuratio"
 	"github.com/switchyard-llm/switchyard/pkg/natsx"
 )
 
@@ -63,6 +63,9 @@ func TestCheckPubAckMatchesJetStream(t *testing.T) {
 const maxAckCPURatio = 0.3
 
 func TestCheckPubAckCPUAgainstBaseline(t *testing.T) {
+	if cpuratio.RaceDetector {
+		t.Skip("CPU ratios are measured without the race detector (scripts/test.sh runs them so)")
+	}
 	ack := []byte(`{"stream":"LLM_PIPELINE","seq":1234567}`)
 	const n = 20000
 	baseline := func() {
@@ -83,27 +86,7 @@ func TestCheckPubAckCPUAgainstBaseline(t *testing.T) {
 			}
 		}
 	}
-	cpu := func() time.Duration {
-		var ru syscall.Rusage
-		if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-			t.Fatal(err)
-		}
-		return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-	}
-	measure := func(f func()) time.Duration {
-		start := cpu()
-		f()
-		return cpu() - start
-	}
-	var base, cur time.Duration
-	for range 5 { // interleaved, best of each
-		if b := measure(baseline); base == 0 || b < base {
-			base = b
-		}
-		if c := measure(current); cur == 0 || c < cur {
-			cur = c
-		}
-	}
+	base, cur, _ := cpuratio.Compare(5, baseline, current)
 	cur = max(cur, time.Microsecond) // a clock tick may round it to 0
 	ratio := float64(cur) / float64(base)
 	t.Logf("CPU per ack: encoding/json %v, checkPubAck %v, ratio %.3f (bound %.2f)", base/n, cur/n, ratio, maxAckCPURatio)

@@ -7,7 +7,6 @@ import (
 	"io"
 	"net/http"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -15,6 +14,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/switchyard-llm/switchyard/pkg/apikey"
+	"github.com/switchyard-llm/switchyard/pkg/cpuratio"
 	"github.com/switchyard-llm/switchyard/pkg/envelope"
 	"github.com/switchyard-llm/switchyard/pkg/natsx"
 	"github.com/switchyard-llm/switchyard/pkg/policy"
@@ -60,7 +60,7 @@ func BenchmarkEdgeOverhead(b *testing.B) {
 				call()
 			}
 			b.ReportAllocs()
-			cpu0 := processCPU()
+			cpu0 := cpuratio.ProcessCPU()
 			b.ResetTimer()
 			for range b.N {
 				call()
@@ -69,16 +69,9 @@ func BenchmarkEdgeOverhead(b *testing.B) {
 			// CPU time of the whole process (client, edge, NATS server,
 			// stub) per request: less at the mercy of a busy machine than
 			// wall time, which waits for the CPU others hold.
-			b.ReportMetric(float64(processCPU()-cpu0)/float64(b.N), "cpu-ns/op")
+			b.ReportMetric(float64(cpuratio.ProcessCPU()-cpu0)/float64(b.N), "cpu-ns/op")
 		})
 	}
-}
-
-// processCPU is the CPU time (user + system) the process has used.
-func processCPU() time.Duration {
-	var ru syscall.Rusage
-	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // startBenchEdge serves an edge on an embedded NATS server with a stub
