@@ -320,7 +320,8 @@ func DecodeResponse(body []byte) (*provider.Response, error) {
 //     first: go-json skips unknown fields without checking them);
 //   - go-json refuses (its messages differ, and it refuses 1.0 for an int
 //     where encoding/json names the field);
-//   - invalid UTF-8 (go-json keeps the bytes, encoding/json writes U+FFFD);
+//   - invalid UTF-8 (go-json before v0.12 kept the bytes where encoding/json
+//     writes U+FFFD; the check stays as a guard that costs one scan);
 //   - a body holding the two non-ASCII runes that fold to ASCII letters
 //     (U+212A Kelvin sign, U+017F long s), raw or escaped: encoding/json
 //     matches "prompt_to\u212aens" to prompt_tokens, go-json does not (both
