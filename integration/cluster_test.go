@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -133,7 +132,7 @@ func startNATSCluster(t *testing.T, bin string, size, cutOff int) *natsCluster {
 	c := &natsCluster{t: t, bin: bin, data: t.TempDir()}
 	confDir := natsConfDir(t, c.data)
 	for i := range size {
-		port := func() string { _, p, _ := net.SplitHostPort(freeAddr(t)); return p }
+		port := func() string { return fixedPort(t) }
 		conf := filepath.Join(confDir, fmt.Sprintf("nats-%d.conf", i+1))
 		if size == 1 {
 			conf = filepath.Join(confDir, "standalone.conf")
@@ -629,8 +628,7 @@ func (c *natsCluster) startLeaf() string {
 	if err := os.WriteFile(file, []byte(text), 0o600); err != nil {
 		c.t.Fatal(err)
 	}
-	_, client, _ := net.SplitHostPort(freeAddr(c.t))
-	_, httpPt, _ := net.SplitHostPort(freeAddr(c.t))
+	client, httpPt := fixedPort(c.t), fixedPort(c.t)
 	cmd := exec.Command(c.bin, "-c", file, "-p", client, "-m", httpPt)
 	logFile := filepath.Join(c.t.TempDir(), "leaf.log")
 	out, err := os.Create(logFile)
@@ -744,7 +742,7 @@ func startClusterRun(t *testing.T, o clusterOpts) *clusterRun {
 	// Each process on its own first node; the two executors on different
 	// ones (or the second at the remote site).
 	for i, p := range services {
-		sp := &svcProc{name: fmt.Sprintf("%s[%d]", p.bin, i), bin: filepath.Join(bins, p.bin), httpAddr: freeAddr(t), node: i % size}
+		sp := &svcProc{name: fmt.Sprintf("%s[%d]", p.bin, i), bin: filepath.Join(bins, p.bin), httpAddr: "127.0.0.1:" + fixedPort(t), node: i % size}
 		urls := r.cl.urls(sp.node)
 		if o.remoteExecutor && i == 4 {
 			sp.name, sp.node, urls = "executor[4]@leaf", -1, leafURL

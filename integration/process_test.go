@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -11,6 +12,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -127,6 +129,48 @@ func freeAddr(t *testing.T) string {
 	}
 	defer ln.Close()
 	return ln.Addr().String()
+}
+
+// fixedPorts are the ports fixedPort handed out in this test binary.
+var fixedPorts = struct {
+	sync.Mutex
+	given map[int]bool
+}{given: map[int]bool{}}
+
+// fixedPort is a free loopback port below the kernel's ephemeral range,
+// for a process that binds it after this returns, or binds it again after a
+// restart (the cluster's nodes). A port from freeAddr is in the ephemeral
+// range, where any outgoing connection of any process may take it as its
+// local port in the meantime: a cluster node failed to start in CI with
+// "bind: address already in use" on its route port, and the test went on
+// with two nodes.
+func fixedPort(t *testing.T) string {
+	t.Helper()
+	low := 32768 // Linux's default start of ip_local_port_range
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		if f := strings.Fields(string(b)); len(f) == 2 {
+			if n, err := strconv.Atoi(f[0]); err == nil && n > 11000 {
+				low = n
+			}
+		}
+	}
+	fixedPorts.Lock()
+	defer fixedPorts.Unlock()
+	for range 1000 {
+		p := 10000 + rand.IntN(low-10000)
+		if fixedPorts.given[p] {
+			continue
+		}
+		ln, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(p))
+		if err != nil {
+			continue
+		}
+		_ = ln.Close()
+		fixedPorts.given[p] = true
+		return strconv.Itoa(p)
+	}
+	t.Fatal("no free port below the ephemeral range")
+	return ""
 }
 
 func httpOK(url string) bool {

@@ -136,9 +136,10 @@ func fastMessages(d []byte, i int) (int, bool) {
 	if i >= len(d) || d[i] != '[' {
 		return i, false
 	}
+	i = skipSpace(d, i+1)
 	for n := 1; n <= 256; n++ {
 		var seen uint32
-		end, ok := eachMember(d, skipSpace(d, i+1), func(key []byte, j int) (int, bool) {
+		end, ok := eachMember(d, i, func(key []byte, j int) (int, bool) {
 			var bit uint32
 			end, ok := j, false
 			switch string(key) {
@@ -154,15 +155,9 @@ func fastMessages(d []byte, i int) (int, bool) {
 		if !ok || seen != 3 {
 			return end, false
 		}
-		if i = skipSpace(d, end); i >= len(d) {
-			return i, false
-		}
-		switch d[i] {
-		case ']':
-			return i + 1, true
-		case ',':
-		default:
-			return i, false
+		var done bool
+		if i, done, ok = afterElement(d, end, ']'); !ok || done {
+			return i, ok
 		}
 	}
 	return i, false // more than 256 (or an empty array, which eachMember refused)
@@ -259,18 +254,27 @@ func eachMember(d []byte, i int, value func(key []byte, j int) (int, bool)) (int
 		if i, ok = value(key, skipSpace(d, i+1)); !ok {
 			return i, false
 		}
-		if i = skipSpace(d, i); i >= len(d) {
-			return i, false
-		}
-		switch d[i] {
-		case '}':
-			return i + 1, true
-		case ',':
-			i = skipSpace(d, i+1)
-		default:
-			return i, false
+		var done bool
+		if i, done, ok = afterElement(d, i, '}'); !ok || done {
+			return i, ok
 		}
 	}
+}
+
+// afterElement reads what follows an element of an array or object that
+// ends at end: close ends the container (done, the index after it); a
+// comma means another element, at the index returned.
+func afterElement(d []byte, end int, close byte) (i int, done, ok bool) {
+	if i = skipSpace(d, end); i >= len(d) {
+		return i, false, false
+	}
+	switch d[i] {
+	case close:
+		return i + 1, true, true
+	case ',':
+		return skipSpace(d, i+1), false, true
+	}
+	return i, false, false
 }
 
 // stringAt checks the JSON string at d[i] and returns its raw content.
