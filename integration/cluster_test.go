@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -208,6 +209,13 @@ func startNATSCluster(t *testing.T, bin string, size, cutOff int) *natsCluster {
 		}
 		return false
 	})
+	// A node that could not start exits with a fatal line (a port taken):
+	// say so here, not as a timeout of whatever needs it later.
+	for _, n := range c.nodes {
+		if out, _ := os.ReadFile(n.log); bytes.Contains(out, []byte("[FTL]")) {
+			t.Fatalf("%s did not start:\n%s", n.name, out[bytes.Index(out, []byte("[FTL]")):])
+		}
+	}
 	// Authentication is on: a connection without credentials is refused.
 	if nc, err := nats.Connect(c.urls(0), nats.NoReconnect()); err == nil || !natsx.IsAuthError(err) {
 		if nc != nil {
