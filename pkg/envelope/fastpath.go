@@ -28,102 +28,138 @@ import (
 // Keys of metadata and vendor_options are free: repeated ones leave fewer
 // decoded keys than counted, and every value is checked.
 func requestFastValid(d []byte) bool {
-	const (
-		fID = 1 << iota
-		fTenant
-		fMessages
-		fUser
-		fEndpointTag
-		fPromptVersion
-		fEnvironment
-		fReplyTo
-		fRoute
-		fModel
-		fMaxTokens
-		fTemperature
-		fResponseFormat
-		fPolicy
-		fTimeoutMS
-		fMetadata
-		fVendorOptions
-		fStream
-		required = fID | fTenant | fMessages
-	)
-	var seen uint32
-	end, ok := eachMember(d, skipSpace(d, 0), func(key []byte, i int) (int, bool) {
-		var bit uint32
-		end, ok := i, false
-		switch string(key) {
-		case "id":
-			bit = fID
-			end, ok = plainString(d, i, subjectTokenBytes)
-		case "tenant":
-			bit = fTenant
-			end, ok = plainString(d, i, func(s []byte) bool { return len(s) <= 64 && subjectTokenBytes(s) })
-		case "messages":
-			bit = fMessages
-			end, ok = fastMessages(d, i)
-		case "user":
-			bit = fUser
-			end, ok = shortString(d, i, 256)
-		case "endpoint_tag":
-			bit = fEndpointTag
-			end, ok = shortString(d, i, 128)
-		case "prompt_version":
-			bit = fPromptVersion
-			end, ok = shortString(d, i, 128)
-		case "environment":
-			bit = fEnvironment
-			end, ok = shortString(d, i, 64)
-		case "reply_to":
-			bit = fReplyTo
-			end, ok = plainString(d, i, func(s []byte) bool { return len(s) <= 255 && subjectTokensBytes(s) })
-		case "route":
-			bit = fRoute
-			end, ok = shortString(d, i, 64)
-		case "model":
-			bit = fModel
-			end, ok = plainString(d, i, modelPattern)
-		case "max_tokens":
-			bit = fMaxTokens
-			end, ok = plainInteger(d, i, 65536)
-		case "temperature":
-			bit = fTemperature
-			end, ok = fastTemperature(d, i)
-		case "response_format":
-			bit = fResponseFormat
-			end, ok = fastResponseFormat(d, i)
-		case "policy":
-			bit = fPolicy
-			end, ok = fastPolicy(d, i)
-		case "timeout_ms":
-			bit = fTimeoutMS
-			end, ok = plainInteger(d, i, 600000)
-		case "metadata":
-			bit = fMetadata
-			n := 0
-			end, ok = eachMember(d, i, func(_ []byte, j int) (int, bool) {
-				n++
-				return anyString(d, j)
-			})
-			ok = ok && n <= 64
-		case "vendor_options":
-			bit = fVendorOptions
-			end, ok = eachMember(d, i, func(_ []byte, j int) (int, bool) { return anyObject(d, j) })
-		case "stream":
-			bit = fStream
-			end, ok = boolean(d, i)
-		}
-		return end, ok && firstTime(&seen, bit)
-	})
+	end, seen, ok := requestMembers.check(d, skipSpace(d, 0))
 	// Only space may follow the object, as for the schema's decoder.
-	return ok && skipSpace(d, end) == len(d) && seen&required == required
+	return ok && skipSpace(d, end) == len(d) && seen&requestRequired == requestRequired
 }
 
-// firstTime marks bit as seen; it is false for an unknown key (bit 0) and
-// for a repeated one.
+// valueCheck checks the value at d[i] and returns the index after it.
+type valueCheck func(d []byte, i int) (int, bool)
+
+// member is one key an object may hold: its bit in the set of keys seen
+// and the check of its value.
+type member struct {
+	bit   uint32
+	value valueCheck
+}
+
+// members are the keys an object may hold (additionalProperties false).
+type members map[string]member
+
+// check checks the object at d[i]: every key one of m's, written without
+// escapes and at most once, each value passing its check. It returns the
+// index after the object and the bits of the keys it held.
+func (m members) check(d []byte, i int) (end int, seen uint32, ok bool) {
+	end, ok = eachMember(d, i, func(key []byte, j int) (int, bool) {
+		k, known := m[string(key)]
+		if !known {
+			return j, false
+		}
+		end, ok := k.value(d, j)
+		return end, ok && firstTime(&seen, k.bit)
+	})
+	return end, seen, ok
+}
+
+// The objects of schemas/request.schema.json, key by key.
+var (
+	requestMembers = members{
+		"id":             {1 << 0, pattern(subjectTokenBytes)},
+		"tenant":         {1 << 1, pattern(tenantPattern)},
+		"messages":       {1 << 2, fastMessages},
+		"user":           {1 << 3, maxLength(256)},
+		"endpoint_tag":   {1 << 4, maxLength(128)},
+		"prompt_version": {1 << 5, maxLength(128)},
+		"environment":    {1 << 6, maxLength(64)},
+		"reply_to":       {1 << 7, pattern(replyToPattern)},
+		"route":          {1 << 8, maxLength(64)},
+		"model":          {1 << 9, pattern(modelPattern)},
+		"max_tokens":     {1 << 10, integerUpTo(65536)},
+		"temperature":    {1 << 11, fastTemperature},
+		"response_format": {1 << 12, func(d []byte, i int) (int, bool) {
+			end, seen, ok := responseFormatMembers.check(d, i)
+			return end, ok && seen&1 != 0 // type is required
+		}},
+		"policy":         {1 << 13, objectOf(policyMembers)},
+		"timeout_ms":     {1 << 14, integerUpTo(600000)},
+		"metadata":       {1 << 15, fastMetadata},
+		"vendor_options": {1 << 16, fastVendorOptions},
+		"stream":         {1 << 17, boolean},
+	}
+	requestRequired = requestMembers["id"].bit | requestMembers["tenant"].bit | requestMembers["messages"].bit
+
+	messageMembers = members{
+		"role":    {1 << 0, enumOf("system", "user", "assistant")},
+		"content": {1 << 1, anyString},
+	}
+	responseFormatMembers = members{
+		"type":        {1 << 0, enumOf("text", "json_object", "json_schema")},
+		"json_schema": {1 << 1, objectOf(jsonSchemaMembers)},
+	}
+	jsonSchemaMembers = members{
+		"name":   {1 << 0, anyString},
+		"schema": {1 << 1, anyObject},
+		"strict": {1 << 2, boolean},
+	}
+	policyMembers = members{
+		"quality": {1 << 0, enumOf("economy", "standard", "premium")},
+		"stakes":  {1 << 1, enumOf("low", "medium", "high")},
+		// No upper bound in the schema; 18 digits keep it inside int64, so
+		// the decode needs no overflow fallback.
+		"max_latency_ms": {1 << 2, integerUpTo(999_999_999_999_999_999)},
+		"max_cost_usd":   {1 << 3, fastPositive},
+		"residency":      {1 << 4, maxLength(16)},
+		"cache":          {1 << 5, boolean},
+	}
+)
+
+func objectOf(m members) valueCheck {
+	return func(d []byte, i int) (int, bool) {
+		end, _, ok := m.check(d, i)
+		return end, ok
+	}
+}
+
+func enumOf(options ...string) valueCheck {
+	return func(d []byte, i int) (int, bool) { return enumString(d, i, options...) }
+}
+
+func maxLength(n int) valueCheck {
+	return func(d []byte, i int) (int, bool) { return shortString(d, i, n) }
+}
+
+func integerUpTo(max int64) valueCheck {
+	return func(d []byte, i int) (int, bool) { return plainInteger(d, i, max) }
+}
+
+// pattern accepts a string whose raw bytes valid accepts (plainString).
+func pattern(valid func([]byte) bool) valueCheck {
+	return func(d []byte, i int) (int, bool) { return plainString(d, i, valid) }
+}
+
+func tenantPattern(s []byte) bool { return len(s) <= 64 && subjectTokenBytes(s) }
+
+func replyToPattern(s []byte) bool { return len(s) <= 255 && subjectTokensBytes(s) }
+
+// fastMetadata checks metadata: at most 64 members, each a string. Its
+// keys are free; repeated ones leave fewer decoded keys than counted.
+func fastMetadata(d []byte, i int) (int, bool) {
+	n := 0
+	end, ok := eachMember(d, i, func(_ []byte, j int) (int, bool) {
+		n++
+		return anyString(d, j)
+	})
+	return end, ok && n <= 64
+}
+
+// fastVendorOptions checks vendor_options: free keys, each value an object.
+func fastVendorOptions(d []byte, i int) (int, bool) {
+	return eachMember(d, i, func(_ []byte, j int) (int, bool) { return anyObject(d, j) })
+}
+
+// firstTime marks bit as seen; it is false for a repeated key.
 func firstTime(seen *uint32, bit uint32) bool {
-	if bit == 0 || *seen&bit != 0 {
+	if *seen&bit != 0 {
 		return false
 	}
 	*seen |= bit
@@ -138,20 +174,7 @@ func fastMessages(d []byte, i int) (int, bool) {
 	}
 	i = skipSpace(d, i+1)
 	for n := 1; n <= 256; n++ {
-		var seen uint32
-		end, ok := eachMember(d, i, func(key []byte, j int) (int, bool) {
-			var bit uint32
-			end, ok := j, false
-			switch string(key) {
-			case "role":
-				bit = 1
-				end, ok = enumString(d, j, "system", "user", "assistant")
-			case "content":
-				bit = 2
-				end, ok = anyString(d, j)
-			}
-			return end, ok && firstTime(&seen, bit)
-		})
+		end, seen, ok := messageMembers.check(d, i)
 		if !ok || seen != 3 {
 			return end, false
 		}
@@ -161,71 +184,6 @@ func fastMessages(d []byte, i int) (int, bool) {
 		}
 	}
 	return i, false // more than 256 (or an empty array, which eachMember refused)
-}
-
-func fastResponseFormat(d []byte, i int) (int, bool) {
-	var seen uint32
-	end, ok := eachMember(d, i, func(key []byte, j int) (int, bool) {
-		var bit uint32
-		end, ok := j, false
-		switch string(key) {
-		case "type":
-			bit = 1
-			end, ok = enumString(d, j, "text", "json_object", "json_schema")
-		case "json_schema":
-			bit = 2
-			var inner uint32
-			end, ok = eachMember(d, j, func(key []byte, k int) (int, bool) {
-				var bit uint32
-				end, ok := k, false
-				switch string(key) {
-				case "name":
-					bit = 1
-					end, ok = anyString(d, k)
-				case "schema":
-					bit = 2
-					end, ok = anyObject(d, k)
-				case "strict":
-					bit = 4
-					end, ok = boolean(d, k)
-				}
-				return end, ok && firstTime(&inner, bit)
-			})
-		}
-		return end, ok && firstTime(&seen, bit)
-	})
-	return end, ok && seen&1 != 0 // type is required
-}
-
-func fastPolicy(d []byte, i int) (int, bool) {
-	var seen uint32
-	return eachMember(d, i, func(key []byte, j int) (int, bool) {
-		var bit uint32
-		end, ok := j, false
-		switch string(key) {
-		case "quality":
-			bit = 1
-			end, ok = enumString(d, j, "economy", "standard", "premium")
-		case "stakes":
-			bit = 2
-			end, ok = enumString(d, j, "low", "medium", "high")
-		case "max_latency_ms":
-			// No upper bound in the schema; 18 digits keep it inside
-			// int64, so the decode needs no overflow fallback.
-			bit = 4
-			end, ok = plainInteger(d, j, 999_999_999_999_999_999)
-		case "max_cost_usd":
-			bit = 8
-			end, ok = fastPositive(d, j)
-		case "residency":
-			bit = 16
-			end, ok = shortString(d, j, 16)
-		case "cache":
-			bit = 32
-			end, ok = boolean(d, j)
-		}
-		return end, ok && firstTime(&seen, bit)
-	})
 }
 
 // eachMember walks the object starting at d[i] and calls value with each
