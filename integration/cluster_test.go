@@ -100,16 +100,7 @@ func natsConfDir(t *testing.T, data string) string {
 // connect is a connection as Switchyard's operator user.
 func (c *natsCluster) connect(url string) *nats.Conn {
 	c.t.Helper()
-	opts, err := natsx.ClientAuth{Creds: natsauth.CredsFile(c.data, natsauth.OperatorUser)}.Options()
-	if err != nil {
-		c.t.Fatal(err)
-	}
-	nc, err := nats.Connect(url, opts...)
-	if err != nil {
-		c.t.Fatal(err)
-	}
-	c.t.Cleanup(nc.Close)
-	return nc
+	return connectAs(c.t, url, natsx.ClientAuth{Creds: natsauth.CredsFile(c.data, natsauth.OperatorUser)})
 }
 
 // mustJS is JetStream on url as the operator user.
@@ -750,7 +741,7 @@ func startClusterRun(t *testing.T, o clusterOpts) *clusterRun {
 	// Each process on its own first node; the two executors on different
 	// ones (or the second at the remote site).
 	for i, p := range services {
-		sp := &svcProc{name: fmt.Sprintf("%s[%d]", p.bin, i), bin: filepath.Join(bins, p.bin), httpAddr: "127.0.0.1:" + fixedPort(t), node: i % size}
+		sp := &svcProc{name: fmt.Sprintf("%s[%d]", p.bin, i), bin: filepath.Join(bins, p.bin), httpAddr: freeAddr(t), node: i % size}
 		urls := r.cl.urls(sp.node)
 		if o.remoteExecutor && i == 4 {
 			sp.name, sp.node, urls = "executor[4]@leaf", -1, leafURL
@@ -1404,15 +1395,7 @@ func TestClusterTenantPushedToEveryNode(t *testing.T) {
 	if err := connectTenant(2); !natsx.IsAuthError(err) {
 		t.Fatalf("the tenant before its account was pushed: %v, want an authorization error", err)
 	}
-	opts, err := natsx.ClientAuth{Creds: natsauth.CredsFile(cl.data, "sys")}.Options()
-	if err != nil {
-		t.Fatal(err)
-	}
-	sys, err := nats.Connect(cl.nodes[0].url(), opts...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sys.Close()
+	sys := connectAs(t, cl.nodes[0].url(), natsx.ClientAuth{Creds: natsauth.CredsFile(cl.data, "sys")})
 	if err := auth.PushTenant(sys, "acme"); err != nil {
 		t.Fatal(err)
 	}

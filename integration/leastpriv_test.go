@@ -12,7 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
@@ -89,15 +88,7 @@ func TestSeparateProcessesWithOwnCredentials(t *testing.T) {
 		t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
 		waitFor(t, 20*time.Second, func() bool { return httpOK("http://" + httpAddr + "/healthz") })
 	}
-	opts, err := natsx.ClientAuth{Creds: natsauth.CredsFile(dataDir, natsauth.OperatorUser)}.Options()
-	if err != nil {
-		t.Fatal(err)
-	}
-	nc, err := nats.Connect(url, opts...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
+	nc := connectAs(t, url, natsx.ClientAuth{Creds: natsauth.CredsFile(dataDir, natsauth.OperatorUser)})
 	f := runWorkload(t, nc, func() int64 { return srv.Calls().Model("openai", "gpt-4o-mini").Calls })
 	t.Logf("separate processes with their own credentials: %+v", f)
 	if f.OpenAICalls > 5 || f.ChatOK != 30 || f.Cached != 3 || f.HedgeWinners["claude-haiku-4-5"] != 3 || f.LimitedBy["gemini"] != 5 ||

@@ -16,7 +16,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/switchyard-llm/switchyard/pkg/envelope"
+	"github.com/switchyard-llm/switchyard/pkg/natsx"
 	"github.com/switchyard-llm/switchyard/pkg/policy"
 	"github.com/switchyard-llm/switchyard/services/sim"
 	"github.com/switchyard-llm/switchyard/services/switchyard/app"
@@ -122,13 +125,26 @@ func TestExecutorProcessKilledLosesNothing(t *testing.T) {
 	}
 }
 
-func freeAddr(t *testing.T) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+// connectAs connects to url the way every Switchyard process does
+// (natsx.ClientAuth), closed at the test's cleanup.
+func connectAs(t testing.TB, url string, auth natsx.ClientAuth) *nats.Conn {
+	t.Helper()
+	opts, err := auth.Options()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
-	return ln.Addr().String()
+	nc, err := nats.Connect(url, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	return nc
+}
+
+// freeAddr is a loopback address for a process that binds it after this
+// returns (see fixedPort).
+func freeAddr(t *testing.T) string {
+	return "127.0.0.1:" + fixedPort(t)
 }
 
 // fixedPorts are the ports fixedPort handed out in this test binary.
@@ -139,11 +155,11 @@ var fixedPorts = struct {
 
 // fixedPort is a free loopback port below the kernel's ephemeral range,
 // for a process that binds it after this returns, or binds it again after a
-// restart (the cluster's nodes). A port from freeAddr is in the ephemeral
-// range, where any outgoing connection of any process may take it as its
-// local port in the meantime: a cluster node failed to start in CI with
-// "bind: address already in use" on its route port, and the test went on
-// with two nodes.
+// restart (the cluster's nodes). A port the kernel picks (listen on :0) is
+// in the ephemeral range, where any outgoing connection of any process may
+// take it as its local port in the meantime: a cluster node failed to
+// start in CI with "bind: address already in use" on its route port, and
+// the test went on with two nodes.
 func fixedPort(t *testing.T) string {
 	t.Helper()
 	low := 32768 // Linux's default start of ip_local_port_range

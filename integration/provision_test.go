@@ -12,7 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
@@ -257,16 +256,7 @@ func runProvisionCmd(ctx context.Context, bin string, env map[string]string, arg
 
 func operatorJS(t *testing.T, url, creds string) jetstream.JetStream {
 	t.Helper()
-	opts, err := natsx.ClientAuth{Creds: creds}.Options()
-	if err != nil {
-		t.Fatal(err)
-	}
-	nc, err := nats.Connect(url, opts...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
+	js, err := jetstream.New(connectAs(t, url, natsx.ClientAuth{Creds: creds}))
 	if err != nil {
 		t.Fatal(err)
 	}
