@@ -313,9 +313,6 @@ func retryWith(logFor logFunc, maxDeliver int, b Backoff, waits []time.Duration)
 			if err == nil || d.Settled() {
 				return err
 			}
-			if err == nil || d.Settled() {
-				return err
-			}
 			var te *TerminalError
 			if errors.As(err, &te) {
 				return err
