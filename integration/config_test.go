@@ -239,6 +239,10 @@ func TestUpStartErrors(t *testing.T) {
 		{"simulator address taken", map[string]string{"SWITCHYARD_SIM_ADDR": addr}, "address already in use", ""},
 		{"edge address taken", map[string]string{"SWITCHYARD_EDGE_ADDR": addr}, "address already in use", ""},
 		{"plain NATS_URL is not ours", map[string]string{"NATS_URL": "nats://" + addr}, "", ""},
+		// A redelivery an AckWait later must still fall in the streams'
+		// dedupe window (2 min), or its hand-off is stored twice.
+		{"ack wait past half the dedupe window", map[string]string{"SWITCHYARD_EXECUTOR_ACK_WAIT": "90s"}, "SWITCHYARD_EXECUTOR_ACK_WAIT: 1m30s is more than half the internal streams' dedupe window", ""},
+		{"ack wait at half the dedupe window", map[string]string{"SWITCHYARD_ROUTER_ACK_WAIT": "60s"}, "", ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

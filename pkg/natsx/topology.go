@@ -140,12 +140,36 @@ func DLQSubject(stage string) string { return SubjectDLQPrefix + stage }
 
 // TopologyConfig holds the retention settings operators may tune.
 type TopologyConfig struct {
-	Storage         jetstream.StorageType
-	Replicas        int
-	DedupeWindow    time.Duration // llm.requests and telemetry
+	Storage  jetstream.StorageType
+	Replicas int
+	// DedupeWindow is how long LLM_PIPELINE, LLM_REPLIES and LLM_TELEMETRY
+	// remember a message id. A stage re-publishes under the same id when
+	// it retries a hand-off (within 30 s) or handles a message redelivered
+	// after a lost ack (its AckWait, 30 s, later), so the window must
+	// outlast that, and it must not be much longer: the server holds every
+	// id of the window in memory, about 250 bytes each, seven per request
+	// (docs/performance.md, "Sustained load").
+	DedupeWindow    time.Duration
 	ReplyRetention  time.Duration // ≥ 1h: a reconnecting client can still read its reply
 	DLQRetention    time.Duration // ≥ 7 days
 	AlertsRetention time.Duration
+}
+
+// ValidateAckWait checks a stage's AckWait (named by its variable): at
+// least 1 s, and at most half the internal streams' dedupe window. A
+// message redelivered after a lost ack is handled again an AckWait later
+// and re-publishes its hand-off under the same id, which the stream must
+// still drop as a duplicate (a second exec message would call the vendor
+// twice).
+func ValidateAckWait(name string, wait time.Duration) error {
+	window := DefaultTopology().DedupeWindow
+	switch {
+	case wait < time.Second:
+		return fmt.Errorf("%s: must be at least 1s", name)
+	case 2*wait > window:
+		return fmt.Errorf("%s: %s is more than half the internal streams' dedupe window (%s): a message redelivered after a lost ack would store its hand-off twice", name, wait, window)
+	}
+	return nil
 }
 
 // DefaultTopology is what `switchyard up` and the services use.
@@ -153,7 +177,7 @@ func DefaultTopology() TopologyConfig {
 	return TopologyConfig{
 		Storage:         jetstream.FileStorage,
 		Replicas:        1,
-		DedupeWindow:    10 * time.Minute,
+		DedupeWindow:    2 * time.Minute,
 		ReplyRetention:  time.Hour,
 		DLQRetention:    7 * 24 * time.Hour,
 		AlertsRetention: 7 * 24 * time.Hour,

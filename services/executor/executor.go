@@ -58,9 +58,7 @@ func (c Config) Validate() error {
 	if c.MaxDeliver < 1 {
 		errs = append(errs, errors.New("SWITCHYARD_EXECUTOR_MAX_DELIVER: must be at least 1"))
 	}
-	if c.AckWait < time.Second {
-		errs = append(errs, errors.New("SWITCHYARD_EXECUTOR_ACK_WAIT: must be at least 1s"))
-	}
+	errs = append(errs, natsx.ValidateAckWait("SWITCHYARD_EXECUTOR_ACK_WAIT", c.AckWait))
 	if c.DefaultTimeout <= 0 {
 		errs = append(errs, errors.New("SWITCHYARD_EXECUTOR_DEFAULT_TIMEOUT: must be positive"))
 	}

@@ -43,9 +43,7 @@ func (c Config) Validate() error {
 	if c.MaxDeliver < 1 {
 		errs = append(errs, errors.New("SWITCHYARD_GATE_MAX_DELIVER: must be at least 1"))
 	}
-	if c.AckWait < time.Second {
-		errs = append(errs, errors.New("SWITCHYARD_GATE_ACK_WAIT: must be at least 1s"))
-	}
+	errs = append(errs, natsx.ValidateAckWait("SWITCHYARD_GATE_ACK_WAIT", c.AckWait))
 	if c.MaxAckPending < c.Concurrency {
 		errs = append(errs, errors.New("SWITCHYARD_GATE_MAX_ACK_PENDING: must be at least CONCURRENCY"))
 	}
