@@ -2,6 +2,7 @@ package intake
 
 import (
 	"encoding/json"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -182,6 +183,34 @@ func TestDecideKeys(t *testing.T) {
 				t.Errorf("work %+v", w)
 			}
 		})
+	}
+}
+
+// TestTraceParent: a request without trace context gets a W3C traceparent
+// that is not sampled (a sampled one makes the NATS server parse every
+// header of every message it is on) and the same for every delivery of the
+// stored message; a client's traceparent is kept as it came.
+func TestTraceParent(t *testing.T) {
+	in := newTestIntake(t)
+	body := `{"id":"r1","tenant":"acme","route":"chat",` + msgs + `}`
+	traceOf := func(hdr nats.Header) string {
+		t.Helper()
+		o := decide(t, in, body, hdr)
+		if len(o.Out) != 1 {
+			t.Fatalf("published %+v", o.Out)
+		}
+		return o.Out[0].Header.Get(natsx.HeaderTraceParent)
+	}
+	generated := traceOf(nil)
+	if !regexp.MustCompile(`^00-[0-9a-f]{32}-[0-9a-f]{16}-00$`).MatchString(generated) {
+		t.Errorf("generated traceparent %q: want 00-<32 hex>-<16 hex>-00", generated)
+	}
+	if again := traceOf(nil); again != generated {
+		t.Errorf("redelivery got traceparent %q, first %q", again, generated)
+	}
+	const client = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+	if got := traceOf(nats.Header{natsx.HeaderTraceParent: {client}}); got != client {
+		t.Errorf("client traceparent became %q", got)
 	}
 }
 
