@@ -144,11 +144,11 @@ type TopologyConfig struct {
 	Replicas int
 	// DedupeWindow is how long LLM_PIPELINE, LLM_REPLIES and LLM_TELEMETRY
 	// remember a message id. A stage re-publishes under the same id when
-	// it retries a hand-off (within 30 s) or handles a message redelivered
-	// after a lost ack (its AckWait, 30 s, later), so the window must
-	// outlast that, and it must not be much longer: the server holds every
-	// id of the window in memory, about 250 bytes each, seven per request
-	// (docs/performance.md, "Sustained load").
+	// it retries a hand-off in place (under 50 s) or handles a message
+	// redelivered after a lost ack (its AckWait, 30 s, later), so the
+	// window must outlast that, and it must not be much longer: the server
+	// holds every id of the window in memory, about 165 bytes each, seven
+	// per request (docs/performance.md, "Sustained load").
 	DedupeWindow    time.Duration
 	ReplyRetention  time.Duration // ≥ 1h: a reconnecting client can still read its reply
 	DLQRetention    time.Duration // ≥ 7 days
