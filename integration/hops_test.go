@@ -104,10 +104,11 @@ func TestStreamWritesPerRequest(t *testing.T) {
 	}
 }
 
-// The router's latency-aware strategies still see every finished attempt as
-// it happens, on core NATS (llm.observed.attempt), with its outcome and
-// latency; and a request that fails on every vendor and is dead-lettered
-// still gets one finished attempt row per call in the ledger.
+// Every judged attempt is shared between the router replicas as it
+// happens, on core NATS (llm.observed.attempts, in batches), with its
+// vendor, model and outcome; and a request that fails on every vendor and
+// is dead-lettered still gets one finished attempt row per call in the
+// ledger.
 func TestFinishedAttemptsObservedAndStoredOnFailure(t *testing.T) {
 	e := start(t, func(c *app.Config) {
 		c.Scenario = &sim.Scenario{Vendors: map[string]sim.VendorScenario{
@@ -116,7 +117,7 @@ func TestFinishedAttemptsObservedAndStoredOnFailure(t *testing.T) {
 			"gemini":    {Behavior: sim.Behavior{Status: sim.Ptr(503)}},
 		}}
 	})
-	seen, err := e.sys.NC.SubscribeSync(natsx.SubjectObservedAttempt)
+	seen, err := e.sys.NC.SubscribeSync(natsx.SubjectObservedAttempts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -125,14 +126,37 @@ func TestFinishedAttemptsObservedAndStoredOnFailure(t *testing.T) {
 	if got.Status != envelope.StatusError || got.Error.Code != envelope.CodeAllVendorsFailed || len(got.Attempts) == 0 {
 		t.Fatalf("want all_vendors_failed after at least one call, got %+v", got)
 	}
-	for range got.Attempts {
+	want := map[string]int{} // vendor/model -> failed calls
+	for _, a := range got.Attempts {
+		want[a.Vendor+"/"+a.Model]++
+	}
+	observed := map[string]int{}
+	allSeen := func() bool {
+		for k, n := range want {
+			if observed[k] < n {
+				return false
+			}
+		}
+		return true
+	}
+	for !allSeen() {
 		m, err := seen.NextMsg(5 * time.Second)
 		if err != nil {
-			t.Fatalf("finished attempt not observed on %s: %v", natsx.SubjectObservedAttempt, err)
+			t.Fatalf("failed calls observed %v, want %v: %v", observed, want, err)
 		}
-		var ev envelope.AttemptEvent
-		if err := json.Unmarshal(m.Data, &ev); err != nil || ev.RequestID != "f1" || ev.Outcome != envelope.OutcomeError {
-			t.Fatalf("observed %s: %+v (%v)", m.Data, ev, err)
+		var b struct {
+			Router   string `json:"router"`
+			Attempts []struct {
+				Vendor, Model, Outcome string
+			} `json:"attempts"`
+		}
+		if err := json.Unmarshal(m.Data, &b); err != nil || b.Router == "" {
+			t.Fatalf("observed %s (%v)", m.Data, err)
+		}
+		for _, a := range b.Attempts {
+			if a.Outcome == envelope.OutcomeError {
+				observed[a.Vendor+"/"+a.Model]++
+			}
 		}
 	}
 	where := fmt.Sprintf(" WHERE tenant = '%s' AND request_id = 'f1'", e.tenant)

@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -89,8 +90,16 @@ func TestSeparateProcessesWithOwnCredentials(t *testing.T) {
 		waitFor(t, 20*time.Second, func() bool { return httpOK("http://" + httpAddr + "/healthz") })
 	}
 	nc := connectAs(t, url, natsx.ClientAuth{Creds: natsauth.CredsFile(dataDir, natsauth.OperatorUser)})
+	shared, err := nc.SubscribeSync(natsx.SubjectObservedAttempts)
+	if err != nil {
+		t.Fatal(err)
+	}
 	f := runWorkload(t, nc, func() int64 { return srv.Calls().Model("openai", "gpt-4o-mini").Calls })
 	t.Logf("separate processes with their own credentials: %+v", f)
+	// The router's credentials let it share what its verdicts taught it.
+	if m, err := shared.NextMsg(5 * time.Second); err != nil || !bytes.Contains(m.Data, []byte(`"attempts":[{"vendor":`)) {
+		t.Errorf("no observations shared by the router on %s: %v", natsx.SubjectObservedAttempts, err)
+	}
 	if f.OpenAICalls > 5 || f.ChatOK != 30 || f.Cached != 3 || f.HedgeWinners["claude-haiku-4-5"] != 3 || f.LimitedBy["gemini"] != 5 ||
 		f.Quota["ok"] != 3 || len(f.Quota) != 2 {
 		t.Errorf("%+v; want ≤ 5 calls to the dead vendor, 30 chat ok, 3 cached, 3 hedges won by claude-haiku-4-5, 5 calls to gemini (rpm 5), 3 of 5 quota requests ok", f)

@@ -71,16 +71,16 @@ func services(vendors []string) map[string]service {
 		},
 		"router": {
 			// llm.telemetry.attempt: the rows of a hedge branch (see pipeline.FinishOuts).
-			publish:  []string{"llm.exec.>", "llm.store.replies.>", "_INBOX.>", "llm.deltas.>", "llm.telemetry.request", "llm.telemetry.attempt", "llm.dlq.router", "llm.alerts.circuit"},
+			publish:  []string{"llm.exec.>", "llm.store.replies.>", "_INBOX.>", "llm.deltas.>", "llm.telemetry.request", "llm.telemetry.attempt", "llm.dlq.router", "llm.alerts.circuit", "llm.observed.attempts"},
 			consumes: []string{"LLM_PIPELINE.router"},
 			kv:       []string{kvBudgets, kvBreakers, kvHedges, kvCache},
-			// The router observes finished attempts' latencies and verdicts
-			// (latency-aware strategies) as the gate announces them on core
-			// NATS: live only, no stream holds them.
-			core: []string{"llm.observed.attempt"},
+			// llm.observed.attempts: the router replicas share the judged
+			// attempts they learned from verdicts (latency-aware
+			// strategies) on core NATS: live only, no stream holds them.
+			core: []string{"llm.observed.attempts"},
 		},
 		"gate": {
-			publish:  []string{"llm.verdicts", "llm.observed.attempt", "llm.dlq.gate"},
+			publish:  []string{"llm.verdicts", "llm.dlq.gate"},
 			consumes: []string{"LLM_PIPELINE.gate"},
 			kv:       []string{kvCache},
 		},

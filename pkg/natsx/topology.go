@@ -45,14 +45,14 @@ const (
 	SubjectTelemetry        = "llm.telemetry.>"
 	SubjectAttempt          = "llm.telemetry.attempt"
 	SubjectRequest          = "llm.telemetry.request"
-	// SubjectObservedAttempt carries each finished attempt's event on core
-	// NATS only (outside every stream, so it costs no stream write): the
-	// gate publishes it as it judges the attempt, for the router's
-	// latency-aware strategies. The ledger's rows come with the request
-	// event instead.
-	SubjectObservedAttempt = "llm.observed.attempt"
-	SubjectDLQPrefix       = "llm.dlq."
-	SubjectAlerts          = "llm.alerts.>"
+	// SubjectObservedAttempts carries, on core NATS only (outside every
+	// stream, so it costs no stream write), batches of the attempts each
+	// router replica learned from the verdicts it handled, so the others'
+	// latency-aware strategies learn them too. The ledger's rows come
+	// with the request event instead.
+	SubjectObservedAttempts = "llm.observed.attempts"
+	SubjectDLQPrefix        = "llm.dlq."
+	SubjectAlerts           = "llm.alerts.>"
 )
 
 // Stream names.

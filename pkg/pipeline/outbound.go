@@ -259,15 +259,6 @@ func AttemptRowOuts(w *envelope.Work) ([]Outbound, error) {
 	return outs, nil
 }
 
-// ObservedOut is a finished attempt's event for the router's observer, on
-// core NATS only: no stream stores it (the ledger's row comes with the
-// request event).
-func ObservedOut(ev *envelope.AttemptEvent) (Outbound, error) {
-	o, err := Out(natsx.SubjectObservedAttempt, "", ev, nil)
-	o.Core = true
-	return o, err
-}
-
 // TerminalDelta is the last event on a streamed request's delta subject,
 // published just before its reply: done with the served model and usage,
 // or the reply's error.
@@ -305,13 +296,19 @@ func DeadLetterRequestOut(stageName, reason, detail string, w *envelope.Work, no
 	return Outbound{Subject: natsx.DLQSubject(stageName), MsgID: "dlq:" + stageName + ":" + w.Key, Data: data, Header: hdr}, nil
 }
 
+// CallID is the attempt id of a's call: the one the executor gave res (a
+// call repeated after a redelivery has its own), else the attempt's.
+func CallID(w *envelope.Work, a *envelope.AttemptResult, res *envelope.Result) string {
+	if res != nil && res.AttemptID != "" {
+		return res.AttemptID
+	}
+	return envelope.AttemptID(w.Key, a.Attempt)
+}
+
 // AttemptEventFor is the attempts-table row of one attempt. id is the
 // attempt's id (Result.AttemptID when the executor set one).
 func AttemptEventFor(w *envelope.Work, a *envelope.AttemptResult, res *envelope.Result) *envelope.AttemptEvent {
-	id := envelope.AttemptID(w.Key, a.Attempt)
-	if res != nil && res.AttemptID != "" {
-		id = res.AttemptID
-	}
+	id := CallID(w, a, res)
 	ev := &envelope.AttemptEvent{}
 	var ts time.Time
 	if res != nil {

@@ -123,15 +123,13 @@ func (g *Gate) Handle(ctx context.Context, d *pipeline.Delivery) error {
 	if err != nil {
 		return err
 	}
-	if g.d.NC == nil {
-		outs = outs[:1] // no core connection: no observer to tell
-	}
 	return g.pub.Send(ctx, outs)
 }
 
 // judge hands the work, with the verdict, back to the router on
-// llm.verdicts, and announces the finished attempt (llm.observed.attempt). The gate decides nothing
-// about what follows: not the reply, not an escalation, not a hedge winner.
+// llm.verdicts. The gate decides nothing about what follows: not the
+// reply, not an escalation, not a hedge winner. The router learns the
+// attempt's latency and verdict from the verdict itself (router/observe.go).
 func (g *Gate) judge(w *envelope.Work) ([]pipeline.Outbound, error) {
 	if w.Current == nil || len(w.Attempts) == 0 {
 		return nil, pipeline.Terminal("malformed_work", errors.New("result without an attempt"))
@@ -158,17 +156,11 @@ func (g *Gate) judge(w *envelope.Work) ([]pipeline.Outbound, error) {
 			log.Debug().Str("vendor", last.Vendor).Str("model", last.Model).Str("reason", q.Reason).Msg("answer failed the quality gate")
 		}
 	}
-	ev := pipeline.AttemptEventFor(w, last, res)
-	verdict, err := pipeline.WorkOut(natsx.SubjectVerdicts, w.Key+":verdict:"+ev.AttemptID, w)
+	// The verdict's id is per call: a call repeated after a redelivery
+	// (its own attempt id) is judged anew.
+	verdict, err := pipeline.WorkOut(natsx.SubjectVerdicts, w.Key+":verdict:"+pipeline.CallID(w, last, res), w)
 	if err != nil {
 		return nil, err
 	}
-	// The ledger's row travels in the work to the router, which sends it
-	// with the request's event; the router's observer sees it now, on core
-	// NATS, once the verdict is stored.
-	observed, err := pipeline.ObservedOut(ev)
-	if err != nil {
-		return nil, err
-	}
-	return []pipeline.Outbound{verdict, observed}, nil
+	return []pipeline.Outbound{verdict}, nil
 }

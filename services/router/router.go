@@ -88,6 +88,7 @@ type Router struct {
 	cfg       Config
 	d         Deps
 	seen      *observed
+	share     *sharer // nil until observe runs (no core connection: nothing to share)
 	hedging   *hedge.Budget
 	pub       pipeline.Publisher
 	decisions *prometheus.CounterVec
@@ -154,6 +155,7 @@ func (r *Router) Handle(ctx context.Context, d *pipeline.Delivery) error {
 		if ev, err = eventOf(w); err != nil {
 			return pipeline.Terminal("bad_verdict", err)
 		}
+		r.learn(w, ev)
 	}
 	outs, err := r.handle(ctx, w, ev, r.d.Now())
 	if err != nil {
@@ -464,54 +466,6 @@ func (r *Router) deadLetter(ctx context.Context, d *pipeline.Delivery, reason st
 		return err
 	}
 	return r.pub.Send(ctx, outs)
-}
-
-// observe feeds the latency-aware and least-loaded strategies: finished
-// attempts (the gate announces each on core NATS, llm.observed.attempt)
-// give each model's observed latency, and the executors' consumers give
-// each vendor's in-flight calls.
-func (r *Router) observe(ctx context.Context) error {
-	if r.d.NC == nil {
-		return nil
-	}
-	sub, err := r.d.NC.Subscribe(natsx.SubjectObservedAttempt, func(m *nats.Msg) {
-		var ev envelope.AttemptEvent
-		if envelope.UnmarshalInternal(m.Data, &ev) != nil {
-			return
-		}
-		switch ev.Outcome {
-		case envelope.OutcomeOK:
-			r.seen.addLatency(ev.Vendor, ev.Model, float64(ev.LatencyMS), r.d.Now())
-			r.seen.addVerdict(ev.Vendor, ev.Model, false, r.d.Now())
-		case envelope.OutcomeQualityFailed:
-			r.seen.addVerdict(ev.Vendor, ev.Model, true, r.d.Now())
-		}
-	})
-	if err != nil {
-		return fmt.Errorf("router: observe attempts: %w", err)
-	}
-	go func() {
-		defer func() { _ = sub.Unsubscribe() }()
-		t := time.NewTicker(time.Second)
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-				for name := range r.d.Policy.Current().Vendors {
-					c, err := r.d.JS.Consumer(ctx, natsx.StreamPipeline, "exec-"+name)
-					if err != nil {
-						continue
-					}
-					if info, err := c.Info(ctx); err == nil {
-						r.seen.setInFlight(name, info.NumAckPending)
-					}
-				}
-			}
-		}
-	}()
-	return nil
 }
 
 // eligible says whether a model may serve the request: its residency must
