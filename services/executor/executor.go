@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -682,25 +683,35 @@ func (e *Executor) redact(w *envelope.Work) ([]envelope.Message, *pii.Redactor) 
 }
 
 // keepAlive sends InProgress so a slow vendor call does not exceed AckWait
-// and get redelivered to another replica while still running.
+// and get redelivered to another replica while still running. A timer,
+// not a goroutine with a ticker: most calls end before the first tick, and
+// this runs for every call and hand-off.
 func keepAlive(ctx context.Context, d *pipeline.Delivery, every time.Duration) (stop func()) {
 	if every <= 0 {
 		every = time.Second
 	}
-	done := make(chan struct{})
-	go func() {
-		t := time.NewTicker(every)
-		defer t.Stop()
-		for {
-			select {
-			case <-t.C:
-				_ = d.InProgress()
-			case <-ctx.Done():
-				return
-			case <-done:
-				return
-			}
+	var (
+		mu      sync.Mutex
+		stopped bool
+		t       *time.Timer
+	)
+	mu.Lock()
+	defer mu.Unlock()
+	t = time.AfterFunc(every, func() {
+		if ctx.Err() != nil {
+			return
 		}
-	}()
-	return func() { close(done) }
+		_ = d.InProgress()
+		mu.Lock()
+		defer mu.Unlock()
+		if !stopped {
+			t.Reset(every)
+		}
+	})
+	return func() {
+		mu.Lock()
+		stopped = true
+		mu.Unlock()
+		t.Stop()
+	}
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"net"
+	"runtime"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -249,5 +250,64 @@ func TestAnsweredCheckAsksTheStreamLeader(t *testing.T) {
 	}
 	if n := calls.Load(); n != 0 {
 		t.Fatalf("vendor called %d times in %d redeliveries of an answered request, want 0", n, redeliveries)
+	}
+}
+
+// keepAlive marks the message in progress every period until stopped, or
+// until its context ends; it starts no goroutine while it waits.
+func TestKeepAliveTicksUntilStopped(t *testing.T) {
+	const every = 20 * time.Millisecond
+	count := func(mu *sync.Mutex, at *[]time.Time) int {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(*at)
+	}
+	for _, tt := range []struct {
+		name   string
+		finish func(stop func(), cancel context.CancelFunc)
+	}{
+		{"stopped", func(stop func(), _ context.CancelFunc) { stop() }},
+		{"context ended", func(_ func(), cancel context.CancelFunc) { cancel() }},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			var mu sync.Mutex
+			var at []time.Time
+			d := &pipeline.Delivery{Msg: keptAlive{mu: &mu, at: &at}}
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			before := runtime.NumGoroutine()
+			stop := keepAlive(ctx, d, every)
+			defer stop()
+			if n := runtime.NumGoroutine(); n > before {
+				t.Errorf("keepAlive started %d goroutines", n-before)
+			}
+			deadline := time.Now().Add(5 * time.Second)
+			for count(&mu, &at) < 3 {
+				if time.Now().After(deadline) {
+					t.Fatalf("%d InProgress in 5 s, want 3 (every %v)", count(&mu, &at), every)
+				}
+				time.Sleep(every / 2)
+			}
+			tt.finish(stop, cancel)
+			time.Sleep(2 * every) // a tick already firing may still land
+			n := count(&mu, &at)
+			time.Sleep(5 * every)
+			if later := count(&mu, &at); later != n {
+				t.Fatalf("%d InProgress after it ended", later-n)
+			}
+		})
+	}
+}
+
+// BenchmarkKeepAlive is what every vendor call and hand-off pays for its
+// keep-alive when it ends before the first tick (the common case).
+func BenchmarkKeepAlive(b *testing.B) {
+	var mu sync.Mutex
+	var at []time.Time
+	d := &pipeline.Delivery{Msg: keptAlive{mu: &mu, at: &at}}
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		keepAlive(ctx, d, 10*time.Second)()
 	}
 }
