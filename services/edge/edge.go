@@ -358,7 +358,7 @@ func (e *Edge) submit(ctx context.Context, req *envelope.Request) (*envelope.Rep
 		}
 	}
 	var rep envelope.Reply
-	if err := json.Unmarshal(msg.Data, &rep); err != nil {
+	if err := envelope.UnmarshalInternal(msg.Data, &rep); err != nil {
 		return nil, internal(fmt.Errorf("decode reply: %w", err))
 	}
 	return &rep, nil
@@ -387,7 +387,7 @@ func (e *Edge) storedReply(ctx context.Context, subject string) (*envelope.Reply
 		return nil, false
 	}
 	var rep envelope.Reply
-	if json.Unmarshal(m.Data, &rep) != nil {
+	if envelope.UnmarshalInternal(m.Data, &rep) != nil {
 		return nil, false
 	}
 	return &rep, true

@@ -77,3 +77,21 @@ func TestRepliesShareOneSubscription(t *testing.T) {
 		t.Fatalf("LLM_REPLIES holds %+v (%v), want the 40 replies", info.State, err)
 	}
 }
+
+// A request the pipeline cannot take (no LLM_REQUESTS stream here) is a
+// 503 with a retry hint and a message that says what failed, not a hang.
+func TestPublishRefusedIsAClearError(t *testing.T) {
+	nc, js := testkit.JetStream(t) // no topology: nothing stores llm.requests
+	e := &Edge{d: Deps{Log: zerolog.Nop(), NC: nc, JS: js, Now: time.Now}, replies: newReplyMux(nc)}
+	req := &envelope.Request{ID: newID(), Tenant: "acme", Route: "chat", TimeoutMS: 5000,
+		Messages: []envelope.Message{{Role: "user", Content: "hi"}}}
+	start := time.Now()
+	_, aerr := e.submit(context.Background(), req)
+	if aerr == nil || aerr.Status != 503 || aerr.Code != envelope.CodeInternal || aerr.RetryAfter != 1 ||
+		!strings.HasPrefix(aerr.Message, "the pipeline did not accept the request: publish llm.requests: ") {
+		t.Fatalf("got %+v", aerr)
+	}
+	if took := time.Since(start); took > 5*time.Second {
+		t.Fatalf("the refusal took %v", took)
+	}
+}

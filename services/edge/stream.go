@@ -3,6 +3,7 @@ package edge
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/switchyard-llm/switchyard/pkg/envelope"
 	"github.com/switchyard-llm/switchyard/pkg/natsx"
+	"github.com/switchyard-llm/switchyard/pkg/pipeline"
 )
 
 // sseStream writes one streamed answer in an API's event format. Nothing
@@ -159,7 +161,7 @@ func (e *Edge) streamed(w http.ResponseWriter, r *http.Request, a api, req *enve
 				continue
 			}
 			var rep envelope.Reply
-			if err := json.Unmarshal(m.Data, &rep); err != nil {
+			if err := envelope.UnmarshalInternal(m.Data, &rep); err != nil {
 				return relay.fail(internal(fmt.Errorf("decode reply: %w", err)))
 			}
 			return relay.end(&rep, e.d.Now())
@@ -199,7 +201,7 @@ func (rl *relay) begin(model string) {
 
 func (rl *relay) onDelta(data []byte) {
 	var ev envelope.DeltaEvent
-	if json.Unmarshal(data, &ev) != nil || ev.Type != envelope.DeltaContent || rl.gap {
+	if envelope.UnmarshalInternal(data, &ev) != nil || ev.Type != envelope.DeltaContent || rl.gap {
 		return // terminal events are followed by the reply, which ends the stream
 	}
 	switch {
@@ -256,9 +258,12 @@ func envelopeBytes(req *envelope.Request) ([]byte, *apiError) {
 func (e *Edge) publish(ctx context.Context, req *envelope.Request, data []byte) *apiError {
 	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
-	m := &nats.Msg{Subject: natsx.SubjectRequests, Data: data, Header: nats.Header{}}
-	m.Header.Set(natsx.HeaderMsgID, req.MsgID())
-	if _, err := e.d.JS.PublishMsg(pctx, m); err != nil {
+	// The stages' publish: its ack is checked without encoding/json.
+	pub := pipeline.Publisher{JS: e.d.JS, NC: e.d.NC}
+	if err := pub.PublishRaw(pctx, natsx.SubjectRequests, req.MsgID(), data, nil); err != nil {
+		if te := (*pipeline.TransientError)(nil); errors.As(err, &te) {
+			err = te.Err
+		}
 		return &apiError{Status: http.StatusServiceUnavailable, Code: envelope.CodeInternal, Message: "the pipeline did not accept the request: " + err.Error(), RetryAfter: 1}
 	}
 	return nil
