@@ -4,7 +4,8 @@
 # load and the mock on CPU 0, NATS authentication and the ledger off, the
 # collector traced), sends one request every 1/RATE s on llm.requests for
 # DURATION s, and prints every 100-ms window of send time that holds a
-# request slower than SLOW_MS, with the collections that started in it.
+# request slower than SLOW_MS, with the collections that started in it, and
+# the run's p50, p90 and p99 (from publish to the reply's arrival).
 # docs/performance.md ("The 500 req/s tail over time") was measured this way;
 # scripts/cpu-noise.sh shows the machine's own share.
 #
@@ -47,6 +48,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -78,7 +80,7 @@ func main() {
 	var mu sync.Mutex
 	sent := map[string]time.Time{}
 	windows := map[int]*window{}
-	replies := 0
+	var lats []time.Duration
 	start := time.Now()
 	if _, err := nc.Subscribe("llm.replies.perf.>", func(m *nats.Msg) {
 		now := time.Now()
@@ -90,7 +92,6 @@ func main() {
 			return
 		}
 		delete(sent, id)
-		replies++
 		k := int(at.Sub(start) / (100 * time.Millisecond))
 		w := windows[k]
 		if w == nil {
@@ -98,6 +99,7 @@ func main() {
 			windows[k] = w
 		}
 		lat := now.Sub(at)
+		lats = append(lats, lat)
 		w.n++
 		if lat > *slow {
 			w.slow++
@@ -143,8 +145,15 @@ func main() {
 			fmt.Printf("window %.1f %d %d %.1f\n", float64(k)/10, w.n, w.slow, float64(w.max)/1e6)
 		}
 	}
-	fmt.Printf("summary %d %d %d %d\n", slowWindows, len(windows), replies, n)
-	if replies != n {
+	sort.Slice(lats, func(i, j int) bool { return lats[i] < lats[j] })
+	pct := func(p int) float64 {
+		if len(lats) == 0 {
+			return 0
+		}
+		return float64(lats[min(len(lats)-1, len(lats)*p/100)]) / 1e6
+	}
+	fmt.Printf("summary %d %d %d %d %.2f %.2f %.2f\n", slowWindows, len(windows), len(lats), n, pct(50), pct(90), pct(99))
+	if len(lats) != n {
 		os.Exit(3)
 	}
 }
@@ -186,9 +195,10 @@ awk -v upstart="$up_start" -v rate="$RATE" -v slowms="$SLOW_MS" '
 	}
 	$1 == "start" { t0 = $2; next }
 	$1 == "window" { w[++nw] = $2; wn[nw] = $3; ws[nw] = $4; wmax[nw] = $5; next }
-	$1 == "summary" { slowwin = $2; allwin = $3; replies = $4; sent = $5 }
+	$1 == "summary" { slowwin = $2; allwin = $3; replies = $4; sent = $5; p50 = $6; p90 = $7; p99 = $8 }
 	END {
-		printf "%d req/s for %d requests, all answered; windows of 100 ms with a request over %d ms: %d of %d\n", rate, sent, slowms, slowwin, allwin
+		printf "%d req/s for %d requests, all answered: p50 %.2f ms, p90 %.2f ms, p99 %.2f ms\n", rate, sent, p50, p90, p99
+		printf "windows of 100 ms with a request over %d ms: %d of %d\n", slowms, slowwin, allwin
 		inwin = 0; during = 0
 		for (g = 1; g <= ngc; g++) { rel = gct[g] - t0; if (rel >= 0 && rel * 10 < allwin) during++ }
 		for (i = 1; i <= nw; i++) {
