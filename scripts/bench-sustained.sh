@@ -30,36 +30,17 @@ for tool in natsload mock; do
 done
 [ $# -gt 0 ] || set -- "$BIN/switchyard.bin"
 mkdir -p "$OUT"
-sed "s#@MOCK_BASE@#http://$MOCK_ADDR/v1#" "$HARNESS/switchyard/policy.yaml.tmpl" >"$OUT/policy.yaml"
-
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
-trap cleanup EXIT
-
-taskset -c 0 "$BIN/mock" -addr "$MOCK_ADDR" >"$OUT/mock.log" 2>&1 &
-pids+=($!)
+. "$ROOT/scripts/perf-up.sh"
+perf_start_mock "$OUT"
 
 n=0
 for sy in "$@"; do
 	n=$((n + 1))
 	run=$OUT/run$n
-	rm -rf "$run" && mkdir -p "$run/data"
-	env -i PATH="$PATH" HOME="$HOME" GODEBUG=gctrace=1 SWITCHYARD_NATS_AUTH=off SWITCHYARD_DATA_DIR="$run/data" \
-		SWITCHYARD_NATS_PORT="$NATS_PORT" SWITCHYARD_HTTP_ADDR="127.0.0.1:$HTTP_PORT" \
-		SWITCHYARD_POLICY="$OUT/policy.yaml" SWITCHYARD_SIM=off SWITCHYARD_LEDGER=false SWITCHYARD_LOG_LEVEL=warn \
-		taskset -c 1 "$sy" up >"$run/up.log" 2>&1 &
-	up=$!
-	pids+=("$up")
-	ready=
-	for _ in $(seq 1 120); do
-		kill -0 "$up" 2>/dev/null || break
-		if curl -s -o /dev/null --max-time 1 "http://127.0.0.1:$HTTP_PORT/healthz"; then ready=1 && break; fi
-		sleep 0.25
-	done
-	[ -n "$ready" ] || { echo "bench-sustained: $sy up did not become healthy:" >&2; tail -5 "$run/up.log" >&2; exit 1; }
-	taskset -c 0 "$BIN/natsload" -url "nats://127.0.0.1:$NATS_PORT" -rate "$RATE" -c 512 -d "${DURATION}s" -pids "$up" >"$run/natsload.json" 2>"$run/natsload.err" || true
-	kill "$up" 2>/dev/null || true
-	wait "$up" 2>/dev/null || true
+	rm -rf "$run" && mkdir -p "$run"
+	perf_start_up bench-sustained "$sy" "$run" "$OUT/policy.yaml"
+	taskset -c 0 "$BIN/natsload" -url "nats://127.0.0.1:$NATS_PORT" -rate "$RATE" -c 512 -d "${DURATION}s" -pids "$up_pid" >"$run/natsload.json" 2>"$run/natsload.err" || true
+	perf_stop_up
 	echo "== $sy ($(basename "$run"))"
 	grep '^RESULT ' "$run/natsload.json" | sed 's/^RESULT //' | python3 -c '
 import json, sys

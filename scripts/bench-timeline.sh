@@ -29,7 +29,7 @@ MOCK_ADDR=127.0.0.1:${PERF_MOCK_PORT:-31081}
 SY=${1:-$BIN/switchyard.bin}
 [ -x "$BIN/mock" ] || { echo "bench-timeline: $BIN/mock missing: run scripts/bench-peers.sh with PERF_BIN=$BIN first" >&2; exit 2; }
 [ -x "$SY" ] || { echo "bench-timeline: $SY is not an executable switchyard binary" >&2; exit 2; }
-mkdir -p "$OUT/client" "$OUT/data"
+mkdir -p "$OUT/client"
 
 # The client: the repo's own nats.go, so it needs nothing the repo does not.
 NATS_GO=$(awk '$1 == "github.com/nats-io/nats.go" { print $2 }' "$ROOT/pkg/go.mod")
@@ -160,31 +160,14 @@ func main() {
 EOF
 (cd "$OUT/client" && GOWORK=off GOFLAGS=-mod=mod go build -o timeline .)
 
-sed "s#@MOCK_BASE@#http://$MOCK_ADDR/v1#" "$HARNESS/switchyard/policy.yaml.tmpl" >"$OUT/policy.yaml"
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
-trap cleanup EXIT
-taskset -c 0 "$BIN/mock" -addr "$MOCK_ADDR" >"$OUT/mock.log" 2>&1 &
-pids+=($!)
+. "$ROOT/scripts/perf-up.sh"
+perf_start_mock "$OUT"
 up_start=$(date +%s.%N)
 # shellcheck disable=SC2086 # UP_ENV is a list of assignments
-env -i PATH="$PATH" HOME="$HOME" GODEBUG=gctrace=1 ${UP_ENV:-} SWITCHYARD_NATS_AUTH=off SWITCHYARD_DATA_DIR="$OUT/data" \
-	SWITCHYARD_NATS_PORT="$NATS_PORT" SWITCHYARD_HTTP_ADDR="127.0.0.1:$HTTP_PORT" \
-	SWITCHYARD_POLICY="$OUT/policy.yaml" SWITCHYARD_SIM=off SWITCHYARD_LEDGER=false SWITCHYARD_LOG_LEVEL=warn \
-	taskset -c 1 "$SY" up >"$OUT/up.log" 2>&1 &
-up=$!
-pids+=("$up")
-ready=
-for _ in $(seq 1 120); do
-	kill -0 "$up" 2>/dev/null || break
-	if curl -s -o /dev/null --max-time 1 "http://127.0.0.1:$HTTP_PORT/healthz"; then ready=1 && break; fi
-	sleep 0.25
-done
-[ -n "$ready" ] || { echo "bench-timeline: $SY up did not become healthy:" >&2; tail -5 "$OUT/up.log" >&2; exit 1; }
+perf_start_up bench-timeline "$SY" "$OUT" "$OUT/policy.yaml" ${UP_ENV:-}
 rc=0
 taskset -c 0 "$OUT/client/timeline" -url "nats://127.0.0.1:$NATS_PORT" -rate "$RATE" -d "${DURATION}s" -slow "${SLOW_MS}ms" >"$OUT/timeline.txt" || rc=$?
-kill "$up" 2>/dev/null || true
-wait "$up" 2>/dev/null || true
+perf_stop_up
 [ "$rc" = 0 ] || { echo "bench-timeline: not every request was answered (client exit $rc); see $OUT" >&2; exit 1; }
 
 # gctrace: "gc N @T.s P%: A+B+C ms clock, ..." with T seconds since up started.
