@@ -17,20 +17,15 @@
 # collections nearest to each minute, with how long they took.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-HARNESS=${PERF_HARNESS:-$ROOT/../shared/bench-peers}
-BIN=${PERF_BIN:?set PERF_BIN to the folder scripts/bench-peers.sh built}
+. "$ROOT/scripts/perf-up.sh"
 RATE=${RATE:-500}
 DURATION=${DURATION:-480}
 OUT=${OUT:-$(mktemp -d /tmp/sustained.XXXXXX)}
-NATS_PORT=${PERF_SWITCHYARD_NATS_PORT:-31222}
-HTTP_PORT=${PERF_SWITCHYARD_HTTP_PORT:-31090}
-MOCK_ADDR=127.0.0.1:${PERF_MOCK_PORT:-31081}
 for tool in natsload mock; do
 	[ -x "$BIN/$tool" ] || { echo "bench-sustained: $BIN/$tool missing: run scripts/bench-peers.sh with PERF_BIN=$BIN first" >&2; exit 2; }
 done
 [ $# -gt 0 ] || set -- "$BIN/switchyard.bin"
 mkdir -p "$OUT"
-. "$ROOT/scripts/perf-up.sh"
 perf_start_mock "$OUT"
 
 n=0

@@ -17,15 +17,11 @@
 # in UP_ENV (for example "GOGC=off GOMEMLIMIT=6GiB SWITCHYARD_GC_PERCENT=-1").
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-HARNESS=${PERF_HARNESS:-$ROOT/../shared/bench-peers}
-BIN=${PERF_BIN:?set PERF_BIN to the folder scripts/bench-peers.sh built}
+. "$ROOT/scripts/perf-up.sh"
 RATE=${RATE:-500}
 DURATION=${DURATION:-20}
 SLOW_MS=${SLOW_MS:-20}
 OUT=${OUT:-$(mktemp -d /tmp/timeline.XXXXXX)}
-NATS_PORT=${PERF_SWITCHYARD_NATS_PORT:-31222}
-HTTP_PORT=${PERF_SWITCHYARD_HTTP_PORT:-31090}
-MOCK_ADDR=127.0.0.1:${PERF_MOCK_PORT:-31081}
 SY=${1:-$BIN/switchyard.bin}
 [ -x "$BIN/mock" ] || { echo "bench-timeline: $BIN/mock missing: run scripts/bench-peers.sh with PERF_BIN=$BIN first" >&2; exit 2; }
 [ -x "$SY" ] || { echo "bench-timeline: $SY is not an executable switchyard binary" >&2; exit 2; }
@@ -160,7 +156,6 @@ func main() {
 EOF
 (cd "$OUT/client" && GOWORK=off GOFLAGS=-mod=mod go build -o timeline .)
 
-. "$ROOT/scripts/perf-up.sh"
 perf_start_mock "$OUT"
 up_start=$(date +%s.%N)
 # shellcheck disable=SC2086 # UP_ENV is a list of assignments

@@ -4,8 +4,16 @@
 # mock on CPU 0, NATS authentication and the ledger off), with the collector
 # traced (GODEBUG=gctrace=1) so the callers can read its collections.
 #
-# The caller sets HARNESS, BIN (holding the harness's mock), NATS_PORT,
-# HTTP_PORT and MOCK_ADDR. Everything started is killed on exit.
+# The caller sets ROOT (the repository). PERF_BIN names the folder that
+# scripts/bench-peers.sh built (the harness's mock and natsload); PERF_HARNESS,
+# PERF_SWITCHYARD_NATS_PORT, PERF_SWITCHYARD_HTTP_PORT and PERF_MOCK_PORT
+# override the harness's folder and the ports. Everything started is killed
+# on exit.
+HARNESS=${PERF_HARNESS:-$ROOT/../shared/bench-peers}
+BIN=${PERF_BIN:?set PERF_BIN to the folder scripts/bench-peers.sh built}
+NATS_PORT=${PERF_SWITCHYARD_NATS_PORT:-31222}
+HTTP_PORT=${PERF_SWITCHYARD_HTTP_PORT:-31090}
+MOCK_ADDR=127.0.0.1:${PERF_MOCK_PORT:-31081}
 
 perf_pids=()
 perf_cleanup() {
