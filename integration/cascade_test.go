@@ -21,11 +21,11 @@ import (
 // so a run of rejected drafts can make the router send a request to the
 // dearer model first. That is the product working, but it made this test
 // depend on the order in which concurrent verdicts arrived. Two things pin
-// it: the escalation models cost 1,000× their catalog price here, so
-// skipping the draft pays only when every draft seen so far was rejected,
-// and the requests go one at a time until one draft has been accepted
-// (which draft the simulator rejects is fixed by its prompt), so that
-// never holds afterwards.
+// it: every model but the draft's (gemini's) costs 1,000× its catalog price
+// here, so skipping the draft pays only when every draft seen so far was
+// rejected, and the requests go one at a time until one draft has been
+// accepted (which draft the simulator rejects is fixed by its prompt), so
+// that never holds afterwards.
 func TestCascadeEscalatesOnlyFailingDrafts(t *testing.T) {
 	e := start(t, func(c *app.Config) {
 		for i := range c.Policy.Routes {
