@@ -42,6 +42,10 @@ type Options struct {
 	Features Features
 	// Topology overrides the default streams (tests).
 	Topology *natsx.TopologyConfig
+	// InProcess, when set, is the server embedded in this process: the
+	// connection goes to it without a socket (natsx.BufferedInProcess) and
+	// NATSURL only names it.
+	InProcess nats.InProcessConnProvider
 	// WatchEvery is how often a supervised stage's consumer is checked
 	// (default 2s).
 	WatchEvery time.Duration
@@ -112,6 +116,9 @@ func Open(ctx context.Context, o Options) (_ *Runtime, err error) {
 	connOpts, err := o.Auth.Options()
 	if err != nil {
 		return nil, err
+	}
+	if o.InProcess != nil {
+		connOpts = append(connOpts, natsx.BufferedInProcess(o.InProcess))
 	}
 	if rt.NC, err = natsx.Connect(o.NATSURL, "switchyard-"+o.Name, natsLog, connOpts...); err != nil {
 		return nil, err

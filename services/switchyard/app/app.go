@@ -74,6 +74,10 @@ type Config struct {
 	// (NATS_TLS_CA verifies it for the in-process client); with an
 	// external one, NATS_CREDS and NATS_TLS_* are the client's.
 	natsx.ClientAuth
+	// NATSInProcess connects `up`'s own stages to the embedded server
+	// without a socket (natsx.BufferedInProcess); false uses loopback TCP
+	// like every other client.
+	NATSInProcess    bool   `envconfig:"NATS_IN_PROCESS" default:"true"`
 	NATSReplicas     int    `envconfig:"NATS_REPLICAS" default:"1"` // 3 against a 3-node cluster
 	PolicyFile       string `envconfig:"POLICY" default:"deployments/policy.yaml"`
 	Sim              string `envconfig:"SIM" default:"auto"`
@@ -284,7 +288,7 @@ func Start(ctx context.Context, cfg Config, log zerolog.Logger) (_ *System, err 
 	}
 	s.ClientAuth = clientAuth
 	rt, err := svc.Open(ctx, svc.Options{Name: "switchyard", NATSURL: s.NATSURL, Auth: clientAuth, Replicas: cfg.NATSReplicas, Policy: s.Policy, Log: log,
-		Features: cfg.Features, Topology: cfg.Topology})
+		Features: cfg.Features, Topology: cfg.Topology, InProcess: s.inProcess()})
 	if err != nil {
 		return nil, err
 	}
@@ -313,6 +317,15 @@ func Start(ctx context.Context, cfg Config, log zerolog.Logger) (_ *System, err 
 // authority loads (or, the first time, generates) the data directory's
 // keys, writes the operator's and the services' credentials and returns
 // what the embedded server trusts.
+// inProcess is the embedded server when the stages should reach it without
+// a socket, else nil.
+func (s *System) inProcess() nats.InProcessConnProvider {
+	if s.NATS == nil || !s.cfg.NATSInProcess {
+		return nil
+	}
+	return s.NATS
+}
+
 func (s *System) authority(dataDir string, pol *policy.Policy) (*natsserver.Auth, error) {
 	a, err := natsauth.LoadOrCreate(dataDir)
 	if err != nil {

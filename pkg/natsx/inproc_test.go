@@ -1,0 +1,140 @@
+package natsx
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"testing"
+	"time"
+)
+
+// pipePair is a bufferedConn over one end of a net.Pipe and the raw other
+// end, which plays the server.
+func pipePair(t *testing.T) (*bufferedConn, net.Conn) {
+	t.Helper()
+	client, server := net.Pipe()
+	c := newBufferedConn(client)
+	t.Cleanup(func() { _ = c.Close(); _ = server.Close() })
+	return c, server
+}
+
+func TestBufferedConnDeliversWritesInOrder(t *testing.T) {
+	c, server := pipePair(t)
+	var want bytes.Buffer
+	for i := range 20000 {
+		chunk := bytes.Repeat([]byte{byte(i)}, 1+i%97)
+		want.Write(chunk)
+	}
+	go func() {
+		b := want.Bytes()
+		for i := 0; len(b) > 0; i++ {
+			n := min(1+i%97, len(b))
+			if _, err := c.Write(b[:n]); err != nil {
+				t.Errorf("write %d: %v", i, err)
+				return
+			}
+			b = b[n:]
+		}
+	}()
+	got := make([]byte, want.Len())
+	if _, err := io.ReadFull(server, got); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want.Bytes()) {
+		t.Fatal("the bytes read differ from the bytes written")
+	}
+}
+
+func TestBufferedConnWriteDoesNotWaitForTheReader(t *testing.T) {
+	c, _ := pipePair(t) // nobody reads the server's end
+	done := make(chan error, 1)
+	go func() {
+		_, err := c.Write(make([]byte, 64<<10))
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a write under the bound waited for the reader")
+	}
+}
+
+func TestBufferedConnBoundsWhatItHolds(t *testing.T) {
+	c, _ := pipePair(t) // nobody reads: the first buffer stays in the pipe's Write, the next fills up
+	if err := c.SetWriteDeadline(time.Now().Add(300 * time.Millisecond)); err != nil {
+		t.Fatal(err)
+	}
+	var err error
+	for written := 0; written < 4*maxUnsent && err == nil; written += 64 << 10 {
+		_, err = c.Write(make([]byte, 64<<10))
+	}
+	if !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("writes past the bound with a deadline: got %v, want %v", err, os.ErrDeadlineExceeded)
+	}
+	c.mu.Lock()
+	held := len(c.unsent)
+	c.mu.Unlock()
+	if held > maxUnsent+64<<10 {
+		t.Fatalf("holds %d bytes, bound %d", held, maxUnsent)
+	}
+}
+
+func TestBufferedConnCloseDeliversWhatWasWritten(t *testing.T) {
+	c, server := pipePair(t)
+	want := bytes.Repeat([]byte("PUB x 1\r\nA\r\n"), 1000)
+	if _, err := c.Write(want); err != nil {
+		t.Fatal(err)
+	}
+	closed := make(chan error, 1)
+	go func() { closed <- c.Close() }()
+	got, err := io.ReadAll(server) // ends at EOF: Close closed the pipe after the bytes
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Fatalf("read %d bytes before EOF, want %d", len(got), len(want))
+	}
+	if err := <-closed; err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Write([]byte("x")); !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("write after Close: got %v, want %v", err, net.ErrClosed)
+	}
+}
+
+func TestBufferedConnCloseDoesNotWaitForeverForTheReader(t *testing.T) {
+	c, _ := pipePair(t) // nobody reads
+	c.grace = 50 * time.Millisecond
+	if _, err := c.Write([]byte("stuck")); err != nil {
+		t.Fatal(err)
+	}
+	closed := make(chan error, 1)
+	go func() { closed <- c.Close() }()
+	select {
+	case <-closed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close waited for a reader that never reads")
+	}
+}
+
+func TestBufferedConnReportsAClosedPeer(t *testing.T) {
+	c, server := pipePair(t)
+	_ = server.Close()
+	var err error
+	deadline := time.Now().Add(10 * time.Second)
+	for err == nil && time.Now().Before(deadline) {
+		_, err = c.Write([]byte("x")) // the first may be queued before the sender sees the close
+		time.Sleep(time.Millisecond)
+	}
+	if !errors.Is(err, io.ErrClosedPipe) {
+		t.Fatalf("write to a closed peer: got %v, want %v", err, io.ErrClosedPipe)
+	}
+	if _, err := c.Read(make([]byte, 1)); err == nil {
+		t.Fatal("read from a closed peer: no error")
+	}
+}
