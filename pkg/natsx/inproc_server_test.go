@@ -12,6 +12,7 @@ import (
 
 	"github.com/switchyard-llm/switchyard/pkg/natsserver"
 	"github.com/switchyard-llm/switchyard/pkg/natsx"
+	"github.com/switchyard-llm/switchyard/pkg/testkit"
 )
 
 // The stages of `up` reach its embedded server through BufferedInProcess:
@@ -125,8 +126,7 @@ func TestBufferedInProcessAgainstTheServer(t *testing.T) {
 	case <-ctx.Done():
 		t.Fatal("drain did not close the connection")
 	}
-	check, js2 := connectTCP(t, ns.ClientURL())
-	defer check.Close()
+	_, js2 := testkit.Connect(t, ns.ClientURL()) // over TCP
 	d, err := js2.Stream(ctx, "D")
 	if err != nil {
 		t.Fatal(err)
@@ -134,17 +134,4 @@ func TestBufferedInProcessAgainstTheServer(t *testing.T) {
 	if msgs := d.CachedInfo().State.Msgs; msgs != 100 {
 		t.Fatalf("stream holds %d of the 100 messages published before the drain", msgs)
 	}
-}
-
-func connectTCP(t *testing.T, url string) (*nats.Conn, jetstream.JetStream) {
-	t.Helper()
-	nc, err := nats.Connect(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return nc, js
 }
