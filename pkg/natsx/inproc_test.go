@@ -47,6 +47,86 @@ func TestBufferedConnDeliversWritesInOrder(t *testing.T) {
 	}
 }
 
+func TestBufferedConnReadsInOrder(t *testing.T) {
+	c, server := pipePair(t)
+	var want bytes.Buffer
+	for i := range 20000 {
+		want.Write(bytes.Repeat([]byte{byte(i)}, 1+i%97))
+	}
+	go func() {
+		b := want.Bytes()
+		for i := 0; len(b) > 0; i++ {
+			n := min(1+i%89, len(b))
+			if _, err := server.Write(b[:n]); err != nil {
+				t.Errorf("server write %d: %v", i, err)
+				return
+			}
+			b = b[n:]
+		}
+	}()
+	got := make([]byte, want.Len())
+	if _, err := io.ReadFull(c, got); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want.Bytes()) {
+		t.Fatal("the bytes read differ from the bytes the server wrote")
+	}
+}
+
+// The server's writes do not wait for the reader, up to the bound, as a
+// socket's do not: a reader busy elsewhere does not stall the server.
+func TestBufferedConnServerWritesDoNotWaitForTheReader(t *testing.T) {
+	c, server := pipePair(t)
+	done := make(chan error, 1)
+	go func() {
+		_, err := server.Write(make([]byte, maxQueued/2))
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a server write under the bound waited for the reader")
+	}
+	// Past the bound the server's write waits for the reader.
+	if err := server.SetWriteDeadline(time.Now().Add(300 * time.Millisecond)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := server.Write(make([]byte, 2*maxQueued)); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("server write past the bound: got %v, want %v", err, os.ErrDeadlineExceeded)
+	}
+	if n, err := io.ReadFull(c, make([]byte, maxQueued/2)); err != nil {
+		t.Fatalf("read %d of what was queued: %v", n, err)
+	}
+}
+
+func TestBufferedConnReadDeadline(t *testing.T) {
+	c, _ := pipePair(t) // the server writes nothing
+	if err := c.SetReadDeadline(time.Now().Add(100 * time.Millisecond)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Read(make([]byte, 1)); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("read past the deadline: got %v, want %v", err, os.ErrDeadlineExceeded)
+	}
+	// A deadline moved later while a read waits is the one that counts.
+	if err := c.SetReadDeadline(time.Now().Add(50 * time.Millisecond)); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	go func() {
+		time.Sleep(10 * time.Millisecond)
+		_ = c.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+	}()
+	if _, err := c.Read(make([]byte, 1)); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("read past the moved deadline: got %v, want %v", err, os.ErrDeadlineExceeded)
+	}
+	if waited := time.Since(start); waited < 250*time.Millisecond {
+		t.Fatalf("read gave up after %v, before the moved deadline", waited)
+	}
+}
+
 func TestBufferedConnWriteDoesNotWaitForTheReader(t *testing.T) {
 	c, _ := pipePair(t) // nobody reads the server's end
 	done := make(chan error, 1)
@@ -70,17 +150,17 @@ func TestBufferedConnBoundsWhatItHolds(t *testing.T) {
 		t.Fatal(err)
 	}
 	var err error
-	for written := 0; written < 4*maxUnsent && err == nil; written += 64 << 10 {
+	for written := 0; written < 4*maxQueued && err == nil; written += 64 << 10 {
 		_, err = c.Write(make([]byte, 64<<10))
 	}
 	if !errors.Is(err, os.ErrDeadlineExceeded) {
 		t.Fatalf("writes past the bound with a deadline: got %v, want %v", err, os.ErrDeadlineExceeded)
 	}
-	c.mu.Lock()
-	held := len(c.unsent)
-	c.mu.Unlock()
-	if held > maxUnsent+64<<10 {
-		t.Fatalf("holds %d bytes, bound %d", held, maxUnsent)
+	c.out.mu.Lock()
+	held := c.out.buf.Len()
+	c.out.mu.Unlock()
+	if held > maxQueued+64<<10 {
+		t.Fatalf("holds %d bytes, bound %d", held, maxQueued)
 	}
 }
 
@@ -104,6 +184,12 @@ func TestBufferedConnCloseDeliversWhatWasWritten(t *testing.T) {
 	}
 	if _, err := c.Write([]byte("x")); !errors.Is(err, net.ErrClosed) {
 		t.Fatalf("write after Close: got %v, want %v", err, net.ErrClosed)
+	}
+	if _, err := c.Read(make([]byte, 1)); !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("read after Close: got %v, want %v", err, net.ErrClosed)
+	}
+	if err := c.Close(); !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("second Close: got %v, want %v", err, net.ErrClosed)
 	}
 }
 
