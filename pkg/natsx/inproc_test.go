@@ -16,60 +16,47 @@ func pipePair(t *testing.T) (*bufferedConn, net.Conn) {
 	t.Helper()
 	client, server := net.Pipe()
 	c := newBufferedConn(client)
+	c.grace = 500 * time.Millisecond // the tests whose server never reads close at cleanup
 	t.Cleanup(func() { _ = c.Close(); _ = server.Close() })
 	return c, server
 }
 
-func TestBufferedConnDeliversWritesInOrder(t *testing.T) {
-	c, server := pipePair(t)
-	var want bytes.Buffer
-	for i := range 20000 {
-		chunk := bytes.Repeat([]byte{byte(i)}, 1+i%97)
-		want.Write(chunk)
+// Bytes arrive whole and in order both ways, written in pieces of many
+// sizes.
+func TestBufferedConnKeepsOrder(t *testing.T) {
+	tests := []struct {
+		name string
+		ends func(c *bufferedConn, server net.Conn) (io.Writer, io.Reader)
+	}{
+		{"to the server", func(c *bufferedConn, server net.Conn) (io.Writer, io.Reader) { return c, server }},
+		{"from the server", func(c *bufferedConn, server net.Conn) (io.Writer, io.Reader) { return server, c }},
 	}
-	go func() {
-		b := want.Bytes()
-		for i := 0; len(b) > 0; i++ {
-			n := min(1+i%97, len(b))
-			if _, err := c.Write(b[:n]); err != nil {
-				t.Errorf("write %d: %v", i, err)
-				return
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			w, r := tc.ends(pipePair(t))
+			var want bytes.Buffer
+			for i := range 20000 {
+				want.Write(bytes.Repeat([]byte{byte(i)}, 1+i%97))
 			}
-			b = b[n:]
-		}
-	}()
-	got := make([]byte, want.Len())
-	if _, err := io.ReadFull(server, got); err != nil {
-		t.Fatal(err)
-	}
-	if !bytes.Equal(got, want.Bytes()) {
-		t.Fatal("the bytes read differ from the bytes written")
-	}
-}
-
-func TestBufferedConnReadsInOrder(t *testing.T) {
-	c, server := pipePair(t)
-	var want bytes.Buffer
-	for i := range 20000 {
-		want.Write(bytes.Repeat([]byte{byte(i)}, 1+i%97))
-	}
-	go func() {
-		b := want.Bytes()
-		for i := 0; len(b) > 0; i++ {
-			n := min(1+i%89, len(b))
-			if _, err := server.Write(b[:n]); err != nil {
-				t.Errorf("server write %d: %v", i, err)
-				return
+			go func() {
+				b := want.Bytes()
+				for i := 0; len(b) > 0; i++ {
+					n := min(1+i%89, len(b))
+					if _, err := w.Write(b[:n]); err != nil {
+						t.Errorf("write %d: %v", i, err)
+						return
+					}
+					b = b[n:]
+				}
+			}()
+			got := make([]byte, want.Len())
+			if _, err := io.ReadFull(r, got); err != nil {
+				t.Fatal(err)
 			}
-			b = b[n:]
-		}
-	}()
-	got := make([]byte, want.Len())
-	if _, err := io.ReadFull(c, got); err != nil {
-		t.Fatal(err)
-	}
-	if !bytes.Equal(got, want.Bytes()) {
-		t.Fatal("the bytes read differ from the bytes the server wrote")
+			if !bytes.Equal(got, want.Bytes()) {
+				t.Fatal("the bytes read differ from the bytes written")
+			}
+		})
 	}
 }
 
@@ -77,19 +64,7 @@ func TestBufferedConnReadsInOrder(t *testing.T) {
 // socket's do not: a reader busy elsewhere does not stall the server.
 func TestBufferedConnServerWritesDoNotWaitForTheReader(t *testing.T) {
 	c, server := pipePair(t)
-	done := make(chan error, 1)
-	go func() {
-		_, err := server.Write(make([]byte, maxQueued/2))
-		done <- err
-	}()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatal(err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("a server write under the bound waited for the reader")
-	}
+	writeReturns(t, server, maxQueued/2)
 	// Past the bound the server's write waits for the reader.
 	if err := server.SetWriteDeadline(time.Now().Add(300 * time.Millisecond)); err != nil {
 		t.Fatal(err)
@@ -129,9 +104,16 @@ func TestBufferedConnReadDeadline(t *testing.T) {
 
 func TestBufferedConnWriteDoesNotWaitForTheReader(t *testing.T) {
 	c, _ := pipePair(t) // nobody reads the server's end
+	writeReturns(t, c, 64<<10)
+}
+
+// writeReturns fails the test unless a write of n bytes to w returns
+// without anyone reading the other end.
+func writeReturns(t *testing.T, w io.Writer, n int) {
+	t.Helper()
 	done := make(chan error, 1)
 	go func() {
-		_, err := c.Write(make([]byte, 64<<10))
+		_, err := w.Write(make([]byte, n))
 		done <- err
 	}()
 	select {
@@ -140,7 +122,7 @@ func TestBufferedConnWriteDoesNotWaitForTheReader(t *testing.T) {
 			t.Fatal(err)
 		}
 	case <-time.After(10 * time.Second):
-		t.Fatal("a write under the bound waited for the reader")
+		t.Fatalf("a write of %d bytes, under the bound, waited for the reader", n)
 	}
 }
 
