@@ -314,9 +314,6 @@ func Start(ctx context.Context, cfg Config, log zerolog.Logger) (_ *System, err 
 	return s, nil
 }
 
-// authority loads (or, the first time, generates) the data directory's
-// keys, writes the operator's and the services' credentials and returns
-// what the embedded server trusts.
 // inProcess is the embedded server when the stages should reach it without
 // a socket, else nil.
 func (s *System) inProcess() nats.InProcessConnProvider {
@@ -326,6 +323,9 @@ func (s *System) inProcess() nats.InProcessConnProvider {
 	return s.NATS
 }
 
+// authority loads (or, the first time, generates) the data directory's
+// keys, writes the operator's and the services' credentials and returns
+// what the embedded server trusts.
 func (s *System) authority(dataDir string, pol *policy.Policy) (*natsserver.Auth, error) {
 	a, err := natsauth.LoadOrCreate(dataDir)
 	if err != nil {
