@@ -154,6 +154,10 @@ type byteQueue struct {
 	buf      bytes.Buffer
 	err      error // set: put fails with it; take fails with it once buf is empty (or at once if dropped)
 	deadline time.Time
+	// timed counts the waits that honour the deadline: only they need a
+	// wake when it moves (nats.go moves the write deadline twice per flush,
+	// and the sending goroutine waits on the same condition).
+	timed int
 }
 
 func (q *byteQueue) init() { q.changed.L = &q.mu }
@@ -229,7 +233,13 @@ func (q *byteQueue) wait(useDeadline bool, what waitFor) error {
 				timer.Reset(time.Until(q.deadline))
 			}
 		}
+		if useDeadline {
+			q.timed++
+		}
 		q.changed.Wait()
+		if useDeadline {
+			q.timed--
+		}
 	}
 }
 
@@ -240,17 +250,14 @@ func (q *byteQueue) wake() {
 }
 
 // finish ends the queue after what it holds: puts fail with err, takes
-// return the bytes still queued and then err. It reports whether the queue
-// was still open.
-func (q *byteQueue) finish(err error) bool {
+// return the bytes still queued and then err.
+func (q *byteQueue) finish(err error) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	if q.err != nil {
-		return false
+	if q.err == nil {
+		q.err = err
 	}
-	q.err = err
 	q.changed.Broadcast()
-	return true
 }
 
 // fail ends the queue and drops what it holds.
@@ -267,6 +274,8 @@ func (q *byteQueue) fail(err error) {
 func (q *byteQueue) setDeadline(t time.Time) {
 	q.mu.Lock()
 	q.deadline = t
-	q.changed.Broadcast()
+	if q.timed > 0 {
+		q.changed.Broadcast()
+	}
 	q.mu.Unlock()
 }
