@@ -69,7 +69,8 @@ PIDS+=("$MOCK_PID")
 sed "s#@MOCK_BASE@#$VENDOR_BASE#" "$PEERS/switchyard/policy.yaml.tmpl" >"$WORK/policy.yaml"
 unset_env=()
 for v in $(compgen -e | grep '^SWITCHYARD_'); do unset_env+=(-u "$v"); done # the caller's settings must not leak in
-env "${unset_env[@]}" SWITCHYARD_DATA_DIR="$WORK/data" SWITCHYARD_NATS_PORT="$NATS_PORT" SWITCHYARD_HTTP_ADDR="$HTTP_ADDR" \
+# Authentication off (loopback only): natsload, like the harness's, connects without credentials.
+env "${unset_env[@]}" SWITCHYARD_NATS_AUTH=off SWITCHYARD_DATA_DIR="$WORK/data" SWITCHYARD_NATS_PORT="$NATS_PORT" SWITCHYARD_HTTP_ADDR="$HTTP_ADDR" \
   SWITCHYARD_EDGE_ADDR="$EDGE_ADDR" SWITCHYARD_POLICY="$WORK/policy.yaml" SWITCHYARD_SIM=off SWITCHYARD_LEDGER=false \
   SWITCHYARD_LOG_LEVEL=warn "${PIN_TARGET[@]}" "$BIN/switchyard" up >"$WORK/switchyard.log" 2>&1 &
 SY_PID=$!
@@ -79,7 +80,9 @@ for ((i = 0; i < 240; i++)); do
   curl -s -o /dev/null --max-time 1 "http://$HTTP_ADDR/healthz" && curl -s -o /dev/null --max-time 1 "http://$EDGE_ADDR/v1/models" && break
   sleep 0.25
 done
-KEY=$(SWITCHYARD_NATS_URL=nats://127.0.0.1:$NATS_PORT "$BIN/switchyard" keys create --tenant perf 2>/dev/null)
+curl -s -o /dev/null --max-time 1 "http://$EDGE_ADDR/v1/models" || { echo "bench-edge: switchyard up did not start within 60 s:" >&2; tail -n 20 "$WORK/switchyard.log" >&2; exit 1; }
+KEY=$(SWITCHYARD_NATS_URL=nats://127.0.0.1:$NATS_PORT "$BIN/switchyard" keys create --tenant perf 2>"$WORK/keys.log") ||
+  { echo "bench-edge: could not create an API key:" >&2; cat "$WORK/keys.log" >&2; exit 1; }
 
 STREAM_FIELDS=""
 [ "$STREAM" = 1 ] && STREAM_FIELDS=',"stream":true,"stream_options":{"include_usage":true}'
