@@ -889,12 +889,7 @@ func (r *clusterRun) check(n int) (calls uint64, repeated int) {
 	// Settled: both work queues empty, so nothing more will be replied.
 	waitFor(t, 30*time.Second, func() bool {
 		for _, name := range []string{natsx.StreamRequests, natsx.StreamPipeline} {
-			s, err := r.js.Stream(ctx, name)
-			if err != nil {
-				return false
-			}
-			info, err := s.Info(ctx)
-			if err != nil || info.State.Msgs > 0 {
+			if !workQueueEmpty(ctx, r.js, name) {
 				return false
 			}
 		}

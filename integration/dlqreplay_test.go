@@ -296,10 +296,7 @@ func TestLedgerReplayChargesOnce(t *testing.T) {
 	}
 	// The ledger acks only what ClickHouse accepted: an empty work queue
 	// means the replayed copy was stored.
-	waitFor(t, 30*time.Second, func() bool {
-		s, err := e.sys.JS.Stream(ctx, natsx.StreamTelemetry)
-		return err == nil && s.CachedInfo().State.Msgs == 0
-	})
+	waitFor(t, 30*time.Second, func() bool { return workQueueEmpty(ctx, e.sys.JS, natsx.StreamTelemetry) })
 	t.Logf("attempt rows stored: %d (before the table collapses them)", e.count("SELECT count() FROM %s.attempts"+where))
 	if got := e.count("SELECT count() FROM %s.attempts FINAL" + where); got != 1 {
 		t.Fatalf("attempt rows after the replay = %d, want 1", got)

@@ -172,13 +172,43 @@ func (e *env) settled(wait time.Duration) {
 	ctx := context.Background()
 	waitFor(e.t, wait, func() bool {
 		for _, name := range []string{natsx.StreamRequests, natsx.StreamPipeline} {
-			s, err := e.sys.JS.Stream(ctx, name)
-			if err != nil || s.CachedInfo().State.Msgs > 0 {
+			if !workQueueEmpty(ctx, e.sys.JS, name) {
 				return false
 			}
 		}
 		return true
 	})
+}
+
+// workQueueEmpty reports whether a work-queue stream holds no work: no
+// message besides its anchor (natsx.KeepAnchor).
+func workQueueEmpty(ctx context.Context, js jetstream.JetStream, name string) bool {
+	s, err := js.Stream(ctx, name)
+	if err != nil {
+		return false
+	}
+	n, err := natsx.WorkMessages(ctx, s)
+	return err == nil && n == 0
+}
+
+// anchorSeq is the sequence of a stream's anchor (natsx.KeepAnchor), 0
+// while it has none.
+func anchorSeq(ctx context.Context, s jetstream.Stream) uint64 {
+	m, err := s.GetLastMsgForSubject(ctx, natsx.AnchorSubject(s.CachedInfo().Config.Name))
+	if err != nil {
+		return 0
+	}
+	return m.Sequence
+}
+
+// anchorWrites is how many of a stream's writes between two reads of its
+// anchor's sequence were anchors: KeepAnchor stores a new one only after
+// 256 other messages, so a test window shorter than that holds at most one.
+func anchorWrites(before, after uint64) uint64 {
+	if before != after {
+		return 1
+	}
+	return 0
 }
 
 // repliesStored counts the replies LLM_REPLIES holds per reply subject of

@@ -18,12 +18,14 @@ import (
 // streamTraffic is what the pipeline's streams have taken in so far: every
 // message stored (a stream's last sequence; duplicates dropped by message id
 // get none) and every message removed from a work queue (an ack).
-type streamTraffic struct{ writes, removed map[string]uint64 }
+// Anchors (natsx.KeepAnchor) are left out: a new one is a write and the
+// old one it replaces a removal.
+type streamTraffic struct{ writes, removed, anchors map[string]uint64 }
 
 func (e *env) streamTraffic() streamTraffic {
 	e.t.Helper()
 	ctx := context.Background()
-	tr := streamTraffic{writes: map[string]uint64{}, removed: map[string]uint64{}}
+	tr := streamTraffic{writes: map[string]uint64{}, removed: map[string]uint64{}, anchors: map[string]uint64{}}
 	for _, name := range []string{natsx.StreamRequests, natsx.StreamPipeline, natsx.StreamReplies, natsx.StreamTelemetry} {
 		s, err := e.sys.JS.Stream(ctx, name)
 		if err != nil {
@@ -34,6 +36,7 @@ func (e *env) streamTraffic() streamTraffic {
 			e.t.Fatal(err)
 		}
 		tr.writes[name] = info.State.LastSeq
+		tr.anchors[name] = anchorSeq(ctx, s)
 		if name != natsx.StreamReplies { // kept for an hour, never acked away
 			tr.removed[name] = info.State.LastSeq - info.State.Msgs
 		}
@@ -44,11 +47,14 @@ func (e *env) streamTraffic() streamTraffic {
 func (tr streamTraffic) since(before streamTraffic) (writes, acks map[string]uint64, totalWrites, totalAcks uint64) {
 	writes, acks = map[string]uint64{}, map[string]uint64{}
 	for k, v := range tr.writes {
-		writes[k] = v - before.writes[k]
+		writes[k] = v - before.writes[k] - anchorWrites(before.anchors[k], tr.anchors[k])
 		totalWrites += writes[k]
 	}
 	for k, v := range tr.removed {
 		acks[k] = v - before.removed[k]
+		if before.anchors[k] != 0 { // the new anchor removed the old one
+			acks[k] -= anchorWrites(before.anchors[k], tr.anchors[k])
+		}
 		totalAcks += acks[k]
 	}
 	return writes, acks, totalWrites, totalAcks
@@ -173,12 +179,7 @@ func TestFinishedAttemptsObservedAndStoredOnFailure(t *testing.T) {
 func (e *env) telemetryDrained(wait time.Duration) {
 	e.t.Helper()
 	waitFor(e.t, wait, func() bool {
-		s, err := e.sys.JS.Stream(context.Background(), natsx.StreamTelemetry)
-		if err != nil {
-			return false
-		}
-		info, err := s.Info(context.Background())
-		return err == nil && info.State.Msgs == 0
+		return workQueueEmpty(context.Background(), e.sys.JS, natsx.StreamTelemetry)
 	})
 }
 

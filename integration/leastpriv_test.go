@@ -71,6 +71,25 @@ func TestSeparateProcessesWithOwnCredentials(t *testing.T) {
 	}
 	url := authServer(t, dataDir, auth)
 
+	// Anchors `up` stored; each service stores its streams' own at start.
+	opNC := connectAs(t, url, natsx.ClientAuth{Creds: natsauth.CredsFile(dataDir, natsauth.OperatorUser)})
+	opJS, err := jetstream.New(opNC)
+	if err != nil {
+		t.Fatal(err)
+	}
+	anchors := func() map[string]uint64 {
+		out := map[string]uint64{}
+		for _, name := range []string{natsx.StreamRequests, natsx.StreamPipeline} {
+			s, err := opJS.Stream(ctx, name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			out[name] = anchorSeq(ctx, s)
+		}
+		return out
+	}
+	upAnchors := anchors()
+
 	logs := newLineSink(t)
 	type proc struct{ name, vendor string }
 	for _, p := range []proc{{"intake", ""}, {"router", ""}, {"gate", ""}, {"executor", "openai"}, {"executor", "anthropic"}, {"executor", "gemini"}} {
@@ -148,8 +167,15 @@ func TestSeparateProcessesWithOwnCredentials(t *testing.T) {
 	}
 
 	for _, line := range logs.all() {
-		if strings.Contains(line, "Permissions Violation") || strings.Contains(line, "permissions violation") {
+		if strings.Contains(line, "Permissions Violation") || strings.Contains(line, "permissions violation") ||
+			strings.Contains(line, "stream anchor not kept") {
 			t.Errorf("a service was refused: %s", line)
+		}
+	}
+	// The intake kept LLM_REQUESTS's anchor, the other stages LLM_PIPELINE's.
+	for name, seq := range anchors() {
+		if seq <= upAnchors[name] {
+			t.Errorf("%s: anchor at sequence %d, the one `up` stored at %d: no service stored its own", name, seq, upAnchors[name])
 		}
 	}
 }

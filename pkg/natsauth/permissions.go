@@ -105,6 +105,9 @@ func services(vendors []string) map[string]service {
 	return out
 }
 
+// anchorPrefix is natsx.SubjectAnchorPrefix (natsx imports this package).
+const anchorPrefix = "llm.anchor."
+
 // ServicePermissions are the users of the service processes, by user
 // name: each publishes only the subjects it owns, pulls only from its own
 // durable consumer, writes only its buckets, and reads only its private
@@ -139,6 +142,10 @@ func ServicePermissions(vendors []string) map[string]jwt.Permissions {
 		for _, c := range s.consumes {
 			p.Pub.Allow.Add("$JS.API.CONSUMER.CREATE."+c, "$JS.API.CONSUMER.CREATE."+c+".>",
 				"$JS.API.CONSUMER.DURABLE.CREATE."+c, "$JS.API.CONSUMER.MSG.NEXT."+c, "$JS.ACK."+c+".>")
+			// The stream's anchor, which a process keeps for every work
+			// queue it pulls from (natsx.KeepAnchor, natsx.AnchorSubject).
+			stream, _, _ := strings.Cut(c, ".")
+			p.Pub.Allow.Add(anchorPrefix + stream)
 		}
 		for _, b := range s.kv {
 			p.Pub.Allow.Add("$KV." + b + ".>")

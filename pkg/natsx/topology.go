@@ -53,6 +53,10 @@ const (
 	SubjectObservedAttempts = "llm.observed.attempts"
 	SubjectDLQPrefix        = "llm.dlq."
 	SubjectAlerts           = "llm.alerts.>"
+	// SubjectAnchorPrefix + <stream> holds a work-queue stream's anchor:
+	// one message no consumer reads, kept near the stream's end so the
+	// stream never drains to empty (see KeepAnchor).
+	SubjectAnchorPrefix = "llm.anchor."
 )
 
 // Stream names.
@@ -95,6 +99,9 @@ const (
 // RequestsDedupeWindow is LLM_REQUESTS's own dedupe window: the server's
 // minimum (see the stream's comment).
 const RequestsDedupeWindow = 100 * time.Millisecond
+
+// AnchorSubject is where KeepAnchor keeps stream's anchor.
+func AnchorSubject(stream string) string { return SubjectAnchorPrefix + stream }
 
 // IsRequestSubject says whether subject is llm.requests or a tenant's
 // bound request subject.
@@ -190,8 +197,9 @@ func (c TopologyConfig) Streams() []jetstream.StreamConfig {
 		{
 			Name:        StreamRequests,
 			Description: "client requests; each is owned by intake until acked",
-			Subjects:    []string{SubjectRequests, SubjectTenantRequestsPrefix + "*"},
+			Subjects:    []string{SubjectRequests, SubjectTenantRequestsPrefix + "*", AnchorSubject(StreamRequests)},
 			Retention:   jetstream.WorkQueuePolicy,
+			AllowRollup: true, // the anchor replaces itself (KeepAnchor)
 			Storage:     c.Storage,
 			Replicas:    c.Replicas,
 			// Request ids are unique per tenant, and the server dedupes on
@@ -203,8 +211,9 @@ func (c TopologyConfig) Streams() []jetstream.StreamConfig {
 		{
 			Name:        StreamPipeline,
 			Description: "internal stage hand-offs; each subject is owned by one stage",
-			Subjects:    []string{SubjectClassified, SubjectExecPrefix + ">", SubjectResults, SubjectEscalations, SubjectVerdicts},
+			Subjects:    []string{SubjectClassified, SubjectExecPrefix + ">", SubjectResults, SubjectEscalations, SubjectVerdicts, AnchorSubject(StreamPipeline)},
 			Retention:   jetstream.WorkQueuePolicy,
+			AllowRollup: true,
 			Storage:     c.Storage,
 			Replicas:    c.Replicas,
 			Duplicates:  c.DedupeWindow,
@@ -229,8 +238,9 @@ func (c TopologyConfig) Streams() []jetstream.StreamConfig {
 		{
 			Name:        StreamTelemetry,
 			Description: "attempt and request events, owned by the ledger until stored in ClickHouse",
-			Subjects:    []string{SubjectTelemetry},
+			Subjects:    []string{SubjectTelemetry, AnchorSubject(StreamTelemetry)},
 			Retention:   jetstream.WorkQueuePolicy,
+			AllowRollup: true,
 			Storage:     c.Storage,
 			Replicas:    c.Replicas,
 			Duplicates:  c.DedupeWindow,

@@ -84,6 +84,9 @@ type Runtime struct {
 	cancel     context.CancelFunc
 	wg         sync.WaitGroup
 	closers    []func()
+	anchorsOn  bool
+	anchorsMu  sync.Mutex
+	anchors    map[string]bool // streams whose anchor this process keeps
 }
 
 // Open connects to NATS, ensures the streams, and builds the shared
@@ -93,7 +96,7 @@ func Open(ctx context.Context, o Options) (_ *Runtime, err error) {
 		return nil, errors.New("runtime: a policy is required")
 	}
 	rt := &Runtime{Policy: o.Policy, Registry: obs.NewRegistry(), Health: &obs.Health{}, log: o.Log, name: o.Name,
-		topology: natsx.DefaultTopology(), watchEvery: o.WatchEvery, stuckAfter: o.StuckAfter}
+		topology: natsx.DefaultTopology(), watchEvery: o.WatchEvery, stuckAfter: o.StuckAfter, anchorsOn: o.Features.StreamAnchors}
 	if o.Topology != nil {
 		rt.topology = *o.Topology
 	}

@@ -34,6 +34,7 @@ const maxBackoff = 30 * time.Second
 // iterator failed), or whose consumer disappears, is restarted after the
 // streams are recreated; Run recreates its consumer.
 func (rt *Runtime) Go(st Stage) context.CancelFunc {
+	rt.keepAnchor(st.Stream)
 	ctx, cancel := context.WithCancel(rt.ctx)
 	s := &supervised{rt: rt, st: st, log: rt.Logger(st.Name)}
 	s.set(errors.New("starting"))
@@ -46,6 +47,35 @@ func (rt *Runtime) Go(st Stage) context.CancelFunc {
 		s.loop(ctx)
 	}()
 	return cancel
+}
+
+// keepAnchor keeps the anchor of a work-queue stream on file storage that
+// a stage of this process consumes (natsx.KeepAnchor), once per stream,
+// until the runtime closes.
+func (rt *Runtime) keepAnchor(stream string) {
+	if stream == "" || !rt.anchorsOn {
+		return
+	}
+	anchored := false
+	for _, sc := range rt.topology.Streams() {
+		if sc.Name == stream {
+			anchored = sc.Retention == jetstream.WorkQueuePolicy && sc.Storage == jetstream.FileStorage && sc.AllowRollup
+		}
+	}
+	rt.anchorsMu.Lock()
+	defer rt.anchorsMu.Unlock()
+	if !anchored || rt.anchors[stream] {
+		return
+	}
+	if rt.anchors == nil {
+		rt.anchors = map[string]bool{}
+	}
+	rt.anchors[stream] = true
+	rt.wg.Add(1)
+	go func() {
+		defer rt.wg.Done()
+		natsx.KeepAnchor(rt.ctx, rt.JS, stream, rt.component("anchor"), natsx.AnchorOptions{})
+	}()
 }
 
 type supervised struct {

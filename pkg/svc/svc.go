@@ -34,6 +34,10 @@ type Features struct {
 	Breaker         breaker.Config `envconfig:"BREAKER"`
 	// CacheEnabled runs the response cache for routes that set a cache TTL.
 	CacheEnabled bool `envconfig:"CACHE" default:"true"`
+	// StreamAnchors keeps an anchor in each work-queue stream a stage of
+	// the process pulls from, so the stream never drains to empty
+	// (natsx.KeepAnchor): off, each drain replaces a block file.
+	StreamAnchors bool `envconfig:"STREAM_ANCHORS" default:"true"`
 }
 
 // Validate reports every problem at once.
