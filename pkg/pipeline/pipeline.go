@@ -392,6 +392,14 @@ func Stage(log zerolog.Logger, h Handler, dl DeadLetterFunc, maxDeliver int, tim
 	return stage(plainLog(log), h, dl, maxDeliver, timeout, true)
 }
 
+// StageWithLog is Stage whose own lines (retries, dead letters, panics)
+// take their logger from logFor, called only when a line is written: a
+// stage that knows how to name the request in a message gets its identity
+// on those lines without building a logger per message.
+func StageWithLog(logFor func(ctx context.Context, d *Delivery) *zerolog.Logger, h Handler, dl DeadLetterFunc, maxDeliver int, timeout time.Duration) Handler {
+	return stage(logFor, h, dl, maxDeliver, timeout, true)
+}
+
 func stage(logFor logFunc, h Handler, dl DeadLetterFunc, maxDeliver int, timeout time.Duration, inPlace bool) Handler {
 	return Chain(h,
 		deadLetterWith(logFor, dl),

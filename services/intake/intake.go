@@ -150,20 +150,18 @@ func (in *Intake) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("intake consumer: %w", err)
 	}
-	h := pipeline.Stage(in.d.Log, in.Handle, in.deadLetter, in.cfg.MaxDeliver, 10*time.Second)
-	return pipeline.Run(ctx, in.d.Log, cons, in.withRequestLog(h), pipeline.RunOptions{Concurrency: in.cfg.Concurrency, Stage: natsx.StageIntake, Metrics: in.d.Metrics})
+	h := pipeline.StageWithLog(in.deliveryLog, in.Handle, in.deadLetter, in.cfg.MaxDeliver, 10*time.Second)
+	return pipeline.Run(ctx, in.d.Log, cons, h, pipeline.RunOptions{Concurrency: in.cfg.Concurrency, Stage: natsx.StageIntake, Metrics: in.d.Metrics})
 }
 
-// withRequestLog attaches a logger carrying the request's identity to the
-// context, so the pipeline's own lines about the request (retries, dead
-// letters, panics) carry request_id, tenant and trace_id too.
-func (in *Intake) withRequestLog(h pipeline.Handler) pipeline.Handler {
-	return func(ctx context.Context, d *pipeline.Delivery) error {
-		m := inputOf(d)
-		id, tenant, _ := envelope.PeekIdentity(m.Data)
-		l := in.requestLog(id, tenant, pipeline.TraceID(traceParent(m)))
-		return h(l.WithContext(ctx), d)
-	}
+// deliveryLog is the logger of the pipeline's own lines about a request
+// (retries, dead letters, panics): request_id, tenant and trace_id as the
+// envelope names them. It is built only when such a line is written.
+func (in *Intake) deliveryLog(_ context.Context, d *pipeline.Delivery) *zerolog.Logger {
+	m := inputOf(d)
+	id, tenant, _ := envelope.PeekIdentity(m.Data)
+	l := in.requestLog(id, tenant, pipeline.TraceID(traceParent(m)))
+	return &l
 }
 
 // Message is one message the intake publishes.
@@ -220,9 +218,10 @@ func inputOf(d *pipeline.Delivery) Input {
 func (in *Intake) Handle(ctx context.Context, d *pipeline.Delivery) error {
 	m := inputOf(d)
 	o, err := in.Decide(m, in.d.Now())
-	log := in.requestLog(o.ID, o.Tenant, o.TraceID)
+	// The request's logger is built only for a line that is written.
+	log := func() *zerolog.Logger { l := in.requestLog(o.ID, o.Tenant, o.TraceID); return &l }
 	if err != nil {
-		log.Error().Err(err).Msg("request not processed")
+		log().Error().Err(err).Msg("request not processed")
 		return err
 	}
 	if o.Accepted() && in.dedupe != nil {
@@ -232,7 +231,7 @@ func (in *Intake) Handle(ctx context.Context, d *pipeline.Delivery) error {
 		}
 		if !first {
 			in.duplicates.Inc()
-			log.Info().Msg("duplicate request dropped: the same tenant and id were accepted within the dedupe window")
+			log().Info().Msg("duplicate request dropped: the same tenant and id were accepted within the dedupe window")
 			return nil
 		}
 	}
@@ -241,11 +240,13 @@ func (in *Intake) Handle(ctx context.Context, d *pipeline.Delivery) error {
 	}
 	if o.Accepted() {
 		in.accepted.Inc()
-		log.Debug().Msg("request classified")
+		if in.d.Log.GetLevel() <= zerolog.DebugLevel {
+			log().Debug().Msg("request classified")
+		}
 		return nil
 	}
 	in.rejected.WithLabelValues(o.Code).Inc()
-	log.Info().Str("code", o.Code).Str("problem", o.Problem).Bool("replied", o.Key != "").Msg("request refused")
+	log().Info().Str("code", o.Code).Str("problem", o.Problem).Bool("replied", o.Key != "").Msg("request refused")
 	return nil
 }
 
