@@ -170,15 +170,20 @@ func TestEnsureConsumerWaitsForJetStream(t *testing.T) {
 	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "S", Subjects: []string{"s.>"}}); err != nil {
 		t.Fatal(err)
 	}
-	// Down now, back 500 ms later with its store (and the stream).
-	replaceServer(t, proxy, ns, 0, 500*time.Millisecond, server.Options{JetStream: true, StoreDir: store})
+	// Down now, back 1.5 s later with its store (and the stream): longer
+	// than a start-up attempt's first timeout (1 s), so the first attempt
+	// fails and is retried. Down for less, a request held by the stalled
+	// connection could be answered by the new server within that timeout,
+	// and there would be no retry to see (clean-clone CI: created after
+	// 550 ms, nothing logged).
+	replaceServer(t, proxy, ns, 0, 1500*time.Millisecond, server.Options{JetStream: true, StoreDir: store})
 	var logged bytes.Buffer // no deadline: each call has the API timeout
 	start := time.Now()
 	c, err := EnsureConsumer(zerolog.New(&logged).WithContext(ctx), js, "S", jetstream.ConsumerConfig{Durable: "d", FilterSubject: "s.x", AckPolicy: jetstream.AckExplicitPolicy})
 	if err != nil {
 		t.Fatalf("EnsureConsumer: %v; log %s", err, logged.String())
 	}
-	if took := time.Since(start); took < 400*time.Millisecond || !strings.Contains(logged.String(), `"what":"consumer S/d"`) {
+	if took := time.Since(start); took < 1400*time.Millisecond || !strings.Contains(logged.String(), `"what":"consumer S/d"`) {
 		t.Fatalf("created after %v without waiting for JetStream (retries logged: %q)", took, logged.String())
 	}
 	if got := c.CachedInfo().Config.FilterSubject; got != "s.x" {
