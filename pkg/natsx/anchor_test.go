@@ -172,3 +172,40 @@ func TestAnchorFollowsTheStreamAndSurvivesItsRecreation(t *testing.T) {
 		t.Fatalf("recreated stream holds %d anchors, want 1", n)
 	}
 }
+
+// A stream created before anchors (no anchor subject, no rollups) gets
+// both when the topology is ensured again, as `up` and `switchyard
+// provision` do at start, and then keeps its anchor.
+func TestTopologyUpdateAnchorsAnOlderStream(t *testing.T) {
+	_, js := testkit.JetStream(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	old := natsx.DefaultTopology().Streams()[1]
+	if old.Name != natsx.StreamPipeline {
+		t.Fatalf("stream 1 is %s", old.Name)
+	}
+	old.AllowRollup = false
+	old.Subjects = old.Subjects[:len(old.Subjects)-1]
+	if _, err := js.CreateStream(ctx, old); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.Publish(ctx, natsx.SubjectClassified, []byte("queued before the update")); err != nil {
+		t.Fatal(err)
+	}
+	testkit.WithTopology(t, js)
+	s, err := js.Stream(ctx, natsx.StreamPipeline)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg := s.CachedInfo().Config; !cfg.AllowRollup || cfg.Subjects[len(cfg.Subjects)-1] != natsx.AnchorSubject(natsx.StreamPipeline) {
+		t.Fatalf("updated stream: rollups %v, subjects %v", cfg.AllowRollup, cfg.Subjects)
+	}
+	kctx, stop := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); natsx.KeepAnchor(kctx, js, natsx.StreamPipeline, zerolog.Nop(), natsx.AnchorOptions{}) }()
+	defer func() { stop(); <-done }()
+	waitAnchor(t, js, 2)
+	if n, err := natsx.WorkMessages(ctx, s); err != nil || n != 1 {
+		t.Fatalf("work messages %d (%v), want the one queued before the update", n, err)
+	}
+}
