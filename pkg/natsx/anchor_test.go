@@ -202,7 +202,10 @@ func TestTopologyUpdateAnchorsAnOlderStream(t *testing.T) {
 	}
 	kctx, stop := context.WithCancel(ctx)
 	done := make(chan struct{})
-	go func() { defer close(done); natsx.KeepAnchor(kctx, js, natsx.StreamPipeline, zerolog.Nop(), natsx.AnchorOptions{}) }()
+	go func() {
+		defer close(done)
+		natsx.KeepAnchor(kctx, js, natsx.StreamPipeline, zerolog.Nop(), natsx.AnchorOptions{})
+	}()
 	defer func() { stop(); <-done }()
 	waitAnchor(t, js, 2)
 	if n, err := natsx.WorkMessages(ctx, s); err != nil || n != 1 {
