@@ -166,11 +166,17 @@ func inventory(ctx context.Context, js jetstream.JetStream) (*Inventory, error) 
 			inv.Buckets = append(inv.Buckets, si)
 			continue // its consumers are watchers', not durable work
 		}
-		inv.Streams = append(inv.Streams, si)
 		s, err := js.Stream(ctx, info.Config.Name)
 		if err != nil {
 			return nil, fmt.Errorf("stream %s: %w", info.Config.Name, err)
 		}
+		if info.Config.Retention == jetstream.WorkQueuePolicy && info.Config.AllowRollup {
+			// The work, not the stream's anchor (natsx.KeepAnchor).
+			if si.Messages, err = natsx.WorkMessages(ctx, s); err != nil {
+				return nil, fmt.Errorf("stream %s: %w", info.Config.Name, err)
+			}
+		}
+		inv.Streams = append(inv.Streams, si)
 		lister := s.ListConsumers(ctx)
 		for ci := range lister.Info() {
 			if ci.Config.Durable == "" {
