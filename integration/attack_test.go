@@ -260,6 +260,8 @@ func TestAttacksRefused(t *testing.T) {
 		}},
 		{"forge work for an executor", mc, func(t *testing.T, c *busClient) { c.pub(t, "llm.exec.openai", forged) }},
 		{"forge classified work", mc, func(t *testing.T, c *busClient) { c.pub(t, "llm.classified", forged) }},
+		{"forge a result for the gate", mc, func(t *testing.T, c *busClient) { c.pub(t, natsx.SubjectGateJudge, forged) }},
+		{"read results handed to the gate", mc, func(t *testing.T, c *busClient) { c.sub(t, natsx.SubjectGateJudge) }},
 		{"forge telemetry", mc, func(t *testing.T, c *busClient) { c.pub(t, natsx.SubjectRequest, telemetry) }},
 		{"forge a reply to another tenant", mc, func(t *testing.T, c *busClient) { c.pub(t, "llm.replies."+victim+".v1", reply) }},
 		{"kv put policy", mc, func(t *testing.T, c *busClient) { c.pub(t, "$KV.switchyard_policy.current", policyOpen) }},
@@ -288,6 +290,11 @@ func TestAttacksRefused(t *testing.T) {
 		}},
 		{"router deletes the intake consumer", router, func(t *testing.T, c *busClient) { c.pub(t, "$JS.API.CONSUMER.DELETE.LLM_REQUESTS.intake", nil) }},
 		{"router purges the replies", router, func(t *testing.T, c *busClient) { c.pub(t, "$JS.API.STREAM.PURGE.LLM_REPLIES", nil) }},
+		{"router judges in the gate's place", router, func(t *testing.T, c *busClient) { c.sub(t, natsx.SubjectGateJudge) }},
+		// The gate answers the requests it receives (allow_responses), no more.
+		{"gate writes to an executor's inbox", gate, func(t *testing.T, c *busClient) {
+			c.pub(t, natsauth.ServiceInboxPrefix(natsauth.ServiceUser("executor", "openai"))+".x", reply)
+		}},
 		{"router answers another's acks", router, func(t *testing.T, c *busClient) { c.sub(t, natsauth.ServiceInboxPrefix("intake")+".>") }},
 		{"router reads tenants' core inboxes", router, func(t *testing.T, c *busClient) { c.sub(t, "_INBOX.>") }},
 	}

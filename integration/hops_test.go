@@ -60,16 +60,34 @@ func (tr streamTraffic) since(before streamTraffic) (writes, acks map[string]uin
 	return writes, acks, totalWrites, totalAcks
 }
 
-// A request answered by its first vendor call costs 8 stream writes
+// A request answered by its first vendor call costs 7 stream writes
 // (llm.requests, llm.classified, llm.exec, the started attempt row,
-// llm.results, llm.verdicts, the request event carrying its finished
-// attempt rows, the reply) and 7 acks (intake, router twice, executor,
-// gate, the ledger's two telemetry messages). The gate used to store the
-// finished attempt row as a message of its own: 9 writes and 8 acks. The
-// rows in ClickHouse are the same: one finished row per call, one request
-// row, no row left as started.
+// llm.verdicts, the request event carrying its finished attempt rows, the
+// reply) and 6 acks (intake, router twice, executor, the ledger's two
+// telemetry messages): the executor hands its result to a gate directly
+// (llm.gate.judge), which stores the verdict. With that turned off, the
+// result is written to llm.results and acked by the gate: 8 writes and 7
+// acks. (The gate used to store the finished attempt row as a message of
+// its own: 9 writes and 8 acks.) The rows in ClickHouse are the same
+// either way: one finished row per call, one request row, no row left as
+// started.
 func TestStreamWritesPerRequest(t *testing.T) {
-	e := start(t)
+	for _, tt := range []struct {
+		name                 string
+		direct               bool
+		wantWrites, wantAcks float64
+	}{
+		{name: "result handed to the gate directly", direct: true, wantWrites: 7, wantAcks: 6},
+		{name: "result on llm.results", direct: false, wantWrites: 8, wantAcks: 7},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			streamWritesPerRequest(t, tt.direct, tt.wantWrites, tt.wantAcks)
+		})
+	}
+}
+
+func streamWritesPerRequest(t *testing.T, direct bool, wantWrites, wantAcks float64) {
+	e := start(t, func(c *app.Config) { c.Executor.DirectGate = direct })
 	const n = 20
 	var reqs []*envelope.Request
 	for i := range n {
@@ -92,11 +110,11 @@ func TestStreamWritesPerRequest(t *testing.T) {
 		}
 		attempts += len(rs[0].Attempts)
 	}
-	if got, want := float64(totalWrites)/n, 8.0; got != want {
-		t.Fatalf("stream writes per request = %.2f, want %.0f (%v)", got, want, writes)
+	if got := float64(totalWrites) / n; got != wantWrites {
+		t.Fatalf("stream writes per request = %.2f, want %.0f (%v)", got, wantWrites, writes)
 	}
-	if got, want := float64(totalAcks)/n, 7.0; got != want {
-		t.Fatalf("acks per request = %.2f, want %.0f (%v)", got, want, acks)
+	if got := float64(totalAcks) / n; got != wantAcks {
+		t.Fatalf("acks per request = %.2f, want %.0f (%v)", got, wantAcks, acks)
 	}
 	tenant := fmt.Sprintf(" WHERE tenant = '%s' AND request_id != 'warm'", e.tenant)
 	if got := e.eventually("SELECT count() FROM %s.requests FINAL"+tenant, n, 30*time.Second); got != n {

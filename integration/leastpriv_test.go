@@ -92,8 +92,12 @@ func TestSeparateProcessesWithOwnCredentials(t *testing.T) {
 
 	logs := newLineSink(t)
 	type proc struct{ name, vendor string }
+	var executorMetrics []string
 	for _, p := range []proc{{"intake", ""}, {"router", ""}, {"gate", ""}, {"executor", "openai"}, {"executor", "anthropic"}, {"executor", "gemini"}} {
 		httpAddr := freeAddr(t)
+		if p.name == "executor" {
+			executorMetrics = append(executorMetrics, "http://"+httpAddr+"/metrics")
+		}
 		cmd := exec.Command(built[p.name])
 		cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "SWITCHYARD_NATS_URL=" + url, "SWITCHYARD_POLICY=" + polFile,
 			"SWITCHYARD_HTTP_ADDR=" + httpAddr, "SWITCHYARD_VENDOR=" + p.vendor,
@@ -164,6 +168,17 @@ func TestSeparateProcessesWithOwnCredentials(t *testing.T) {
 		if resp.StatusCode != http.StatusOK {
 			t.Errorf("edge request %d: %d %s", i, resp.StatusCode, out)
 		}
+	}
+
+	// Every result reached the gate directly: the executors may ask on
+	// llm.gate.judge and the gate may answer them (allow_responses).
+	var direct, stream float64
+	for _, u := range executorMetrics {
+		direct += metricWith(t, u, "switchyard_executor_gate_handoffs_total", `path="direct"`)
+		stream += metricWith(t, u, "switchyard_executor_gate_handoffs_total", `path="stream"`)
+	}
+	if direct == 0 || stream != 0 {
+		t.Errorf("results handed to the gate: %v directly, %v on llm.results; want all directly", direct, stream)
 	}
 
 	for _, line := range logs.all() {

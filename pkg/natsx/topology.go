@@ -28,6 +28,13 @@ const (
 	// not called (executor) back to the router, which alone decides what
 	// follows.
 	SubjectVerdicts = "llm.verdicts"
+	// SubjectGateJudge is the gate's direct door (core NATS request-reply,
+	// queue group QueueGate): an executor asks a gate to judge its result
+	// and store the verdict on llm.verdicts, and hands the result to
+	// llm.results instead when no gate answers. No stream holds it.
+	SubjectGateJudge = "llm.gate.judge"
+	// QueueGate is the gate replicas' queue group on SubjectGateJudge.
+	QueueGate = "gate"
 	// SubjectReplies is where clients read replies. Nobody publishes there:
 	// the pipeline publishes a reply to SubjectReplyStore, and LLM_REPLIES
 	// stores it under llm.replies.<tenant>.<id> and only then delivers it
@@ -94,6 +101,10 @@ const (
 	// request id, or a replay-specific key, so a replayed request's messages
 	// are not dropped as duplicates of the first run.
 	HeaderDedupeKey = "Switchyard-Dedupe-Key"
+	// HeaderGateError is set on a gate's answer on SubjectGateJudge when
+	// it did not store a verdict (why): the executor then hands the
+	// result to llm.results.
+	HeaderGateError = "Switchyard-Gate-Error"
 )
 
 // RequestsDedupeWindow is LLM_REQUESTS's own dedupe window: the server's

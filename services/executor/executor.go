@@ -45,6 +45,11 @@ type Config struct {
 	// DefaultMaxConcurrency caps in-flight calls to the vendor across all
 	// replicas when the policy sets no max_concurrency.
 	DefaultMaxConcurrency int `envconfig:"DEFAULT_MAX_CONCURRENCY" default:"64"`
+	// DirectGate hands each result to a gate directly (llm.gate.judge,
+	// handoff.go) and to llm.results only when no gate stores its verdict
+	// within GateTimeout.
+	DirectGate  bool          `envconfig:"DIRECT_GATE" default:"true"`
+	GateTimeout time.Duration `envconfig:"GATE_TIMEOUT" default:"2s"`
 }
 
 // Validate reports every problem at once.
@@ -65,6 +70,9 @@ func (c Config) Validate() error {
 	}
 	if c.DefaultMaxConcurrency < 1 {
 		errs = append(errs, errors.New("SWITCHYARD_EXECUTOR_DEFAULT_MAX_CONCURRENCY: must be at least 1"))
+	}
+	if c.DirectGate && c.GateTimeout <= 0 {
+		errs = append(errs, errors.New("SWITCHYARD_EXECUTOR_GATE_TIMEOUT: must be positive"))
 	}
 	return errors.Join(errs...)
 }
@@ -91,15 +99,19 @@ type Deps struct {
 
 // Executor is one vendor's executor replica.
 type Executor struct {
-	cfg     Config
-	d       Deps
-	vendor  policy.Vendor
-	pub     pipeline.Publisher
-	calls   *prometheus.CounterVec
-	latency *prometheus.HistogramVec
-	cost    *prometheus.CounterVec
-	skipped *prometheus.CounterVec
-	handled atomic.Int64
+	cfg      Config
+	d        Deps
+	vendor   policy.Vendor
+	pub      pipeline.Publisher
+	calls    *prometheus.CounterVec
+	latency  *prometheus.HistogramVec
+	cost     *prometheus.CounterVec
+	skipped  *prometheus.CounterVec
+	handoffs *prometheus.CounterVec
+	handled  atomic.Int64
+	// directPausedUntil (unix nanoseconds): no gate answered a direct
+	// hand-off, so results go to llm.results alone until then.
+	directPausedUntil atomic.Int64
 }
 
 // Handled is how many vendor calls this replica has made.
@@ -130,7 +142,12 @@ func New(cfg Config, d Deps) (*Executor, error) {
 	e.cost = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "switchyard_executor_cost_usd_total", Help: "Vendor spend priced from the catalog, by vendor and model."}, []string{"vendor", "model"})
 	e.skipped = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "switchyard_executor_skipped_total",
 		Help: "Targets not called (open circuit, rpm/tpm saturation, deadline, hedge already won), by reason: not vendor failures."}, []string{"vendor", "model", "reason"})
+	e.handoffs = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "switchyard_executor_gate_handoffs_total",
+		Help: "Results handed to the gate, by path: direct (a gate stored the verdict) or stream (llm.results)."}, []string{"path"})
 	var err error
+	if e.handoffs, err = obs.Register(d.Metrics, e.handoffs); err != nil {
+		return nil, err
+	}
 	if e.skipped, err = obs.Register(d.Metrics, e.skipped); err != nil {
 		return nil, err
 	}
@@ -256,6 +273,9 @@ func (e *Executor) Handle(ctx context.Context, d *pipeline.Delivery) error {
 	}
 	// The vendor may have been called: the hand-off goes on through a
 	// shutdown rather than redeliver the message, which would call it again.
+	if e.handToGate(context.WithoutCancel(ctx), d, log, outs) {
+		return nil
+	}
 	return e.publishUntil(context.WithoutCancel(ctx), d, log, "result", outs)
 }
 

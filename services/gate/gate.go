@@ -29,6 +29,9 @@ type Config struct {
 	MaxDeliver    int           `envconfig:"MAX_DELIVER" default:"5"`
 	AckWait       time.Duration `envconfig:"ACK_WAIT" default:"30s"`
 	MaxAckPending int           `envconfig:"MAX_ACK_PENDING" default:"2048"`
+	// Direct serves executors' direct hand-offs on llm.gate.judge
+	// (direct.go) besides the llm.results queue.
+	Direct bool `envconfig:"DIRECT" default:"true"`
 }
 
 // Validate reports every problem at once.
@@ -66,6 +69,7 @@ type Gate struct {
 	d        Deps
 	pub      pipeline.Publisher
 	verdicts *prometheus.CounterVec
+	direct   *prometheus.CounterVec
 }
 
 // New builds the stage.
@@ -81,10 +85,14 @@ func New(cfg Config, d Deps) (*Gate, error) {
 	}
 	g := &Gate{cfg: cfg, d: d, pub: pipeline.Publisher{JS: d.JS, NC: d.NC},
 		verdicts: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "switchyard_gate_verdicts_total", Help: "Gate verdicts."}, []string{"verdict"}),
+		direct: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "switchyard_gate_direct_total",
+			Help: "Results executors handed to the gate directly (llm.gate.judge), by outcome: stored (the verdict is on llm.verdicts) or refused (the executor hands the result to llm.results)."}, []string{"outcome"}),
 	}
 	if d.Metrics != nil {
-		if err := d.Metrics.Register(g.verdicts); err != nil {
-			return nil, err
+		for _, c := range []prometheus.Collector{g.verdicts, g.direct} {
+			if err := d.Metrics.Register(c); err != nil {
+				return nil, err
+			}
 		}
 	}
 	return g, nil
@@ -103,19 +111,36 @@ func (g *Gate) ConsumerConfig() jetstream.ConsumerConfig {
 	}
 }
 
-// Run consumes until ctx is done.
+// handleTimeout bounds one judgement with its verdict's publish.
+const handleTimeout = 10 * time.Second
+
+// Run consumes until ctx is done; with Direct it also answers executors'
+// direct hand-offs meanwhile.
 func (g *Gate) Run(ctx context.Context) error {
 	cons, err := g.d.JS.CreateOrUpdateConsumer(ctx, natsx.StreamPipeline, g.ConsumerConfig())
 	if err != nil {
 		return fmt.Errorf("gate consumer: %w", err)
 	}
-	h := pipeline.RequestStage(g.d.Log, g.Handle, pipeline.HandToRouter(g.pub, natsx.StageGate, g.d.Log), g.cfg.MaxDeliver, 10*time.Second, true)
+	if g.cfg.Direct && g.d.NC != nil {
+		stop, err := g.serveDirect(ctx)
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
+	h := pipeline.RequestStage(g.d.Log, g.Handle, pipeline.HandToRouter(g.pub, natsx.StageGate, g.d.Log), g.cfg.MaxDeliver, handleTimeout, true)
 	return pipeline.Run(ctx, g.d.Log, cons, h, pipeline.RunOptions{Concurrency: g.cfg.Concurrency, Stage: natsx.StageGate, Metrics: g.d.Metrics})
 }
 
 // Handle judges one attempt result and publishes what judge returns.
 func (g *Gate) Handle(ctx context.Context, d *pipeline.Delivery) error {
-	w, err := pipeline.DecodeWork(d.Data())
+	return g.handle(ctx, d.Data())
+}
+
+// handle is one judgement, whichever way the result came: decode, judge,
+// store the verdict.
+func (g *Gate) handle(ctx context.Context, data []byte) error {
+	w, err := pipeline.DecodeWork(data)
 	if err != nil {
 		return err
 	}
