@@ -1124,6 +1124,16 @@ func TestClusterRollingRestartOfEveryService(t *testing.T) {
 	if remoteCalls == 0 {
 		t.Errorf("%s made no vendor call after its restart", remote.name)
 	}
+	// The remote site's results reach a central gate directly, through
+	// the leaf (its user may ask on llm.gate.judge; the answer comes back
+	// on the executor's private inbox).
+	remoteMetrics := "http://" + remote.httpAddr + "/metrics"
+	direct := metricWith(t, remoteMetrics, "switchyard_executor_gate_handoffs_total", `path="direct"`)
+	viaStream := metricWith(t, remoteMetrics, "switchyard_executor_gate_handoffs_total", `path="stream"`)
+	t.Logf("%s handed %.0f results to the gate directly, %.0f on llm.results", remote.name, direct, viaStream)
+	if direct == 0 {
+		t.Errorf("%s handed no result to the gate directly (%.0f on llm.results)", remote.name, viaStream)
+	}
 	t.Logf("offered %.0f req/s; %d requests, %d vendor calls (%d requests called twice); %s made %.0f calls after its restart", float64(n)/loadFor.Seconds(), n, calls, repeated, remote.name, remoteCalls)
 	t.Logf("before the roll: %s", r.window(sentAt, sentAt[0], tRoll))
 	t.Logf("rolling %d processes (%v: %s): %s", len(r.procs), tRolled.Sub(tRoll).Round(time.Millisecond), strings.Join(took, ", "), r.window(sentAt, tRoll, tRolled))

@@ -368,6 +368,20 @@ func RequestLogger(log zerolog.Logger, w *envelope.Work) zerolog.Logger {
 	return log.With().Str("request_id", w.Request.ID).Str("tenant", w.Request.Tenant).Str("trace_id", TraceID(w.TraceParent)).Logger()
 }
 
+// LazyRequestLogger is RequestLogger built on the first call, for a
+// handler that may write no line about the request at all (the usual
+// case): deriving the logger allocates its fields every time.
+func LazyRequestLogger(log zerolog.Logger, w *envelope.Work) func() *zerolog.Logger {
+	var l *zerolog.Logger
+	return func() *zerolog.Logger {
+		if l == nil {
+			rl := RequestLogger(log, w)
+			l = &rl
+		}
+		return l
+	}
+}
+
 // RequestStage is Stage whose own lines (retries, dead letters)
 // carry the request's id, tenant and trace id, read from the work message's
 // headers (see PublishWork), like every other line about a request.

@@ -151,3 +151,21 @@ func TestAttemptRowsCarryTheWholeUsage(t *testing.T) {
 		})
 	}
 }
+
+// The lazy request logger is built once, on the first line, and carries
+// the request's identity like RequestLogger's.
+func TestLazyRequestLoggerBuildsOnceWithTheRequestFields(t *testing.T) {
+	var buf bytes.Buffer
+	w := &envelope.Work{Request: envelope.Request{ID: "r1", Tenant: "acme"}, TraceParent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00"}
+	log := LazyRequestLogger(zerolog.New(&buf), w)
+	first := log()
+	if second := log(); second != first {
+		t.Fatal("the logger was built twice")
+	}
+	first.Warn().Msg("x")
+	for _, want := range []string{`"request_id":"r1"`, `"tenant":"acme"`, `"trace_id":"0af7651916cd43dd8448eb211c80319c"`} {
+		if !strings.Contains(buf.String(), want) {
+			t.Fatalf("line %s lacks %s", buf.String(), want)
+		}
+	}
+}

@@ -241,7 +241,7 @@ func (e *Executor) Handle(ctx context.Context, d *pipeline.Delivery) error {
 		return d.NakWithDelay(wait)
 	}
 	keep := func(ctx context.Context) func() { return keepAlive(ctx, d, e.cfg.AckWait/3) }
-	log := pipeline.RequestLogger(e.d.Log, w)
+	log := pipeline.LazyRequestLogger(e.d.Log, w)
 	// The started event is retried under its id too: handed back after a
 	// lost ack, the work would be called under a new attempt id and the
 	// ledger would keep a started row for a call never made.
@@ -263,7 +263,7 @@ func (e *Executor) Handle(ctx context.Context, d *pipeline.Delivery) error {
 			// answered; only its ack was lost (a NATS node died with it).
 			t := w.Target()
 			e.skipped.WithLabelValues(t.Vendor, t.Model, "answered").Inc()
-			log.Info().Uint64("deliveries", d.NumDelivered()).Msg("redelivered work of an answered request dropped; vendor not called again")
+			log().Info().Uint64("deliveries", d.NumDelivered()).Msg("redelivered work of an answered request dropped; vendor not called again")
 			return nil
 		}
 	}
@@ -284,7 +284,7 @@ func (e *Executor) Handle(ctx context.Context, d *pipeline.Delivery) error {
 // or handOffFor has passed, keeping d alive meanwhile (a try may outlast
 // AckWait). A lost ack must not become a redelivery: that would call the
 // vendor again. The retries outlast a JetStream leader election (4 to 9 s).
-func (e *Executor) publishUntil(ctx context.Context, d *pipeline.Delivery, log zerolog.Logger, what string, outs []pipeline.Outbound) error {
+func (e *Executor) publishUntil(ctx context.Context, d *pipeline.Delivery, log func() *zerolog.Logger, what string, outs []pipeline.Outbound) error {
 	stop := keepAlive(ctx, d, e.cfg.AckWait/3)
 	defer stop()
 	deadline := time.Now().Add(handOffFor)
@@ -295,7 +295,7 @@ func (e *Executor) publishUntil(ctx context.Context, d *pipeline.Delivery, log z
 		if err == nil || ctx.Err() != nil || time.Now().After(deadline) {
 			return err
 		}
-		log.Warn().Err(err).Str("publish", what).Int("try", try).Msg("hand-off failed; retrying")
+		log().Warn().Err(err).Str("publish", what).Int("try", try).Msg("hand-off failed; retrying")
 		select {
 		case <-ctx.Done():
 			return err

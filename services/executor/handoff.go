@@ -25,7 +25,7 @@ const directPause = 10 * time.Second
 // ways has stored the result, the executor holds its message (kept alive),
 // so a crash on either side loses nothing. Only a lone result goes this
 // way: a target not called goes straight to the router as before.
-func (e *Executor) handToGate(ctx context.Context, d *pipeline.Delivery, log zerolog.Logger, outs []pipeline.Outbound) bool {
+func (e *Executor) handToGate(ctx context.Context, d *pipeline.Delivery, log func() *zerolog.Logger, outs []pipeline.Outbound) bool {
 	if len(outs) != 1 || outs[0].Subject != natsx.SubjectResults {
 		return false
 	}
@@ -42,10 +42,10 @@ func (e *Executor) handToGate(ctx context.Context, d *pipeline.Delivery, log zer
 	case err != nil:
 		if e.directPausedUntil.Swap(time.Now().Add(directPause).UnixNano()) < time.Now().UnixNano() {
 			// Once per pause, not per result.
-			log.Warn().Err(err).Dur("pause", directPause).Msg("no gate answered a direct hand-off; results go to llm.results meanwhile")
+			log().Warn().Err(err).Dur("pause", directPause).Msg("no gate answered a direct hand-off; results go to llm.results meanwhile")
 		}
 	case resp.Header.Get(natsx.HeaderGateError) != "":
-		log.Debug().Str("gate_error", resp.Header.Get(natsx.HeaderGateError)).Msg("gate refused a direct hand-off; the result goes to llm.results")
+		log().Debug().Str("gate_error", resp.Header.Get(natsx.HeaderGateError)).Msg("gate refused a direct hand-off; the result goes to llm.results")
 	default:
 		e.handoffs.WithLabelValues("direct").Inc()
 		return true

@@ -168,7 +168,7 @@ func (r *Router) Handle(ctx context.Context, d *pipeline.Delivery) error {
 // budgets, the cache and the hedge bucket; it returns the messages to
 // publish (dispatches, or the telemetry and reply that finish the request).
 func (r *Router) handle(ctx context.Context, w *envelope.Work, ev Event, now time.Time) ([]pipeline.Outbound, error) {
-	log := pipeline.RequestLogger(r.d.Log, w)
+	log := pipeline.LazyRequestLogger(r.d.Log, w)
 	pol := r.d.Policy.Current()
 	env := Env{Policy: pol, Now: now, Open: r.open(now), Stats: r.seen, Rand: defaultRand}
 	if ev == EvClassified {
@@ -210,7 +210,9 @@ func (r *Router) handle(ctx context.Context, w *envelope.Work, ev Event, now tim
 	if len(act.Work) > 0 {
 		w = act.Work[0]
 	}
-	log.Debug().Str("event", ev.String()).Str("decision", act.Decision).Int("step", w.Step).Msg("routing decision")
+	if r.d.Log.GetLevel() <= zerolog.DebugLevel {
+		log().Debug().Str("event", ev.String()).Str("decision", act.Decision).Int("step", w.Step).Msg("routing decision")
+	}
 	switch act.Kind {
 	case Dispatch:
 		var outs []pipeline.Outbound
@@ -295,14 +297,14 @@ func (r *Router) mayHedge(ctx context.Context, route *policy.Route, w *envelope.
 // fromCache answers from the response cache when the route caches and the
 // request may be cached; otherwise it marks the work so a passing answer is
 // stored. A cache that cannot be read is a miss, never an error.
-func (r *Router) fromCache(ctx context.Context, log zerolog.Logger, w *envelope.Work, route *policy.Route, now time.Time) ([]pipeline.Outbound, bool) {
+func (r *Router) fromCache(ctx context.Context, log func() *zerolog.Logger, w *envelope.Work, route *policy.Route, now time.Time) ([]pipeline.Outbound, bool) {
 	if r.d.Cache == nil || route.Cache.TTL.Duration <= 0 || !r.d.Cache.Eligible(&w.Request, w.Class.Sensitive, route.Cache.AllowSensitive) {
 		return nil, false
 	}
 	key := respcache.Key(&w.Request, route.Name, respcache.Fingerprint(route))
 	entry, hit, err := r.d.Cache.Get(ctx, key)
 	if err != nil {
-		log.Warn().Err(err).Msg("response cache unavailable; treating as a miss")
+		log().Warn().Err(err).Msg("response cache unavailable; treating as a miss")
 	}
 	if !hit {
 		w.CacheKey, w.CacheTTLMS = key, route.Cache.TTL.Milliseconds()
@@ -337,7 +339,7 @@ func (r *Router) reserve(ctx context.Context, env *Env, route *policy.Route, w *
 
 // finishOK replies with the answer, settles the budget and stores the
 // answer in the response cache.
-func (r *Router) finishOK(ctx context.Context, log zerolog.Logger, w *envelope.Work, degraded bool, now time.Time) ([]pipeline.Outbound, error) {
+func (r *Router) finishOK(ctx context.Context, log func() *zerolog.Logger, w *envelope.Work, degraded bool, now time.Time) ([]pipeline.Outbound, error) {
 	t, res := w.Target(), w.Current
 	reply := pipeline.ReplyFor(w, now)
 	reply.Status = envelope.StatusOK
@@ -357,7 +359,7 @@ func (r *Router) finishOK(ctx context.Context, log zerolog.Logger, w *envelope.W
 	if r.d.Cache != nil && w.CacheKey != "" && !degraded {
 		// Best effort: a failed store only costs a future hit.
 		if err := r.d.Cache.Put(ctx, w.CacheKey, respcache.EntryFromReply(reply), time.Duration(w.CacheTTLMS)*time.Millisecond); err != nil {
-			log.Debug().Err(err).Msg("answer not cached")
+			log().Debug().Err(err).Msg("answer not cached")
 		}
 	}
 	return pipeline.FinishOuts(w, reply, now)
