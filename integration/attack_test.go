@@ -262,6 +262,8 @@ func TestAttacksRefused(t *testing.T) {
 		{"forge classified work", mc, func(t *testing.T, c *busClient) { c.pub(t, "llm.classified", forged) }},
 		{"forge a result for the gate", mc, func(t *testing.T, c *busClient) { c.pub(t, natsx.SubjectGateJudge, forged) }},
 		{"read results handed to the gate", mc, func(t *testing.T, c *busClient) { c.sub(t, natsx.SubjectGateJudge) }},
+		{"forge classified work for the router", mc, func(t *testing.T, c *busClient) { c.pub(t, natsx.SubjectRouterRoute, forged) }},
+		{"read classified work handed to the router", mc, func(t *testing.T, c *busClient) { c.sub(t, natsx.SubjectRouterRoute) }},
 		{"forge telemetry", mc, func(t *testing.T, c *busClient) { c.pub(t, natsx.SubjectRequest, telemetry) }},
 		{"forge a reply to another tenant", mc, func(t *testing.T, c *busClient) { c.pub(t, "llm.replies."+victim+".v1", reply) }},
 		{"kv put policy", mc, func(t *testing.T, c *busClient) { c.pub(t, "$KV.switchyard_policy.current", policyOpen) }},
@@ -291,6 +293,8 @@ func TestAttacksRefused(t *testing.T) {
 		{"router deletes the intake consumer", router, func(t *testing.T, c *busClient) { c.pub(t, "$JS.API.CONSUMER.DELETE.LLM_REQUESTS.intake", nil) }},
 		{"router purges the replies", router, func(t *testing.T, c *busClient) { c.pub(t, "$JS.API.STREAM.PURGE.LLM_REPLIES", nil) }},
 		{"router judges in the gate's place", router, func(t *testing.T, c *busClient) { c.sub(t, natsx.SubjectGateJudge) }},
+		{"gate routes in the router's place", gate, func(t *testing.T, c *busClient) { c.sub(t, natsx.SubjectRouterRoute) }},
+		{"gate forges classified work", gate, func(t *testing.T, c *busClient) { c.pub(t, natsx.SubjectRouterRoute, forged) }},
 		// The gate answers the requests it receives (allow_responses), no more.
 		{"gate writes to an executor's inbox", gate, func(t *testing.T, c *busClient) {
 			c.pub(t, natsauth.ServiceInboxPrefix(natsauth.ServiceUser("executor", "openai"))+".x", reply)

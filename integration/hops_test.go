@@ -60,25 +60,26 @@ func (tr streamTraffic) since(before streamTraffic) (writes, acks map[string]uin
 	return writes, acks, totalWrites, totalAcks
 }
 
-// A request answered by its first vendor call costs 7 stream writes
-// (llm.requests, llm.classified, llm.exec, the started attempt row,
-// llm.verdicts, the request event carrying its finished attempt rows, the
-// reply) and 6 acks (intake, router twice, executor, the ledger's two
-// telemetry messages): the executor hands its result to a gate directly
-// (llm.gate.judge), which stores the verdict. With that turned off, the
-// result is written to llm.results and acked by the gate: 8 writes and 7
-// acks. (The gate used to store the finished attempt row as a message of
-// its own: 9 writes and 8 acks.) The rows in ClickHouse are the same
-// either way: one finished row per call, one request row, no row left as
-// started.
+// A request answered by its first vendor call costs 6 stream writes
+// (llm.requests, llm.exec, the started attempt row, llm.verdicts, the
+// request event carrying its finished attempt rows, the reply) and 5 acks
+// (intake, router, executor, the ledger's two telemetry messages): the
+// intake hands the classified work to a router directly (llm.router.route)
+// and the executor its result to a gate (llm.gate.judge), each of which
+// handles it at once and answers. With both turned off, the work is
+// written to llm.classified and llm.results and acked from there: 8 writes
+// and 7 acks. (The gate used to store the finished attempt row as a
+// message of its own: 9 writes and 8 acks.) The rows in ClickHouse are
+// the same either way: one finished row per call, one request row, no row
+// left as started.
 func TestStreamWritesPerRequest(t *testing.T) {
 	for _, tt := range []struct {
 		name                 string
 		direct               bool
 		wantWrites, wantAcks float64
 	}{
-		{name: "result handed to the gate directly", direct: true, wantWrites: 7, wantAcks: 6},
-		{name: "result on llm.results", direct: false, wantWrites: 8, wantAcks: 7},
+		{name: "direct hand-offs to the router and the gate", direct: true, wantWrites: 6, wantAcks: 5},
+		{name: "llm.classified and llm.results", direct: false, wantWrites: 8, wantAcks: 7},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			streamWritesPerRequest(t, tt.direct, tt.wantWrites, tt.wantAcks)
@@ -87,7 +88,7 @@ func TestStreamWritesPerRequest(t *testing.T) {
 }
 
 func streamWritesPerRequest(t *testing.T, direct bool, wantWrites, wantAcks float64) {
-	e := start(t, func(c *app.Config) { c.Executor.DirectGate = direct })
+	e := start(t, func(c *app.Config) { c.Intake.DirectRouter, c.Executor.DirectGate = direct, direct })
 	const n = 20
 	var reqs []*envelope.Request
 	for i := range n {

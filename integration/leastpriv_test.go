@@ -93,10 +93,14 @@ func TestSeparateProcessesWithOwnCredentials(t *testing.T) {
 	logs := newLineSink(t)
 	type proc struct{ name, vendor string }
 	var executorMetrics []string
+	var intakeMetrics string
 	for _, p := range []proc{{"intake", ""}, {"router", ""}, {"gate", ""}, {"executor", "openai"}, {"executor", "anthropic"}, {"executor", "gemini"}} {
 		httpAddr := freeAddr(t)
-		if p.name == "executor" {
+		switch p.name {
+		case "executor":
 			executorMetrics = append(executorMetrics, "http://"+httpAddr+"/metrics")
+		case "intake":
+			intakeMetrics = "http://" + httpAddr + "/metrics"
 		}
 		cmd := exec.Command(built[p.name])
 		cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "SWITCHYARD_NATS_URL=" + url, "SWITCHYARD_POLICY=" + polFile,
@@ -171,7 +175,8 @@ func TestSeparateProcessesWithOwnCredentials(t *testing.T) {
 	}
 
 	// Every result reached the gate directly: the executors may ask on
-	// llm.gate.judge and the gate may answer them (allow_responses).
+	// llm.gate.judge and the gate may answer them (allow_responses), as
+	// the intake may ask on llm.router.route and the router answer.
 	var direct, stream float64
 	for _, u := range executorMetrics {
 		direct += metricWith(t, u, "switchyard_executor_gate_handoffs_total", `path="direct"`)
@@ -179,6 +184,12 @@ func TestSeparateProcessesWithOwnCredentials(t *testing.T) {
 	}
 	if direct == 0 || stream != 0 {
 		t.Errorf("results handed to the gate: %v directly, %v on llm.results; want all directly", direct, stream)
+	}
+	// Every classified request reached the router directly likewise.
+	direct = metricWith(t, intakeMetrics, "switchyard_intake_router_handoffs_total", `path="direct"`)
+	stream = metricWith(t, intakeMetrics, "switchyard_intake_router_handoffs_total", `path="stream"`)
+	if direct == 0 || stream != 0 {
+		t.Errorf("classified work handed to the router: %v directly, %v on llm.classified; want all directly", direct, stream)
 	}
 
 	for _, line := range logs.all() {

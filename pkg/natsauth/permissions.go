@@ -2,6 +2,7 @@ package natsauth
 
 import (
 	"strings"
+	"time"
 
 	"github.com/nats-io/jwt/v2"
 )
@@ -19,6 +20,10 @@ type service struct {
 	consumes []string // "<stream>.<durable>" it pulls from
 	kv       []string // buckets it writes
 	core     []string // core subscriptions besides its inbox
+	// responds: it answers requests on its core subscriptions, once each
+	// (the NATS allow_responses permission), without publish rights on
+	// anyone's inbox.
+	responds bool
 }
 
 // Buckets a service writes (reading any bucket is allowed: the policy,
@@ -64,7 +69,8 @@ func services(vendors []string) map[string]service {
 		// (natsx.SubjectReplyStore); only the stream delivers them on
 		// llm.replies.>, so no service publishes there.
 		"intake": {
-			publish:  []string{"llm.classified", "llm.store.replies.>", "_INBOX.>", "llm.telemetry.request", "llm.dlq.intake"},
+			// llm.router.route: classified work handed to a router directly.
+			publish:  []string{"llm.classified", "llm.router.route", "llm.store.replies.>", "_INBOX.>", "llm.telemetry.request", "llm.dlq.intake"},
 			consumes: []string{"LLM_REQUESTS.intake"},
 			kv:       []string{kvDedupe},
 			streams:  []string{"KV_" + kvDedupe},
@@ -77,12 +83,21 @@ func services(vendors []string) map[string]service {
 			// llm.observed.attempts: the router replicas share the judged
 			// attempts they learned from verdicts (latency-aware
 			// strategies) on core NATS: live only, no stream holds them.
-			core: []string{"llm.observed.attempts"},
+			// llm.router.route: intakes' direct hand-offs of classified
+			// work (pipeline.DirectDoor), answered on the asking intake's
+			// inbox.
+			core:     []string{"llm.observed.attempts", "llm.router.route"},
+			responds: true,
 		},
 		"gate": {
 			publish:  []string{"llm.verdicts", "llm.dlq.gate"},
 			consumes: []string{"LLM_PIPELINE.gate"},
 			kv:       []string{kvCache},
+			// llm.gate.judge: executors' direct hand-offs of results
+			// (pipeline.DirectDoor), answered on the asking executor's
+			// inbox.
+			core:     []string{"llm.gate.judge"},
+			responds: true,
 		},
 		"ledger": {
 			publish:  []string{"llm.dlq.ledger", "llm.alerts.>"},
@@ -97,13 +112,17 @@ func services(vendors []string) map[string]service {
 	}
 	for _, v := range vendors {
 		out["executor-"+v] = service{
-			publish:  []string{"llm.results", "llm.verdicts", "llm.telemetry.attempt", "llm.dlq.executor", "llm.alerts.circuit", "llm.deltas.>", "llm.limit.>"},
+			publish:  []string{"llm.results", "llm.gate.judge", "llm.verdicts", "llm.telemetry.attempt", "llm.dlq.executor", "llm.alerts.circuit", "llm.deltas.>", "llm.limit.>"},
 			consumes: []string{"LLM_PIPELINE.exec-" + v},
 			kv:       []string{kvBreakers, kvHedges},
 		}
 	}
 	return out
 }
+
+// responseWindow is how long a responding service may answer a request
+// it received: past the writers' longest wait for a direct hand-off.
+const responseWindow = time.Minute
 
 // anchorPrefix is natsx.SubjectAnchorPrefix (natsx imports this package).
 const anchorPrefix = "llm.anchor."
@@ -152,6 +171,9 @@ func ServicePermissions(vendors []string) map[string]jwt.Permissions {
 		}
 		p.Sub.Allow.Add(ServiceInboxPrefix(name) + ".>")
 		p.Sub.Allow.Add(s.core...)
+		if s.responds {
+			p.Resp = &jwt.ResponsePermission{MaxMsgs: 1, Expires: responseWindow}
+		}
 		out[name] = p
 	}
 	return out

@@ -35,6 +35,12 @@ const (
 	SubjectGateJudge = "llm.gate.judge"
 	// QueueGate is the gate replicas' queue group on SubjectGateJudge.
 	QueueGate = "gate"
+	// SubjectRouterRoute is the router's direct door for classified work
+	// (the intake's hand-off; llm.classified when no router answers),
+	// queue group QueueRouter. No stream holds it.
+	SubjectRouterRoute = "llm.router.route"
+	// QueueRouter is the router replicas' queue group on SubjectRouterRoute.
+	QueueRouter = "router"
 	// SubjectReplies is where clients read replies. Nobody publishes there:
 	// the pipeline publishes a reply to SubjectReplyStore, and LLM_REPLIES
 	// stores it under llm.replies.<tenant>.<id> and only then delivers it
@@ -101,10 +107,14 @@ const (
 	// request id, or a replay-specific key, so a replayed request's messages
 	// are not dropped as duplicates of the first run.
 	HeaderDedupeKey = "Switchyard-Dedupe-Key"
-	// HeaderGateError is set on a gate's answer on SubjectGateJudge when
-	// it did not store a verdict (why): the executor then hands the
-	// result to llm.results.
-	HeaderGateError = "Switchyard-Gate-Error"
+	// HeaderDirectError is set on a stage's answer to a direct hand-off
+	// (SubjectGateJudge, SubjectRouterRoute) it did not handle (why): the
+	// writer then publishes to the stream.
+	HeaderDirectError = "Switchyard-Direct-Error"
+	// HeaderTriedDirect marks a message published to a stream after a
+	// direct hand-off of it was not confirmed (or by a rerun): its reader
+	// may have handled it already, so it handles it as a rerun.
+	HeaderTriedDirect = "Switchyard-Tried-Direct"
 )
 
 // RequestsDedupeWindow is LLM_REQUESTS's own dedupe window: the server's

@@ -67,9 +67,13 @@ func (d *Delivery) NumDelivered() uint64 {
 }
 
 // Rerun reports whether the handler already ran for this message: a
-// redelivery, or a run retried in place while JetStream was unavailable.
-// What the first run may have published must then be checked for.
-func (d *Delivery) Rerun() bool { return d.NumDelivered() > 1 || d.reruns.Load() > 0 }
+// redelivery, a run retried in place while JetStream was unavailable, or a
+// message whose direct hand-off a reader may have handled
+// (natsx.HeaderTriedDirect). What the first run may have published must
+// then be checked for.
+func (d *Delivery) Rerun() bool {
+	return d.NumDelivered() > 1 || d.reruns.Load() > 0 || d.Headers().Get(natsx.HeaderTriedDirect) != ""
+}
 
 // Settled reports whether the message was acked, naked or termed.
 func (d *Delivery) Settled() bool { return d.settled.Load() }

@@ -99,19 +99,17 @@ type Deps struct {
 
 // Executor is one vendor's executor replica.
 type Executor struct {
-	cfg      Config
-	d        Deps
-	vendor   policy.Vendor
-	pub      pipeline.Publisher
-	calls    *prometheus.CounterVec
-	latency  *prometheus.HistogramVec
-	cost     *prometheus.CounterVec
-	skipped  *prometheus.CounterVec
-	handoffs *prometheus.CounterVec
-	handled  atomic.Int64
-	// directPausedUntil (unix nanoseconds): no gate answered a direct
-	// hand-off, so results go to llm.results alone until then.
-	directPausedUntil atomic.Int64
+	cfg     Config
+	d       Deps
+	vendor  policy.Vendor
+	pub     pipeline.Publisher
+	calls   *prometheus.CounterVec
+	latency *prometheus.HistogramVec
+	cost    *prometheus.CounterVec
+	skipped *prometheus.CounterVec
+	handled atomic.Int64
+	// toGate hands results to a gate directly (handoff.go).
+	toGate *pipeline.DirectHandOff
 }
 
 // Handled is how many vendor calls this replica has made.
@@ -142,12 +140,13 @@ func New(cfg Config, d Deps) (*Executor, error) {
 	e.cost = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "switchyard_executor_cost_usd_total", Help: "Vendor spend priced from the catalog, by vendor and model."}, []string{"vendor", "model"})
 	e.skipped = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "switchyard_executor_skipped_total",
 		Help: "Targets not called (open circuit, rpm/tpm saturation, deadline, hedge already won), by reason: not vendor failures."}, []string{"vendor", "model", "reason"})
-	e.handoffs = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "switchyard_executor_gate_handoffs_total",
+	handoffs := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "switchyard_executor_gate_handoffs_total",
 		Help: "Results handed to the gate, by path: direct (a gate stored the verdict) or stream (llm.results)."}, []string{"path"})
 	var err error
-	if e.handoffs, err = obs.Register(d.Metrics, e.handoffs); err != nil {
+	if handoffs, err = obs.Register(d.Metrics, handoffs); err != nil {
 		return nil, err
 	}
+	e.toGate = &pipeline.DirectHandOff{NC: d.NC, Subject: natsx.SubjectGateJudge, Enabled: cfg.DirectGate, Timeout: cfg.GateTimeout, Paths: handoffs}
 	if e.skipped, err = obs.Register(d.Metrics, e.skipped); err != nil {
 		return nil, err
 	}

@@ -48,7 +48,8 @@ routes: [{name: r, chain: [{vendor: a, model: m}]}]
 		return prometheus.NewCounterVec(prometheus.CounterOpts{Name: name}, labels)
 	}
 	return &Executor{cfg: Config{Vendor: "a", DefaultTimeout: time.Minute}, d: Deps{Log: zerolog.Nop(), Policy: fixedPolicy{p}, Adapter: a, Now: time.Now},
-		calls: counter("c", "vendor", "model", "class"), cost: counter("u", "vendor", "model"), skipped: counter("s", "vendor", "model", "reason"), handoffs: counter("h", "path"),
+		calls: counter("c", "vendor", "model", "class"), cost: counter("u", "vendor", "model"), skipped: counter("s", "vendor", "model", "reason"),
+		toGate:  &pipeline.DirectHandOff{Subject: natsx.SubjectGateJudge, Paths: counter("h", "path")},
 		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "l"}, []string{"vendor", "model"})}
 }
 

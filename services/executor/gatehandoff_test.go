@@ -29,11 +29,12 @@ func TestResultGoesToTheGateDirectlyOrToTheStream(t *testing.T) {
 		gate       string // "": none; "store"; "refuse"
 		wantAsked  int32
 		wantStream uint64 // results on llm.results
+		wantMarked bool   // the stream's copy is marked as possibly handled
 		wantPaused bool
 	}{
 		{name: "a gate stores the verdict", direct: true, gate: "store", wantAsked: 1},
-		{name: "no gate answers", direct: true, wantStream: 1, wantPaused: true},
-		{name: "the gate refuses", direct: true, gate: "refuse", wantAsked: 1, wantStream: 1},
+		{name: "no gate answers", direct: true, wantStream: 1, wantMarked: true, wantPaused: true},
+		{name: "the gate refuses", direct: true, gate: "refuse", wantAsked: 1, wantStream: 1, wantMarked: true},
 		{name: "direct hand-off off", direct: false, gate: "store", wantStream: 1},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
@@ -54,7 +55,7 @@ func TestResultGoesToTheGateDirectlyOrToTheStream(t *testing.T) {
 					}
 					reply := &nats.Msg{Subject: m.Reply, Header: nats.Header{}}
 					if tt.gate == "refuse" {
-						reply.Header.Set(natsx.HeaderGateError, "judge: broken")
+						reply.Header.Set(natsx.HeaderDirectError, "judge: broken")
 					}
 					_ = m.RespondMsg(reply)
 				}); err != nil {
@@ -66,7 +67,8 @@ func TestResultGoesToTheGateDirectlyOrToTheStream(t *testing.T) {
 			}
 			e := testExecutor(t, adapterFunc(answer))
 			e.d.JS, e.d.NC, e.pub = js, nc, pipeline.Publisher{JS: js, NC: nc}
-			e.cfg.DirectGate, e.cfg.GateTimeout, e.cfg.AckWait = tt.direct, 500*time.Millisecond, 30*time.Second
+			e.cfg.AckWait = 30 * time.Second
+			e.toGate.NC, e.toGate.Enabled, e.toGate.Timeout = nc, tt.direct, 500*time.Millisecond
 			data, _ := json.Marshal(work(time.Now()))
 			d := &pipeline.Delivery{Msg: redelivered{data: data}, Meta: &jetstream.MsgMetadata{NumDelivered: 1}}
 			if err := e.Handle(ctx, d); err != nil {
@@ -89,11 +91,20 @@ func TestResultGoesToTheGateDirectlyOrToTheStream(t *testing.T) {
 			if n := info.State.Subjects[natsx.SubjectResults]; n != tt.wantStream {
 				t.Fatalf("%d results on llm.results, want %d", n, tt.wantStream)
 			}
-			direct, stored := testutil.ToFloat64(e.handoffs.WithLabelValues("direct")), testutil.ToFloat64(e.handoffs.WithLabelValues("stream"))
+			if tt.wantStream > 0 {
+				m, err := stream.GetLastMsgForSubject(ctx, natsx.SubjectResults)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if marked := m.Header.Get(natsx.HeaderTriedDirect) != ""; marked != tt.wantMarked {
+					t.Fatalf("the result on llm.results marked tried-direct: %v, want %v", marked, tt.wantMarked)
+				}
+			}
+			direct, stored := testutil.ToFloat64(e.toGate.Paths.WithLabelValues("direct")), testutil.ToFloat64(e.toGate.Paths.WithLabelValues("stream"))
 			if direct+stored != 1 || (tt.wantStream == 0) != (direct == 1) {
 				t.Fatalf("hand-offs counted direct %v, stream %v", direct, stored)
 			}
-			if paused := time.Now().UnixNano() < e.directPausedUntil.Load(); paused != tt.wantPaused {
+			if paused := e.toGate.Paused(); paused != tt.wantPaused {
 				t.Fatalf("direct hand-off paused = %v, want %v", paused, tt.wantPaused)
 			}
 		})

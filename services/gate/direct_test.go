@@ -58,7 +58,7 @@ func TestDirectHandOffStoresTheVerdictOnce(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if why := resp.Header.Get(natsx.HeaderGateError); (why != "") != tt.wantError {
+			if why := resp.Header.Get(natsx.HeaderDirectError); (why != "") != tt.wantError {
 				t.Fatalf("answer's error %q, want an error: %v", why, tt.wantError)
 			}
 		})

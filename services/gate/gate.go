@@ -86,7 +86,7 @@ func New(cfg Config, d Deps) (*Gate, error) {
 	g := &Gate{cfg: cfg, d: d, pub: pipeline.Publisher{JS: d.JS, NC: d.NC},
 		verdicts: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "switchyard_gate_verdicts_total", Help: "Gate verdicts."}, []string{"verdict"}),
 		direct: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "switchyard_gate_direct_total",
-			Help: "Results executors handed to the gate directly (llm.gate.judge), by outcome: stored (the verdict is on llm.verdicts) or refused (the executor hands the result to llm.results)."}, []string{"outcome"}),
+			Help: "Results executors handed to the gate directly (llm.gate.judge), by outcome: handled (the verdict is on llm.verdicts) or refused (the executor hands the result to llm.results)."}, []string{"outcome"}),
 	}
 	if d.Metrics != nil {
 		for _, c := range []prometheus.Collector{g.verdicts, g.direct} {

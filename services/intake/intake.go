@@ -40,6 +40,11 @@ type Config struct {
 	// DedupeWindow is how long a tenant+id is remembered: the same request
 	// published again within it is processed and replied once.
 	DedupeWindow time.Duration `envconfig:"DEDUPE_WINDOW" default:"10m"`
+	// DirectRouter hands classified work to a router directly
+	// (llm.router.route, pipeline.DirectHandOff) and to llm.classified only
+	// when no router has routed it within RouterTimeout.
+	DirectRouter  bool          `envconfig:"DIRECT_ROUTER" default:"true"`
+	RouterTimeout time.Duration `envconfig:"ROUTER_TIMEOUT" default:"2s"`
 }
 
 // Validate reports every problem at once.
@@ -64,6 +69,9 @@ func (c Config) Validate() error {
 	if c.DedupeWindow < time.Second {
 		errs = append(errs, errors.New("SWITCHYARD_INTAKE_DEDUPE_WINDOW: must be at least 1s"))
 	}
+	if c.DirectRouter && c.RouterTimeout <= 0 {
+		errs = append(errs, errors.New("SWITCHYARD_INTAKE_ROUTER_TIMEOUT: must be positive"))
+	}
 	return errors.Join(errs...)
 }
 
@@ -87,6 +95,8 @@ type Intake struct {
 	accepted   prometheus.Counter
 	duplicates prometheus.Counter
 	rejected   *prometheus.CounterVec
+	// toRouter hands classified work to a router directly.
+	toRouter *pipeline.DirectHandOff
 }
 
 // New builds the stage.
@@ -106,8 +116,11 @@ func New(cfg Config, d Deps) (*Intake, error) {
 		rejected:   prometheus.NewCounterVec(prometheus.CounterOpts{Name: "switchyard_intake_rejected_total", Help: "Requests refused, by error code."}, []string{"code"}),
 		duplicates: prometheus.NewCounter(prometheus.CounterOpts{Name: "switchyard_intake_duplicates_total", Help: "Requests dropped because the same tenant and id were accepted within the dedupe window."}),
 	}
+	handoffs := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "switchyard_intake_router_handoffs_total",
+		Help: "Classified work handed to the router, by path: direct (a router routed it) or stream (llm.classified)."}, []string{"path"})
+	in.toRouter = &pipeline.DirectHandOff{NC: d.NC, Subject: natsx.SubjectRouterRoute, Enabled: cfg.DirectRouter, Timeout: cfg.RouterTimeout, Paths: handoffs}
 	if d.Metrics != nil {
-		for _, c := range []prometheus.Collector{in.accepted, in.rejected, in.duplicates} {
+		for _, c := range []prometheus.Collector{in.accepted, in.rejected, in.duplicates, handoffs} {
 			if err := d.Metrics.Register(c); err != nil {
 				return nil, err
 			}
@@ -233,6 +246,16 @@ func (in *Intake) Handle(ctx context.Context, d *pipeline.Delivery) error {
 			in.duplicates.Inc()
 			log().Info().Msg("duplicate request dropped: the same tenant and id were accepted within the dedupe window")
 			return nil
+		}
+	}
+	if o.Accepted() && len(o.Out) == 1 && o.Out[0].Subject == natsx.SubjectClassified {
+		// A router routes it directly, or it goes to llm.classified marked
+		// as possibly routed already.
+		handled, hdr := in.toRouter.Offer(ctx, o.Out[0].Data, o.Out[0].Header, d.Rerun(), log)
+		if handled {
+			o.Out = nil
+		} else {
+			o.Out[0].Header = hdr
 		}
 	}
 	if err := in.publish(ctx, o.Out); err != nil {

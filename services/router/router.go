@@ -40,6 +40,9 @@ type Config struct {
 	MaxDeliver    int           `envconfig:"MAX_DELIVER" default:"5"`
 	AckWait       time.Duration `envconfig:"ACK_WAIT" default:"30s"`
 	MaxAckPending int           `envconfig:"MAX_ACK_PENDING" default:"2048"`
+	// Direct serves intakes' direct hand-offs of classified work on
+	// llm.router.route (pipeline.DirectDoor) besides llm.classified.
+	Direct bool `envconfig:"DIRECT" default:"true"`
 }
 
 // Validate reports every problem at once.
@@ -92,6 +95,7 @@ type Router struct {
 	hedging   *hedge.Budget
 	pub       pipeline.Publisher
 	decisions *prometheus.CounterVec
+	direct    *prometheus.CounterVec
 }
 
 // New builds the stage.
@@ -107,10 +111,14 @@ func New(cfg Config, d Deps) (*Router, error) {
 	}
 	r := &Router{cfg: cfg, d: d, seen: newObserved(), hedging: hedge.NewBudget(), pub: pipeline.Publisher{JS: d.JS, NC: d.NC},
 		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "switchyard_router_decisions_total", Help: "Routing decisions by kind."}, []string{"decision"}),
+		direct: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "switchyard_router_direct_total",
+			Help: "Classified work intakes handed to the router directly (llm.router.route), by outcome: handled (routed, what it publishes stored) or refused (the intake publishes it on llm.classified)."}, []string{"outcome"}),
 	}
 	if d.Metrics != nil {
-		if err := d.Metrics.Register(r.decisions); err != nil {
-			return nil, err
+		for _, c := range []prometheus.Collector{r.decisions, r.direct} {
+			if err := d.Metrics.Register(c); err != nil {
+				return nil, err
+			}
 		}
 	}
 	return r, nil
@@ -138,7 +146,17 @@ func (r *Router) Run(ctx context.Context) error {
 	if err := r.observe(ctx); err != nil {
 		return err
 	}
-	h := pipeline.RequestStage(r.d.Log, r.Handle, r.deadLetter, r.cfg.MaxDeliver, 10*time.Second, true)
+	if r.cfg.Direct && r.d.NC != nil {
+		// Intakes hand classified work here first (pipeline.DirectDoor);
+		// what no router answers goes to llm.classified, consumed below.
+		stop, err := pipeline.DirectDoor{NC: r.d.NC, Subject: natsx.SubjectRouterRoute, Queue: natsx.QueueRouter, Concurrency: r.cfg.Concurrency,
+			Timeout: handleTimeout, Log: r.d.Log, Handle: r.route, Answers: r.direct}.Serve(ctx)
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
+	h := pipeline.RequestStage(r.d.Log, r.Handle, r.deadLetter, r.cfg.MaxDeliver, handleTimeout, true)
 	return pipeline.Run(ctx, r.d.Log, cons, h, pipeline.RunOptions{Concurrency: r.cfg.Concurrency, Stage: natsx.StageRouter, Metrics: r.d.Metrics})
 }
 
@@ -157,6 +175,24 @@ func (r *Router) Handle(ctx context.Context, d *pipeline.Delivery) error {
 		}
 		r.learn(w, ev)
 	}
+	return r.process(ctx, w, ev)
+}
+
+// handleTimeout bounds one message's handling, what it publishes included.
+const handleTimeout = 10 * time.Second
+
+// route handles classified work an intake handed directly, as Handle does
+// the same work from llm.classified.
+func (r *Router) route(ctx context.Context, data []byte) error {
+	w, err := pipeline.DecodeWork(data)
+	if err != nil {
+		return err
+	}
+	return r.process(ctx, w, EvClassified)
+}
+
+// process decides what follows ev and publishes it.
+func (r *Router) process(ctx context.Context, w *envelope.Work, ev Event) error {
 	outs, err := r.handle(ctx, w, ev, r.d.Now())
 	if err != nil {
 		return err // logged with the request's fields by RequestStage
