@@ -12,6 +12,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/switchyard-llm/switchyard/pkg/natsx"
+	"github.com/switchyard-llm/switchyard/pkg/obs"
 )
 
 // A direct hand-off gives a stage's output to the next stage on core NATS
@@ -32,6 +33,7 @@ type DirectDoor struct {
 	NC      *nats.Conn
 	Subject string // natsx.SubjectGateJudge, natsx.SubjectRouterRoute
 	Queue   string // the stage's replicas share the hand-offs
+	Stage   string // the metrics' stage label
 	// Concurrency bounds the hand-offs handled at once; the rest wait in
 	// the subscription's buffer.
 	Concurrency int
@@ -42,23 +44,51 @@ type DirectDoor struct {
 	// is the answer's natsx.HeaderDirectError (the writer then uses the
 	// stream, where the stage's middleware retries or dead-letters it).
 	Handle func(ctx context.Context, data []byte) error
-	// Answers counts the hand-offs by outcome: handled or refused.
-	Answers *prometheus.CounterVec
+	// Metrics receives switchyard_stage_direct_total{stage,outcome} and
+	// switchyard_stage_direct_seconds{stage} (nil: recorded, exported
+	// nowhere).
+	Metrics prometheus.Registerer
+}
+
+// doorMetrics are one door's curried metrics.
+type doorMetrics struct {
+	handled, refused prometheus.Counter
+	seconds          prometheus.Observer
+}
+
+func (dd DirectDoor) metrics() (*doorMetrics, error) {
+	answers, err := obs.Register(dd.Metrics, prometheus.NewCounterVec(prometheus.CounterOpts{Name: "switchyard_stage_direct_total",
+		Help: "Direct hand-offs a stage answered (llm.router.route, llm.gate.judge), by outcome: handled (what it publishes is stored) or refused (the writer uses the stream)."},
+		[]string{"stage", "outcome"}))
+	if err != nil {
+		return nil, err
+	}
+	seconds, err := obs.Register(dd.Metrics, prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "switchyard_stage_direct_seconds",
+		Help: "Time a stage took for one direct hand-off, what it publishes stored included.", Buckets: stageBuckets}, []string{"stage"}))
+	if err != nil {
+		return nil, err
+	}
+	return &doorMetrics{handled: answers.WithLabelValues(dd.Stage, "handled"), refused: answers.WithLabelValues(dd.Stage, "refused"),
+		seconds: seconds.WithLabelValues(dd.Stage)}, nil
 }
 
 // Serve answers hand-offs until stop is called. stop drains: what the door
 // has received is handled and answered first.
 func (dd DirectDoor) Serve(ctx context.Context) (stop func(), err error) {
+	m, err := dd.metrics()
+	if err != nil {
+		return nil, err
+	}
 	slots := make(chan struct{}, max(dd.Concurrency, 1))
 	var inflight sync.WaitGroup
 	// A stopping stage still finishes what it received.
 	actx := context.WithoutCancel(ctx)
-	sub, err := dd.NC.QueueSubscribe(dd.Subject, dd.Queue, func(m *nats.Msg) {
+	sub, err := dd.NC.QueueSubscribe(dd.Subject, dd.Queue, func(msg *nats.Msg) {
 		slots <- struct{}{}
 		inflight.Add(1)
 		go func() {
 			defer func() { <-slots; inflight.Done() }()
-			dd.answer(actx, m)
+			dd.answer(actx, msg, m)
 		}()
 	})
 	if err != nil {
@@ -78,7 +108,8 @@ func (dd DirectDoor) Serve(ctx context.Context) (stop func(), err error) {
 // answer handles one hand-off and tells the writer whether it is done. A
 // panic is a refusal too: the message then goes to the stream, whose
 // middleware dead-letters a poison.
-func (dd DirectDoor) answer(ctx context.Context, m *nats.Msg) {
+func (dd DirectDoor) answer(ctx context.Context, m *nats.Msg, dm *doorMetrics) {
+	start := time.Now()
 	err := func() (err error) {
 		defer func() {
 			if r := recover(); r != nil {
@@ -89,13 +120,14 @@ func (dd DirectDoor) answer(ctx context.Context, m *nats.Msg) {
 		defer cancel()
 		return dd.Handle(hctx, m.Data)
 	}()
+	dm.seconds.Observe(time.Since(start).Seconds())
 	reply := &nats.Msg{Subject: m.Reply, Header: nats.Header{}}
 	if err != nil {
-		dd.Answers.WithLabelValues("refused").Inc()
+		dm.refused.Inc()
 		reply.Header.Set(natsx.HeaderDirectError, err.Error())
 		dd.Log.Debug().Err(err).Str("subject", dd.Subject).Msg("direct hand-off refused; the writer uses the stream")
 	} else {
-		dd.Answers.WithLabelValues("handled").Inc()
+		dm.handled.Inc()
 	}
 	if m.Reply == "" {
 		return

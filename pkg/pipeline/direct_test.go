@@ -45,10 +45,10 @@ func TestDirectHandOffThroughTheDoor(t *testing.T) {
 			url := testkit.Server(t)
 			wnc, _ := testkit.Connect(t, url)
 			var asked atomic.Int32
-			answers := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "a"}, []string{"outcome"})
+			reg := prometheus.NewRegistry()
 			if tt.door != nil {
 				rnc, _ := testkit.Connect(t, url)
-				stop, err := DirectDoor{NC: rnc, Subject: "test.door", Queue: "q", Concurrency: 2, Timeout: time.Second, Log: zerolog.Nop(), Answers: answers,
+				stop, err := DirectDoor{NC: rnc, Subject: "test.door", Queue: "q", Stage: "s", Concurrency: 2, Timeout: time.Second, Log: zerolog.Nop(), Metrics: reg,
 					Handle: func(ctx context.Context, data []byte) error {
 						asked.Add(1)
 						if string(data) != "work" {
@@ -83,8 +83,11 @@ func TestDirectHandOffThroughTheDoor(t *testing.T) {
 			if testutil.ToFloat64(h.Paths.WithLabelValues(wantPath)) != 1 {
 				t.Fatalf("path %s not counted", wantPath)
 			}
-			if tt.wantAnswer != "" && testutil.ToFloat64(answers.WithLabelValues(tt.wantAnswer)) != 1 {
+			if tt.wantAnswer != "" && gathered(t, reg, "switchyard_stage_direct_total", "outcome", tt.wantAnswer) != 1 {
 				t.Fatalf("the door's %s answer not counted", tt.wantAnswer)
+			}
+			if tt.door != nil && tt.wantAsked > 0 && gathered(t, reg, "switchyard_stage_direct_seconds", "stage", "s") != 1 {
+				t.Fatal("the door's handling time not observed")
 			}
 			if h.Paused() != tt.wantPaused {
 				t.Fatalf("paused %v, want %v", h.Paused(), tt.wantPaused)
@@ -106,9 +109,8 @@ func TestDirectDoorStopDrains(t *testing.T) {
 	rnc, _ := testkit.Connect(t, url)
 	wnc, _ := testkit.Connect(t, url)
 	entered, release := make(chan struct{}), make(chan struct{})
-	stop, err := DirectDoor{NC: rnc, Subject: "test.door", Queue: "q", Concurrency: 1, Timeout: 5 * time.Second, Log: zerolog.Nop(),
-		Answers: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "a"}, []string{"outcome"}),
-		Handle:  func(context.Context, []byte) error { close(entered); <-release; return nil }}.Serve(context.Background())
+	stop, err := DirectDoor{NC: rnc, Subject: "test.door", Queue: "q", Stage: "s", Concurrency: 1, Timeout: 5 * time.Second, Log: zerolog.Nop(),
+		Handle: func(context.Context, []byte) error { close(entered); <-release; return nil }}.Serve(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -154,4 +156,30 @@ func TestTriedDirectIsARerun(t *testing.T) {
 			}
 		})
 	}
+}
+
+// gathered is the value (a counter's, or a histogram's sample count) of
+// the series of name in reg whose label is value.
+func gathered(t *testing.T, reg *prometheus.Registry, name, label, value string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, lp := range m.GetLabel() {
+				if lp.GetName() == label && lp.GetValue() == value {
+					if h := m.GetHistogram(); h != nil {
+						return float64(h.GetSampleCount())
+					}
+					return m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return 0
 }

@@ -14,6 +14,6 @@ import (
 // message id: a result that also arrives on llm.results (the executor gave
 // up waiting for this answer) yields no second verdict.
 func (g *Gate) serveDirect(ctx context.Context) (stop func(), err error) {
-	return pipeline.DirectDoor{NC: g.d.NC, Subject: natsx.SubjectGateJudge, Queue: natsx.QueueGate, Concurrency: g.cfg.Concurrency,
-		Timeout: handleTimeout, Log: g.d.Log, Handle: g.handle, Answers: g.direct}.Serve(ctx)
+	return pipeline.DirectDoor{NC: g.d.NC, Subject: natsx.SubjectGateJudge, Queue: natsx.QueueGate, Stage: natsx.StageGate,
+		Concurrency: g.cfg.Concurrency, Timeout: handleTimeout, Log: g.d.Log, Handle: g.handle, Metrics: g.d.Metrics}.Serve(ctx)
 }

@@ -69,7 +69,6 @@ type Gate struct {
 	d        Deps
 	pub      pipeline.Publisher
 	verdicts *prometheus.CounterVec
-	direct   *prometheus.CounterVec
 }
 
 // New builds the stage.
@@ -85,14 +84,10 @@ func New(cfg Config, d Deps) (*Gate, error) {
 	}
 	g := &Gate{cfg: cfg, d: d, pub: pipeline.Publisher{JS: d.JS, NC: d.NC},
 		verdicts: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "switchyard_gate_verdicts_total", Help: "Gate verdicts."}, []string{"verdict"}),
-		direct: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "switchyard_gate_direct_total",
-			Help: "Results executors handed to the gate directly (llm.gate.judge), by outcome: handled (the verdict is on llm.verdicts) or refused (the executor hands the result to llm.results)."}, []string{"outcome"}),
 	}
 	if d.Metrics != nil {
-		for _, c := range []prometheus.Collector{g.verdicts, g.direct} {
-			if err := d.Metrics.Register(c); err != nil {
-				return nil, err
-			}
+		if err := d.Metrics.Register(g.verdicts); err != nil {
+			return nil, err
 		}
 	}
 	return g, nil

@@ -95,7 +95,6 @@ type Router struct {
 	hedging   *hedge.Budget
 	pub       pipeline.Publisher
 	decisions *prometheus.CounterVec
-	direct    *prometheus.CounterVec
 }
 
 // New builds the stage.
@@ -111,14 +110,10 @@ func New(cfg Config, d Deps) (*Router, error) {
 	}
 	r := &Router{cfg: cfg, d: d, seen: newObserved(), hedging: hedge.NewBudget(), pub: pipeline.Publisher{JS: d.JS, NC: d.NC},
 		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "switchyard_router_decisions_total", Help: "Routing decisions by kind."}, []string{"decision"}),
-		direct: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "switchyard_router_direct_total",
-			Help: "Classified work intakes handed to the router directly (llm.router.route), by outcome: handled (routed, what it publishes stored) or refused (the intake publishes it on llm.classified)."}, []string{"outcome"}),
 	}
 	if d.Metrics != nil {
-		for _, c := range []prometheus.Collector{r.decisions, r.direct} {
-			if err := d.Metrics.Register(c); err != nil {
-				return nil, err
-			}
+		if err := d.Metrics.Register(r.decisions); err != nil {
+			return nil, err
 		}
 	}
 	return r, nil
@@ -149,8 +144,8 @@ func (r *Router) Run(ctx context.Context) error {
 	if r.cfg.Direct && r.d.NC != nil {
 		// Intakes hand classified work here first (pipeline.DirectDoor);
 		// what no router answers goes to llm.classified, consumed below.
-		stop, err := pipeline.DirectDoor{NC: r.d.NC, Subject: natsx.SubjectRouterRoute, Queue: natsx.QueueRouter, Concurrency: r.cfg.Concurrency,
-			Timeout: handleTimeout, Log: r.d.Log, Handle: r.route, Answers: r.direct}.Serve(ctx)
+		stop, err := pipeline.DirectDoor{NC: r.d.NC, Subject: natsx.SubjectRouterRoute, Queue: natsx.QueueRouter, Stage: natsx.StageRouter,
+			Concurrency: r.cfg.Concurrency, Timeout: handleTimeout, Log: r.d.Log, Handle: r.route, Metrics: r.d.Metrics}.Serve(ctx)
 		if err != nil {
 			return err
 		}
