@@ -264,6 +264,8 @@ func TestAttacksRefused(t *testing.T) {
 		{"read results handed to the gate", mc, func(t *testing.T, c *busClient) { c.sub(t, natsx.SubjectGateJudge) }},
 		{"forge classified work for the router", mc, func(t *testing.T, c *busClient) { c.pub(t, natsx.SubjectRouterRoute, forged) }},
 		{"read classified work handed to the router", mc, func(t *testing.T, c *busClient) { c.sub(t, natsx.SubjectRouterRoute) }},
+		{"forge a verdict for the router", mc, func(t *testing.T, c *busClient) { c.pub(t, natsx.SubjectRouterVerdict, forged) }},
+		{"read verdicts handed to the router", mc, func(t *testing.T, c *busClient) { c.sub(t, natsx.SubjectRouterVerdict) }},
 		{"forge telemetry", mc, func(t *testing.T, c *busClient) { c.pub(t, natsx.SubjectRequest, telemetry) }},
 		{"forge a reply to another tenant", mc, func(t *testing.T, c *busClient) { c.pub(t, "llm.replies."+victim+".v1", reply) }},
 		{"kv put policy", mc, func(t *testing.T, c *busClient) { c.pub(t, "$KV.switchyard_policy.current", policyOpen) }},
@@ -294,6 +296,7 @@ func TestAttacksRefused(t *testing.T) {
 		{"router purges the replies", router, func(t *testing.T, c *busClient) { c.pub(t, "$JS.API.STREAM.PURGE.LLM_REPLIES", nil) }},
 		{"router judges in the gate's place", router, func(t *testing.T, c *busClient) { c.sub(t, natsx.SubjectGateJudge) }},
 		{"gate routes in the router's place", gate, func(t *testing.T, c *busClient) { c.sub(t, natsx.SubjectRouterRoute) }},
+		{"gate decides in the router's place", gate, func(t *testing.T, c *busClient) { c.sub(t, natsx.SubjectRouterVerdict) }},
 		{"gate forges classified work", gate, func(t *testing.T, c *busClient) { c.pub(t, natsx.SubjectRouterRoute, forged) }},
 		// The gate answers the requests it receives (allow_responses), no more.
 		{"gate writes to an executor's inbox", gate, func(t *testing.T, c *busClient) {

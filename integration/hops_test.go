@@ -60,17 +60,18 @@ func (tr streamTraffic) since(before streamTraffic) (writes, acks map[string]uin
 	return writes, acks, totalWrites, totalAcks
 }
 
-// A request answered by its first vendor call costs 6 stream writes
-// (llm.requests, llm.exec, the started attempt row, llm.verdicts, the
-// request event carrying its finished attempt rows, the reply) and 5 acks
-// (intake, router, executor, the ledger's two telemetry messages): the
-// intake hands the classified work to a router directly (llm.router.route)
-// and the executor its result to a gate (llm.gate.judge), each of which
-// handles it at once and answers. With both turned off, the work is
-// written to llm.classified and llm.results and acked from there: 8 writes
-// and 7 acks. (The gate used to store the finished attempt row as a
-// message of its own: 9 writes and 8 acks.) The rows in ClickHouse are
-// the same either way: one finished row per call, one request row, no row
+// A request answered by its first vendor call costs 5 stream writes
+// (llm.requests, llm.exec, the started attempt row, the request event
+// carrying its finished attempt rows, the reply) and 4 acks (intake,
+// executor, the ledger's two telemetry messages): the intake hands the
+// classified work to a router directly (llm.router.route), the executor
+// its result to a gate (llm.gate.judge) and the gate its verdict to a
+// router (llm.router.verdict), each reader handling it at once and
+// answering. With the direct hand-offs turned off, the work is written to
+// llm.classified, llm.results and llm.verdicts and acked from there: 8
+// writes and 7 acks. (The gate used to store the finished attempt row as a
+// message of its own: 9 writes and 8 acks.) The rows in ClickHouse are the
+// same either way: one finished row per call, one request row, no row
 // left as started.
 func TestStreamWritesPerRequest(t *testing.T) {
 	for _, tt := range []struct {
@@ -78,8 +79,8 @@ func TestStreamWritesPerRequest(t *testing.T) {
 		direct               bool
 		wantWrites, wantAcks float64
 	}{
-		{name: "direct hand-offs to the router and the gate", direct: true, wantWrites: 6, wantAcks: 5},
-		{name: "llm.classified and llm.results", direct: false, wantWrites: 8, wantAcks: 7},
+		{name: "direct hand-offs", direct: true, wantWrites: 5, wantAcks: 4},
+		{name: "llm.classified, llm.results and llm.verdicts", direct: false, wantWrites: 8, wantAcks: 7},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			streamWritesPerRequest(t, tt.direct, tt.wantWrites, tt.wantAcks)
@@ -88,7 +89,9 @@ func TestStreamWritesPerRequest(t *testing.T) {
 }
 
 func streamWritesPerRequest(t *testing.T, direct bool, wantWrites, wantAcks float64) {
-	e := start(t, func(c *app.Config) { c.Intake.DirectRouter, c.Executor.DirectGate = direct, direct })
+	e := start(t, func(c *app.Config) {
+		c.Intake.DirectRouter, c.Executor.DirectGate, c.Gate.DirectRouter = direct, direct, direct
+	})
 	const n = 20
 	var reqs []*envelope.Request
 	for i := range n {

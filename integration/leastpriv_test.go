@@ -93,7 +93,7 @@ func TestSeparateProcessesWithOwnCredentials(t *testing.T) {
 	logs := newLineSink(t)
 	type proc struct{ name, vendor string }
 	var executorMetrics []string
-	var intakeMetrics string
+	var intakeMetrics, gateMetrics string
 	for _, p := range []proc{{"intake", ""}, {"router", ""}, {"gate", ""}, {"executor", "openai"}, {"executor", "anthropic"}, {"executor", "gemini"}} {
 		httpAddr := freeAddr(t)
 		switch p.name {
@@ -101,6 +101,8 @@ func TestSeparateProcessesWithOwnCredentials(t *testing.T) {
 			executorMetrics = append(executorMetrics, "http://"+httpAddr+"/metrics")
 		case "intake":
 			intakeMetrics = "http://" + httpAddr + "/metrics"
+		case "gate":
+			gateMetrics = "http://" + httpAddr + "/metrics"
 		}
 		cmd := exec.Command(built[p.name])
 		cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "SWITCHYARD_NATS_URL=" + url, "SWITCHYARD_POLICY=" + polFile,
@@ -176,7 +178,8 @@ func TestSeparateProcessesWithOwnCredentials(t *testing.T) {
 
 	// Every result reached the gate directly: the executors may ask on
 	// llm.gate.judge and the gate may answer them (allow_responses), as
-	// the intake may ask on llm.router.route and the router answer.
+	// the intake and the gate may ask on llm.router.route and
+	// llm.router.verdict and the router answer.
 	var direct, stream float64
 	for _, u := range executorMetrics {
 		direct += metricWith(t, u, "switchyard_executor_gate_handoffs_total", `path="direct"`)
@@ -190,6 +193,12 @@ func TestSeparateProcessesWithOwnCredentials(t *testing.T) {
 	stream = metricWith(t, intakeMetrics, "switchyard_intake_router_handoffs_total", `path="stream"`)
 	if direct == 0 || stream != 0 {
 		t.Errorf("classified work handed to the router: %v directly, %v on llm.classified; want all directly", direct, stream)
+	}
+	// And every verdict from the gate to the router.
+	direct = metricWith(t, gateMetrics, "switchyard_gate_router_handoffs_total", `path="direct"`)
+	stream = metricWith(t, gateMetrics, "switchyard_gate_router_handoffs_total", `path="stream"`)
+	if direct == 0 || stream != 0 {
+		t.Errorf("verdicts handed to the router: %v directly, %v on llm.verdicts; want all directly", direct, stream)
 	}
 
 	for _, line := range logs.all() {

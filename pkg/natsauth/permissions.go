@@ -83,14 +83,15 @@ func services(vendors []string) map[string]service {
 			// llm.observed.attempts: the router replicas share the judged
 			// attempts they learned from verdicts (latency-aware
 			// strategies) on core NATS: live only, no stream holds them.
-			// llm.router.route: intakes' direct hand-offs of classified
-			// work (pipeline.DirectDoor), answered on the asking intake's
-			// inbox.
-			core:     []string{"llm.observed.attempts", "llm.router.route"},
+			// llm.router.route, llm.router.verdict: intakes' direct
+			// hand-offs of classified work and gates' of verdicts
+			// (pipeline.DirectDoor), answered on the asker's inbox.
+			core:     []string{"llm.observed.attempts", "llm.router.route", "llm.router.verdict"},
 			responds: true,
 		},
 		"gate": {
-			publish:  []string{"llm.verdicts", "llm.dlq.gate"},
+			// llm.router.verdict: verdicts handed to a router directly.
+			publish:  []string{"llm.verdicts", "llm.router.verdict", "llm.dlq.gate"},
 			consumes: []string{"LLM_PIPELINE.gate"},
 			kv:       []string{kvCache},
 			// llm.gate.judge: executors' direct hand-offs of results

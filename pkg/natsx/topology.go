@@ -39,7 +39,11 @@ const (
 	// (the intake's hand-off; llm.classified when no router answers),
 	// queue group QueueRouter. No stream holds it.
 	SubjectRouterRoute = "llm.router.route"
-	// QueueRouter is the router replicas' queue group on SubjectRouterRoute.
+	// SubjectRouterVerdict is the router's direct door for verdicts (the
+	// gate's hand-off; llm.verdicts when no router answers), queue group
+	// QueueRouter. No stream holds it.
+	SubjectRouterVerdict = "llm.router.verdict"
+	// QueueRouter is the router replicas' queue group on its doors.
 	QueueRouter = "router"
 	// SubjectReplies is where clients read replies. Nobody publishes there:
 	// the pipeline publishes a reply to SubjectReplyStore, and LLM_REPLIES

@@ -15,5 +15,5 @@ import (
 // up waiting for this answer) yields no second verdict.
 func (g *Gate) serveDirect(ctx context.Context) (stop func(), err error) {
 	return pipeline.DirectDoor{NC: g.d.NC, Subject: natsx.SubjectGateJudge, Queue: natsx.QueueGate, Stage: natsx.StageGate,
-		Concurrency: g.cfg.Concurrency, Timeout: handleTimeout, Log: g.d.Log, Handle: g.handle, Metrics: g.d.Metrics}.Serve(ctx)
+		Concurrency: g.cfg.Concurrency, Timeout: handleTimeout, Log: g.d.Log, Handle: g.handleDirect, Metrics: g.d.Metrics}.Serve(ctx)
 }

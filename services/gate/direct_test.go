@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -13,6 +14,7 @@ import (
 
 	"github.com/switchyard-llm/switchyard/pkg/envelope"
 	"github.com/switchyard-llm/switchyard/pkg/natsx"
+	"github.com/switchyard-llm/switchyard/pkg/pipeline"
 	"github.com/switchyard-llm/switchyard/pkg/testkit"
 )
 
@@ -88,5 +90,77 @@ func TestDirectHandOffStoresTheVerdictOnce(t *testing.T) {
 	stop()
 	if _, err := cli.RequestWithContext(ctx, natsx.SubjectGateJudge, good); !errors.Is(err, nats.ErrNoResponders) {
 		t.Fatalf("a stopped gate's door: %v, want no responders", err)
+	}
+}
+
+// The gate hands the verdict to a router directly when one handles it
+// (nothing is stored on llm.verdicts), and stores it otherwise, marked as
+// possibly handled when a router was asked.
+func TestVerdictGoesToTheRouterDirectlyOrToTheStream(t *testing.T) {
+	for _, tt := range []struct {
+		name       string
+		router     error // the stand-in router's answer; nil: handled
+		noRouter   bool
+		wantStored bool
+		wantMarked bool
+	}{
+		{name: "a router handles it"},
+		{name: "the router refuses", router: errors.New("budget bucket unavailable"), wantStored: true, wantMarked: true},
+		{name: "no router", noRouter: true, wantStored: true, wantMarked: true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			url := testkit.Server(t)
+			nc, js := testkit.Connect(t, url)
+			testkit.WithTopology(t, js)
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			var got atomic.Pointer[envelope.Work]
+			if !tt.noRouter {
+				rnc, _ := testkit.Connect(t, url)
+				stop, err := pipeline.DirectDoor{NC: rnc, Subject: natsx.SubjectRouterVerdict, Queue: natsx.QueueRouter, Stage: "router", Concurrency: 1,
+					Timeout: time.Second, Log: zerolog.Nop(), Handle: func(_ context.Context, data []byte) error {
+						var w envelope.Work
+						if err := json.Unmarshal(data, &w); err == nil {
+							got.Store(&w)
+						}
+						return tt.router
+					}}.Serve(ctx)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer stop()
+				if err := rnc.Flush(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			g, err := New(Config{Consumer: "gate", Concurrency: 4, MaxDeliver: 5, AckWait: 30 * time.Second, MaxAckPending: 8, DirectRouter: true, RouterTimeout: 500 * time.Millisecond},
+				Deps{Log: zerolog.Nop(), NC: nc, JS: js, Policy: testGate().d.Policy})
+			if err != nil {
+				t.Fatal(err)
+			}
+			res := envelope.Result{Content: "hello", FinishReason: "stop", AttemptID: "k#1", StartedAt: time.Now().UTC()}
+			data, _ := json.Marshal(&envelope.Work{Key: "k", Request: envelope.Request{ID: "k", Tenant: "t"}, Route: "chat",
+				Chain: []envelope.Target{{Vendor: "a", Model: "m"}}, Current: &res,
+				Attempts: []envelope.AttemptResult{{Attempt: 1, Vendor: "a", Model: "m", Outcome: envelope.OutcomeOK}}})
+			if err := g.handleDirect(ctx, data); err != nil {
+				t.Fatal(err)
+			}
+			if w := got.Load(); !tt.noRouter && (w == nil || w.Quality == nil || !w.Quality.Passed) {
+				t.Fatalf("the router was not handed the verdict: %+v", w)
+			}
+			stream, err := js.Stream(ctx, natsx.StreamPipeline)
+			if err != nil {
+				t.Fatal(err)
+			}
+			m, err := stream.GetLastMsgForSubject(ctx, natsx.SubjectVerdicts)
+			if stored := err == nil; stored != tt.wantStored {
+				t.Fatalf("verdict stored: %v (%v), want %v", stored, err, tt.wantStored)
+			}
+			if tt.wantStored {
+				if marked := m.Header.Get(natsx.HeaderTriedDirect) != ""; marked != tt.wantMarked || m.Header.Get(natsx.HeaderMsgID) != "k:verdict:k#1" {
+					t.Fatalf("stored verdict: marked %v (want %v), id %q", marked, tt.wantMarked, m.Header.Get(natsx.HeaderMsgID))
+				}
+			}
+		})
 	}
 }

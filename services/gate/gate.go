@@ -32,6 +32,12 @@ type Config struct {
 	// Direct serves executors' direct hand-offs on llm.gate.judge
 	// (direct.go) besides the llm.results queue.
 	Direct bool `envconfig:"DIRECT" default:"true"`
+	// DirectRouter hands each verdict to a router directly
+	// (llm.router.verdict) and stores it on llm.verdicts only when no
+	// router has handled it within RouterTimeout, which stays below the
+	// executors' wait for the gate (SWITCHYARD_EXECUTOR_GATE_TIMEOUT, 2s).
+	DirectRouter  bool          `envconfig:"DIRECT_ROUTER" default:"true"`
+	RouterTimeout time.Duration `envconfig:"ROUTER_TIMEOUT" default:"1s"`
 }
 
 // Validate reports every problem at once.
@@ -49,6 +55,9 @@ func (c Config) Validate() error {
 	errs = append(errs, natsx.ValidateAckWait("SWITCHYARD_GATE_ACK_WAIT", c.AckWait))
 	if c.MaxAckPending < c.Concurrency {
 		errs = append(errs, errors.New("SWITCHYARD_GATE_MAX_ACK_PENDING: must be at least CONCURRENCY"))
+	}
+	if c.DirectRouter && c.RouterTimeout <= 0 {
+		errs = append(errs, errors.New("SWITCHYARD_GATE_ROUTER_TIMEOUT: must be positive"))
 	}
 	return errors.Join(errs...)
 }
@@ -69,6 +78,8 @@ type Gate struct {
 	d        Deps
 	pub      pipeline.Publisher
 	verdicts *prometheus.CounterVec
+	// toRouter hands verdicts to a router directly.
+	toRouter *pipeline.DirectHandOff
 }
 
 // New builds the stage.
@@ -85,9 +96,14 @@ func New(cfg Config, d Deps) (*Gate, error) {
 	g := &Gate{cfg: cfg, d: d, pub: pipeline.Publisher{JS: d.JS, NC: d.NC},
 		verdicts: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "switchyard_gate_verdicts_total", Help: "Gate verdicts."}, []string{"verdict"}),
 	}
+	handoffs := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "switchyard_gate_router_handoffs_total",
+		Help: "Verdicts handed to the router, by path: direct (a router handled it) or stream (llm.verdicts)."}, []string{"path"})
+	g.toRouter = &pipeline.DirectHandOff{NC: d.NC, Subject: natsx.SubjectRouterVerdict, Enabled: cfg.DirectRouter, Timeout: cfg.RouterTimeout, Paths: handoffs}
 	if d.Metrics != nil {
-		if err := d.Metrics.Register(g.verdicts); err != nil {
-			return nil, err
+		for _, c := range []prometheus.Collector{g.verdicts, handoffs} {
+			if err := d.Metrics.Register(c); err != nil {
+				return nil, err
+			}
 		}
 	}
 	return g, nil
@@ -127,14 +143,21 @@ func (g *Gate) Run(ctx context.Context) error {
 	return pipeline.Run(ctx, g.d.Log, cons, h, pipeline.RunOptions{Concurrency: g.cfg.Concurrency, Stage: natsx.StageGate, Metrics: g.d.Metrics})
 }
 
-// Handle judges one attempt result and publishes what judge returns.
+// Handle judges one attempt result from llm.results.
 func (g *Gate) Handle(ctx context.Context, d *pipeline.Delivery) error {
-	return g.handle(ctx, d.Data())
+	return g.handle(ctx, d.Data(), d.Rerun())
+}
+
+// handleDirect judges one result an executor handed directly.
+func (g *Gate) handleDirect(ctx context.Context, data []byte) error {
+	return g.handle(ctx, data, false)
 }
 
 // handle is one judgement, whichever way the result came: decode, judge,
-// store the verdict.
-func (g *Gate) handle(ctx context.Context, data []byte) error {
+// hand the verdict to a router directly, else store it on llm.verdicts
+// (marked when a router may have handled it already). rerun: an earlier
+// judgement of this result may have handed its verdict to a router.
+func (g *Gate) handle(ctx context.Context, data []byte, rerun bool) error {
 	w, err := pipeline.DecodeWork(data)
 	if err != nil {
 		return err
@@ -143,6 +166,11 @@ func (g *Gate) handle(ctx context.Context, data []byte) error {
 	if err != nil {
 		return err
 	}
+	handled, hdr := g.toRouter.Offer(ctx, outs[0].Data, outs[0].Header, rerun, pipeline.LazyRequestLogger(g.d.Log, w))
+	if handled {
+		return nil
+	}
+	outs[0].Header = hdr
 	return g.pub.Send(ctx, outs)
 }
 

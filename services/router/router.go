@@ -142,14 +142,17 @@ func (r *Router) Run(ctx context.Context) error {
 		return err
 	}
 	if r.cfg.Direct && r.d.NC != nil {
-		// Intakes hand classified work here first (pipeline.DirectDoor);
-		// what no router answers goes to llm.classified, consumed below.
-		stop, err := pipeline.DirectDoor{NC: r.d.NC, Subject: natsx.SubjectRouterRoute, Queue: natsx.QueueRouter, Stage: natsx.StageRouter,
-			Concurrency: r.cfg.Concurrency, Timeout: handleTimeout, Log: r.d.Log, Handle: r.route, Metrics: r.d.Metrics}.Serve(ctx)
-		if err != nil {
-			return err
+		// Intakes hand classified work here first, gates their verdicts
+		// (pipeline.DirectDoor); what no router answers goes to
+		// llm.classified or llm.verdicts, consumed below.
+		for subject, handle := range map[string]func(context.Context, []byte) error{natsx.SubjectRouterRoute: r.route, natsx.SubjectRouterVerdict: r.verdict} {
+			stop, err := pipeline.DirectDoor{NC: r.d.NC, Subject: subject, Queue: natsx.QueueRouter, Stage: natsx.StageRouter,
+				Concurrency: r.cfg.Concurrency, Timeout: handleTimeout, Log: r.d.Log, Handle: handle, Metrics: r.d.Metrics}.Serve(ctx)
+			if err != nil {
+				return err
+			}
+			defer stop()
 		}
-		defer stop()
 	}
 	h := pipeline.RequestStage(r.d.Log, r.Handle, r.deadLetter, r.cfg.MaxDeliver, handleTimeout, true)
 	return pipeline.Run(ctx, r.d.Log, cons, h, pipeline.RunOptions{Concurrency: r.cfg.Concurrency, Stage: natsx.StageRouter, Metrics: r.d.Metrics})
@@ -163,13 +166,29 @@ func (r *Router) Handle(ctx context.Context, d *pipeline.Delivery) error {
 	if err != nil {
 		return err
 	}
-	ev := EvClassified
 	if d.Msg.Subject() != natsx.SubjectClassified {
-		if ev, err = eventOf(w); err != nil {
-			return pipeline.Terminal("bad_verdict", err)
-		}
-		r.learn(w, ev)
+		return r.decideAfter(ctx, w)
 	}
+	return r.process(ctx, w, EvClassified)
+}
+
+// verdict handles a verdict a gate handed directly, as Handle does one
+// from llm.verdicts.
+func (r *Router) verdict(ctx context.Context, data []byte) error {
+	w, err := pipeline.DecodeWork(data)
+	if err != nil {
+		return err
+	}
+	return r.decideAfter(ctx, w)
+}
+
+// decideAfter learns from a verdict and decides what follows it.
+func (r *Router) decideAfter(ctx context.Context, w *envelope.Work) error {
+	ev, err := eventOf(w)
+	if err != nil {
+		return pipeline.Terminal("bad_verdict", err)
+	}
+	r.learn(w, ev)
 	return r.process(ctx, w, ev)
 }
 
