@@ -223,9 +223,9 @@ func (e *Executor) timeout() time.Duration {
 	return e.cfg.DefaultTimeout
 }
 
-// Handle performs one attempt. The vendor's answer or failure goes to the
-// gate on llm.results; a target not called (Skipped) goes straight back to
-// the router on llm.verdicts.
+// Handle performs one attempt. The vendor's answer or failure goes to a
+// gate, directly (llm.gate.judge, handoff.go) or on llm.results; a target
+// not called (Skipped) goes straight back to the router on llm.verdicts.
 func (e *Executor) Handle(ctx context.Context, d *pipeline.Delivery) error {
 	w, err := pipeline.DecodeWork(d.Data())
 	if err != nil {

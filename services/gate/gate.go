@@ -1,8 +1,9 @@
-// Package gate judges every attempt's answer. It hands the work with its
-// verdict back to the router on llm.verdicts, and announces the finished
-// attempt on core NATS for the router's observer; the router alone decides
-// what follows (reply, retry, escalation, hedge winner) and sends the
-// attempt's row to the ledger when the request (or its hedge branch) ends.
+// Package gate judges every attempt's answer, taken from an executor's
+// direct hand-off (llm.gate.judge) or from llm.results. It hands the work
+// with its verdict back to a router, directly (llm.router.verdict) or on
+// llm.verdicts; the router alone decides what follows (reply, retry,
+// escalation, hedge winner) and sends the attempt's row to the ledger when
+// the request (or its hedge branch) ends.
 package gate
 
 import (

@@ -1,8 +1,8 @@
 // Package intake is the first stage: it validates request envelopes against
 // the public schema, classifies them (task, PII, token estimate) and hands
-// them to the router on llm.classified; the route (named, or matched on the
-// classification) is the router's decision, like everything else about
-// routing. A request it refuses gets an error reply with a stable code and
+// them to a router, directly (llm.router.route) or on llm.classified; the
+// route (named, or matched on the classification) is the router's
+// decision, like everything else about routing. A request it refuses gets an error reply with a stable code and
 // a dead letter. Request ids are unique per tenant: the intake deduplicates
 // on tenant+id.
 package intake
