@@ -31,7 +31,7 @@ const drainFor = 5 * time.Second
 // DirectDoor serves one stage's direct hand-offs.
 type DirectDoor struct {
 	NC      *nats.Conn
-	Subject string // natsx.SubjectGateJudge, natsx.SubjectRouterRoute
+	Subject string // natsx.SubjectRouterRoute, natsx.SubjectGateJudge, natsx.SubjectRouterVerdict
 	Queue   string // the stage's replicas share the hand-offs
 	Stage   string // the metrics' stage label
 	// Concurrency bounds the hand-offs handled at once; the rest wait in
@@ -58,7 +58,7 @@ type doorMetrics struct {
 
 func (dd DirectDoor) metrics() (*doorMetrics, error) {
 	answers, err := obs.Register(dd.Metrics, prometheus.NewCounterVec(prometheus.CounterOpts{Name: "switchyard_stage_direct_total",
-		Help: "Direct hand-offs a stage answered (llm.router.route, llm.gate.judge), by outcome: handled (what it publishes is stored) or refused (the writer uses the stream)."},
+		Help: "Direct hand-offs a stage answered (llm.router.route, llm.gate.judge, llm.router.verdict), by outcome: handled (what it publishes is stored) or refused (the writer uses the stream)."},
 		[]string{"stage", "outcome"}))
 	if err != nil {
 		return nil, err
@@ -153,6 +153,19 @@ type DirectHandOff struct {
 	// Paths counts the messages by the way they went: direct or stream.
 	Paths       *prometheus.CounterVec
 	pausedUntil atomic.Int64 // unix nanoseconds
+	// The two series of Paths, looked up once rather than per message.
+	curry          sync.Once
+	direct, stream prometheus.Counter
+}
+
+// count adds one message to the series of the way it went.
+func (h *DirectHandOff) count(direct bool) {
+	h.curry.Do(func() { h.direct, h.stream = h.Paths.WithLabelValues("direct"), h.Paths.WithLabelValues("stream") })
+	if direct {
+		h.direct.Inc()
+	} else {
+		h.stream.Inc()
+	}
 }
 
 // Offer hands a message to the door and reports whether a reader handled
@@ -167,7 +180,7 @@ func (h *DirectHandOff) Offer(ctx context.Context, data []byte, hdr nats.Header,
 		return false, hdr
 	}
 	if !h.Enabled || h.NC == nil || rerun || h.Paused() {
-		h.Paths.WithLabelValues("stream").Inc()
+		h.count(false)
 		if rerun {
 			return false, MarkTriedDirect(hdr)
 		}
@@ -185,10 +198,10 @@ func (h *DirectHandOff) Offer(ctx context.Context, data []byte, hdr nats.Header,
 	case resp.Header.Get(natsx.HeaderDirectError) != "":
 		log().Debug().Str("subject", h.Subject).Str("direct_error", resp.Header.Get(natsx.HeaderDirectError)).Msg("direct hand-off refused; using the stream")
 	default:
-		h.Paths.WithLabelValues("direct").Inc()
+		h.count(true)
 		return true, nil
 	}
-	h.Paths.WithLabelValues("stream").Inc()
+	h.count(false)
 	return false, MarkTriedDirect(hdr)
 }
 

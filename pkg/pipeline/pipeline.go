@@ -72,7 +72,9 @@ func (d *Delivery) NumDelivered() uint64 {
 // (natsx.HeaderTriedDirect). What the first run may have published must
 // then be checked for.
 func (d *Delivery) Rerun() bool {
-	return d.NumDelivered() > 1 || d.reruns.Load() > 0 || d.Headers().Get(natsx.HeaderTriedDirect) != ""
+	// The message's own headers: Headers() would make a map for a message
+	// without any.
+	return d.NumDelivered() > 1 || d.reruns.Load() > 0 || d.Msg.Headers().Get(natsx.HeaderTriedDirect) != ""
 }
 
 // Settled reports whether the message was acked, naked or termed.
