@@ -79,19 +79,46 @@ func (dd DirectDoor) Serve(ctx context.Context) (stop func(), err error) {
 	if err != nil {
 		return nil, err
 	}
-	slots := make(chan struct{}, max(dd.Concurrency, 1))
+	// A fixed set of workers rather than a goroutine per hand-off: a new
+	// goroutine grows its stack again for every message (the encoder's
+	// depth), which cost 6% of `up`'s CPU at 1,500 req/s.
+	workers := max(dd.Concurrency, 1)
+	queue := make(chan *nats.Msg, workers)
 	var inflight sync.WaitGroup
 	// A stopping stage still finishes what it received.
 	actx := context.WithoutCancel(ctx)
-	sub, err := dd.NC.QueueSubscribe(dd.Subject, dd.Queue, func(msg *nats.Msg) {
-		slots <- struct{}{}
+	for range workers {
 		inflight.Add(1)
 		go func() {
-			defer func() { <-slots; inflight.Done() }()
-			dd.answer(actx, msg, m)
+			defer inflight.Done()
+			for msg := range queue {
+				dd.answer(actx, msg, m)
+			}
 		}()
+	}
+	// closing guards the queue against a callback still running after an
+	// Unsubscribe that did not wait for it. What arrives then goes
+	// unanswered: its writer uses the stream.
+	var closing sync.RWMutex
+	closed := false
+	closeQueue := func() {
+		closing.Lock()
+		defer closing.Unlock()
+		if !closed {
+			closed = true
+			close(queue)
+		}
+	}
+	sub, err := dd.NC.QueueSubscribe(dd.Subject, dd.Queue, func(msg *nats.Msg) {
+		closing.RLock()
+		defer closing.RUnlock()
+		if !closed {
+			queue <- msg
+		}
 	})
 	if err != nil {
+		closeQueue()
+		inflight.Wait()
 		return nil, fmt.Errorf("direct hand-offs on %s: %w", dd.Subject, err)
 	}
 	return func() {
@@ -101,6 +128,7 @@ func (dd DirectDoor) Serve(ctx context.Context) (stop func(), err error) {
 			}
 		}
 		_ = sub.Unsubscribe()
+		closeQueue()
 		inflight.Wait()
 	}, nil
 }
