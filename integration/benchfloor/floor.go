@@ -1,0 +1,256 @@
+// Package benchfloor serves Switchyard's NATS contract with the least any
+// implementation of it must do per request, so that a benchmark can tell
+// what the contract costs from what the pipeline's design adds:
+//
+//   - the client's JetStream publish to llm.requests, stored in the same
+//     file-backed work-queue stream `up` uses (LLM_REQUESTS) and acked;
+//   - one pull consumer delivering it, with an explicit ack;
+//   - the envelope validated and decoded by Switchyard's own code
+//     (envelope.Validator);
+//   - one call to the vendor through Switchyard's own adapter and pooled
+//     HTTP client;
+//   - the reply envelope, encoded by Switchyard's own code, published on
+//     the request's reply subject.
+//
+// Nothing else: no classification, routing, breakers, limits, budgets,
+// quality gate, telemetry, ledger, tenant dedupe or stored reply. It is a
+// measuring stick for scripts/bench-floor.sh, not a product: a crash
+// between the reply and the ack answers twice, and a vendor error is
+// answered, never retried.
+package benchfloor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/switchyard-llm/switchyard/pkg/envelope"
+	"github.com/switchyard-llm/switchyard/pkg/natsserver"
+	"github.com/switchyard-llm/switchyard/pkg/natsx"
+	"github.com/switchyard-llm/switchyard/pkg/provider"
+	"github.com/switchyard-llm/switchyard/pkg/provider/adapters"
+)
+
+// Config is the floor's set-up.
+type Config struct {
+	StoreDir string // JetStream's file store
+	Port     int    // the embedded server's client port (-1: any free one)
+	// VendorBaseURL is the OpenAI-compatible vendor's API root, e.g.
+	// http://127.0.0.1:21281/v1.
+	VendorBaseURL string
+	Model         string // the model named in the vendor call
+	Concurrency   int    // requests handled at once per stage (and the vendor's connection pool)
+	// Hops is how many durable hand-offs a request takes after its
+	// delivery from llm.requests, before the vendor call: each is a
+	// JetStream publish (acked, with a Nats-Msg-Id) to a work-queue stream
+	// on the same server, a pull delivery to the next stage and its ack,
+	// which is what a stage of a pipeline costs at the least. 0: one stage.
+	Hops int
+}
+
+// Validate reports every problem at once.
+func (c Config) Validate() error {
+	var errs []error
+	if c.StoreDir == "" {
+		errs = append(errs, errors.New("store dir: required"))
+	}
+	if c.VendorBaseURL == "" {
+		errs = append(errs, errors.New("vendor base URL: required"))
+	}
+	if c.Model == "" {
+		errs = append(errs, errors.New("model: required"))
+	}
+	if c.Hops < 0 {
+		errs = append(errs, fmt.Errorf("hops: %d is negative", c.Hops))
+	}
+	if c.Concurrency < 1 {
+		errs = append(errs, fmt.Errorf("concurrency: %d is not at least 1", c.Concurrency))
+	}
+	return errors.Join(errs...)
+}
+
+// embeddedServer is what the floor uses of natsserver.Start's server.
+type embeddedServer interface {
+	nats.InProcessConnProvider
+	ClientURL() string
+	Shutdown()
+	WaitForShutdown()
+}
+
+// Floor is a running floor.
+type Floor struct {
+	cfg       Config
+	server    embeddedServer
+	nc        *nats.Conn
+	validator *envelope.Validator
+	vendor    provider.Adapter
+}
+
+// Start starts the embedded server and the stream the client publishes to.
+func Start(ctx context.Context, cfg Config) (*Floor, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	ns, err := natsserver.Start(natsserver.Options{Port: cfg.Port, StoreDir: cfg.StoreDir})
+	if err != nil {
+		return nil, err
+	}
+	f := &Floor{cfg: cfg, server: ns}
+	// The same buffered in-process connection `up`'s stages use.
+	if f.nc, err = nats.Connect(ns.ClientURL(), natsx.BufferedInProcess(ns)); err != nil {
+		f.Close()
+		return nil, err
+	}
+	if f.validator, err = envelope.NewValidator(); err != nil {
+		f.Close()
+		return nil, err
+	}
+	if f.vendor, err = adapters.New("openai_compatible", adapters.Config{BaseURL: cfg.VendorBaseURL, APIKey: "floor", MaxConcurrency: cfg.Concurrency}); err != nil {
+		f.Close()
+		return nil, err
+	}
+	js, err := jetstream.New(f.nc)
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	for _, sc := range natsx.DefaultTopology().Streams() {
+		// LLM_REQUESTS as `up` has it, and LLM_PIPELINE's settings for the
+		// hops.
+		switch sc.Name {
+		case natsx.StreamPipeline:
+			sc.Name, sc.Subjects = hopStream, []string{hopPrefix + ">"}
+		case natsx.StreamRequests:
+		default:
+			continue
+		}
+		if _, err := js.CreateOrUpdateStream(ctx, sc); err != nil {
+			f.Close()
+			return nil, fmt.Errorf("stream %s: %w", sc.Name, err)
+		}
+	}
+	return f, nil
+}
+
+// ClientURL is where clients connect.
+func (f *Floor) ClientURL() string { return f.server.ClientURL() }
+
+// Close stops the connection and the server.
+func (f *Floor) Close() {
+	if f.nc != nil {
+		f.nc.Close()
+	}
+	f.server.Shutdown()
+	f.server.WaitForShutdown()
+}
+
+// The hops' work-queue stream and subjects (hopPrefix + the stage number).
+const (
+	hopStream = "FLOOR_HOPS"
+	hopPrefix = "floor.hop."
+)
+
+// Run answers requests until ctx ends.
+func (f *Floor) Run(ctx context.Context) error {
+	js, err := jetstream.New(f.nc)
+	if err != nil {
+		return err
+	}
+	done := make(chan struct{})
+	workers := 0
+	for stage := 0; stage <= f.cfg.Hops; stage++ {
+		stream, subject := natsx.StreamRequests, natsx.SubjectRequests
+		if stage > 0 {
+			stream, subject = hopStream, hopPrefix+strconv.Itoa(stage)
+		}
+		cons, err := js.CreateOrUpdateConsumer(ctx, stream, jetstream.ConsumerConfig{
+			Durable: "floor" + strconv.Itoa(stage), FilterSubject: subject, AckPolicy: jetstream.AckExplicitPolicy,
+			AckWait: 30 * time.Second, MaxDeliver: 5, MaxAckPending: 2048,
+		})
+		if err != nil {
+			return fmt.Errorf("consumer of %s: %w", subject, err)
+		}
+		iter, err := cons.Messages(jetstream.PullMaxMessages(2 * f.cfg.Concurrency))
+		if err != nil {
+			return err
+		}
+		go func() { <-ctx.Done(); iter.Stop() }()
+		handle := func(msg jetstream.Msg) { f.answer(ctx, msg) }
+		if stage < f.cfg.Hops {
+			next := hopPrefix + strconv.Itoa(stage+1)
+			handle = func(msg jetstream.Msg) { f.handOn(ctx, js, next, msg) }
+		}
+		for range f.cfg.Concurrency {
+			workers++
+			go func() {
+				defer func() { done <- struct{}{} }()
+				for {
+					msg, err := iter.Next()
+					if err != nil {
+						return // stopped
+					}
+					handle(msg)
+				}
+			}()
+		}
+	}
+	for range workers {
+		<-done
+	}
+	return nil
+}
+
+// handOn stores the message for the next stage, then acks it; a failed
+// store leaves it to be redelivered.
+func (f *Floor) handOn(ctx context.Context, js jetstream.JetStream, next string, msg jetstream.Msg) {
+	md, err := msg.Metadata()
+	if err != nil {
+		_ = msg.Term()
+		return
+	}
+	out := &nats.Msg{Subject: next, Data: msg.Data(), Header: nats.Header{}}
+	out.Header.Set(jetstream.MsgIDHeader, next+"."+strconv.FormatUint(md.Sequence.Stream, 10))
+	if _, err := js.PublishMsg(ctx, out); err != nil {
+		_ = msg.Nak()
+		return
+	}
+	_ = msg.Ack()
+}
+
+// answer replies to one request and acks it.
+func (f *Floor) answer(ctx context.Context, msg jetstream.Msg) {
+	reply, subject := f.reply(ctx, msg.Data())
+	if data, err := envelope.MarshalInternal(reply); err == nil && subject != "" {
+		_ = f.nc.Publish(subject, data)
+	}
+	_ = msg.Ack()
+}
+
+func (f *Floor) reply(ctx context.Context, data []byte) (*envelope.Reply, string) {
+	req, err := f.validator.DecodeRequest(data)
+	if err != nil {
+		id, tenant, replyTo := envelope.PeekIdentity(data)
+		subject := replyTo
+		if subject == "" && id != "" && tenant != "" {
+			subject = envelope.DefaultReplySubject(tenant, id)
+		}
+		return &envelope.Reply{ID: id, Tenant: tenant, Status: envelope.StatusError,
+			Error: &envelope.Error{Code: envelope.CodeInvalidRequest, Message: err.Error()}}, subject
+	}
+	start := time.Now()
+	resp, err := f.vendor.Complete(ctx, &provider.Request{Model: f.cfg.Model, Messages: req.Messages, MaxTokens: req.MaxTokens, Temperature: req.Temperature})
+	latency := time.Since(start).Milliseconds()
+	if err != nil {
+		return &envelope.Reply{ID: req.ID, Tenant: req.Tenant, Status: envelope.StatusError,
+			Error: &envelope.Error{Code: envelope.CodeAllVendorsFailed, Message: err.Error()}}, req.ReplySubject()
+	}
+	attempt := envelope.AttemptResult{Attempt: 1, Vendor: "floor", Model: f.cfg.Model, Outcome: envelope.OutcomeOK, LatencyMS: latency, Usage: resp.Usage}
+	return &envelope.Reply{ID: req.ID, Tenant: req.Tenant, Status: envelope.StatusOK, Content: resp.Content, FinishReason: resp.FinishReason,
+		Vendor: "floor", Model: f.cfg.Model, Route: req.Route, Usage: resp.Usage, LatencyMS: latency,
+		Attempts: []envelope.AttemptResult{attempt}}, req.ReplySubject()
+}

@@ -1,0 +1,118 @@
+package benchfloor
+
+import (
+	"context"
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/rs/zerolog"
+
+	"github.com/switchyard-llm/switchyard/pkg/client"
+	"github.com/switchyard-llm/switchyard/pkg/envelope"
+	"github.com/switchyard-llm/switchyard/services/sim"
+)
+
+// The floor answers through the contract (JetStream publish to
+// llm.requests, reply on llm.replies.<tenant>.<id>) after calling the
+// vendor, with and without hops, and answers a request the schema refuses
+// with invalid_request: the benchmark's figures are of real answers.
+func TestFloorAnswersThroughTheContract(t *testing.T) {
+	simulator := sim.New(sim.Scenario{}, zerolog.Nop())
+	addr, err := simulator.Start("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = simulator.Close() })
+
+	for _, tt := range []struct {
+		name string
+		hops int
+	}{{"one stage", 0}, {"three durable hops", 3}} {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			f, err := Start(ctx, Config{StoreDir: t.TempDir(), Port: -1, VendorBaseURL: sim.BaseURL(addr, sim.VendorOpenAI),
+				Model: "gpt-4o-mini", Concurrency: 4, Hops: tt.hops})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			rctx, stop := context.WithCancel(ctx)
+			ran := make(chan error, 1)
+			go func() { ran <- f.Run(rctx) }()
+			defer func() { stop(); <-ran }()
+
+			nc, err := nats.Connect(f.ClientURL())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer nc.Close()
+			replies := make(chan *nats.Msg, 4)
+			if _, err := nc.ChanSubscribe("llm.replies.floor.>", replies); err != nil {
+				t.Fatal(err)
+			}
+			c, err := client.New(nc)
+			if err != nil {
+				t.Fatal(err)
+			}
+			called := simulator.Calls().Model(sim.VendorOpenAI, "gpt-4o-mini").Calls
+			good := &envelope.Request{ID: "r1", Tenant: "floor", Messages: []envelope.Message{{Role: "user", Content: "Say hello"}}}
+			if err := c.Publish(ctx, good); err != nil {
+				t.Fatal(err)
+			}
+			if err := c.PublishRaw(ctx, "floor.r2", []byte(`{"id":"r2","tenant":"floor","messages":"not a list"}`)); err != nil {
+				t.Fatal(err)
+			}
+			got := map[string]envelope.Reply{}
+			for len(got) < 2 {
+				select {
+				case m := <-replies:
+					var r envelope.Reply
+					if err := json.Unmarshal(m.Data, &r); err != nil {
+						t.Fatalf("reply on %s: %v", m.Subject, err)
+					}
+					if want := envelope.DefaultReplySubject("floor", r.ID); m.Subject != want {
+						t.Fatalf("reply on %s, want %s", m.Subject, want)
+					}
+					got[r.ID] = r
+				case <-ctx.Done():
+					t.Fatalf("replies so far %+v: %v", got, ctx.Err())
+				}
+			}
+			if r := got["r1"]; r.Status != envelope.StatusOK || r.Content == "" || len(r.Attempts) != 1 || r.Usage.OutputTokens == 0 {
+				t.Fatalf("r1: want an ok reply with the vendor's content and usage, got %+v", r)
+			}
+			if r := got["r2"]; r.Status != envelope.StatusError || r.Error == nil || r.Error.Code != envelope.CodeInvalidRequest {
+				t.Fatalf("r2: want invalid_request, got %+v", r)
+			}
+			// Each request took every hop: one stored message per hop.
+			if tt.hops > 0 {
+				st, err := c.JS.Stream(ctx, hopStream)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if info, err := st.Info(ctx); err != nil || info.State.LastSeq != uint64(2*tt.hops) {
+					t.Fatalf("%s: %v, want %d messages stored in all", hopStream, err, 2*tt.hops)
+				}
+			}
+			if now := simulator.Calls().Model(sim.VendorOpenAI, "gpt-4o-mini").Calls; now != called+1 {
+				t.Fatalf("the simulator saw %d calls, want 1", now-called)
+			}
+		})
+	}
+}
+
+func TestConfigValidateReportsEveryProblem(t *testing.T) {
+	err := Config{Concurrency: 0, Hops: -1}.Validate()
+	if err == nil {
+		t.Fatal("want errors")
+	}
+	for _, want := range []string{"store dir", "vendor base URL", "model", "concurrency", "hops"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Fatalf("%q does not name %s", err, want)
+		}
+	}
+}
