@@ -222,11 +222,22 @@ func (f *Floor) handOn(ctx context.Context, js jetstream.JetStream, next string,
 	_ = msg.Ack()
 }
 
-// answer replies to one request and acks it.
+// answer replies to one request and acks it. A reply that cannot be sent
+// leaves the request to be redelivered; an envelope without an id or a
+// tenant has no reply subject and is only acked (the pipeline
+// dead-letters it).
 func (f *Floor) answer(ctx context.Context, msg jetstream.Msg) {
 	reply, subject := f.reply(ctx, msg.Data())
-	if data, err := envelope.MarshalInternal(reply); err == nil && subject != "" {
-		_ = f.nc.Publish(subject, data)
+	if subject != "" {
+		data, err := envelope.MarshalInternal(reply)
+		if err != nil {
+			_ = msg.Term()
+			return
+		}
+		if err := f.nc.Publish(subject, data); err != nil {
+			_ = msg.Nak()
+			return
+		}
 	}
 	_ = msg.Ack()
 }
