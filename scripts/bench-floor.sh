@@ -10,6 +10,9 @@
 #   floor-N  - the same with N durable hops before the vendor call (each a
 #              JetStream publish with its ack, a pull delivery and an ack:
 #              what one more stage costs at the least),
+#   doors-N  - floor-0 with N direct hand-offs on core NATS before the vendor
+#              call, through Switchyard's own DirectHandOff and DirectDoor
+#              (what a hop like llm.router.route costs),
 #   switchyard - `switchyard up`, ledger off, the harness's policy,
 #   bifrost-core - the harness's Bifrost core front (HTTP), when it builds
 #              (its first build fetches Bifrost's modules; --no-bifrost
@@ -18,21 +21,22 @@
 # (../shared/bench-peers, read-only) on CPU 0 with its mock vendor.
 # Figures, not a pass/fail test. Builds into bin/, writes to .tmp/.
 #
-#   scripts/bench-floor.sh [--hops 0,1,2,4] [--rates 500,1500] [--clients 32] [--duration 10s] [--rounds 1] [--no-bifrost]
+#   scripts/bench-floor.sh [--hops 0,1,2,4] [--doors 1,3] [--rates 500,1500] [--clients 32] [--duration 10s] [--rounds 1] [--no-bifrost]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 PEERS=${BENCH_PEERS:-$ROOT/../shared/bench-peers}
-HOPS=0,1,2,4 RATES=500,1500 CLIENTS=32 DURATION=10s WARM=2s ROUNDS=1 BIFROST=1
+HOPS=0,1,2,4 DOORS=1,3 RATES=500,1500 CLIENTS=32 DURATION=10s WARM=2s ROUNDS=1 BIFROST=1
 while [ $# -gt 0 ]; do
   case $1 in
   --hops) HOPS=$2; shift 2 ;;
+  --doors) DOORS=$2; shift 2 ;;
   --rates) RATES=$2; shift 2 ;;
   --clients) CLIENTS=$2; shift 2 ;;
   --duration) DURATION=$2; shift 2 ;;
   --rounds) ROUNDS=$2; shift 2 ;;
   --no-bifrost) BIFROST=0; shift ;;
-  *) echo "usage: $0 [--hops 0,1,2,4] [--rates 500,1500] [--clients 32] [--duration 10s] [--rounds 1] [--no-bifrost]" >&2; exit 2 ;;
+  *) echo "usage: $0 [--hops 0,1,2,4] [--doors 1,3] [--rates 500,1500] [--clients 32] [--duration 10s] [--rounds 1] [--no-bifrost]" >&2; exit 2 ;;
   esac
 done
 [ -d "$PEERS/tools" ] || { echo "bench-floor: $PEERS/tools not found (set BENCH_PEERS)" >&2; exit 1; }
@@ -81,6 +85,8 @@ start_target() { # name
     env "${unset_env[@]}" SWITCHYARD_NATS_AUTH=off SWITCHYARD_DATA_DIR="$data" SWITCHYARD_NATS_PORT="$NATS_PORT" SWITCHYARD_HTTP_ADDR="$HTTP_ADDR" \
       SWITCHYARD_EDGE_ADDR= SWITCHYARD_POLICY="$WORK/policy.yaml" SWITCHYARD_SIM=off SWITCHYARD_LEDGER=false \
       SWITCHYARD_LOG_LEVEL=warn "${PIN_TARGET[@]}" "$BIN/switchyard" up >"$WORK/$name.log" 2>&1 &
+  elif [ "${name%%-*}" = doors ]; then
+    "${PIN_TARGET[@]}" "$BIN/benchfloor" -store "$data" -port "$NATS_PORT" -vendor "http://$MOCK_ADDR/v1" -door-hops "${name#doors-}" >"$WORK/$name.log" 2>&1 &
   else
     "${PIN_TARGET[@]}" "$BIN/benchfloor" -store "$data" -port "$NATS_PORT" -vendor "http://$MOCK_ADDR/v1" -hops "${name#floor-}" >"$WORK/$name.log" 2>&1 &
   fi
@@ -117,6 +123,7 @@ run() { # target round mode v
 }
 TARGETS=()
 for h in ${HOPS//,/ }; do TARGETS+=("floor-$h"); done
+for h in ${DOORS//,/ }; do TARGETS+=("doors-$h"); done
 TARGETS+=(switchyard)
 [ "$BIFROST" = 1 ] && TARGETS+=(bifrost-core)
 echo "running: ${TARGETS[*]}; rates $RATES and $CLIENTS clients, $DURATION per phase ($WARM warm-up left out), $ROUNDS round(s)" >&2

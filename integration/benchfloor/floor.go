@@ -28,10 +28,13 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
 
 	"github.com/switchyard-llm/switchyard/pkg/envelope"
 	"github.com/switchyard-llm/switchyard/pkg/natsserver"
 	"github.com/switchyard-llm/switchyard/pkg/natsx"
+	"github.com/switchyard-llm/switchyard/pkg/pipeline"
 	"github.com/switchyard-llm/switchyard/pkg/provider"
 	"github.com/switchyard-llm/switchyard/pkg/provider/adapters"
 )
@@ -51,6 +54,12 @@ type Config struct {
 	// on the same server, a pull delivery to the next stage and its ack,
 	// which is what a stage of a pipeline costs at the least. 0: one stage.
 	Hops int
+	// DoorHops is how many direct hand-offs on core NATS follow, before
+	// the vendor call, through Switchyard's own pipeline.DirectHandOff and
+	// pipeline.DirectDoor (a request to the next door's queue group,
+	// answered once that door's own hand-off is answered): what a hop like
+	// llm.router.route costs, next to a durable one.
+	DoorHops int
 }
 
 // Validate reports every problem at once.
@@ -67,6 +76,9 @@ func (c Config) Validate() error {
 	}
 	if c.Hops < 0 {
 		errs = append(errs, fmt.Errorf("hops: %d is negative", c.Hops))
+	}
+	if c.DoorHops < 0 {
+		errs = append(errs, fmt.Errorf("door hops: %d is negative", c.DoorHops))
 	}
 	if c.Concurrency < 1 {
 		errs = append(errs, fmt.Errorf("concurrency: %d is not at least 1", c.Concurrency))
@@ -89,6 +101,8 @@ type Floor struct {
 	nc        *nats.Conn
 	validator *envelope.Validator
 	vendor    provider.Adapter
+	// doors[i] hands a request to door i+1 (floor.door.<i+1>).
+	doors []*pipeline.DirectHandOff
 }
 
 // Start starts the embedded server and the stream the client publishes to.
@@ -149,11 +163,55 @@ func (f *Floor) Close() {
 	f.server.WaitForShutdown()
 }
 
-// The hops' work-queue stream and subjects (hopPrefix + the stage number).
+// The hops' work-queue stream and subjects (hopPrefix + the stage number),
+// and the doors' subjects (doorPrefix + the door number).
 const (
-	hopStream = "FLOOR_HOPS"
-	hopPrefix = "floor.hop."
+	hopStream  = "FLOOR_HOPS"
+	hopPrefix  = "floor.hop."
+	doorPrefix = "floor.door."
+	// doorTimeout is the intake's SWITCHYARD_INTAKE_ROUTER_TIMEOUT.
+	doorTimeout = 2 * time.Second
 )
+
+// serveDoors starts the door hops and returns what stops them.
+func (f *Floor) serveDoors(ctx context.Context) (stop func(), err error) {
+	paths := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "floor_door_handoffs_total", Help: "Door hand-offs by path."}, []string{"path"})
+	f.doors = make([]*pipeline.DirectHandOff, f.cfg.DoorHops)
+	for i := range f.doors {
+		f.doors[i] = &pipeline.DirectHandOff{NC: f.nc, Subject: doorPrefix + strconv.Itoa(i+1), Enabled: true, Timeout: doorTimeout, Paths: paths}
+	}
+	var stops []func()
+	stop = func() {
+		for _, s := range stops {
+			s()
+		}
+	}
+	for i := range f.doors {
+		door := pipeline.DirectDoor{NC: f.nc, Subject: f.doors[i].Subject, Queue: "floor", Stage: "floor" + strconv.Itoa(i+1),
+			Concurrency: f.cfg.Concurrency, Timeout: doorTimeout, Log: zerolog.Nop(),
+			Handle: func(ctx context.Context, data []byte) error { return f.throughDoors(ctx, i+1, data) }}
+		s, err := door.Serve(ctx)
+		if err != nil {
+			stop()
+			return nil, err
+		}
+		stops = append(stops, s)
+	}
+	return stop, nil
+}
+
+// throughDoors hands data to door from+1 and on, and reports whether every
+// door answered that it handled it.
+func (f *Floor) throughDoors(ctx context.Context, from int, data []byte) error {
+	if from >= len(f.doors) {
+		return nil
+	}
+	nop := zerolog.Nop()
+	if handled, _ := f.doors[from].Offer(ctx, data, nil, false, func() *zerolog.Logger { return &nop }); !handled {
+		return fmt.Errorf("door %d did not answer", from+1)
+	}
+	return nil
+}
 
 // Run answers requests until ctx ends.
 func (f *Floor) Run(ctx context.Context) error {
@@ -161,6 +219,11 @@ func (f *Floor) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	stopDoors, err := f.serveDoors(ctx)
+	if err != nil {
+		return err
+	}
+	defer stopDoors()
 	done := make(chan struct{})
 	workers := 0
 	for stage := 0; stage <= f.cfg.Hops; stage++ {
@@ -252,6 +315,10 @@ func (f *Floor) reply(ctx context.Context, data []byte) (*envelope.Reply, string
 		}
 		return &envelope.Reply{ID: id, Tenant: tenant, Status: envelope.StatusError,
 			Error: &envelope.Error{Code: envelope.CodeInvalidRequest, Message: err.Error()}}, subject
+	}
+	if err := f.throughDoors(ctx, 0, data); err != nil {
+		return &envelope.Reply{ID: req.ID, Tenant: req.Tenant, Status: envelope.StatusError,
+			Error: &envelope.Error{Code: envelope.CodeInternal, Message: err.Error()}}, req.ReplySubject()
 	}
 	start := time.Now()
 	resp, err := f.vendor.Complete(ctx, &provider.Request{Model: f.cfg.Model, Messages: req.Messages, MaxTokens: req.MaxTokens, Temperature: req.Temperature})

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/rs/zerolog"
 
 	"github.com/switchyard-llm/switchyard/pkg/client"
@@ -28,14 +29,14 @@ func TestFloorAnswersThroughTheContract(t *testing.T) {
 	t.Cleanup(func() { _ = simulator.Close() })
 
 	for _, tt := range []struct {
-		name string
-		hops int
-	}{{"one stage", 0}, {"three durable hops", 3}} {
+		name           string
+		hops, doorHops int
+	}{{"one stage", 0, 0}, {"three durable hops", 3, 0}, {"a durable hop and two door hops", 1, 2}} {
 		t.Run(tt.name, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
 			f, err := Start(ctx, Config{StoreDir: t.TempDir(), Port: -1, VendorBaseURL: sim.BaseURL(addr, sim.VendorOpenAI),
-				Model: "gpt-4o-mini", Concurrency: 4, Hops: tt.hops})
+				Model: "gpt-4o-mini", Concurrency: 4, Hops: tt.hops, DoorHops: tt.doorHops})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -96,6 +97,14 @@ func TestFloorAnswersThroughTheContract(t *testing.T) {
 				}
 				if info, err := st.Info(ctx); err != nil || info.State.LastSeq != uint64(2*tt.hops) {
 					t.Fatalf("%s: %v, want %d messages stored in all", hopStream, err, 2*tt.hops)
+				}
+			}
+			// The valid request went through every door, directly (the
+			// doors share one counter; the malformed one is refused first).
+			if tt.doorHops > 0 {
+				paths := f.doors[0].Paths
+				if direct, other := testutil.ToFloat64(paths.WithLabelValues("direct")), testutil.ToFloat64(paths.WithLabelValues("stream")); direct != float64(tt.doorHops) || other != 0 {
+					t.Fatalf("door hand-offs: %v direct and %v not, want %d direct", direct, other, tt.doorHops)
 				}
 			}
 			if now := simulator.Calls().Model(sim.VendorOpenAI, "gpt-4o-mini").Calls; now != called+1 {

@@ -22,6 +22,7 @@ func main() {
 	flag.StringVar(&cfg.Model, "model", "gpt-4o-mini", "model named in the vendor call")
 	flag.IntVar(&cfg.Concurrency, "concurrency", 64, "requests handled at once per stage")
 	flag.IntVar(&cfg.Hops, "hops", 0, "durable hand-offs (JetStream publish, delivery, ack) between the delivery and the vendor call")
+	flag.IntVar(&cfg.DoorHops, "door-hops", 0, "direct hand-offs on core NATS (Switchyard's DirectHandOff and DirectDoor) after those, before the vendor call")
 	flag.Parse()
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
