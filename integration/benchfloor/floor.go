@@ -99,14 +99,18 @@ type Floor struct {
 	cfg       Config
 	server    embeddedServer
 	nc        *nats.Conn
+	js        jetstream.JetStream
 	validator *envelope.Validator
 	vendor    provider.Adapter
 	// doors[i] hands a request to door i+1 (floor.door.<i+1>).
 	doors []*pipeline.DirectHandOff
+	// quiet is the doors' writers' logger: nothing, built once rather
+	// than per hand-off.
+	quiet func() *zerolog.Logger
 }
 
 // Start starts the embedded server and the stream the client publishes to.
-func Start(ctx context.Context, cfg Config) (*Floor, error) {
+func Start(ctx context.Context, cfg Config) (f *Floor, err error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -114,23 +118,24 @@ func Start(ctx context.Context, cfg Config) (*Floor, error) {
 	if err != nil {
 		return nil, err
 	}
-	f := &Floor{cfg: cfg, server: ns}
+	nop := zerolog.Nop()
+	f = &Floor{cfg: cfg, server: ns, quiet: func() *zerolog.Logger { return &nop }}
+	defer func() {
+		if err != nil {
+			f.Close()
+		}
+	}()
 	// The same buffered in-process connection `up`'s stages use.
 	if f.nc, err = nats.Connect(ns.ClientURL(), natsx.BufferedInProcess(ns)); err != nil {
-		f.Close()
+		return nil, err
+	}
+	if f.js, err = jetstream.New(f.nc); err != nil {
 		return nil, err
 	}
 	if f.validator, err = envelope.NewValidator(); err != nil {
-		f.Close()
 		return nil, err
 	}
 	if f.vendor, err = adapters.New("openai_compatible", adapters.Config{BaseURL: cfg.VendorBaseURL, APIKey: "floor", MaxConcurrency: cfg.Concurrency}); err != nil {
-		f.Close()
-		return nil, err
-	}
-	js, err := jetstream.New(f.nc)
-	if err != nil {
-		f.Close()
 		return nil, err
 	}
 	for _, sc := range natsx.DefaultTopology().Streams() {
@@ -143,8 +148,7 @@ func Start(ctx context.Context, cfg Config) (*Floor, error) {
 		default:
 			continue
 		}
-		if _, err := js.CreateOrUpdateStream(ctx, sc); err != nil {
-			f.Close()
+		if _, err := f.js.CreateOrUpdateStream(ctx, sc); err != nil {
 			return nil, fmt.Errorf("stream %s: %w", sc.Name, err)
 		}
 	}
@@ -206,8 +210,7 @@ func (f *Floor) throughDoors(ctx context.Context, from int, data []byte) error {
 	if from >= len(f.doors) {
 		return nil
 	}
-	nop := zerolog.Nop()
-	if handled, _ := f.doors[from].Offer(ctx, data, nil, false, func() *zerolog.Logger { return &nop }); !handled {
+	if handled, _ := f.doors[from].Offer(ctx, data, nil, false, f.quiet); !handled {
 		return fmt.Errorf("door %d did not answer", from+1)
 	}
 	return nil
@@ -215,10 +218,7 @@ func (f *Floor) throughDoors(ctx context.Context, from int, data []byte) error {
 
 // Run answers requests until ctx ends.
 func (f *Floor) Run(ctx context.Context) error {
-	js, err := jetstream.New(f.nc)
-	if err != nil {
-		return err
-	}
+	js := f.js
 	stopDoors, err := f.serveDoors(ctx)
 	if err != nil {
 		return err

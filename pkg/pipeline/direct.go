@@ -34,8 +34,9 @@ type DirectDoor struct {
 	Subject string // natsx.SubjectRouterRoute, natsx.SubjectGateJudge, natsx.SubjectRouterVerdict
 	Queue   string // the stage's replicas share the hand-offs
 	Stage   string // the metrics' stage label
-	// Concurrency bounds the hand-offs handled at once; the rest wait in
-	// the subscription's buffer.
+	// Concurrency is the number of workers, so the hand-offs handled at
+	// once; as many more wait in their queue, the rest in the
+	// subscription's buffer.
 	Concurrency int
 	// Timeout bounds one handling (what it publishes included).
 	Timeout time.Duration
