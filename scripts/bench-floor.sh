@@ -10,6 +10,10 @@
 #   floor-N  - the same with N durable hops before the vendor call (each a
 #              JetStream publish with its ack, a pull delivery and an ack:
 #              what one more stage costs at the least),
+#   stored-N - floor-N with each reply stored in LLM_REPLIES before it is
+#              delivered, as the contract requires of llm.replies.<tenant>.<id>
+#              and as `up` stores it (stored-0 is the least the contract
+#              itself allows),
 #   doors-N  - floor-0 with N direct hand-offs on core NATS before the vendor
 #              call, through Switchyard's own DirectHandOff and DirectDoor
 #              (what a hop like llm.router.route costs),
@@ -21,22 +25,23 @@
 # (../shared/bench-peers, read-only) on CPU 0 with its mock vendor.
 # Figures, not a pass/fail test. Builds into bin/, writes to .tmp/.
 #
-#   scripts/bench-floor.sh [--hops 0,1,2,4] [--doors 1,3] [--rates 500,1500] [--clients 32] [--duration 10s] [--rounds 1] [--no-bifrost]
+#   scripts/bench-floor.sh [--hops 0,1,2,4] [--stored 0] [--doors 1,3] [--rates 500,1500] [--clients 32] [--duration 10s] [--rounds 1] [--no-bifrost]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 PEERS=${BENCH_PEERS:-$ROOT/../shared/bench-peers}
-HOPS=0,1,2,4 DOORS=1,3 RATES=500,1500 CLIENTS=32 DURATION=10s WARM=2s ROUNDS=1 BIFROST=1
+HOPS=0,1,2,4 STORED=0 DOORS=1,3 RATES=500,1500 CLIENTS=32 DURATION=10s WARM=2s ROUNDS=1 BIFROST=1
 while [ $# -gt 0 ]; do
   case $1 in
   --hops) HOPS=$2; shift 2 ;;
+  --stored) STORED=$2; shift 2 ;;
   --doors) DOORS=$2; shift 2 ;;
   --rates) RATES=$2; shift 2 ;;
   --clients) CLIENTS=$2; shift 2 ;;
   --duration) DURATION=$2; shift 2 ;;
   --rounds) ROUNDS=$2; shift 2 ;;
   --no-bifrost) BIFROST=0; shift ;;
-  *) echo "usage: $0 [--hops 0,1,2,4] [--doors 1,3] [--rates 500,1500] [--clients 32] [--duration 10s] [--rounds 1] [--no-bifrost]" >&2; exit 2 ;;
+  *) echo "usage: $0 [--hops 0,1,2,4] [--stored 0] [--doors 1,3] [--rates 500,1500] [--clients 32] [--duration 10s] [--rounds 1] [--no-bifrost]" >&2; exit 2 ;;
   esac
 done
 [ -d "$PEERS/tools" ] || { echo "bench-floor: $PEERS/tools not found (set BENCH_PEERS)" >&2; exit 1; }
@@ -85,6 +90,8 @@ start_target() { # name
     env "${unset_env[@]}" SWITCHYARD_NATS_AUTH=off SWITCHYARD_DATA_DIR="$data" SWITCHYARD_NATS_PORT="$NATS_PORT" SWITCHYARD_HTTP_ADDR="$HTTP_ADDR" \
       SWITCHYARD_EDGE_ADDR= SWITCHYARD_POLICY="$WORK/policy.yaml" SWITCHYARD_SIM=off SWITCHYARD_LEDGER=false \
       SWITCHYARD_LOG_LEVEL=warn "${PIN_TARGET[@]}" "$BIN/switchyard" up >"$WORK/$name.log" 2>&1 &
+  elif [ "${name%%-*}" = stored ]; then
+    "${PIN_TARGET[@]}" "$BIN/benchfloor" -store "$data" -port "$NATS_PORT" -vendor "http://$MOCK_ADDR/v1" -hops "${name#stored-}" -stored-replies >"$WORK/$name.log" 2>&1 &
   elif [ "${name%%-*}" = doors ]; then
     "${PIN_TARGET[@]}" "$BIN/benchfloor" -store "$data" -port "$NATS_PORT" -vendor "http://$MOCK_ADDR/v1" -door-hops "${name#doors-}" >"$WORK/$name.log" 2>&1 &
   else
@@ -123,6 +130,7 @@ run() { # target round mode v
 }
 TARGETS=()
 for h in ${HOPS//,/ }; do TARGETS+=("floor-$h"); done
+for h in ${STORED//,/ }; do TARGETS+=("stored-$h"); done
 for h in ${DOORS//,/ }; do TARGETS+=("doors-$h"); done
 TARGETS+=(switchyard)
 [ "$BIFROST" = 1 ] && TARGETS+=(bifrost-core)

@@ -10,10 +10,12 @@
 //   - one call to the vendor through Switchyard's own adapter and pooled
 //     HTTP client;
 //   - the reply envelope, encoded by Switchyard's own code, published on
-//     the request's reply subject.
+//     the request's reply subject; with StoredReplies, stored first as the
+//     contract requires of a reply on llm.replies.<tenant>.<id> (persisted
+//     for at least an hour).
 //
 // Nothing else: no classification, routing, breakers, limits, budgets,
-// quality gate, telemetry, ledger, tenant dedupe or stored reply. It is a
+// quality gate, telemetry, ledger or tenant dedupe. It is a
 // measuring stick for scripts/bench-floor.sh, not a product: a crash
 // between the reply and the ack answers twice, and a vendor error is
 // answered, never retried.
@@ -60,6 +62,14 @@ type Config struct {
 	// answered once that door's own hand-off is answered): what a hop like
 	// llm.router.route costs, next to a durable one.
 	DoorHops int
+	// StoredReplies stores each reply addressed to llm.replies.> in
+	// LLM_REPLIES as `up` does (a JetStream publish with a Nats-Msg-Id to
+	// the store subject; the stream delivers it on llm.replies.<tenant>.<id>
+	// once stored) and acks the request after the store's ack. Off, the
+	// reply is only published on core NATS, which the contract does not
+	// allow for that subject: the difference is what the stored reply
+	// costs.
+	StoredReplies bool
 }
 
 // Validate reports every problem at once.
@@ -139,12 +149,16 @@ func Start(ctx context.Context, cfg Config) (f *Floor, err error) {
 		return nil, err
 	}
 	for _, sc := range natsx.DefaultTopology().Streams() {
-		// LLM_REQUESTS as `up` has it, and LLM_PIPELINE's settings for the
-		// hops.
+		// LLM_REQUESTS (and LLM_REPLIES, when stored) as `up` has it, and
+		// LLM_PIPELINE's settings for the hops.
 		switch sc.Name {
 		case natsx.StreamPipeline:
 			sc.Name, sc.Subjects = hopStream, []string{hopPrefix + ">"}
 		case natsx.StreamRequests:
+		case natsx.StreamReplies:
+			if !cfg.StoredReplies {
+				continue
+			}
 		default:
 			continue
 		}
@@ -297,12 +311,27 @@ func (f *Floor) answer(ctx context.Context, msg jetstream.Msg) {
 			_ = msg.Term()
 			return
 		}
-		if err := f.nc.Publish(subject, data); err != nil {
+		if err := f.send(ctx, subject, data); err != nil {
 			_ = msg.Nak()
 			return
 		}
 	}
 	_ = msg.Ack()
+}
+
+// send publishes a reply: stored first when StoredReplies says so and the
+// subject is llm.replies.>, on core NATS otherwise.
+func (f *Floor) send(ctx context.Context, subject string, data []byte) error {
+	store, stored := natsx.ReplyPublishSubject(subject)
+	if !f.cfg.StoredReplies || !stored {
+		return f.nc.Publish(subject, data)
+	}
+	out := &nats.Msg{Subject: store, Data: data, Header: nats.Header{}}
+	// The subject names the tenant and the request: one stored reply per
+	// request within the dedupe window, as the pipeline's key gives.
+	out.Header.Set(jetstream.MsgIDHeader, store)
+	_, err := f.js.PublishMsg(ctx, out)
+	return err
 }
 
 func (f *Floor) reply(ctx context.Context, data []byte) (*envelope.Reply, string) {

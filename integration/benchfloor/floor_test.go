@@ -13,6 +13,7 @@ import (
 
 	"github.com/switchyard-llm/switchyard/pkg/client"
 	"github.com/switchyard-llm/switchyard/pkg/envelope"
+	"github.com/switchyard-llm/switchyard/pkg/natsx"
 	"github.com/switchyard-llm/switchyard/services/sim"
 )
 
@@ -31,12 +32,14 @@ func TestFloorAnswersThroughTheContract(t *testing.T) {
 	for _, tt := range []struct {
 		name           string
 		hops, doorHops int
-	}{{"one stage", 0, 0}, {"three durable hops", 3, 0}, {"a durable hop and two door hops", 1, 2}} {
+		storedReplies  bool
+	}{{"one stage", 0, 0, false}, {"three durable hops", 3, 0, false}, {"a durable hop and two door hops", 1, 2, false},
+		{"one stage, replies stored", 0, 0, true}} {
 		t.Run(tt.name, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
 			f, err := Start(ctx, Config{StoreDir: t.TempDir(), Port: -1, VendorBaseURL: sim.BaseURL(addr, sim.VendorOpenAI),
-				Model: "gpt-4o-mini", Concurrency: 4, Hops: tt.hops, DoorHops: tt.doorHops})
+				Model: "gpt-4o-mini", Concurrency: 4, Hops: tt.hops, DoorHops: tt.doorHops, StoredReplies: tt.storedReplies})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -98,6 +101,20 @@ func TestFloorAnswersThroughTheContract(t *testing.T) {
 				if info, err := st.Info(ctx); err != nil || info.State.LastSeq != uint64(2*tt.hops) {
 					t.Fatalf("%s: %v, want %d messages stored in all", hopStream, err, 2*tt.hops)
 				}
+			}
+			// Stored replies are in LLM_REPLIES under the subject they were
+			// delivered on; without, the stream does not exist.
+			if st, err := c.JS.Stream(ctx, natsx.StreamReplies); tt.storedReplies {
+				if err != nil {
+					t.Fatal(err)
+				}
+				for id := range got {
+					if _, err := st.GetLastMsgForSubject(ctx, envelope.DefaultReplySubject("floor", id)); err != nil {
+						t.Fatalf("reply to %s not stored: %v", id, err)
+					}
+				}
+			} else if err == nil {
+				t.Fatalf("%s exists without stored replies", natsx.StreamReplies)
 			}
 			// The valid request went through every door, directly (the
 			// doors share one counter; the malformed one is refused first).

@@ -23,6 +23,7 @@ func main() {
 	flag.IntVar(&cfg.Concurrency, "concurrency", 64, "requests handled at once per stage")
 	flag.IntVar(&cfg.Hops, "hops", 0, "durable hand-offs (JetStream publish, delivery, ack) between the delivery and the vendor call")
 	flag.IntVar(&cfg.DoorHops, "door-hops", 0, "direct hand-offs on core NATS (Switchyard's DirectHandOff and DirectDoor) after those, before the vendor call")
+	flag.BoolVar(&cfg.StoredReplies, "stored-replies", false, "store each reply on llm.replies.> in LLM_REPLIES first, as the contract requires and `up` does")
 	flag.Parse()
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
