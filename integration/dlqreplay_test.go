@@ -209,10 +209,14 @@ func TestReanswerRetryableFailureOnce(t *testing.T) {
 		{"reanswer", 0, dlq.ReplayOptions{Reanswer: true}, true, ""},
 		{"the twin", 1, dlq.ReplayOptions{Reanswer: true}, false, "already replayed: dead letter"},
 	}
-	healthy := 0
+	// Healed, but slow: the re-answer is still in flight when the twin is
+	// replayed, so the twin meets the replay's claim. (Answered quickly,
+	// the twin met the ok reply first and was refused as "already
+	// answered: ok", which the last replay below checks.)
+	healthy, slow := 0, &sim.Latency{BaseMS: 1500}
 	for _, tt := range tests {
 		if tt.replayed {
-			if err := e.sys.Sim.SetScenario(sim.Scenario{Vendors: map[string]sim.VendorScenario{"openai": {Behavior: sim.Behavior{Status: &healthy}}}}); err != nil {
+			if err := e.sys.Sim.SetScenario(sim.Scenario{Vendors: map[string]sim.VendorScenario{"openai": {Behavior: sim.Behavior{Status: &healthy, Latency: slow}}}}); err != nil {
 				t.Fatal(err)
 			}
 		}
