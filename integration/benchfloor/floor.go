@@ -70,6 +70,11 @@ type Config struct {
 	// allow for that subject: the difference is what the stored reply
 	// costs.
 	StoredReplies bool
+	// HTTPAddr, when set, serves an OpenAI chat completion endpoint there
+	// in front of the contract (see httpFront): the least an HTTP door
+	// does, to set beside Switchyard's edge and an HTTP gateway. Needs
+	// StoredReplies.
+	HTTPAddr string
 }
 
 // Validate reports every problem at once.
@@ -89,6 +94,9 @@ func (c Config) Validate() error {
 	}
 	if c.DoorHops < 0 {
 		errs = append(errs, fmt.Errorf("door hops: %d is negative", c.DoorHops))
+	}
+	if c.HTTPAddr != "" && !c.StoredReplies {
+		errs = append(errs, errNoHTTPWithoutStore)
 	}
 	if c.Concurrency < 1 {
 		errs = append(errs, fmt.Errorf("concurrency: %d is not at least 1", c.Concurrency))
@@ -117,6 +125,7 @@ type Floor struct {
 	// quiet is the doors' writers' logger: nothing, built once rather
 	// than per hand-off.
 	quiet func() *zerolog.Logger
+	http  *httpFront // nil without HTTPAddr
 }
 
 // Start starts the embedded server and the stream the client publishes to.
@@ -166,6 +175,11 @@ func Start(ctx context.Context, cfg Config) (f *Floor, err error) {
 			return nil, fmt.Errorf("stream %s: %w", sc.Name, err)
 		}
 	}
+	if cfg.HTTPAddr != "" {
+		if err := f.startHTTP(cfg.HTTPAddr); err != nil {
+			return nil, fmt.Errorf("http front: %w", err)
+		}
+	}
 	return f, nil
 }
 
@@ -174,6 +188,9 @@ func (f *Floor) ClientURL() string { return f.server.ClientURL() }
 
 // Close stops the connection and the server.
 func (f *Floor) Close() {
+	if f.http != nil {
+		f.http.close()
+	}
 	if f.nc != nil {
 		f.nc.Close()
 	}

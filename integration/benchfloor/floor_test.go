@@ -3,6 +3,7 @@ package benchfloor
 import (
 	"context"
 	"encoding/json"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -132,13 +133,106 @@ func TestFloorAnswersThroughTheContract(t *testing.T) {
 }
 
 func TestConfigValidateReportsEveryProblem(t *testing.T) {
-	err := Config{Concurrency: 0, Hops: -1}.Validate()
+	err := Config{Concurrency: 0, Hops: -1, HTTPAddr: "127.0.0.1:0"}.Validate()
 	if err == nil {
 		t.Fatal("want errors")
 	}
-	for _, want := range []string{"store dir", "vendor base URL", "model", "concurrency", "hops"} {
+	for _, want := range []string{"store dir", "vendor base URL", "model", "concurrency", "hops", "http address"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Fatalf("%q does not name %s", err, want)
 		}
+	}
+}
+
+// The HTTP front answers an OpenAI chat completion through the contract
+// (the request stored in LLM_REQUESTS, the reply in LLM_REPLIES, the vendor
+// called once), and refuses a malformed body and an envelope the schema
+// refuses with 400: the HTTP rows' figures are of real answers.
+func TestHTTPFrontAnswersThroughTheContract(t *testing.T) {
+	simulator := sim.New(sim.Scenario{}, zerolog.Nop())
+	addr, err := simulator.Start("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = simulator.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	f, err := Start(ctx, Config{StoreDir: t.TempDir(), Port: -1, VendorBaseURL: sim.BaseURL(addr, sim.VendorOpenAI),
+		Model: "gpt-4o-mini", Concurrency: 4, StoredReplies: true, HTTPAddr: "127.0.0.1:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	rctx, stop := context.WithCancel(ctx)
+	ran := make(chan error, 1)
+	go func() { ran <- f.Run(rctx) }()
+	defer func() { stop(); <-ran }()
+
+	called := simulator.Calls().Model(sim.VendorOpenAI, "gpt-4o-mini").Calls
+	post := func(body string) (int, map[string]any) {
+		t.Helper()
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+f.HTTPAddr()+"/v1/chat/completions", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var out map[string]any
+		if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
+			t.Fatalf("%s: %v", body, err)
+		}
+		return resp.StatusCode, out
+	}
+	for _, tt := range []struct {
+		name, body string
+		status     int
+		check      func(map[string]any) bool
+	}{
+		{"answered", `{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Say hello"}],"max_tokens":16}`, http.StatusOK,
+			func(out map[string]any) bool {
+				choices, _ := out["choices"].([]any)
+				usage, _ := out["usage"].(map[string]any)
+				if len(choices) != 1 || usage == nil || usage["completion_tokens"].(float64) == 0 {
+					return false
+				}
+				msg, _ := choices[0].(map[string]any)["message"].(map[string]any)
+				return msg["content"] != ""
+			}},
+		{"malformed body", `{"messages":"not a list"}`, http.StatusBadRequest, hasErrorCode(envelope.CodeInvalidRequest)},
+		{"refused by the schema", `{"model":"gpt-4o-mini","messages":[]}`, http.StatusBadRequest, hasErrorCode(envelope.CodeInvalidRequest)},
+	} {
+		if status, out := post(tt.body); status != tt.status || !tt.check(out) {
+			t.Fatalf("%s: %d %v, want %d", tt.name, status, out, tt.status)
+		}
+	}
+	if now := simulator.Calls().Model(sim.VendorOpenAI, "gpt-4o-mini").Calls; now != called+1 {
+		t.Fatalf("the simulator saw %d calls, want 1", now-called)
+	}
+	// Both published requests were answered through LLM_REPLIES.
+	nc, err := nats.Connect(f.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	c, err := client.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := c.JS.Stream(ctx, natsx.StreamReplies)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info, err := st.Info(ctx); err != nil || info.State.Msgs != 2 {
+		t.Fatalf("%s: %v, want 2 stored replies", natsx.StreamReplies, err)
+	}
+}
+
+func hasErrorCode(code string) func(map[string]any) bool {
+	return func(out map[string]any) bool {
+		e, _ := out["error"].(map[string]any)
+		return e != nil && e["code"] == code
 	}
 }

@@ -24,6 +24,7 @@ func main() {
 	flag.IntVar(&cfg.Hops, "hops", 0, "durable hand-offs (JetStream publish, delivery, ack) between the delivery and the vendor call")
 	flag.IntVar(&cfg.DoorHops, "door-hops", 0, "direct hand-offs on core NATS (Switchyard's DirectHandOff and DirectDoor) after those, before the vendor call")
 	flag.BoolVar(&cfg.StoredReplies, "stored-replies", false, "store each reply on llm.replies.> in LLM_REPLIES first, as the contract requires and `up` does")
+	flag.StringVar(&cfg.HTTPAddr, "http", "", "also serve POST /v1/chat/completions here in front of the contract (needs -stored-replies)")
 	flag.Parse()
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -34,6 +35,9 @@ func main() {
 		os.Exit(1)
 	}
 	defer f.Close()
+	if a := f.HTTPAddr(); a != "" {
+		fmt.Fprintf(os.Stderr, "benchfloor: HTTP front on %s\n", a)
+	}
 	fmt.Fprintf(os.Stderr, "benchfloor: serving on %s\n", f.ClientURL())
 	if err := f.Run(ctx); err != nil {
 		fmt.Fprintf(os.Stderr, "benchfloor: %v\n", err)
