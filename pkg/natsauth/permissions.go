@@ -77,7 +77,7 @@ func services(vendors []string) map[string]service {
 		},
 		"router": {
 			// llm.telemetry.attempt: the rows of a hedge branch (see pipeline.FinishOuts).
-			publish:  []string{"llm.exec.>", "llm.store.replies.>", "_INBOX.>", "llm.deltas.>", "llm.telemetry.request", "llm.telemetry.attempt", "llm.dlq.router", "llm.alerts.circuit", "llm.observed.attempts"},
+			publish:  []string{"llm.exec.>", "llm.store.replies.>", "_INBOX.>", "llm.deltas.>", "llm.telemetry.request", "llm.telemetry.requests", "llm.telemetry.attempt", "llm.dlq.router", "llm.alerts.circuit", "llm.observed.attempts"},
 			consumes: []string{"LLM_PIPELINE.router"},
 			kv:       []string{kvBudgets, kvBreakers, kvHedges, kvCache},
 			// llm.observed.attempts: the router replicas share the judged

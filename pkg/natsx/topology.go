@@ -62,6 +62,9 @@ const (
 	SubjectTelemetry        = "llm.telemetry.>"
 	SubjectAttempt          = "llm.telemetry.attempt"
 	SubjectRequest          = "llm.telemetry.request"
+	// SubjectRequestBatch carries the request events of several requests
+	// as one JSON array: what a router's pipeline.GroupCommit stores.
+	SubjectRequestBatch = "llm.telemetry.requests"
 	// SubjectObservedAttempts carries, on core NATS only (outside every
 	// stream, so it costs no stream write), batches of the attempts each
 	// router replica learned from the verdicts it handled, so the others'

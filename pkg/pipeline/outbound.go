@@ -31,6 +31,10 @@ type Outbound struct {
 	// Once marks a reply stored in LLM_REPLIES: a redelivered handler does
 	// not publish it again when it is stored already (see Send).
 	Once bool
+	// Group marks a request event that a Publisher with Events stores in
+	// a batch with other requests' events (see GroupCommit) rather than as
+	// a message of its own.
+	Group bool
 }
 
 type deliveryKey struct{}
@@ -103,7 +107,11 @@ func WorkOut(subject, msgID string, w *envelope.Work) (Outbound, error) {
 // is stored. So the request's telemetry is in LLM_TELEMETRY before its
 // reply goes out, and a client that saw a reply can find the request in
 // the ledger eventually; work hand-offs and attempt telemetry (the gate's
-// two messages) share one wait.
+// two messages) share one wait. A request event for the publisher's Events
+// waits for every earlier message too, and is then stored in a batch with
+// other requests' events; Send goes on once that batch is stored. A
+// redelivered handler's event goes in a new batch: the ledger's tables keep
+// one row per request and attempt whatever it is given twice.
 //
 // The stream drops a duplicate, but a core subscriber to the reply subject
 // would see it: a redelivered handler skips a reply already stored (its
@@ -112,11 +120,18 @@ func WorkOut(subject, msgID string, w *envelope.Work) (Outbound, error) {
 func (p Publisher) Send(ctx context.Context, outs []Outbound) error {
 	var pending []jetstream.PubAckFuture
 	for i, o := range outs {
-		if (o.Once || o.Core) && len(pending) > 0 {
+		if (o.Once || o.Core || o.Group && p.Events != nil) && len(pending) > 0 {
 			if err := awaitAcks(ctx, pending); err != nil {
 				return err
 			}
 			pending = pending[:0]
+		}
+		if o.Group && p.Events != nil {
+			// Stored with other requests' events; returns once stored.
+			if err := p.Events.Store(ctx, o.Data); err != nil {
+				return err
+			}
+			continue
 		}
 		if o.Once && p.JS != nil && redelivered(ctx) {
 			done, err := p.stored(ctx, o)
@@ -133,7 +148,7 @@ func (p Publisher) Send(ctx context.Context, outs []Outbound) error {
 			}
 			continue
 		}
-		if len(pending) == 0 && (i+1 == len(outs) || outs[i+1].Once || outs[i+1].Core) {
+		if len(pending) == 0 && (i+1 == len(outs) || outs[i+1].Once || outs[i+1].Core || outs[i+1].Group && p.Events != nil) {
 			// Alone until the next wait: nothing to overlap, and the
 			// synchronous publish is the cheaper one.
 			if err := p.PublishRaw(ctx, o.Subject, o.MsgID, o.Data, o.Header); err != nil {
@@ -196,6 +211,7 @@ func FinishOuts(w *envelope.Work, r *envelope.Reply, now time.Time) ([]Outbound,
 	if err != nil {
 		return nil, err
 	}
+	ev.Group = true
 	outs = append(outs, ev)
 	subject, stored := natsx.ReplyPublishSubject(w.Request.ReplySubject())
 	reply, err := Out(subject, w.Key+":reply", r, traceHeader(w))

@@ -28,6 +28,19 @@ import (
 type Publisher struct {
 	JS jetstream.JetStream
 	NC *nats.Conn
+	// Events, when set, stores the request events that Send is given
+	// (Outbound.Group) in batches of several requests' events on
+	// llm.telemetry.requests: one stream write, delivery and ack for many
+	// requests. Nil: each on llm.telemetry.request, a message of its own.
+	Events *GroupCommit
+}
+
+// NewRequestEvents is the group commit of request events that Publisher
+// Events takes: batches published on llm.telemetry.requests.
+func (p Publisher) NewRequestEvents(onStored func(events int)) *GroupCommit {
+	return &GroupCommit{OnStored: onStored, Publish: func(ctx context.Context, batch []byte) error {
+		return p.PublishRaw(ctx, natsx.SubjectRequestBatch, "", batch, nil)
+	}}
 }
 
 // Publish marshals v and publishes it to a JetStream subject.

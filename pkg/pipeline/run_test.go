@@ -2,6 +2,7 @@ package pipeline_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -152,7 +153,9 @@ func TestSendPublishesTheReplyAfterTheTelemetryIsStored(t *testing.T) {
 	for _, tt := range []struct {
 		name          string
 		dropTelemetry bool
-	}{{"telemetry stored", false}, {"telemetry stream missing", true}} {
+		batched       bool // the router's way: request events in batches (Publisher.Events)
+	}{{"telemetry stored", false, false}, {"telemetry stream missing", true, false},
+		{"telemetry stored in a batch", false, true}, {"telemetry stream missing, batched", true, true}} {
 		t.Run(tt.name, func(t *testing.T) {
 			url := testkit.Server(t)
 			nc, js := testkit.Connect(t, url)
@@ -183,7 +186,11 @@ func TestSendPublishesTheReplyAfterTheTelemetryIsStored(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			err = pipeline.Publisher{JS: js, NC: nc}.Send(ctx, outs)
+			pub := pipeline.Publisher{JS: js, NC: nc}
+			if tt.batched {
+				pub.Events = pub.NewRequestEvents(nil)
+			}
+			err = pub.Send(ctx, outs)
 			if err := nc.Flush(); err != nil {
 				t.Fatal(err)
 			}
@@ -207,6 +214,25 @@ func TestSendPublishesTheReplyAfterTheTelemetryIsStored(t *testing.T) {
 				}
 			case <-ctx.Done():
 				t.Fatal("no reply")
+			}
+			subject := natsx.SubjectRequest
+			if tt.batched {
+				subject = natsx.SubjectRequestBatch
+			}
+			s, err := js.Stream(ctx, natsx.StreamTelemetry)
+			if err != nil {
+				t.Fatal(err)
+			}
+			m, err := s.GetLastMsgForSubject(ctx, subject)
+			if err != nil {
+				t.Fatalf("no message on %s: %v", subject, err)
+			}
+			var ev envelope.RequestEvent
+			var batch []envelope.RequestEvent
+			if tt.batched && (json.Unmarshal(m.Data, &batch) != nil || len(batch) != 1 || batch[0].RequestID != "k") {
+				t.Fatalf("%s holds %s, want an array of the one request event", subject, m.Data)
+			} else if !tt.batched && (json.Unmarshal(m.Data, &ev) != nil || ev.RequestID != "k") {
+				t.Fatalf("%s holds %s, want the request event", subject, m.Data)
 			}
 		})
 	}

@@ -2,6 +2,7 @@ package ledger
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
@@ -222,17 +223,14 @@ func (l *Ledger) decode(ctx context.Context, msgs []jetstream.Msg) *batch {
 				l.deadLetter(ctx, m, ReasonInvalidEvent, e.RequestID, err)
 				continue
 			}
-			// The request's finished attempt rows ride in its event.
-			for i := range e.AttemptEvents {
-				b.addAttempt(l, attempts, &e.AttemptEvents[i])
+			b.addRequest(l, attempts, requests, &e)
+		case natsx.SubjectRequestBatch:
+			events, ok := l.requestBatch(ctx, m)
+			if !ok {
+				continue
 			}
-			// Request ids are per tenant: the row's key is (tenant, request_id).
-			key := e.Tenant + "\x00" + e.RequestID
-			if i, dup := requests[key]; dup {
-				b.requests[i] = &e
-			} else {
-				requests[key] = len(b.requests)
-				b.requests = append(b.requests, &e)
+			for _, e := range events {
+				b.addRequest(l, attempts, requests, e)
 			}
 		default:
 			l.deadLetter(ctx, m, ReasonUnknownSubject, "", fmt.Errorf("no event type for subject %q", m.Subject()))
@@ -241,6 +239,54 @@ func (l *Ledger) decode(ctx context.Context, msgs []jetstream.Msg) *batch {
 		b.msgs = append(b.msgs, m)
 	}
 	return b
+}
+
+// addRequest adds a request row and the finished attempt rows that ride in
+// its event, keeping one row per request.
+func (b *batch) addRequest(l *Ledger, attempts map[[2]string]int, requests map[string]int, e *envelope.RequestEvent) {
+	for i := range e.AttemptEvents {
+		b.addAttempt(l, attempts, &e.AttemptEvents[i])
+	}
+	// Request ids are per tenant: the row's key is (tenant, request_id).
+	key := e.Tenant + "\x00" + e.RequestID
+	if i, dup := requests[key]; dup {
+		b.requests[i] = e
+	} else {
+		requests[key] = len(b.requests)
+		b.requests = append(b.requests, e)
+	}
+}
+
+// requestBatch decodes a router's batch of request events (a JSON array).
+// An event that cannot be stored is dead-lettered alone, as a message of
+// llm.telemetry.request, so a replay sends it back on its own and the
+// others are stored; if that dead letter cannot be published, the batch is
+// naked and none of it used. A batch that is not an array is dead-lettered
+// whole.
+func (l *Ledger) requestBatch(ctx context.Context, m jetstream.Msg) ([]*envelope.RequestEvent, bool) {
+	var raws []json.RawMessage
+	if err := envelope.UnmarshalInternal(m.Data(), &raws); err != nil {
+		l.deadLetter(ctx, m, ReasonDecode, "", err)
+		return nil, false
+	}
+	events := make([]*envelope.RequestEvent, 0, len(raws))
+	for i, raw := range raws {
+		e := new(envelope.RequestEvent)
+		reason := ReasonDecode
+		err := envelope.UnmarshalInternal(raw, e)
+		if err == nil {
+			reason, err = ReasonInvalidEvent, validateRequest(e)
+		}
+		if err == nil {
+			events = append(events, e)
+			continue
+		}
+		if !l.publishDeadLetter(ctx, m, natsx.SubjectRequest, raw, "-"+strconv.Itoa(i), reason, e.RequestID, err) {
+			_ = m.NakWithDelay(time.Second)
+			return nil, false
+		}
+	}
+	return events, true
 }
 
 // addAttempt prices an attempt row and adds it to the batch, keeping one
@@ -348,6 +394,20 @@ func (l *Ledger) insert(ctx context.Context, table, columns string, n int, row f
 // headers and terminates it. If the dead letter cannot be published the
 // message is naked instead, so it is never lost.
 func (l *Ledger) deadLetter(ctx context.Context, m jetstream.Msg, reason, requestID string, cause error) {
+	if !l.publishDeadLetter(ctx, m, m.Subject(), m.Data(), "", reason, requestID, cause) {
+		_ = m.NakWithDelay(time.Second)
+		return
+	}
+	if err := m.Term(); err != nil {
+		l.log.Warn().Err(err).Str("subject", m.Subject()).Msg("term failed after dead-lettering")
+	}
+}
+
+// publishDeadLetter publishes data, from m (all of it, or one event of a
+// batch: idSuffix names which), to llm.dlq.ledger with the reason in
+// headers and subject as the one a replay sends it back to. It reports
+// whether the dead letter is stored.
+func (l *Ledger) publishDeadLetter(ctx context.Context, m jetstream.Msg, subject string, data []byte, idSuffix, reason, requestID string, cause error) bool {
 	h := nats.Header{}
 	for k, v := range m.Headers() {
 		// Nats-* headers (message id, expectations) belong to the original
@@ -363,7 +423,7 @@ func (l *Ledger) deadLetter(ctx context.Context, m jetstream.Msg, reason, reques
 		deliveries = md.NumDelivered
 	}
 	if msgID != "" {
-		h.Set(natsx.HeaderMsgID, msgID)
+		h.Set(natsx.HeaderMsgID, msgID+idSuffix)
 	}
 	errText := cause.Error()
 	if len(errText) > 1024 {
@@ -372,7 +432,7 @@ func (l *Ledger) deadLetter(ctx context.Context, m jetstream.Msg, reason, reques
 	h.Set(natsx.HeaderStage, natsx.StageLedger)
 	h.Set(natsx.HeaderReason, reason)
 	h.Set(natsx.HeaderError, errText)
-	h.Set(natsx.HeaderOrigSubject, m.Subject())
+	h.Set(natsx.HeaderOrigSubject, subject)
 	h.Set(natsx.HeaderFailedAt, time.Now().UTC().Format(time.RFC3339Nano))
 	h.Set(natsx.HeaderDeliveries, strconv.FormatUint(deliveries, 10))
 	if requestID != "" {
@@ -380,17 +440,14 @@ func (l *Ledger) deadLetter(ctx context.Context, m jetstream.Msg, reason, reques
 	}
 	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
-	log := l.log.With().Str("reason", reason).Str("subject", m.Subject()).Str("error", errText).Logger()
-	if _, err := l.js.PublishMsg(pctx, &nats.Msg{Subject: natsx.DLQSubject(natsx.StageLedger), Header: h, Data: m.Data()}); err != nil {
+	log := l.log.With().Str("reason", reason).Str("subject", subject).Str("error", errText).Logger()
+	if _, err := l.js.PublishMsg(pctx, &nats.Msg{Subject: natsx.DLQSubject(natsx.StageLedger), Header: h, Data: data}); err != nil {
 		log.Error().Err(err).Msg("dead letter publish failed; message naked")
-		_ = m.NakWithDelay(time.Second)
-		return
-	}
-	if err := m.Term(); err != nil {
-		log.Warn().Err(err).Msg("term failed after dead-lettering")
+		return false
 	}
 	l.m.deadLettered(reason)
 	log.Warn().Msg("telemetry message dead-lettered")
+	return true
 }
 
 // sleep waits d or until ctx is done; it reports whether d elapsed.

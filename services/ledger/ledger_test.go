@@ -2,6 +2,7 @@ package ledger_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"math"
 	"testing"
@@ -209,6 +210,55 @@ func TestLedgerDeadLetters(t *testing.T) {
 	}
 	if i != len(bad) {
 		t.Fatalf("read %d dead letters, want %d", i, len(bad))
+	}
+}
+
+// A router's batch of request events (llm.telemetry.requests) gives a row
+// per event; an event in it that cannot be stored is dead-lettered alone,
+// as a message of llm.telemetry.request that a replay sends back on its
+// own, and the others are stored; a batch that is not an array is
+// dead-lettered whole.
+func TestLedgerRequestBatch(t *testing.T) {
+	conn, cfg := chtest.Migrated(t)
+	cfg = testConfig(cfg)
+	_, js := startJetStream(t)
+	r := startLedger(t, cfg, ledger.Deps{JS: js, CH: conn})
+
+	first, err := json.Marshal(requestEvent("req_batch1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	second, err := json.Marshal(requestEvent("req_batch2"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	invalid := []byte(`{"request_id":"req_no_ts"}`)
+	publish(t, js, natsx.SubjectRequestBatch, "batch", []byte("["+string(first)+","+string(invalid)+","+string(second)+"]"))
+	notArray := []byte(`{"request_id":"req_x"}`)
+	publish(t, js, natsx.SubjectRequestBatch, "not-an-array", notArray)
+
+	eventually(t, 30*time.Second, "rows of the batch's good events", func() bool {
+		return chtest.Count(t, conn, countQ(cfg.ClickHouseDatabase, "requests", true)) == 2
+	})
+	eventually(t, 30*time.Second, "dead letters", func() bool { return r.L.Stats().DeadLetters == 2 })
+
+	cons, err := js.CreateOrUpdateConsumer(context.Background(), natsx.StreamDLQ, jetstream.ConsumerConfig{
+		FilterSubject: natsx.DLQSubject(natsx.StageLedger), AckPolicy: jetstream.AckNonePolicy,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fetched, err := cons.Fetch(2, jetstream.FetchMaxWait(5*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{} // payload -> original subject
+	for m := range fetched.Messages() {
+		got[string(m.Data())] = m.Headers().Get(natsx.HeaderOrigSubject)
+	}
+	want := map[string]string{string(invalid): natsx.SubjectRequest, string(notArray): natsx.SubjectRequestBatch}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("dead letters (payload: subject) %v, want %v", got, want)
 	}
 }
 

@@ -43,6 +43,11 @@ type Config struct {
 	// Direct serves intakes' direct hand-offs of classified work on
 	// llm.router.route (pipeline.DirectDoor) besides llm.classified.
 	Direct bool `envconfig:"DIRECT" default:"true"`
+	// BatchRequestEvents stores the request events of requests finishing
+	// together as one message on llm.telemetry.requests
+	// (pipeline.GroupCommit), each reply still after its event is stored;
+	// false: one llm.telemetry.request message per request.
+	BatchRequestEvents bool `envconfig:"BATCH_REQUEST_EVENTS" default:"true"`
 }
 
 // Validate reports every problem at once.
@@ -95,6 +100,8 @@ type Router struct {
 	hedging   *hedge.Budget
 	pub       pipeline.Publisher
 	decisions *prometheus.CounterVec
+	// eventBatches counts the request events per stored batch.
+	eventBatches prometheus.Histogram
 }
 
 // New builds the stage.
@@ -110,10 +117,17 @@ func New(cfg Config, d Deps) (*Router, error) {
 	}
 	r := &Router{cfg: cfg, d: d, seen: newObserved(), hedging: hedge.NewBudget(), pub: pipeline.Publisher{JS: d.JS, NC: d.NC},
 		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "switchyard_router_decisions_total", Help: "Routing decisions by kind."}, []string{"decision"}),
+		eventBatches: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "switchyard_router_request_event_batch_size",
+			Help: "Request events stored per message on llm.telemetry.requests.", Buckets: prometheus.ExponentialBuckets(1, 2, 9)}),
+	}
+	if cfg.BatchRequestEvents {
+		r.pub.Events = r.pub.NewRequestEvents(func(n int) { r.eventBatches.Observe(float64(n)) })
 	}
 	if d.Metrics != nil {
-		if err := d.Metrics.Register(r.decisions); err != nil {
-			return nil, err
+		for _, c := range []prometheus.Collector{r.decisions, r.eventBatches} {
+			if err := d.Metrics.Register(c); err != nil {
+				return nil, err
+			}
 		}
 	}
 	return r, nil
