@@ -23,12 +23,7 @@ import (
 // vendor, with and without hops, and answers a request the schema refuses
 // with invalid_request: the benchmark's figures are of real answers.
 func TestFloorAnswersThroughTheContract(t *testing.T) {
-	simulator := sim.New(sim.Scenario{}, zerolog.Nop())
-	addr, err := simulator.Start("127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = simulator.Close() })
+	simulator, vendor := startSimulator(t)
 
 	for _, tt := range []struct {
 		name           string
@@ -39,16 +34,7 @@ func TestFloorAnswersThroughTheContract(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
-			f, err := Start(ctx, Config{StoreDir: t.TempDir(), Port: -1, VendorBaseURL: sim.BaseURL(addr, sim.VendorOpenAI),
-				Model: "gpt-4o-mini", Concurrency: 4, Hops: tt.hops, DoorHops: tt.doorHops, StoredReplies: tt.storedReplies})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer f.Close()
-			rctx, stop := context.WithCancel(ctx)
-			ran := make(chan error, 1)
-			go func() { ran <- f.Run(rctx) }()
-			defer func() { stop(); <-ran }()
+			f := runFloor(ctx, t, Config{VendorBaseURL: vendor, Hops: tt.hops, DoorHops: tt.doorHops, StoredReplies: tt.storedReplies})
 
 			nc, err := nats.Connect(f.ClientURL())
 			if err != nil {
@@ -149,24 +135,10 @@ func TestConfigValidateReportsEveryProblem(t *testing.T) {
 // called once), and refuses a malformed body and an envelope the schema
 // refuses with 400: the HTTP rows' figures are of real answers.
 func TestHTTPFrontAnswersThroughTheContract(t *testing.T) {
-	simulator := sim.New(sim.Scenario{}, zerolog.Nop())
-	addr, err := simulator.Start("127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = simulator.Close() })
+	simulator, vendor := startSimulator(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	f, err := Start(ctx, Config{StoreDir: t.TempDir(), Port: -1, VendorBaseURL: sim.BaseURL(addr, sim.VendorOpenAI),
-		Model: "gpt-4o-mini", Concurrency: 4, StoredReplies: true, HTTPAddr: "127.0.0.1:0"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	rctx, stop := context.WithCancel(ctx)
-	ran := make(chan error, 1)
-	go func() { ran <- f.Run(rctx) }()
-	defer func() { stop(); <-ran }()
+	f := runFloor(ctx, t, Config{VendorBaseURL: vendor, StoredReplies: true, HTTPAddr: "127.0.0.1:0"})
 
 	called := simulator.Calls().Model(sim.VendorOpenAI, "gpt-4o-mini").Calls
 	post := func(body string) (int, map[string]any) {
@@ -235,4 +207,32 @@ func hasErrorCode(code string) func(map[string]any) bool {
 		e, _ := out["error"].(map[string]any)
 		return e != nil && e["code"] == code
 	}
+}
+
+// startSimulator serves the OpenAI simulator on loopback for the test.
+func startSimulator(t *testing.T) (*sim.Server, string) {
+	t.Helper()
+	simulator := sim.New(sim.Scenario{}, zerolog.Nop())
+	addr, err := simulator.Start("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = simulator.Close() })
+	return simulator, sim.BaseURL(addr, sim.VendorOpenAI)
+}
+
+// runFloor starts a floor with cfg (a temporary store, any port, four at
+// a time, the simulator's gpt-4o-mini) and runs it until the test ends.
+func runFloor(ctx context.Context, t *testing.T, cfg Config) *Floor {
+	t.Helper()
+	cfg.StoreDir, cfg.Port, cfg.Model, cfg.Concurrency = t.TempDir(), -1, "gpt-4o-mini", 4
+	f, err := Start(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rctx, stop := context.WithCancel(ctx)
+	ran := make(chan error, 1)
+	go func() { ran <- f.Run(rctx) }()
+	t.Cleanup(func() { stop(); <-ran; f.Close() })
+	return f
 }
