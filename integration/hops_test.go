@@ -72,25 +72,29 @@ func (tr streamTraffic) since(before streamTraffic) (writes, acks map[string]uin
 // writes and 7 acks. (The gate used to store the finished attempt row as a
 // message of its own: 9 writes and 8 acks.) The rows in ClickHouse are the
 // same either way: one finished row per call, one request row, no row
-// left as started.
+// left as started. With the router's request events in batches (the
+// default), the request events of requests finishing together share a
+// write and an ack: between one and n messages for n requests.
 func TestStreamWritesPerRequest(t *testing.T) {
 	for _, tt := range []struct {
 		name                 string
-		direct               bool
-		wantWrites, wantAcks float64
+		direct, batched      bool
+		wantWrites, wantAcks float64 // one request event per message
 	}{
 		{name: "direct hand-offs", direct: true, wantWrites: 5, wantAcks: 4},
+		{name: "direct hand-offs, request events in batches", direct: true, batched: true, wantWrites: 5, wantAcks: 4},
 		{name: "llm.classified, llm.results and llm.verdicts", direct: false, wantWrites: 8, wantAcks: 7},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			streamWritesPerRequest(t, tt.direct, tt.wantWrites, tt.wantAcks)
+			streamWritesPerRequest(t, tt.direct, tt.batched, tt.wantWrites, tt.wantAcks)
 		})
 	}
 }
 
-func streamWritesPerRequest(t *testing.T, direct bool, wantWrites, wantAcks float64) {
+func streamWritesPerRequest(t *testing.T, direct, batched bool, wantWrites, wantAcks float64) {
 	e := start(t, func(c *app.Config) {
 		c.Intake.DirectRouter, c.Executor.DirectGate, c.Gate.DirectRouter = direct, direct, direct
+		c.Router.BatchRequestEvents = batched
 	})
 	const n = 20
 	var reqs []*envelope.Request
@@ -113,6 +117,17 @@ func streamWritesPerRequest(t *testing.T, direct bool, wantWrites, wantAcks floa
 			t.Fatalf("%s: want one answer after one call, got %d replies %+v", id, len(rs), rs[0])
 		}
 		attempts += len(rs[0].Attempts)
+	}
+	if batched {
+		// n started rows, and the n request events in 1..n messages.
+		events := writes[natsx.StreamTelemetry] - n
+		if events < 1 || events > n || acks[natsx.StreamTelemetry] != writes[natsx.StreamTelemetry] {
+			t.Fatalf("LLM_TELEMETRY: %d writes and %d acks for %d started rows and %d request events, want the events in 1 to %d messages, each acked",
+				writes[natsx.StreamTelemetry], acks[natsx.StreamTelemetry], n, n, n)
+		}
+		t.Logf("%d request events in %d messages", n, events)
+		totalWrites += n - events // counted below as one message per event
+		totalAcks += n - events
 	}
 	if got := float64(totalWrites) / n; got != wantWrites {
 		t.Fatalf("stream writes per request = %.2f, want %.0f (%v)", got, wantWrites, writes)
