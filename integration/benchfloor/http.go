@@ -92,9 +92,8 @@ func (h *httpFront) deliver(m *nats.Msg) {
 }
 
 // chatRequest is the part of OpenAI's chat completion request the front
-// reads.
+// reads (the model is not mapped: see complete).
 type chatRequest struct {
-	Model       string             `json:"model"`
 	Messages    []envelope.Message `json:"messages"`
 	MaxTokens   int                `json:"max_tokens,omitempty"`
 	Temperature *float64           `json:"temperature,omitempty"`

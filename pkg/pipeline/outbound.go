@@ -120,13 +120,13 @@ func WorkOut(subject, msgID string, w *envelope.Work) (Outbound, error) {
 func (p Publisher) Send(ctx context.Context, outs []Outbound) error {
 	var pending []jetstream.PubAckFuture
 	for i, o := range outs {
-		if (o.Once || o.Core || o.Group && p.Events != nil) && len(pending) > 0 {
+		if p.waitsForEarlier(o) && len(pending) > 0 {
 			if err := awaitAcks(ctx, pending); err != nil {
 				return err
 			}
 			pending = pending[:0]
 		}
-		if o.Group && p.Events != nil {
+		if p.batched(o) {
 			// Stored with other requests' events; returns once stored.
 			if err := p.Events.Store(ctx, o.Data); err != nil {
 				return err
@@ -148,7 +148,7 @@ func (p Publisher) Send(ctx context.Context, outs []Outbound) error {
 			}
 			continue
 		}
-		if len(pending) == 0 && (i+1 == len(outs) || outs[i+1].Once || outs[i+1].Core || outs[i+1].Group && p.Events != nil) {
+		if len(pending) == 0 && (i+1 == len(outs) || p.waitsForEarlier(outs[i+1])) {
 			// Alone until the next wait: nothing to overlap, and the
 			// synchronous publish is the cheaper one.
 			if err := p.PublishRaw(ctx, o.Subject, o.MsgID, o.Data, o.Header); err != nil {
@@ -164,6 +164,14 @@ func (p Publisher) Send(ctx context.Context, outs []Outbound) error {
 	}
 	return awaitAcks(ctx, pending)
 }
+
+// waitsForEarlier reports whether o goes out only once every message
+// before it is stored: a message a client sees (a stored reply, a core
+// message), or a request event stored in a batch.
+func (p Publisher) waitsForEarlier(o Outbound) bool { return o.Once || o.Core || p.batched(o) }
+
+// batched reports whether o is a request event that p stores in a batch.
+func (p Publisher) batched(o Outbound) bool { return o.Group && p.Events != nil }
 
 // awaitAcks waits for the stream's ack of every message in pending.
 func awaitAcks(ctx context.Context, pending []jetstream.PubAckFuture) error {
