@@ -30,7 +30,7 @@ func TestDirectHandOffStoresTheVerdictOnce(t *testing.T) {
 	testkit.WithTopology(t, js)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	g, err := New(Config{Consumer: "gate", Concurrency: 4, MaxDeliver: 5, AckWait: 30 * time.Second, MaxAckPending: 8, Direct: true},
+	g, err := New(Config{Consumer: "gate", ConsumerSettings: pipeline.ConsumerSettings{Concurrency: 4, MaxDeliver: 5, AckWait: 30 * time.Second, MaxAckPending: 8}, Direct: true},
 		Deps{Log: zerolog.Nop(), NC: nc, JS: js, Policy: testGate().d.Policy})
 	if err != nil {
 		t.Fatal(err)
@@ -133,7 +133,7 @@ func TestVerdictGoesToTheRouterDirectlyOrToTheStream(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			g, err := New(Config{Consumer: "gate", Concurrency: 4, MaxDeliver: 5, AckWait: 30 * time.Second, MaxAckPending: 8, DirectRouter: true, RouterTimeout: 500 * time.Millisecond},
+			g, err := New(Config{Consumer: "gate", ConsumerSettings: pipeline.ConsumerSettings{Concurrency: 4, MaxDeliver: 5, AckWait: 30 * time.Second, MaxAckPending: 8}, DirectRouter: true, RouterTimeout: 500 * time.Millisecond},
 				Deps{Log: zerolog.Nop(), NC: nc, JS: js, Policy: testGate().d.Policy})
 			if err != nil {
 				t.Fatal(err)

@@ -25,11 +25,8 @@ import (
 
 // Config tunes the gate consumer (env prefix SWITCHYARD_GATE_).
 type Config struct {
-	Consumer      string        `envconfig:"CONSUMER" default:"gate"`
-	Concurrency   int           `envconfig:"CONCURRENCY" default:"64"`
-	MaxDeliver    int           `envconfig:"MAX_DELIVER" default:"5"`
-	AckWait       time.Duration `envconfig:"ACK_WAIT" default:"30s"`
-	MaxAckPending int           `envconfig:"MAX_ACK_PENDING" default:"2048"`
+	Consumer string `envconfig:"CONSUMER" default:"gate"`
+	pipeline.ConsumerSettings
 	// Direct serves executors' direct hand-offs on llm.gate.judge
 	// (direct.go) besides the llm.results queue.
 	Direct bool `envconfig:"DIRECT" default:"true"`
@@ -43,20 +40,7 @@ type Config struct {
 
 // Validate reports every problem at once.
 func (c Config) Validate() error {
-	var errs []error
-	if c.Consumer == "" {
-		errs = append(errs, errors.New("SWITCHYARD_GATE_CONSUMER: required"))
-	}
-	if c.Concurrency < 1 {
-		errs = append(errs, errors.New("SWITCHYARD_GATE_CONCURRENCY: must be at least 1"))
-	}
-	if c.MaxDeliver < 1 {
-		errs = append(errs, errors.New("SWITCHYARD_GATE_MAX_DELIVER: must be at least 1"))
-	}
-	errs = append(errs, natsx.ValidateAckWait("SWITCHYARD_GATE_ACK_WAIT", c.AckWait))
-	if c.MaxAckPending < c.Concurrency {
-		errs = append(errs, errors.New("SWITCHYARD_GATE_MAX_ACK_PENDING: must be at least CONCURRENCY"))
-	}
+	errs := c.ConsumerSettings.Validate("SWITCHYARD_GATE", c.Consumer)
 	if c.DirectRouter && c.RouterTimeout <= 0 {
 		errs = append(errs, errors.New("SWITCHYARD_GATE_ROUTER_TIMEOUT: must be positive"))
 	}
@@ -112,15 +96,7 @@ func New(cfg Config, d Deps) (*Gate, error) {
 
 // ConsumerConfig reads every attempt result.
 func (g *Gate) ConsumerConfig() jetstream.ConsumerConfig {
-	return jetstream.ConsumerConfig{
-		Durable:       g.cfg.Consumer,
-		Description:   "quality gate: judges attempt results",
-		FilterSubject: natsx.SubjectResults,
-		AckPolicy:     jetstream.AckExplicitPolicy,
-		AckWait:       g.cfg.AckWait,
-		MaxDeliver:    g.cfg.MaxDeliver,
-		MaxAckPending: g.cfg.MaxAckPending,
-	}
+	return g.cfg.ConsumerSettings.ConsumerConfig(g.cfg.Consumer, "quality gate: judges attempt results", natsx.SubjectResults)
 }
 
 // handleTimeout bounds one judgement with its verdict's publish.

@@ -31,11 +31,8 @@ import (
 
 // Config tunes the intake consumer (env prefix SWITCHYARD_INTAKE_).
 type Config struct {
-	Consumer       string        `envconfig:"CONSUMER" default:"intake"`
-	Concurrency    int           `envconfig:"CONCURRENCY" default:"64"`
-	MaxDeliver     int           `envconfig:"MAX_DELIVER" default:"5"`
-	AckWait        time.Duration `envconfig:"ACK_WAIT" default:"30s"`
-	MaxAckPending  int           `envconfig:"MAX_ACK_PENDING" default:"2048"`
+	Consumer string `envconfig:"CONSUMER" default:"intake"`
+	pipeline.ConsumerSettings
 	DefaultTimeout time.Duration `envconfig:"DEFAULT_TIMEOUT" default:"30s"`
 	// DedupeWindow is how long a tenant+id is remembered: the same request
 	// published again within it is processed and replied once.
@@ -49,20 +46,7 @@ type Config struct {
 
 // Validate reports every problem at once.
 func (c Config) Validate() error {
-	var errs []error
-	if c.Consumer == "" {
-		errs = append(errs, errors.New("SWITCHYARD_INTAKE_CONSUMER: required"))
-	}
-	if c.Concurrency < 1 {
-		errs = append(errs, errors.New("SWITCHYARD_INTAKE_CONCURRENCY: must be at least 1"))
-	}
-	if c.MaxDeliver < 1 {
-		errs = append(errs, errors.New("SWITCHYARD_INTAKE_MAX_DELIVER: must be at least 1"))
-	}
-	errs = append(errs, natsx.ValidateAckWait("SWITCHYARD_INTAKE_ACK_WAIT", c.AckWait))
-	if c.MaxAckPending < c.Concurrency {
-		errs = append(errs, errors.New("SWITCHYARD_INTAKE_MAX_ACK_PENDING: must be at least CONCURRENCY"))
-	}
+	errs := c.ConsumerSettings.Validate("SWITCHYARD_INTAKE", c.Consumer)
 	if c.DefaultTimeout <= 0 {
 		errs = append(errs, errors.New("SWITCHYARD_INTAKE_DEFAULT_TIMEOUT: must be positive"))
 	}
@@ -131,17 +115,10 @@ func New(cfg Config, d Deps) (*Intake, error) {
 
 // ConsumerConfig is the durable consumer the intake reads llm.requests with.
 func (in *Intake) ConsumerConfig() jetstream.ConsumerConfig {
-	return jetstream.ConsumerConfig{
-		Durable:     in.cfg.Consumer,
-		Description: "intake/classifier: validates and classifies llm.requests",
-		// llm.requests (the edge, operators) and llm.requests.tenant.<t>
-		// (tenants' own accounts).
-		FilterSubjects: []string{natsx.SubjectRequests, natsx.SubjectTenantRequestsPrefix + "*"},
-		AckPolicy:      jetstream.AckExplicitPolicy,
-		AckWait:        in.cfg.AckWait,
-		MaxDeliver:     in.cfg.MaxDeliver,
-		MaxAckPending:  in.cfg.MaxAckPending,
-	}
+	// llm.requests (the edge, operators) and llm.requests.tenant.<t>
+	// (tenants' own accounts).
+	return in.cfg.ConsumerSettings.ConsumerConfig(in.cfg.Consumer, "intake/classifier: validates and classifies llm.requests",
+		natsx.SubjectRequests, natsx.SubjectTenantRequestsPrefix+"*")
 }
 
 // Run consumes until ctx is done.

@@ -13,6 +13,7 @@ import (
 	"github.com/switchyard-llm/switchyard/pkg/dlq"
 	"github.com/switchyard-llm/switchyard/pkg/envelope"
 	"github.com/switchyard-llm/switchyard/pkg/natsx"
+	"github.com/switchyard-llm/switchyard/pkg/pipeline"
 	"github.com/switchyard-llm/switchyard/pkg/policy"
 )
 
@@ -30,7 +31,7 @@ func newTestIntake(t *testing.T) *Intake {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := Config{Consumer: "intake", Concurrency: 1, MaxDeliver: 5, AckWait: 30 * time.Second, MaxAckPending: 1, DefaultTimeout: 30 * time.Second, DedupeWindow: 10 * time.Minute}
+	cfg := Config{Consumer: "intake", ConsumerSettings: pipeline.ConsumerSettings{Concurrency: 1, MaxDeliver: 5, AckWait: 30 * time.Second, MaxAckPending: 1}, DefaultTimeout: 30 * time.Second, DedupeWindow: 10 * time.Minute}
 	return &Intake{cfg: cfg, d: Deps{Log: zerolog.Nop(), Policy: pol, Validator: v, Now: func() time.Time { return testNow }}}
 }
 

@@ -15,6 +15,7 @@ import (
 	"github.com/switchyard-llm/switchyard/pkg/dlq"
 	"github.com/switchyard-llm/switchyard/pkg/envelope"
 	"github.com/switchyard-llm/switchyard/pkg/natsx"
+	"github.com/switchyard-llm/switchyard/pkg/pipeline"
 	"github.com/switchyard-llm/switchyard/pkg/policy"
 	"github.com/switchyard-llm/switchyard/pkg/testkit"
 )
@@ -72,7 +73,7 @@ func TestLogsCarryRequestIdentity(t *testing.T) {
 	}
 	var buf syncBuffer
 	log := zerolog.New(&buf).Level(zerolog.DebugLevel)
-	cfg := Config{Consumer: "intake", Concurrency: 1, MaxDeliver: 2, AckWait: 5 * time.Second, MaxAckPending: 8, DefaultTimeout: 30 * time.Second, DedupeWindow: time.Minute}
+	cfg := Config{Consumer: "intake", ConsumerSettings: pipeline.ConsumerSettings{Concurrency: 1, MaxDeliver: 2, AckWait: 5 * time.Second, MaxAckPending: 8}, DefaultTimeout: 30 * time.Second, DedupeWindow: time.Minute}
 	in, err := New(cfg, Deps{Log: log, NC: nc, JS: js, Policy: pol, Validator: v})
 	if err != nil {
 		t.Fatal(err)

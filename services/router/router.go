@@ -35,11 +35,8 @@ import (
 
 // Config tunes the router consumer (env prefix SWITCHYARD_ROUTER_).
 type Config struct {
-	Consumer      string        `envconfig:"CONSUMER" default:"router"`
-	Concurrency   int           `envconfig:"CONCURRENCY" default:"64"`
-	MaxDeliver    int           `envconfig:"MAX_DELIVER" default:"5"`
-	AckWait       time.Duration `envconfig:"ACK_WAIT" default:"30s"`
-	MaxAckPending int           `envconfig:"MAX_ACK_PENDING" default:"2048"`
+	Consumer string `envconfig:"CONSUMER" default:"router"`
+	pipeline.ConsumerSettings
 	// Direct serves intakes' direct hand-offs of classified work on
 	// llm.router.route (pipeline.DirectDoor) besides llm.classified.
 	Direct bool `envconfig:"DIRECT" default:"true"`
@@ -52,20 +49,7 @@ type Config struct {
 
 // Validate reports every problem at once.
 func (c Config) Validate() error {
-	var errs []error
-	if c.Consumer == "" {
-		errs = append(errs, errors.New("SWITCHYARD_ROUTER_CONSUMER: required"))
-	}
-	if c.Concurrency < 1 {
-		errs = append(errs, errors.New("SWITCHYARD_ROUTER_CONCURRENCY: must be at least 1"))
-	}
-	if c.MaxDeliver < 1 {
-		errs = append(errs, errors.New("SWITCHYARD_ROUTER_MAX_DELIVER: must be at least 1"))
-	}
-	errs = append(errs, natsx.ValidateAckWait("SWITCHYARD_ROUTER_ACK_WAIT", c.AckWait))
-	if c.MaxAckPending < c.Concurrency {
-		errs = append(errs, errors.New("SWITCHYARD_ROUTER_MAX_ACK_PENDING: must be at least CONCURRENCY"))
-	}
+	errs := c.ConsumerSettings.Validate("SWITCHYARD_ROUTER", c.Consumer)
 	return errors.Join(errs...)
 }
 
@@ -135,15 +119,8 @@ func New(cfg Config, d Deps) (*Router, error) {
 
 // ConsumerConfig reads new requests and failed attempts.
 func (r *Router) ConsumerConfig() jetstream.ConsumerConfig {
-	return jetstream.ConsumerConfig{
-		Durable:        r.cfg.Consumer,
-		Description:    "router: routes classified requests and decides after every verdict",
-		FilterSubjects: []string{natsx.SubjectClassified, natsx.SubjectVerdicts, natsx.SubjectEscalations},
-		AckPolicy:      jetstream.AckExplicitPolicy,
-		AckWait:        r.cfg.AckWait,
-		MaxDeliver:     r.cfg.MaxDeliver,
-		MaxAckPending:  r.cfg.MaxAckPending,
-	}
+	return r.cfg.ConsumerSettings.ConsumerConfig(r.cfg.Consumer, "router: routes classified requests and decides after every verdict",
+		natsx.SubjectClassified, natsx.SubjectVerdicts, natsx.SubjectEscalations)
 }
 
 // Run consumes until ctx is done.
