@@ -8,6 +8,7 @@ import (
 
 	"github.com/switchyard-llm/switchyard/pkg/envelope"
 	"github.com/switchyard-llm/switchyard/pkg/faultnet"
+	"github.com/switchyard-llm/switchyard/pkg/testkit"
 	"github.com/switchyard-llm/switchyard/services/sim"
 	"github.com/switchyard-llm/switchyard/services/switchyard/app"
 )
@@ -109,13 +110,9 @@ func TestClickHouseOutageLosesNothing(t *testing.T) {
 	t.Logf("%d requests, %d of them during the 60 s outage: all stored once", total, total-50)
 }
 
+// waitFor is testkit.Eventually for the many waits here whose test names
+// what they wait for.
 func waitFor(t *testing.T, d time.Duration, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("condition not met within %s", d)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testkit.Eventually(t, d, "the condition", cond)
 }

@@ -47,7 +47,7 @@ func TestViewFollowsTheBucket(t *testing.T) {
 	done := make(chan struct{})
 	go func() { defer close(done); v.Run(ctx) }()
 	defer func() { cancel(); <-done }()
-	eventually(t, func() bool { v.mu.RLock(); defer v.mu.RUnlock(); return v.ready })
+	testkit.Eventually(t, 5*time.Second, "the view to load the keys", func() bool { v.mu.RLock(); defer v.mu.RUnlock(); return v.ready })
 
 	reads := kv.gets.Load()
 	for range 10 {
@@ -66,7 +66,7 @@ func TestViewFollowsTheBucket(t *testing.T) {
 	if rec, err := v.Lookup(ctx, fresh); err != nil || rec.Tenant != "beta" { // at once, watch or not
 		t.Fatalf("key created a moment ago: %+v %v", rec, err)
 	}
-	eventually(t, func() bool { // then from memory
+	testkit.Eventually(t, 5*time.Second, "the new key served from memory", func() bool {
 		before := kv.gets.Load()
 		_, err := v.Lookup(ctx, fresh)
 		return err == nil && kv.gets.Load() == before
@@ -85,24 +85,12 @@ func TestViewFollowsTheBucket(t *testing.T) {
 			if err := tt.remove(tt.key); err != nil {
 				t.Fatal(err)
 			}
-			eventually(t, func() bool { _, err := v.Lookup(ctx, tt.key); return errors.Is(err, ErrUnknown) })
+			testkit.Eventually(t, 5*time.Second, "the key to be refused", func() bool { _, err := v.Lookup(ctx, tt.key); return errors.Is(err, ErrUnknown) })
 		})
 	}
 	for _, bad := range []string{"", "sk-nope", Prefix + "unknown"} {
 		if _, err := v.Lookup(ctx, bad); !errors.Is(err, ErrUnknown) {
 			t.Fatalf("%q: %v", bad, err)
 		}
-	}
-}
-
-// eventually polls cond for up to 5 s.
-func eventually(t *testing.T, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not met within 5s")
-		}
-		time.Sleep(time.Millisecond)
 	}
 }

@@ -3,6 +3,7 @@ package breaker
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"strconv"
@@ -13,6 +14,8 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+
+	"github.com/switchyard-llm/switchyard/pkg/testkit"
 )
 
 func TestConfigValidate(t *testing.T) {
@@ -183,7 +186,7 @@ func TestHalfOpenAdmitsExactlyProbesAcrossReplicas(t *testing.T) {
 			}
 			waitState(t, key, StateHalfOpen, r1, r2)
 			for _, b := range []*Breakers{r1, r2} {
-				eventually(t, func() bool { return b.Status(key).Probes == probes }, "%d probes on %s", probes, b.id)
+				testkit.Eventually(t, 5*time.Second, fmt.Sprintf("%d probes on %s", probes, b.id), func() bool { return b.Status(key).Probes == probes })
 			}
 		})
 	}
@@ -338,7 +341,7 @@ func TestProbeTimeoutRecovers(t *testing.T) {
 		t.Fatal("no trial permit")
 	}
 	waitState(t, key, StateHalfOpen, r2)
-	eventually(t, func() bool { return r2.Status(key).Probes == 1 }, "r2 to see the probe")
+	testkit.Eventually(t, 5*time.Second, "r2 to see the probe", func() bool { return r2.Status(key).Probes == 1 })
 	clock.Advance(10*time.Second - time.Nanosecond)
 	if allow(t, r2, key).Allowed() {
 		t.Fatal("second trial admitted before the first expired")
@@ -565,9 +568,9 @@ func TestConcurrentReplicas(t *testing.T) {
 	}
 	// Both replicas converge on the same state.
 	for _, key := range keys {
-		eventually(t, func() bool {
+		testkit.Eventually(t, 5*time.Second, "replicas to agree on "+key, func() bool {
 			return replicas[0].Status(key).Revision == replicas[1].Status(key).Revision
-		}, "replicas to agree on %s", key)
+		})
 	}
 }
 

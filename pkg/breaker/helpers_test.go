@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"encoding/json"
+	"fmt"
 	"slices"
 	"sync"
 	"testing"
@@ -119,31 +120,20 @@ func (s *alertSink) list(tb testing.TB) []gotAlert {
 // extra ones.
 func (s *alertSink) waitAlerts(tb testing.TB, n int) []gotAlert {
 	tb.Helper()
-	eventually(tb, func() bool {
+	testkit.Eventually(tb, 5*time.Second, fmt.Sprintf("%d alerts", n), func() bool {
 		s.mu.Lock()
 		defer s.mu.Unlock()
 		return len(s.msgs) >= n
-	}, "%d alerts", n)
+	})
 	time.Sleep(150 * time.Millisecond)
 	return s.list(tb)
-}
-
-func eventually(tb testing.TB, cond func() bool, format string, args ...any) {
-	tb.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			tb.Fatalf("timed out waiting for "+format, args...)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
 }
 
 // waitState waits until every instance sees key in state want.
 func waitState(tb testing.TB, key string, want State, bs ...*Breakers) {
 	tb.Helper()
 	for _, b := range bs {
-		eventually(tb, func() bool { return b.State(key) == want }, "%s to be %s on instance %s", key, want, b.id)
+		testkit.Eventually(tb, 5*time.Second, fmt.Sprintf("%s to be %s on instance %s", key, want, b.id), func() bool { return b.State(key) == want })
 	}
 }
 
@@ -191,14 +181,14 @@ func alertStreamMsgs(tb testing.TB, env *natsEnv) uint64 {
 // converge waits until every instance has the same revision of key.
 func converge(tb testing.TB, key string, bs ...*Breakers) {
 	tb.Helper()
-	eventually(tb, func() bool {
+	testkit.Eventually(tb, 5*time.Second, "instances to agree on "+key, func() bool {
 		for _, b := range bs[1:] {
 			if b.Status(key).Revision != bs[0].Status(key).Revision {
 				return false
 			}
 		}
 		return true
-	}, "instances to agree on %s", key)
+	})
 }
 
 type trial struct {

@@ -9,6 +9,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/switchyard-llm/switchyard/pkg/testkit"
 )
 
 // Events stored while a batch is being stored go together as the next
@@ -42,11 +44,11 @@ func TestGroupCommitBatchesWhatArrivesDuringAPublish(t *testing.T) {
 		stored <- i
 	}
 	go store(0)
-	waitUntil(t, func() bool { g.mu.Lock(); defer g.mu.Unlock(); return g.busy })
+	testkit.Eventually(t, 10*time.Second, "a batch being stored", func() bool { g.mu.Lock(); defer g.mu.Unlock(); return g.busy })
 	for i := 1; i <= 5; i++ {
 		go store(i)
 	}
-	waitUntil(t, func() bool { g.mu.Lock(); defer g.mu.Unlock(); return len(g.queue) == 5 })
+	testkit.Eventually(t, 10*time.Second, "5 events waiting", func() bool { g.mu.Lock(); defer g.mu.Unlock(); return len(g.queue) == 5 })
 	select {
 	case i := <-stored:
 		t.Fatalf("Store(%d) returned before its batch was stored", i)
@@ -106,11 +108,11 @@ func TestGroupCommitFailureReachesEveryEventOfItsBatch(t *testing.T) {
 	}
 	wg.Add(1)
 	go store(0)
-	waitUntil(t, func() bool { g.mu.Lock(); defer g.mu.Unlock(); return g.busy })
+	testkit.Eventually(t, 10*time.Second, "a batch being stored", func() bool { g.mu.Lock(); defer g.mu.Unlock(); return g.busy })
 	for i := 1; i <= 4; i++ {
 		wg.Add(1)
 		go store(i)
-		waitUntil(t, func() bool { g.mu.Lock(); defer g.mu.Unlock(); return len(g.queue) == i })
+		testkit.Eventually(t, 10*time.Second, fmt.Sprintf("%d events waiting", i), func() bool { g.mu.Lock(); defer g.mu.Unlock(); return len(g.queue) == i })
 	}
 	close(release)
 	wg.Wait()
@@ -147,12 +149,12 @@ func TestGroupCommitPanicLeavesNobodyWaiting(t *testing.T) {
 		defer func() { panicked <- recover() }()
 		_ = g.Store(ctx, []byte("0"))
 	}()
-	waitUntil(t, func() bool { g.mu.Lock(); defer g.mu.Unlock(); return g.busy })
+	testkit.Eventually(t, 10*time.Second, "a batch being stored", func() bool { g.mu.Lock(); defer g.mu.Unlock(); return g.busy })
 	done := make(chan error, 2)
 	for i := 1; i <= 2; i++ {
 		go func() { done <- g.Store(ctx, []byte(fmt.Sprint(i))) }()
 	}
-	waitUntil(t, func() bool { g.mu.Lock(); defer g.mu.Unlock(); return len(g.queue) == 2 })
+	testkit.Eventually(t, 10*time.Second, "2 events waiting", func() bool { g.mu.Lock(); defer g.mu.Unlock(); return len(g.queue) == 2 })
 	close(release)
 	if p := <-panicked; p != "boom" {
 		t.Fatalf("recovered %v", p)
@@ -167,16 +169,5 @@ func TestGroupCommitPanicLeavesNobodyWaiting(t *testing.T) {
 		case <-time.After(10 * time.Second):
 			t.Fatal("a Store still waits after the publish panicked")
 		}
-	}
-}
-
-func waitUntil(t *testing.T, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not met within 10 s")
-		}
-		time.Sleep(time.Millisecond)
 	}
 }

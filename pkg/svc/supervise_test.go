@@ -16,17 +16,6 @@ import (
 	"github.com/switchyard-llm/switchyard/pkg/testkit"
 )
 
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 // A stage that does not notice its consumer was deleted (the ledger's fetch
 // loop keeps retrying) is restarted by the watchdog, which recreates what
 // it owns; /healthz fails meanwhile and passes again after.
@@ -51,13 +40,13 @@ func TestSupervisorRestartsAStageWhoseConsumerWasDeleted(t *testing.T) {
 		<-ctx.Done() // never looks at its consumer again
 		return nil
 	}})
-	eventually(t, "healthy", func() bool { return rt.Health.Check() == nil })
+	testkit.Eventually(t, 10*time.Second, "healthy", func() bool { return rt.Health.Check() == nil })
 	if err := rt.JS.DeleteConsumer(ctx, natsx.StreamRequests, "oblivious"); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "unhealthy", func() bool { return rt.Health.Check() != nil })
+	testkit.Eventually(t, 10*time.Second, "unhealthy", func() bool { return rt.Health.Check() != nil })
 	t.Logf("while missing: %v", rt.Health.Check())
-	eventually(t, "restarted and healthy", func() bool { return starts.Load() == 2 && rt.Health.Check() == nil })
+	testkit.Eventually(t, 10*time.Second, "restarted and healthy", func() bool { return starts.Load() == 2 && rt.Health.Check() == nil })
 	if _, err := rt.JS.Consumer(ctx, natsx.StreamRequests, "oblivious"); err != nil {
 		t.Fatalf("consumer not recreated: %v", err)
 	}
@@ -89,12 +78,12 @@ func TestSupervisorReportsAStuckStage(t *testing.T) {
 		<-ctx.Done()
 		return nil
 	}})
-	eventually(t, "healthy", func() bool { return rt.Health.Check() == nil })
+	testkit.Eventually(t, 10*time.Second, "healthy", func() bool { return rt.Health.Check() == nil })
 	for i := range 3 {
 		if _, err := rt.JS.Publish(ctx, natsx.SubjectRequests, []byte("x"), jetstream.WithMsgID(fmt.Sprint(i))); err != nil {
 			t.Fatal(err)
 		}
 	}
-	eventually(t, "stuck", func() bool { err := rt.Health.Check(); return err != nil && strings.Contains(err.Error(), "stuck") })
+	testkit.Eventually(t, 10*time.Second, "stuck", func() bool { err := rt.Health.Check(); return err != nil && strings.Contains(err.Error(), "stuck") })
 	t.Logf("healthz: %v", rt.Health.Check())
 }

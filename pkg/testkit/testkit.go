@@ -1,6 +1,7 @@
 // Package testkit holds what many tests need: an embedded JetStream server
-// on a random port with a temporary store, connections to it, and a clock
-// a test can move. It is imported by tests only.
+// on a random port with a temporary store, connections to it, a clock a
+// test can move and a poll that waits for a condition. It is imported by
+// tests only.
 package testkit
 
 import (
@@ -112,5 +113,22 @@ func RepliesBehind(tb testing.TB, ctx context.Context, js jetstream.JetStream) {
 			tb.Fatal("the mirror did not receive its message")
 		case <-time.After(10 * time.Millisecond):
 		}
+	}
+}
+
+// Eventually polls cond until it holds and fails the test when it has not
+// within the given time, naming what it waited for. It polls every
+// millisecond at first, for tests that watch a short-lived state, and backs
+// off to every 20 ms for long waits.
+func Eventually(tb testing.TB, within time.Duration, what string, cond func() bool) {
+	tb.Helper()
+	deadline := time.Now().Add(within)
+	pause := time.Millisecond
+	for !cond() {
+		if time.Now().After(deadline) {
+			tb.Fatalf("timed out after %s waiting for %s", within, what)
+		}
+		time.Sleep(pause)
+		pause = min(2*pause, 20*time.Millisecond)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"github.com/switchyard-llm/switchyard/pkg/envelope"
 	"github.com/switchyard-llm/switchyard/pkg/natsx"
 	"github.com/switchyard-llm/switchyard/pkg/pricing"
+	"github.com/switchyard-llm/switchyard/pkg/testkit"
 	"github.com/switchyard-llm/switchyard/services/ledger"
 	"github.com/switchyard-llm/switchyard/services/ledger/internal/chtest"
 )
@@ -74,11 +75,11 @@ func TestLedgerAccounting(t *testing.T) {
 	publish(t, js, natsx.SubjectRequest, "d-req", rq)
 
 	r := startLedger(t, cfg, ledger.Deps{JS: js, CH: conn})
-	eventually(t, 30*time.Second, "first round stored", func() bool { return r.L.Stats().Acked == 9 })
+	testkit.Eventually(t, 30*time.Second, "first round stored", func() bool { return r.L.Stats().Acked == 9 })
 	// A started event of a finished attempt arriving late, in a batch of
 	// its own: the finished row must still win.
 	pub(started("a", 1), "s2")
-	eventually(t, 30*time.Second, "late started stored", func() bool { return r.L.Stats().Acked == 10 })
+	testkit.Eventually(t, 30*time.Second, "late started stored", func() bool { return r.L.Stats().Acked == 10 })
 
 	ctx := context.Background()
 	rows, err := conn.Query(ctx, "SELECT request_id, outcome, cost_usd, cost_source, price_known, cache_hit, reasoning_tokens, output_tokens "+

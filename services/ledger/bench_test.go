@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/switchyard-llm/switchyard/pkg/natsx"
+	"github.com/switchyard-llm/switchyard/pkg/testkit"
 	"github.com/switchyard-llm/switchyard/services/ledger"
 	"github.com/switchyard-llm/switchyard/services/ledger/internal/chtest"
 )
@@ -52,7 +53,7 @@ func BenchmarkIngest(b *testing.B) {
 	b.ResetTimer()
 	start := time.Now()
 	r := startLedger(b, cfg, ledger.Deps{JS: js, CH: conn})
-	eventually(b, 5*time.Minute, "all rows acked", func() bool { return r.L.Stats().Acked == uint64(b.N) })
+	testkit.Eventually(b, 5*time.Minute, "all rows acked", func() bool { return r.L.Stats().Acked == uint64(b.N) })
 	elapsed := time.Since(start)
 	b.StopTimer()
 	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "rows/s")

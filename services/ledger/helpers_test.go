@@ -136,18 +136,6 @@ func requestEvent(req string) envelope.RequestEvent {
 	}
 }
 
-// eventually polls cond until it holds or the deadline passes.
-func eventually(t testing.TB, within time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", within, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 // startProxy puts a fault-injecting proxy in front of ClickHouse.
 func startProxy(t testing.TB, target string) *faultnet.Proxy {
 	t.Helper()

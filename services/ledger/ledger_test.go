@@ -13,6 +13,7 @@ import (
 	"github.com/switchyard-llm/switchyard/pkg/envelope"
 	"github.com/switchyard-llm/switchyard/pkg/natsx"
 	"github.com/switchyard-llm/switchyard/pkg/pricing"
+	"github.com/switchyard-llm/switchyard/pkg/testkit"
 	"github.com/switchyard-llm/switchyard/services/ledger"
 	"github.com/switchyard-llm/switchyard/services/ledger/internal/chtest"
 )
@@ -91,9 +92,9 @@ func TestLedgerStoresEachEventOnce(t *testing.T) {
 	total := uint64(len(attempts) + len(requests))
 
 	publishAll(1)
-	eventually(t, 30*time.Second, "first round acked", func() bool { return r.L.Stats().Acked == total })
+	testkit.Eventually(t, 30*time.Second, "first round acked", func() bool { return r.L.Stats().Acked == total })
 	publishAll(2)
-	eventually(t, 30*time.Second, "second round acked", func() bool { return r.L.Stats().Acked == 2*total })
+	testkit.Eventually(t, 30*time.Second, "second round acked", func() bool { return r.L.Stats().Acked == 2*total })
 
 	for _, tc := range []struct {
 		table string
@@ -144,7 +145,7 @@ func TestLedgerStoresEachEventOnce(t *testing.T) {
 	}
 
 	// Acked messages leave the work-queue stream.
-	eventually(t, 10*time.Second, "telemetry stream drained", func() bool {
+	testkit.Eventually(t, 10*time.Second, "telemetry stream drained", func() bool {
 		s, err := js.Stream(ctx, natsx.StreamTelemetry)
 		return err == nil && s.CachedInfo().State.Msgs == 0
 	})
@@ -173,8 +174,8 @@ func TestLedgerDeadLetters(t *testing.T) {
 	good := attemptEvent("req_good", 1, "openai", "gpt-4o-mini")
 	publish(t, js, natsx.SubjectAttempt, "good", good)
 
-	eventually(t, 30*time.Second, "dead letters", func() bool { return r.L.Stats().DeadLetters == uint64(len(bad)) })
-	eventually(t, 30*time.Second, "good row", func() bool {
+	testkit.Eventually(t, 30*time.Second, "dead letters", func() bool { return r.L.Stats().DeadLetters == uint64(len(bad)) })
+	testkit.Eventually(t, 30*time.Second, "good row", func() bool {
 		return chtest.Count(t, conn, countQ(cfg.ClickHouseDatabase, "attempts", true)) == 1
 	})
 
@@ -237,10 +238,10 @@ func TestLedgerRequestBatch(t *testing.T) {
 	notArray := []byte(`{"request_id":"req_x"}`)
 	publish(t, js, natsx.SubjectRequestBatch, "not-an-array", notArray)
 
-	eventually(t, 30*time.Second, "rows of the batch's good events", func() bool {
+	testkit.Eventually(t, 30*time.Second, "rows of the batch's good events", func() bool {
 		return chtest.Count(t, conn, countQ(cfg.ClickHouseDatabase, "requests", true)) == 2
 	})
-	eventually(t, 30*time.Second, "dead letters", func() bool { return r.L.Stats().DeadLetters == 2 })
+	testkit.Eventually(t, 30*time.Second, "dead letters", func() bool { return r.L.Stats().DeadLetters == 2 })
 
 	cons, err := js.CreateOrUpdateConsumer(context.Background(), natsx.StreamDLQ, jetstream.ConsumerConfig{
 		FilterSubject: natsx.DLQSubject(natsx.StageLedger), AckPolicy: jetstream.AckNonePolicy,
@@ -288,7 +289,7 @@ func TestLedgerSurvivesClickHouseOutage(t *testing.T) {
 		publish(t, js, natsx.SubjectAttempt, id+"#1", attemptEvent(id, 1, "anthropic", "claude-haiku-4-5"))
 		publish(t, js, natsx.SubjectRequest, id, requestEvent(id))
 	}
-	eventually(t, 30*time.Second, "insert failures", func() bool { return first.L.Stats().InsertFailures >= 3 })
+	testkit.Eventually(t, 30*time.Second, "insert failures", func() bool { return first.L.Stats().InsertFailures >= 3 })
 	if got := chtest.Count(t, direct, countQ(db, "attempts", false)); got != 0 {
 		t.Fatalf("%d attempt rows during the outage, want 0", got)
 	}
@@ -310,11 +311,11 @@ func TestLedgerSurvivesClickHouseOutage(t *testing.T) {
 	}
 
 	second := startLedger(t, cfg, ledger.Deps{JS: js, CH: conn})
-	eventually(t, 30*time.Second, "second ledger failing too", func() bool { return second.L.Stats().InsertFailures >= 2 })
+	testkit.Eventually(t, 30*time.Second, "second ledger failing too", func() bool { return second.L.Stats().InsertFailures >= 2 })
 	if err := px.Up(); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 60*time.Second, "all rows after recovery", func() bool { return second.L.Stats().Acked == 2*n })
+	testkit.Eventually(t, 60*time.Second, "all rows after recovery", func() bool { return second.L.Stats().Acked == 2*n })
 	for _, table := range []string{"attempts", "requests"} {
 		if got := chtest.Count(t, direct, countQ(db, table, true)); got != n {
 			t.Errorf("%s FINAL: %d rows, want %d", table, got, n)
@@ -341,14 +342,14 @@ func TestLedgerRestart(t *testing.T) {
 		id := fmt.Sprintf("req_a_%d", i)
 		publish(t, js, natsx.SubjectRequest, id, requestEvent(id))
 	}
-	eventually(t, 30*time.Second, "first batch", func() bool { return first.L.Stats().Acked == 10 })
+	testkit.Eventually(t, 30*time.Second, "first batch", func() bool { return first.L.Stats().Acked == 10 })
 	first.stop(t)
 	for i := range 10 {
 		id := fmt.Sprintf("req_b_%d", i)
 		publish(t, js, natsx.SubjectRequest, id, requestEvent(id))
 	}
 	second := startLedger(t, cfg, ledger.Deps{JS: js, CH: conn})
-	eventually(t, 30*time.Second, "second batch", func() bool { return second.L.Stats().Acked == 10 })
+	testkit.Eventually(t, 30*time.Second, "second batch", func() bool { return second.L.Stats().Acked == 10 })
 	if got := chtest.Count(t, conn, countQ(db, "requests", true)); got != 20 {
 		t.Fatalf("requests FINAL: %d, want 20", got)
 	}
@@ -367,7 +368,7 @@ func TestRequestsKeyedByTenant(t *testing.T) {
 		ev := requestEvent("r1")
 		ev.Tenant = tenant
 		publish(t, js, natsx.SubjectRequest, tenant+".r1:request", ev)
-		eventually(t, 30*time.Second, tenant+" acked", func() bool { return r.L.Stats().Acked == uint64(i+1) })
+		testkit.Eventually(t, 30*time.Second, tenant+" acked", func() bool { return r.L.Stats().Acked == uint64(i+1) })
 	}
 	q := "SELECT count() FROM `" + cfg.ClickHouseDatabase + "`.requests FINAL WHERE request_id = 'r1'"
 	if got := chtest.Count(t, conn, q); got != 2 {
@@ -415,12 +416,12 @@ func TestLedgerStoresAttemptRowsCarriedByTheRequestEvent(t *testing.T) {
 			publish(t, js, natsx.SubjectRequest, fmt.Sprintf("%s-r%d", q.RequestID, round), q)
 			msgs++
 		}
-		eventually(t, 30*time.Second, fmt.Sprintf("round %d acked", round), func() bool { return r.L.Stats().Acked == msgs })
+		testkit.Eventually(t, 30*time.Second, fmt.Sprintf("round %d acked", round), func() bool { return r.L.Stats().Acked == msgs })
 	}
 	// A started row redelivered after its finished row: still finished.
 	publish(t, js, natsx.SubjectAttempt, started[0].AttemptID+":started-again", started[0])
 	msgs++
-	eventually(t, 30*time.Second, "late started row acked", func() bool { return r.L.Stats().Acked == msgs })
+	testkit.Eventually(t, 30*time.Second, "late started row acked", func() bool { return r.L.Stats().Acked == msgs })
 
 	for _, tc := range []struct {
 		name, query string
@@ -449,7 +450,7 @@ func TestLedgerDeadLettersRequestEventWithBadAttemptRow(t *testing.T) {
 	bad.AttemptID = ""
 	q.AttemptEvents = []envelope.AttemptEvent{bad}
 	publish(t, js, natsx.SubjectRequest, "bad_carried", q)
-	eventually(t, 30*time.Second, "dead-lettered", func() bool { return r.L.Stats().DeadLetters == 1 })
+	testkit.Eventually(t, 30*time.Second, "dead-lettered", func() bool { return r.L.Stats().DeadLetters == 1 })
 	if got := chtest.Count(t, conn, countQ(cfg.ClickHouseDatabase, "requests", true)); got != 0 {
 		t.Fatalf("request rows = %d, want 0", got)
 	}

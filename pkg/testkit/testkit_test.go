@@ -1,0 +1,51 @@
+package testkit
+
+import (
+	"fmt"
+	"runtime"
+	"testing"
+	"time"
+)
+
+// fatalRecorder is a testing.TB whose Fatalf records the message and ends
+// the goroutine, as the real one does.
+type fatalRecorder struct {
+	testing.TB
+	msg string
+}
+
+func (r *fatalRecorder) Helper() {}
+
+func (r *fatalRecorder) Fatalf(format string, args ...any) {
+	r.msg = fmt.Sprintf(format, args...)
+	runtime.Goexit()
+}
+
+func TestEventually(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		holdsAt int // poll on which cond first holds; 0: never
+		want    string
+	}{
+		{name: "holds at once", holdsAt: 1},
+		{name: "holds later", holdsAt: 5},
+		{name: "never holds", want: "timed out after 50ms waiting for the thing"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rec := &fatalRecorder{TB: t}
+			polls := 0
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				Eventually(rec, 50*time.Millisecond, "the thing", func() bool { polls++; return polls == tc.holdsAt })
+			}()
+			<-done
+			if rec.msg != tc.want {
+				t.Errorf("failure %q, want %q", rec.msg, tc.want)
+			}
+			if tc.holdsAt > 0 && polls != tc.holdsAt {
+				t.Errorf("polled %d times after cond held at poll %d", polls, tc.holdsAt)
+			}
+		})
+	}
+}
