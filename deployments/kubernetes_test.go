@@ -17,14 +17,17 @@ import (
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"sigs.k8s.io/yaml"
 
+	"github.com/switchyard-llm/switchyard/pkg/envcfg"
 	"github.com/switchyard-llm/switchyard/pkg/natsauth"
 	"github.com/switchyard-llm/switchyard/pkg/natsx"
 	"github.com/switchyard-llm/switchyard/pkg/policy"
+	"github.com/switchyard-llm/switchyard/pkg/svc"
 	"github.com/switchyard-llm/switchyard/services/executor"
 )
 
@@ -353,6 +356,7 @@ func TestKubernetesManifests(t *testing.T) {
 				continue
 			}
 			checkNATSCreds(t, m, cw, natsauth.ServiceUser(binary, env["SWITCHYARD_VENDOR"]), env["SWITCHYARD_NATS_CREDS"], c.VolumeMounts, volumes)
+			checkGCMemoryLimit(t, cw, env, c.Resources.Limits.Memory())
 			if got := port(t, cw, env["SWITCHYARD_HTTP_ADDR"]); got != fmt.Sprint(ports["health"]) {
 				t.Errorf("%s: /healthz on port %s (SWITCHYARD_HTTP_ADDR) but the probed port \"health\" is %d", cw, got, ports["health"])
 			}
@@ -389,6 +393,27 @@ func TestKubernetesManifests(t *testing.T) {
 	}
 	checkNATSStatefulSet(t, m)
 	checkExecutorsAndScalers(t, m, pol.pol)
+}
+
+// checkGCMemoryLimit: a service's soft memory limit (the collector's,
+// SWITCHYARD_GC_MEMORY_LIMIT_MIB or its default) is at most 90% of its
+// container's memory limit, so the collector works harder as the heap nears
+// it instead of the kernel killing the container first.
+func checkGCMemoryLimit(t reporter, where string, env map[string]string, limit *resource.Quantity) {
+	t.Helper()
+	var gc svc.GC
+	if err := envcfg.Process(envcfg.LookupMap(env), &gc); err != nil {
+		t.Errorf("%s: %v", where, err)
+		return
+	}
+	switch {
+	case limit.IsZero():
+		t.Errorf("%s: no memory limit", where)
+	case gc.MemoryLimitMiB == 0:
+		t.Errorf("%s: SWITCHYARD_GC_MEMORY_LIMIT_MIB=0: no soft limit under the memory limit of %s", where, limit)
+	case gc.MemoryLimitMiB<<20 > limit.Value()*9/10:
+		t.Errorf("%s: soft memory limit %d MiB (SWITCHYARD_GC_MEMORY_LIMIT_MIB) above 90%% of the memory limit %s", where, gc.MemoryLimitMiB, limit)
+	}
 }
 
 type policyFile struct {
