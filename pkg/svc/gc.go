@@ -17,8 +17,8 @@ type GC struct {
 	// collection's 25-50 ms of marking delays the requests that arrive
 	// meanwhile, so how often it runs sets the tail (docs/performance.md,
 	// "The collector's cycles": 1000 against 400 lowered `up`'s p99 in
-	// every pair at 500 req/s and saturated, and used 7-20% more memory
-	// at the peak, under MemoryLimitMiB).
+	// every pair at 500 req/s and saturated with the ledger off, and used
+	// 7-20% more memory at the peak, under MemoryLimitMiB).
 	Percent int `envconfig:"GC_PERCENT" default:"1000"`
 	// MemoryLimitMiB is GOMEMLIMIT when GOMEMLIMIT is not set: past it the
 	// collector runs as often as it must, whatever Percent says (0: none).
