@@ -24,12 +24,13 @@ func (r *fatalRecorder) Fatalf(format string, args ...any) {
 func TestEventually(t *testing.T) {
 	for _, tc := range []struct {
 		name    string
+		within  time.Duration
 		holdsAt int // poll on which cond first holds; 0: never
 		want    string
 	}{
-		{name: "holds at once", holdsAt: 1},
-		{name: "holds later", holdsAt: 5},
-		{name: "never holds", want: "timed out after 50ms waiting for the thing"},
+		{name: "holds at once", within: 10 * time.Second, holdsAt: 1},
+		{name: "holds later", within: 10 * time.Second, holdsAt: 5},
+		{name: "never holds", within: 50 * time.Millisecond, want: "timed out after 50ms waiting for the thing"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			rec := &fatalRecorder{TB: t}
@@ -37,7 +38,7 @@ func TestEventually(t *testing.T) {
 			done := make(chan struct{})
 			go func() {
 				defer close(done)
-				Eventually(rec, 50*time.Millisecond, "the thing", func() bool { polls++; return polls == tc.holdsAt })
+				Eventually(rec, tc.within, "the thing", func() bool { polls++; return polls == tc.holdsAt })
 			}()
 			<-done
 			if rec.msg != tc.want {
